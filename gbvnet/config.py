@@ -1,0 +1,268 @@
+"""Typed configuration for the model, data preparation and training, with validation and YAML loading.
+
+Every size in the system comes from here. Defaults follow ``shared/PAPER.md``: where the paper is silent the
+default is *our* choice and is marked so in the field's comment. Presets: ``smoke`` (tiny, CPU tests) and
+``paper`` (the sizes we use to reproduce the paper).
+
+Example:
+    >>> cfg = model_preset("smoke", modality="bio", bio_channels=40, bio_samples=384)
+    >>> cfg.bio.channels, cfg.modality
+    (40, 'bio')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MODALITIES = ("face", "bio", "facebio")
+FUSIONS = ("gated", "concat")
+TARGETS = ("valence", "arousal")
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+def _positive(name: str, value: int | float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+def _fraction(name: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+
+
+@dataclass
+class FaceConfig:
+    backbone: str = "convnextv2_atto"  # our choice (paper preset: convnextv2_nano); any timm convnextv2_*
+    pretrained: bool = False  # True: timm's normal download path (online users)
+    checkpoint: str | None = None  # local backbone weights file (offline users)
+    frames: int = 8  # our choice: frames per window
+    image_size: int = 112  # our choice (smoke: 64)
+    dim: int = 128  # projection width d
+    depth: int = 2  # temporal Transformer layers
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    dropout: float = 0.1
+
+    def validate(self) -> None:
+        if not self.backbone.startswith("convnextv2_"):
+            raise ConfigError(f"face.backbone must be a timm convnextv2_* model, got {self.backbone!r}")
+        for name in ("frames", "image_size", "dim", "depth", "heads", "mlp_ratio"):
+            _positive(f"face.{name}", getattr(self, name))
+        if self.image_size < 32:
+            raise ConfigError(f"face.image_size must be >= 32 (ConvNeXt downsamples by 32), got {self.image_size}")
+        if self.dim % self.heads:
+            raise ConfigError(f"face.dim ({self.dim}) must be divisible by face.heads ({self.heads})")
+        _fraction("face.dropout", self.dropout)
+        if self.checkpoint and self.pretrained:
+            raise ConfigError("face.pretrained and face.checkpoint are exclusive: choose one source of weights")
+
+
+@dataclass
+class BioConfig:
+    channels: int = 40  # set from the data: DEAP 40, MAHNOB 38 (or the subset used)
+    samples: int = 384  # set from the data: window seconds x rate (3 s x 128 Hz)
+    local_channels: int = 64  # our choice: Local stage width
+    local_kernels: tuple[int, int] = (7, 5)  # our choice; stride 2 on the first block
+    tcn_channels: int = 64
+    tcn_kernel: int = 3
+    tcn_dilations: tuple[int, ...] = (1, 2, 4, 8)
+    attn_heads: int = 4
+    dim: int = 128
+    dropout: float = 0.1
+
+    def validate(self) -> None:
+        for name in ("channels", "samples", "local_channels", "tcn_channels", "tcn_kernel", "attn_heads", "dim"):
+            _positive(f"bio.{name}", getattr(self, name))
+        if len(self.local_kernels) != 2 or any(k < 1 or k % 2 == 0 for k in self.local_kernels):
+            raise ConfigError(f"bio.local_kernels must be two odd kernel sizes, got {self.local_kernels!r}")
+        if not self.tcn_dilations or any(d < 1 for d in self.tcn_dilations):
+            raise ConfigError(f"bio.tcn_dilations must be positive integers, got {self.tcn_dilations!r}")
+        if self.tcn_channels % self.attn_heads:
+            raise ConfigError(
+                f"bio.tcn_channels ({self.tcn_channels}) must be divisible by bio.attn_heads ({self.attn_heads})"
+            )
+        if self.samples < 8:
+            raise ConfigError(f"bio.samples must be >= 8, got {self.samples}")
+        _fraction("bio.dropout", self.dropout)
+
+
+@dataclass
+class FusionConfig:
+    kind: str = "gated"  # gated | concat
+    dim: int = 128  # shared width d of both modalities
+    heads: int = 4  # cross-modal attention heads
+    gate_hidden: int = 128  # our choice: gate MLP hidden width
+    dropout: float = 0.2
+
+    def validate(self) -> None:
+        if self.kind not in FUSIONS:
+            raise ConfigError(f"fusion.kind must be one of {FUSIONS}, got {self.kind!r}")
+        for name in ("dim", "heads", "gate_hidden"):
+            _positive(f"fusion.{name}", getattr(self, name))
+        if self.dim % self.heads:
+            raise ConfigError(f"fusion.dim ({self.dim}) must be divisible by fusion.heads ({self.heads})")
+        _fraction("fusion.dropout", self.dropout)
+
+
+@dataclass
+class ModelConfig:
+    modality: str = "facebio"  # face | bio | facebio
+    num_classes: int = 2
+    face: FaceConfig = field(default_factory=FaceConfig)
+    bio: BioConfig = field(default_factory=BioConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+    def validate(self) -> ModelConfig:
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        _positive("num_classes", self.num_classes)
+        if self.modality in ("face", "facebio"):
+            self.face.validate()
+        if self.modality in ("bio", "facebio"):
+            self.bio.validate()
+        self.fusion.validate()
+        return self
+
+
+@dataclass
+class PrepareConfig:
+    """How raw trials become cached windows (``python -m gbvnet.prepare``)."""
+
+    window: float = 3.0  # seconds, our choice
+    stride: float = 3.0  # seconds
+    rate: float = 128.0  # Hz after resampling (DEAP is already 128 Hz)
+    l_freq: float | None = None  # band-pass low edge (Hz); None = no high-pass
+    h_freq: float | None = 45.0  # band-pass high edge (Hz); None = no low-pass
+    frames: int = 8  # face frames per window
+    face_size: int = 64  # face crop side in pixels
+    threshold: float = 5.0  # rating > threshold is "high"
+    baseline_norm: bool = False  # DEAP: z-score each trial with its 3 s pre-stimulus baseline
+
+    def validate(self) -> PrepareConfig:
+        for name in ("window", "stride", "rate", "frames", "face_size"):
+            _positive(name, getattr(self, name))
+        if self.h_freq is not None and self.h_freq >= self.rate / 2:
+            raise ConfigError(f"h_freq ({self.h_freq} Hz) must be below Nyquist ({self.rate / 2} Hz)")
+        if self.l_freq is not None and self.h_freq is not None and self.l_freq >= self.h_freq:
+            raise ConfigError(f"l_freq ({self.l_freq}) must be below h_freq ({self.h_freq})")
+        if not 1.0 <= self.threshold < 9.0:
+            raise ConfigError(f"threshold must be within the 1-9 rating scale, got {self.threshold}")
+        return self
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window * self.rate))
+
+
+@dataclass
+class TrainConfig:
+    """One training run (``gbvnet.train``). Optimiser defaults follow PAPER.md (our choices)."""
+
+    target: str = "valence"
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.0
+    class_weights: bool = False  # class-balanced cross-entropy
+    patience: int = 8  # early stopping on validation F1
+    seed: int = 0
+    augment: bool = True
+    num_workers: int = 1  # Ray Train workers
+    use_gpu: bool | None = None  # None: auto-detect
+    max_failures: int = 0
+
+    def validate(self) -> TrainConfig:
+        if self.target not in TARGETS:
+            raise ConfigError(f"target must be one of {TARGETS}, got {self.target!r}")
+        for name in ("epochs", "batch_size", "lr", "patience", "num_workers"):
+            _positive(name, getattr(self, name))
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or self.max_failures < -1:
+            raise ConfigError("weight_decay and warmup_epochs must be >= 0, max_failures >= -1")
+        _fraction("label_smoothing", self.label_smoothing)
+        return self
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    """``smoke``: tiny CPU model for tests; ``paper``: the sizes we use to reproduce the paper.
+
+    Keyword overrides: ``modality``, ``fusion`` (kind), ``bio_channels``, ``bio_samples``, ``frames``,
+    ``image_size``.
+    """
+    if name == "paper":
+        cfg = ModelConfig(face=FaceConfig(backbone="convnextv2_nano", image_size=112))
+    elif name == "smoke":
+        cfg = ModelConfig(
+            face=FaceConfig(frames=4, image_size=64, dim=32, depth=1, heads=2, dropout=0.0),
+            bio=BioConfig(local_channels=16, tcn_channels=16, tcn_dilations=(1, 2), attn_heads=2, dim=32,
+                          dropout=0.0),
+            fusion=FusionConfig(dim=32, heads=2, gate_hidden=32, dropout=0.0),
+        )
+    else:
+        raise ConfigError(f"unknown preset {name!r}: choose 'smoke' or 'paper'")
+    mapping = {"modality": ("modality",), "fusion": ("fusion", "kind"), "bio_channels": ("bio", "channels"),
+               "bio_samples": ("bio", "samples"), "frames": ("face", "frames"), "image_size": ("face", "image_size")}
+    for key, value in overrides.items():
+        if key not in mapping:
+            raise ConfigError(f"unknown override {key!r}; known: {sorted(mapping)}")
+        *parents, leaf = mapping[key]
+        target = cfg
+        for p in parents:
+            target = getattr(target, p)
+        setattr(target, leaf, value)
+    return cfg.validate()
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain dict (tuples as lists) fit for YAML, JSON and MLflow params."""
+    return yaml.safe_load(yaml.safe_dump(_plain(dataclasses.asdict(cfg))))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) dict; unknown keys are an error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__} expects a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} keys {sorted(unknown)}; known: {sorted(known)}")
+    kwargs = {}
+    defaults = cls()
+    for name, value in data.items():
+        current = getattr(defaults, name)
+        if is_dataclass(current):
+            kwargs[name] = from_dict(type(current), value)
+        elif isinstance(current, tuple):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file (for example the best config written by ``tune/search.py``)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data

@@ -1,0 +1,54 @@
+"""What a dataset reader yields: one record per trial. Nothing outside the readers knows file layouts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """Bad input data. The message always names the offending file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass
+class TrialRecord:
+    """One trial of one subject, as read from the official files.
+
+    Attributes:
+        subject: the dataset's subject number (DEAP 1-32, MAHNOB subject id from session.xml).
+        trial: the dataset's own trial id (DEAP Experiment_id 1-40, MAHNOB session id).
+        bio: physiological signals, channels x samples, float64, in physical units as stored.
+        channels: channel names, one per row of ``bio``.
+        sfreq: sampling rate of ``bio`` in Hz.
+        stim_start, stim_end: the stimulus (video clip) in seconds from the first sample of ``bio``.
+            Only windows inside [stim_start, stim_end] are ever cut.
+        valence, arousal: self-reported (felt) ratings on the 1-9 scale.
+        video: path of the face video, or None where the dataset has none for this trial.
+        video_start: time in seconds, on the ``bio`` clock, that the video's first frame shows.
+            A frame for bio time ``t`` is at video time ``t - video_start``.
+        source_files: the files this record was read from (for the cache manifest).
+    """
+
+    subject: int
+    trial: int
+    bio: np.ndarray
+    channels: list[str]
+    sfreq: float
+    stim_start: float
+    stim_end: float
+    valence: float
+    arousal: float
+    video: Path | None = None
+    video_start: float = 0.0
+    source_files: tuple[Path, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        return self.bio.shape[1] / self.sfreq

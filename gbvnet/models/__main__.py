@@ -1,0 +1,60 @@
+"""``python -m gbvnet.models --preset paper|smoke [--modality ...] [--fusion ...]``: parameters and FLOPs.
+
+Prints the parameter count of each branch and the forward FLOPs per sample, counted by
+``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions; 1 multiply-add = 2 FLOPs).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from gbvnet.config import FUSIONS, MODALITIES
+from gbvnet.models.gbvnet import GBVNet, create_model
+
+
+def example_inputs(model: GBVNet, batch: int = 1) -> dict[str, torch.Tensor]:
+    """Random inputs of the shapes ``model`` expects, for the modalities it uses."""
+    c = model.cfg
+    inputs = {}
+    if model.face is not None:
+        inputs["face"] = torch.randn(batch, c.face.frames, 3, c.face.image_size, c.face.image_size)
+    if model.bio is not None:
+        inputs["bio"] = torch.randn(batch, c.bio.channels, c.bio.samples)
+    return inputs
+
+
+def count_flops(model: GBVNet, batch: int = 1) -> int:
+    """Forward FLOPs for ``batch`` samples (eval mode, no grad)."""
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(**example_inputs(model, batch))
+    return counter.get_total_flops()
+
+
+def parameter_counts(model: GBVNet) -> dict[str, int]:
+    counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gbvnet.models", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=("smoke", "paper"), default="paper")
+    parser.add_argument("--modality", choices=MODALITIES, default="facebio")
+    parser.add_argument("--fusion", choices=FUSIONS, default="gated")
+    parser.add_argument("--bio-channels", type=int, default=40)
+    parser.add_argument("--bio-samples", type=int, default=384)
+    args = parser.parse_args(argv)
+    model = create_model(args.preset, modality=args.modality, fusion=args.fusion, bio_channels=args.bio_channels,
+                         bio_samples=args.bio_samples)
+    print(f"GBV-Net preset={args.preset} modality={args.modality} fusion={args.fusion}")
+    for name, n in parameter_counts(model).items():
+        print(f"  params {name:<8} {n:>12,}")
+    print(f"  forward FLOPs / sample {count_flops(model) / 1e9:.3f} GFLOP")
+
+
+if __name__ == "__main__":
+    main()
