@@ -1,0 +1,53 @@
+"""Binary classification metrics, computed one way everywhere (training, evaluation, baselines, reports).
+
+The positive class is 1 = high rating. Everything derives from the 2x2 confusion matrix
+``[[tn, fp], [fn, tp]]`` (rows: true class, columns: predicted class), which can be summed across workers or
+folds before the metrics are taken. Undefined ratios (for example precision with no positive prediction) are 0,
+as in scikit-learn's ``zero_division=0``.
+
+Example:
+    >>> m = binary_metrics(confusion([1, 0, 1, 1], [1, 0, 0, 1]))
+    >>> round(m["accuracy"], 2), round(m["recall"], 3)
+    (0.75, 0.667)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "balanced_accuracy")
+
+
+def confusion(y_true, y_pred) -> np.ndarray:
+    """2x2 integer confusion matrix ``[[tn, fp], [fn, tp]]``."""
+    y_true = np.asarray(y_true, dtype=np.int64).ravel()
+    y_pred = np.asarray(y_pred, dtype=np.int64).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has {y_true.size} labels but y_pred has {y_pred.size}")
+    if y_true.size and (min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) > 1):
+        raise ValueError("labels must be 0 or 1")
+    return np.bincount(2 * y_true + y_pred, minlength=4).reshape(2, 2)
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den else 0.0
+
+
+def binary_metrics(cm: np.ndarray) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 and balanced accuracy from a confusion matrix."""
+    (tn, fp), (fn, tp) = np.asarray(cm, dtype=np.float64)
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    return {
+        "accuracy": _ratio(tp + tn, tn + fp + fn + tp),
+        "precision": precision,
+        "recall": recall,
+        "f1": _ratio(2 * precision * recall, precision + recall),
+        "balanced_accuracy": (recall + _ratio(tn, tn + fp)) / 2,
+    }
+
+
+def prefixed(cm: np.ndarray, prefix: str) -> dict[str, float | list]:
+    """``binary_metrics`` with keys ``{prefix}_{name}`` plus ``{prefix}_confusion`` (nested list)."""
+    out: dict[str, float | list] = {f"{prefix}_{k}": v for k, v in binary_metrics(cm).items()}
+    out[f"{prefix}_confusion"] = np.asarray(cm).tolist()
+    return out

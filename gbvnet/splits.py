@@ -1,0 +1,95 @@
+"""Folds (train / validation / test row indices of the window cache) and the leakage guard.
+
+A :class:`Fold` names rows of the cache's index. Its ``level`` says what must never be shared between its parts:
+
+* ``subject``: no subject in two parts (leave-one-subject-out, cross-subject training);
+* ``trial``: no (subject, trial) in two parts, so windows of one trial never straddle train and test
+  (subject-dependent protocols);
+* ``window``: only rows are disjoint. This is the common *leaky* protocol (windows of one trial in both train and
+  test); :func:`check_fold` refuses it unless ``allow_leaky=True``.
+
+Protocols that generate folds live in :mod:`evaluation.protocols`; training calls :func:`check_fold` too, so a
+leaky fold never trains by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LEVELS = ("subject", "trial", "window")
+PARTS = ("train", "val", "test")
+
+
+class LeakageError(ValueError):
+    """A fold shares subjects, trials or windows between its parts."""
+
+
+@dataclass
+class Fold:
+    """One fold: row indices into the cache index for each part, and what it is."""
+
+    name: str
+    level: str
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    val_level: str | None = None  # what train and val must not share; default: ``level``
+
+    def __post_init__(self) -> None:
+        self.val_level = self.val_level or self.level
+        for level in (self.level, self.val_level):
+            if level not in LEVELS:
+                raise ValueError(f"fold level must be one of {LEVELS}, got {level!r}")
+        for part in PARTS:
+            setattr(self, part, np.asarray(getattr(self, part), dtype=np.int64))
+
+    @property
+    def leaky(self) -> bool:
+        return "window" in (self.level, self.val_level)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "level": self.level, "val_level": self.val_level,
+                **{p: getattr(self, p).tolist() for p in PARTS}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Fold:
+        return cls(**data)
+
+
+def units(subjects: np.ndarray, trials: np.ndarray, rows: np.ndarray, level: str) -> set:
+    """The units of ``level`` (subject ids, (subject, trial) pairs, or row ids) that ``rows`` touch."""
+    if level == "subject":
+        return set(np.unique(subjects[rows]).tolist())
+    if level == "trial":
+        return set(zip(subjects[rows].tolist(), trials[rows].tolist(), strict=True))
+    return set(rows.tolist())
+
+
+def check_fold(fold: Fold, subjects: np.ndarray, trials: np.ndarray, allow_leaky: bool = False) -> None:
+    """Raise :class:`LeakageError` if two parts of ``fold`` share a unit of its level, or a part is bad.
+
+    Test is checked against train and val at ``fold.level``; train against val at ``fold.val_level``.
+
+    ``subjects`` and ``trials`` are the cache index columns (one entry per row).
+    """
+    if fold.leaky and not allow_leaky:
+        raise LeakageError(f"fold {fold.name}: window-level (leaky) split refused; pass allow_leaky=True "
+                           "(--allow-leaky-split) to run it, labelled as leaky")
+    n = len(subjects)
+    for part in PARTS:
+        rows = getattr(fold, part)
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise LeakageError(f"fold {fold.name}: {part} rows out of range for a cache of {n} rows")
+        if len(np.unique(rows)) != rows.size:
+            raise LeakageError(f"fold {fold.name}: {part} lists a row twice")
+    if fold.train.size == 0:
+        raise LeakageError(f"fold {fold.name}: empty training set")
+    pairs = (("train", "test", fold.level), ("val", "test", fold.level), ("train", "val", fold.val_level))
+    for a, b, level in pairs:
+        shared = (units(subjects, trials, getattr(fold, a), level)
+                  & units(subjects, trials, getattr(fold, b), level))
+        if shared:
+            raise LeakageError(f"fold {fold.name}: {len(shared)} {level}(s) in both {a} and {b}, "
+                               f"e.g. {sorted(shared)[:3]}")

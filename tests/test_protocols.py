@@ -1,0 +1,85 @@
+"""Split generators and the leakage guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evaluation.protocols import LeaveOneSubjectOut, SegmentRandomKFold, SubjectDependentKFold
+from gbvnet.splits import Fold, LeakageError, check_fold
+
+
+def index(n_subjects=4, n_trials=8, windows=6):
+    X = np.array([(s, t) for s in range(1, n_subjects + 1) for t in range(1, n_trials + 1) for _ in range(windows)])
+    y = ((X[:, 1] + X[:, 0]) % 2).astype(int)
+    return X, y
+
+
+def pairs(X, rows):
+    return set(map(tuple, X[rows].tolist()))
+
+
+def test_loso_holds_out_each_subject_once_and_validates_on_training_subjects():
+    X, y = index()
+    folds = LeaveOneSubjectOut(seed=0).folds(X, y)
+    assert [np.unique(X[f.test, 0]).tolist() for f in folds] == [[1], [2], [3], [4]]
+    for f in folds:
+        held_out = X[f.test[0], 0]
+        assert held_out not in X[np.concatenate([f.train, f.val]), 0]
+        assert not pairs(X, f.train) & pairs(X, f.val)  # validation trials are not trained on
+        assert len(f.train) + len(f.val) + len(f.test) == len(X)
+        assert set(y[f.val]) == {0, 1}  # stratified
+
+
+def test_subject_dependent_never_splits_a_trial():
+    X, y = index(n_subjects=2, n_trials=10)
+    folds = SubjectDependentKFold(k=5, seed=1).folds(X, y)
+    assert len(folds) == 10
+    for f in folds:
+        assert len(np.unique(X[np.concatenate([f.train, f.val, f.test]), 0])) == 1
+        assert not pairs(X, f.test) & (pairs(X, f.train) | pairs(X, f.val))
+        assert not pairs(X, f.train) & pairs(X, f.val)
+    # every trial is tested exactly once per subject
+    tested = [p for f in folds for p in pairs(X, f.test)]
+    assert len(tested) == len(set(tested)) == 20
+
+
+def test_same_seed_same_folds_and_different_seed_differs():
+    X, y = index()
+    a = [f.to_dict() for f in SubjectDependentKFold(k=3, seed=4).folds(X, y)]
+    b = [f.to_dict() for f in SubjectDependentKFold(k=3, seed=4).folds(X, y)]
+    c = [f.to_dict() for f in SubjectDependentKFold(k=3, seed=5).folds(X, y)]
+    assert a == b and a != c
+
+
+def test_sklearn_interface():
+    X, y = index(n_subjects=3)
+    cv = LeaveOneSubjectOut()
+    assert cv.get_n_splits(X, y) == 3
+    for train, test in cv.split(X, y):
+        assert len(np.intersect1d(train, test)) == 0
+
+
+def test_guard_rejects_crafted_leaky_folds():
+    X, y = index(n_subjects=3)
+    s, t = X[:, 0], X[:, 1]
+    rows = np.arange(len(X))
+    with pytest.raises(LeakageError, match=r"subject\(s\) in both train and test"):
+        check_fold(Fold("bad", "subject", rows[s != 3], [], rows[s >= 2]), s, t)
+    same_trial = rows[(s == 1) & (t == 1)]
+    with pytest.raises(LeakageError, match=r"trial\(s\) in both train and test"):
+        check_fold(Fold("bad", "trial", np.concatenate([rows[s == 2], same_trial[:2]]), [], same_trial[2:]), s, t)
+    with pytest.raises(LeakageError, match="leaky"):
+        check_fold(Fold("bad", "window", rows[:10], [], rows[10:20]), s, t)
+    check_fold(Fold("ok", "window", rows[:10], [], rows[10:20]), s, t, allow_leaky=True)
+    with pytest.raises(LeakageError, match="empty training set"):
+        check_fold(Fold("bad", "subject", [], [], rows[s == 1]), s, t)
+
+
+def test_segment_random_is_refused_without_flag_and_is_leaky_with_it():
+    X, y = index(n_subjects=2)
+    with pytest.raises(ValueError, match="leaky"):
+        SegmentRandomKFold(k=3)
+    folds = SegmentRandomKFold(k=3, allow_leaky=True).folds(X, y)
+    assert all(f.leaky for f in folds)
+    assert any(pairs(X, f.train) & pairs(X, f.test) for f in folds)  # it really is the leaky protocol
