@@ -1,0 +1,43 @@
+"""Where an evaluation's window cache comes from: a prepared cache, a real download, or a synthetic corpus.
+
+``--synthetic`` writes a small corpus in the dataset's official layout once (``data/synthetic/<dataset>``) and
+prepares it with the real readers; ``--root`` prepares a user's download (incrementally: unchanged subjects are
+not redone); ``--cache`` alone uses an existing cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gbvnet.config import PrepareConfig
+
+# The demo corpus: small enough for a LOSO run on 2 CPU cores within minutes, large enough to learn from.
+SYNTHETIC_SIZE = {"mahnob": {"subjects": 4, "trials": 8}, "deap": {"subjects": 4, "trials": 8}}
+
+
+def synthetic_prepare_config() -> PrepareConfig:
+    """Preparation used for synthetic corpora: 3 s windows, 4 frames of 64 x 64 faces."""
+    return PrepareConfig(window=3.0, stride=3.0, frames=4, face_size=64)
+
+
+def resolve_cache(dataset: str, *, root: str | None, synthetic: bool, cache: str | None,
+                  prepare: PrepareConfig, on_error: str = "fail", need_face: bool = True) -> str:
+    """Return the cache location to evaluate on, preparing it first where needed."""
+    from gbvnet.prepare import prepare_dataset
+
+    if synthetic:
+        from gbvnet.data import synthetic as gen
+
+        root_path = Path("data/synthetic") / dataset
+        if not root_path.exists():
+            size = SYNTHETIC_SIZE[dataset]
+            writer = gen.write_mahnob if dataset == "mahnob" else gen.write_deap
+            writer(root_path, subjects=size["subjects"], trials=size["trials"], seed=0)
+        root = str(root_path)
+        cache = cache or f"data/cache/{dataset}-synthetic"
+    if root is not None:
+        cache = cache or f"data/cache/{dataset}"
+        prepare_dataset(dataset, root, cache, prepare, on_error=on_error, face=need_face)
+    if cache is None:
+        raise ValueError("give --root (a dataset download), --synthetic, or --cache (a prepared window cache)")
+    return cache

@@ -1,0 +1,15 @@
+"""``python -m evaluation.loso --dataset {deap,mahnob} (--root DIR | --synthetic)``: leave-one-subject-out.
+
+Each subject is the test set once; the model never sees it (validation comes from the other subjects' trials).
+See :mod:`evaluation.run` for the options shared with ``evaluation.subject_dependent``.
+"""
+
+from evaluation.run import cli
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return cli("loso", __doc__.splitlines()[0], argv=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""Run an evaluation protocol: folds as Ray Tune trials, each a Ray Train run, all logged to MLflow.
+
+The CLIs ``evaluation.loso`` and ``evaluation.subject_dependent`` only choose the protocol; everything else is
+here. Steps: resolve the window cache (``--synthetic`` writes and prepares a small official-format corpus once;
+``--root`` prepares a real download incrementally; ``--cache`` uses a prepared cache), generate folds (each
+checked by the leakage guard before anything trains), run them as a Tune grid over the fold index with a fixed
+model config (parallel when resources allow, failed folds retried, ``--resume`` continues an interrupted run),
+then aggregate test metrics per fold and per subject, log them to the MLflow parent run with plots, print the
+final table and write ``--output`` JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from evaluation import aggregate, plots
+from evaluation.protocols import PROTOCOLS
+from evaluation.tracking import Tracker, tracking_uri
+from gbvnet.config import (
+    FUSIONS,
+    MODALITIES,
+    TARGETS,
+    ModelConfig,
+    PrepareConfig,
+    TrainConfig,
+    from_dict,
+    load_yaml,
+    model_preset,
+    to_dict,
+)
+from gbvnet.data.cache import open_cache
+from gbvnet.train import default_storage, make_job, make_trainer
+
+DATASETS = ("deap", "mahnob")
+
+
+@dataclass
+class EvalSpec:
+    """Everything one evaluation invocation needs (built from the CLI by :func:`spec_from_args`)."""
+
+    protocol: str
+    dataset: str
+    cache: str
+    model: ModelConfig
+    train: TrainConfig
+    protocol_args: dict[str, Any] = field(default_factory=dict)
+    test_subjects: list[int] | None = None  # default: every subject in the cache
+    folds_in_parallel: int = 2
+    workers_per_fold: int = 1
+    resume: bool = False
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    storage: str | None = None
+    searched_subjects: list[int] = field(default_factory=list)  # from --config: subjects the search saw
+    allow_searched_test_subjects: bool = False
+
+    @property
+    def leaky(self) -> bool:
+        return self.protocol == "segment-random"
+
+    def invocation_key(self, manifest_hash: str) -> str:
+        """Stable id of this evaluation: same spec and cache -> same key (used by --resume)."""
+        payload = json.dumps({"protocol": self.protocol, "dataset": self.dataset, "cache": manifest_hash,
+                              "model": to_dict(self.model), "train": to_dict(self.train),
+                              "protocol_args": self.protocol_args, "test_subjects": self.test_subjects},
+                             sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def fold_driver(config: dict, jobs: list[dict], names: list[str], workers: int, storage: str, prefix: str):
+    """Tune trainable: fit one fold's ``TorchTrainer``; metrics reach Tune through ``TuneReportCallback``.
+
+    The trainer's name is fixed per fold, so a retried fold resumes from its own last checkpoint.
+    """
+    i = config["fold"]
+    make_trainer(jobs[i], f"{prefix}-{names[i]}", workers=workers, storage=storage,
+                 callbacks=[TuneReportCallback()]).fit()
+
+
+def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> list[tune.Result]:
+    """Run every fold as a Tune trial; return each fold's Tune result (in fold order)."""
+    storage = spec.storage or default_storage()
+    experiment = f"eval-{spec.protocol}-{spec.dataset}-{key}"
+    trainable = tune.with_parameters(fold_driver, jobs=jobs, names=names, workers=spec.workers_per_fold,
+                                     storage=storage, prefix=experiment)
+    # The driver function itself only waits on its TorchTrainer, whose workers hold the CPUs/GPUs.
+    trainable = tune.with_resources(trainable, {"cpu": 0})
+    path = f"{storage.rstrip('/')}/{experiment}"
+    if spec.resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"fold": tune.grid_search(list(range(len(jobs))))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.folds_in_parallel),
+            run_config=tune.RunConfig(name=experiment, storage_path=storage,
+                                      failure_config=tune.FailureConfig(max_failures=2), verbose=0),
+        )
+    grid = tuner.fit()
+    results: list[tune.Result | None] = [None] * len(jobs)
+    for result in grid:
+        if result.error:
+            raise RuntimeError(f"fold {names[result.config['fold']]} failed: {result.error}")
+        results[result.config["fold"]] = result
+    missing = [names[i] for i, r in enumerate(results) if r is None]
+    if missing:
+        raise RuntimeError(f"no result for folds {missing}")
+    return results  # type: ignore[return-value]
+
+
+def evaluate(spec: EvalSpec) -> dict:
+    """Run the evaluation described by ``spec``; returns the ``--output`` document."""
+    index = open_cache(spec.cache).index()
+    target_labels = index.labels(spec.train.target)
+    X = np.stack([index.subject, index.trial], 1)
+    protocol = PROTOCOLS[spec.protocol](**spec.protocol_args)
+    folds = protocol.folds(X, target_labels)
+    if spec.test_subjects is not None:
+        folds = [f for f in folds if set(np.unique(index.subject[f.test]).tolist()) <= set(spec.test_subjects)]
+        if not folds:
+            raise ValueError(f"no fold tests only on subjects {spec.test_subjects}")
+    tested = sorted(set(np.unique(index.subject[np.concatenate([f.test for f in folds])]).tolist()))
+    overlap = sorted(set(spec.searched_subjects) & set(tested))
+    if overlap and not spec.allow_searched_test_subjects:
+        raise ValueError(f"the config was searched on subjects {overlap}, which this evaluation tests on; "
+                         "choose --test-subjects without them (or --allow-searched-test-subjects)")
+    jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky) for f in folds]
+    names = [f.name for f in folds]
+
+    key = spec.invocation_key(index.manifest_hash)
+    experiment = spec.experiment or f"gbvnet-{spec.dataset}-{spec.protocol}"
+    tracker = Tracker(tracking_uri(spec.tracking_uri), experiment, key,
+                      run_name=f"{spec.model.modality}-{spec.model.fusion.kind}-{spec.train.target}",
+                      resume=spec.resume)
+    tracker.log_params({"protocol": spec.protocol, "dataset": spec.dataset, "cache": spec.cache,
+                        "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
+                        "seed": spec.train.seed, "model": to_dict(spec.model), "train": to_dict(spec.train),
+                        "protocol_args": spec.protocol_args, "leaky": spec.leaky, "folds": len(folds)})
+    tracker.set_tags({"protocol": spec.protocol, "dataset": spec.dataset, "modality": spec.model.modality,
+                      "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky": spec.leaky})
+    tracker.log_json([f.to_dict() for f in folds], "folds.json")
+    try:
+        results = run_folds(spec, jobs, names, key)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    histories = {}
+    for fold, result in zip(folds, results, strict=True):
+        history = result.metrics_dataframe.to_dict("records")
+        histories[fold.name] = history
+        tracker.log_child(fold.name, history, params={"fold": fold.name, "test_subjects":
+                                                      np.unique(index.subject[fold.test]).tolist()})
+    summary = aggregate.summarise(folds, [r.metrics for r in results], index)
+    tracker.log_metrics(summary["aggregate"])
+    tracker.log_json(summary["per_subject"], "per_subject.json")
+    tracker.log_json(summary["folds"], "folds_metrics.json")
+    for path in plots.make_all(summary, histories):
+        tracker.log_file(path)
+    tracker.finish()
+    document = {"protocol": spec.protocol, "leaky": spec.leaky, "dataset": spec.dataset,
+                "target": spec.train.target, "modality": spec.model.modality, "fusion": spec.model.fusion.kind,
+                "mlflow_run_id": tracker.run_id, "mlflow_experiment": experiment, "cache": spec.cache,
+                **summary}
+    return document
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=DATASETS, required=True)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--root", help="official dataset folder (prepared into --cache, incrementally)")
+    src.add_argument("--synthetic", action="store_true",
+                     help="write (once) a small synthetic corpus in the official layout and evaluate on it")
+    p.add_argument("--cache", help="window cache directory or URI (default data/cache/<dataset>[-synthetic])")
+    p.add_argument("--modality", choices=MODALITIES, default="facebio")
+    p.add_argument("--fusion", choices=FUSIONS, default="gated")
+    p.add_argument("--target", choices=TARGETS, default="valence")
+    p.add_argument("--preset", choices=("smoke", "paper"), default=None,
+                   help="model size preset (default: smoke with --synthetic, paper otherwise)")
+    p.add_argument("--config", help="YAML with 'model' / 'train' sections (the best config of tune/search.py)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-subjects", type=int, nargs="+", default=None)
+    p.add_argument("--folds-in-parallel", type=int, default=2)
+    p.add_argument("--workers-per-fold", type=int, default=1)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted evaluation")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite runs/mlflow.db)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default gbvnet-<dataset>-<protocol>)")
+    p.add_argument("--storage", default=None, help="Ray results path or URI (default ./runs/ray)")
+    p.add_argument("--output", default=None, help="write per-fold and aggregate metrics as JSON here")
+    p.add_argument("--allow-searched-test-subjects", action="store_true")
+    p.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="bad input while preparing")
+
+
+def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict) -> EvalSpec:
+    from evaluation.data import resolve_cache, synthetic_prepare_config
+
+    preset = args.preset or ("smoke" if args.synthetic else "paper")
+    model = model_preset(preset, modality=args.modality, fusion=args.fusion)
+    train = TrainConfig(target=args.target, seed=args.seed)
+    if args.synthetic:
+        train.epochs, train.patience = 8, 4
+    searched: list[int] = []
+    if args.config:
+        config = load_yaml(args.config)
+        if "model" in config:
+            model = from_dict(ModelConfig, config["model"])
+            model.modality, model.fusion.kind = args.modality, args.fusion
+        if "train" in config:
+            train = from_dict(TrainConfig, {**to_dict(train), **config["train"]})
+        searched = list(config.get("search", {}).get("subjects", []))
+    train.target, train.seed = args.target, args.seed
+    if args.epochs:
+        train.epochs = args.epochs
+    if args.batch_size:
+        train.batch_size = args.batch_size
+    prepare = synthetic_prepare_config() if args.synthetic else PrepareConfig()
+    cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
+                          prepare=prepare, on_error=args.on_error, need_face=args.modality != "bio")
+    return EvalSpec(protocol=protocol, dataset=args.dataset, cache=cache, model=model.validate(),
+                    train=train.validate(), protocol_args=protocol_args, test_subjects=args.test_subjects,
+                    folds_in_parallel=args.folds_in_parallel, workers_per_fold=args.workers_per_fold,
+                    resume=args.resume, tracking_uri=args.tracking_uri, experiment=args.experiment,
+                    storage=args.storage, searched_subjects=searched,
+                    allow_searched_test_subjects=args.allow_searched_test_subjects)
+
+
+def init_ray() -> None:
+    """Connect to ``RAY_ADDRESS`` when set (a cluster), else start Ray locally."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+
+
+def cli(protocol: str, description: str, extra=None, argv: list[str] | None = None) -> dict:
+    """Shared body of the protocol CLIs: parse, evaluate, print the table, write ``--output``."""
+    parser = argparse.ArgumentParser(prog=f"python -m evaluation.{protocol.replace('-', '_')}",
+                                     description=description)
+    add_arguments(parser)
+    if extra:
+        extra(parser)
+    args = parser.parse_args(argv)
+    protocol_args = {"seed": args.seed}
+    for name in ("k",):
+        if hasattr(args, name):
+            protocol_args[name] = getattr(args, name)
+    if getattr(args, "allow_leaky_split", False):
+        protocol, protocol_args["allow_leaky"] = "segment-random", True
+    spec = spec_from_args(args, protocol, protocol_args)
+    init_ray()
+    document = evaluate(spec)
+    print(aggregate.format_table(document))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(document, indent=2))
+        print(f"wrote {args.output}")
+    sys.stdout.flush()
+    return document

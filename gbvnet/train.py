@@ -1,0 +1,332 @@
+"""Training on Ray Train: one per-worker loop for 1..N workers (DDP), CPU or GPU, with checkpoints and resume.
+
+``train_loop_per_worker(job)`` is what every evaluation fold, search trial and single run executes. ``job`` is a
+plain dict (see :func:`make_job`): the cache location, the model and training configs and a
+:class:`~gbvnet.splits.Fold` (train / val / test rows of the cache). Per epoch the loop trains on its shard of the
+training rows (each window once per epoch across workers; the last few are repeated to give every worker the
+same number of steps, as ``DistributedSampler`` does), evaluates on the validation rows (sharded, confusion
+matrices summed across workers), early-stops on validation F1 and reports metrics with a checkpoint through
+``ray.train.report``. After a worker failure Ray restarts the workers and the loop resumes from the latest
+checkpoint (epoch counter continues). At the end the model of the best *validation* epoch is scored once on the
+test rows (``test_*`` metrics): the test set never steers training or model selection.
+
+Normalisation statistics (per bio channel) are fitted on the training rows only. Checkpoints are read with
+``torch.load(weights_only=True)``: no arbitrary unpickling.
+
+CLI: ``python -m gbvnet.train --cache DIR --modality facebio --target valence --train-subjects 1 2
+--val-subjects 3 [--test-subjects 4] [--workers N] [--gpu] [--epochs E] [--seed S] [--max-failures K]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from gbvnet.config import MODALITIES, ConfigError, ModelConfig, TrainConfig, from_dict, model_preset, to_dict
+from gbvnet.data.augment import augment_batch
+from gbvnet.data.cache import open_cache
+from gbvnet.data.dataset import WindowDataset, fit_normalizer
+from gbvnet.metrics import binary_metrics, confusion, prefixed
+from gbvnet.models import GBVNet
+from gbvnet.splits import Fold, check_fold
+
+CHECKPOINT_FILE = "state.pt"
+
+
+# --------------------------------------------------------------------------------------------------- job spec
+def fit_model_to_cache(model: ModelConfig, manifest: dict) -> ModelConfig:
+    """Set the model's input sizes (bio channels/samples, frames, face size) from the cache manifest."""
+    model = copy.deepcopy(model)
+    model.bio.channels = len(manifest["channels"])
+    model.bio.samples = int(manifest["window_samples"])
+    model.face.frames = int(manifest["frames"])
+    model.face.image_size = int(manifest["face_size"])
+    return model.validate()
+
+
+def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, allow_leaky: bool = False) -> dict:
+    """Validate everything and build the plain-dict job every worker receives.
+
+    Refuses (``ConfigError`` / ``LeakageError``) unknown modalities, empty training sets, a modality that needs
+    faces on a cache without them, and folds that share subjects/trials between their parts.
+    """
+    train.validate()
+    index = open_cache(cache).index()
+    model = fit_model_to_cache(model, index.manifest)
+    if model.modality != "bio" and not index.has_face:
+        raise ConfigError(f"modality {model.modality!r} needs face frames but cache {cache} has none "
+                          "(prepared with --no-face, or no videos); use --modality bio")
+    check_fold(fold, index.subject, index.trial, allow_leaky=allow_leaky)
+    if fold.val.size == 0:
+        raise ConfigError(f"fold {fold.name}: empty validation set (early stopping needs one)")
+    return {"cache": str(cache), "model": to_dict(model), "train": to_dict(train), "fold": fold.to_dict(),
+            "allow_leaky": allow_leaky}
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def _world() -> tuple[int, int]:
+    ctx = ray.train.get_context()
+    return ctx.get_world_rank(), ctx.get_world_size()
+
+
+def _all_reduce(array: np.ndarray) -> np.ndarray:
+    if not (dist.is_available() and dist.is_initialized()):
+        return array
+    t = torch.as_tensor(array, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.numpy()
+
+
+def _shard(rows: np.ndarray, rank: int, world: int, rng: np.random.Generator | None) -> np.ndarray:
+    """This worker's rows: shuffled and padded to equal length (training) or a plain slice (evaluation)."""
+    if rng is None:
+        return rows[rank::world]
+    order = rows[rng.permutation(len(rows))]
+    pad = (-len(order)) % world
+    return np.concatenate([order, order[:pad]])[rank::world]
+
+
+def _inputs(batch: dict, modality: str, device: torch.device) -> dict[str, torch.Tensor]:
+    keys = {"face": ("face",), "bio": ("bio",), "facebio": ("face", "bio")}[modality]
+    return {k: batch[k].to(device, non_blocking=True) for k in keys}
+
+
+def lr_lambda(epochs: int, warmup: int, steps_per_epoch: int):
+    """Linear warm-up for ``warmup`` epochs, then cosine decay to 0, per optimiser step."""
+    total, warm = max(1, epochs * steps_per_epoch), warmup * steps_per_epoch
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return f
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, ds: WindowDataset, rows: np.ndarray, batch_size: int, device: torch.device,
+             autocast: bool) -> tuple[np.ndarray, float, float]:
+    """Confusion matrix, summed loss and summed face-gate weight over ``rows`` (this worker's shard)."""
+    model.eval()
+    cm, loss_sum, gate_sum = np.zeros((2, 2)), 0.0, 0.0
+    for start in range(0, len(rows), batch_size):
+        batch = ds.batch(rows[start:start + batch_size])
+        y = batch["label"].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = model(**_inputs(batch, ds.modality, device))
+        logits = out["logits"].float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        cm += confusion(y.cpu().numpy(), logits.argmax(1).cpu().numpy())
+        if "gates" in out:
+            gate_sum += out["gates"][:, 0].float().mean(1).sum().item()
+    return cm, loss_sum, gate_sum
+
+
+def _save(state: dict) -> ray.train.Checkpoint:
+    directory = tempfile.mkdtemp(prefix="gbvnet-ckpt-")
+    torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
+    return ray.train.Checkpoint.from_directory(directory)
+
+
+def load_state(checkpoint: ray.train.Checkpoint) -> dict:
+    """Read a training checkpoint with ``weights_only=True`` (tensors and plain containers only)."""
+    with checkpoint.as_directory() as directory:
+        return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+
+
+# --------------------------------------------------------------------------------------------------- the loop
+def train_loop_per_worker(job: dict[str, Any]) -> None:
+    """The Ray Train worker function (see the module docstring)."""
+    tc: TrainConfig = from_dict(TrainConfig, job["train"]).validate()
+    mc: ModelConfig = from_dict(ModelConfig, job["model"]).validate()
+    fold = Fold.from_dict(job["fold"])
+    rank, world = _world()
+    device = ray.train.torch.get_device()
+    autocast = device.type == "cuda"
+
+    cache = open_cache(job["cache"])
+    normalizer = fit_normalizer(cache, fold.train) if mc.modality != "face" else None
+    ds = WindowDataset(cache, target=tc.target, modality=mc.modality, normalizer=normalizer)
+    labels = ds.labels
+
+    torch.manual_seed(tc.seed)
+    model = GBVNet(mc)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+    steps_per_epoch = math.ceil(math.ceil(len(fold.train) / world) / tc.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                  lr_lambda(tc.epochs, tc.warmup_epochs, steps_per_epoch))
+    weight = None
+    if tc.class_weights:
+        counts = np.bincount(labels[fold.train], minlength=2).astype(np.float64)
+        weight = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+
+    progress = {"epoch": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0}
+    best_model = copy.deepcopy(core.state_dict())
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        state = load_state(checkpoint)
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        best_model, progress = state["best_model"], state["progress"]
+
+    for epoch in range(progress["epoch"], tc.epochs):
+        started = time.perf_counter()
+        model.train()
+        rng = np.random.default_rng([tc.seed, epoch])
+        shard = _shard(fold.train, rank, world, rng)
+        generator = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch * 1009 + rank)
+        loss_sum, seen = 0.0, 0
+        for start in range(0, len(shard), tc.batch_size):
+            batch = ds.batch(shard[start:start + tc.batch_size])
+            if tc.augment:
+                batch = augment_batch(batch, generator)
+            y = batch["label"].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = model(**_inputs(batch, mc.modality, device))["logits"]
+            loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=tc.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum, seen = loss_sum + loss.item() * len(y), seen + len(y)
+
+        cm, val_loss, gate = evaluate(core, ds, _shard(fold.val, rank, world, None), tc.batch_size, device,
+                                      autocast)
+        totals = _all_reduce(np.concatenate([cm.ravel(), [val_loss, gate, loss_sum, seen]]))
+        cm, (val_loss, gate, loss_sum, seen) = totals[:4].reshape(2, 2), totals[4:]
+        n_val = cm.sum()
+        val = binary_metrics(cm)
+        if val["f1"] > progress["best_f1"]:
+            best_model = copy.deepcopy(core.state_dict())
+            progress.update(best_f1=val["f1"], best_epoch=epoch, bad_epochs=0)
+        else:
+            progress["bad_epochs"] += 1
+        progress["epoch"] = epoch + 1
+        finished = progress["epoch"] == tc.epochs or progress["bad_epochs"] >= tc.patience
+
+        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss / max(n_val, 1),
+                   **prefixed(cm, "val"), "best_val_f1": progress["best_f1"], "best_epoch": progress["best_epoch"] + 1,
+                   "lr": scheduler.get_last_lr()[0], "epoch_time_s": time.perf_counter() - started,
+                   "done": finished}
+        if mc.modality == "facebio" and mc.fusion.kind == "gated":
+            metrics["val_gate_face"] = gate / max(n_val, 1)
+        if finished and fold.test.size:
+            core.load_state_dict(best_model)
+            test_cm, _, _ = evaluate(core, ds, _shard(fold.test, rank, world, None), tc.batch_size, device,
+                                     autocast)
+            metrics.update(prefixed(_all_reduce(test_cm), "test"))
+        ckpt = None
+        if rank == 0:
+            ckpt = _save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "best_model": best_model, "progress": progress})
+            print(f"[{fold.name}] epoch {epoch + 1}/{tc.epochs} loss {metrics['train_loss']:.4f} "
+                  f"val acc {val['accuracy']:.3f} f1 {val['f1']:.3f}"
+                  + (f" | test acc {metrics['test_accuracy']:.3f}" if "test_accuracy" in metrics else ""),
+                  flush=True)
+        ray.train.report(metrics, checkpoint=ckpt)
+        if finished:
+            break
+
+
+# --------------------------------------------------------------------------------------------------- driver
+def default_storage() -> str:
+    """Where Ray keeps results and checkpoints: ``GBVNET_STORAGE`` (a path or URI) or ``./runs/ray``."""
+    return os.environ.get("GBVNET_STORAGE") or str(Path("runs/ray").resolve())
+
+
+def make_trainer(job: dict, name: str, *, workers: int = 1, use_gpu: bool | None = None,
+                 max_failures: int = 0, storage: str | None = None, callbacks=()) -> ray.train.torch.TorchTrainer:
+    """A ``TorchTrainer`` for ``job``; ``use_gpu=None`` uses GPUs when the cluster has them."""
+    if use_gpu is None:
+        use_gpu = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+    return ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=job,
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage or default_storage(),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=list(callbacks),
+        ),
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m gbvnet.train", description="Train GBV-Net once on a window cache.")
+    p.add_argument("--cache", required=True, help="window cache directory or URI (python -m gbvnet.prepare)")
+    p.add_argument("--modality", choices=MODALITIES, default="facebio")
+    p.add_argument("--fusion", choices=("gated", "concat"), default="gated")
+    p.add_argument("--target", choices=("valence", "arousal"), default="valence")
+    p.add_argument("--preset", choices=("smoke", "paper"), default="smoke")
+    p.add_argument("--train-subjects", type=int, nargs="+", required=True)
+    p.add_argument("--val-subjects", type=int, nargs="+", required=True)
+    p.add_argument("--test-subjects", type=int, nargs="*", default=[])
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--gpu", action="store_true", help="use GPUs (default: auto-detect)")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-failures", type=int, default=0, help="worker failures to recover from (-1: always)")
+    p.add_argument("--storage", default=None, help="Ray results/checkpoints path or URI (default ./runs/ray)")
+    p.add_argument("--name", default=None)
+    return p.parse_args(argv)
+
+
+def subject_fold(index, train: list[int], val: list[int], test: list[int]) -> Fold:
+    """A subject-level fold from subject lists; overlapping or unknown subjects are refused."""
+    parts = {"train": set(train), "val": set(val), "test": set(test)}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        if parts[a] & parts[b]:
+            raise ConfigError(f"subject(s) {sorted(parts[a] & parts[b])} in both {a} and {b} subjects")
+    known = set(np.unique(index.subject).tolist())
+    for part, subjects in parts.items():
+        if subjects - known:
+            raise ConfigError(f"{part} subject(s) {sorted(subjects - known)} not in the cache (has {sorted(known)})")
+    rows = np.arange(len(index.subject))
+    pick = {p: rows[np.isin(index.subject, sorted(s))] for p, s in parts.items()}
+    return Fold("subjects", "subject", pick["train"], pick["val"], pick["test"])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    model = model_preset(args.preset, modality=args.modality, fusion=args.fusion)
+    train = TrainConfig(target=args.target, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        seed=args.seed, num_workers=args.workers, max_failures=args.max_failures)
+    index = open_cache(args.cache).index()
+    fold = subject_fold(index, args.train_subjects, args.val_subjects, args.test_subjects)
+    job = make_job(args.cache, model, train, fold)
+    ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
+    trainer = make_trainer(job, args.name or f"train-{args.modality}-{args.target}-{int(time.time())}",
+                           workers=args.workers, use_gpu=True if args.gpu else None,
+                           max_failures=args.max_failures, storage=args.storage)
+    result = trainer.fit()
+    metrics = {k: v for k, v in result.metrics.items() if not isinstance(v, (dict, list))}
+    print("final:", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    return result.metrics
+
+
+if __name__ == "__main__":
+    main()
