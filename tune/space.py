@@ -1,0 +1,97 @@
+"""The hyper-parameter search space of GBV-Net, as dotted keys into the model and training configs.
+
+Keys are ``model.<section>.<field>`` (:class:`gbvnet.config.ModelConfig`) or ``train.<field>``
+(:class:`gbvnet.config.TrainConfig`); :func:`apply` writes a sampled point into copies of the base configs.
+
+| key | prior | why |
+| --- | --- | --- |
+| model.fusion.gate_hidden | choice 32/64/128/256 | gate MLP width |
+| model.fusion.dropout | uniform 0-0.5 | fusion/head regularisation |
+| model.face.backbone | choice atto/femto/pico | ConvNeXt V2 capacity (cost grows fast) |
+| model.face.depth, heads | choice 1-3, 2/4 | temporal Transformer size |
+| model.face.dim = model.bio.dim = model.fusion.dim | choice 64/128/256 | shared width d |
+| model.bio.local_channels, tcn_channels | choice 32/64/128 | Local / Medium stage widths |
+| model.bio.local_kernels | choice (7,5)/(9,7)/(5,3) | Local receptive field |
+| model.bio.tcn_kernel | choice 3/5 | TCN kernel |
+| model.bio.tcn_dilations | choice 3/4/5 levels (1,2,4,...) | TCN depth = receptive field |
+| model.bio.attn_heads | choice 2/4 | Global stage heads |
+| train.lr | log-uniform 1e-4 - 3e-3 | scale parameter: log prior |
+| train.weight_decay | log-uniform 1e-3 - 0.2 | scale parameter: log prior |
+| train.batch_size | choice 16/32/64 | |
+| train.label_smoothing | uniform 0-0.2 | |
+
+The ``smoke`` space keeps every size tiny (for tests and CPU demos); ``paper`` is the full space above.
+Frames per window and face size are fixed by the window cache (``gbvnet.prepare --frames/--face-size``).
+
+Example:
+    >>> from gbvnet.config import TrainConfig, model_preset
+    >>> model, train = apply({"model.fusion.dropout": 0.3, "train.lr": 1e-3, "width": 64},
+    ...                      model_preset("smoke"), TrainConfig())
+    >>> model.fusion.dropout, train.lr, model.face.dim, model.bio.dim
+    (0.3, 0.001, 64, 64)
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ray import tune
+
+from gbvnet.config import ModelConfig, TrainConfig
+
+WIDTH = "width"  # one sampled value sets face.dim, bio.dim and fusion.dim (they must agree)
+
+
+def search_space(kind: str = "paper") -> dict[str, Any]:
+    """Ray Tune distributions for ``kind`` = ``paper`` (full) or ``smoke`` (tiny sizes)."""
+    common = {
+        "model.fusion.dropout": tune.uniform(0.0, 0.5),
+        "train.lr": tune.loguniform(1e-4, 3e-3),
+        "train.weight_decay": tune.loguniform(1e-3, 0.2),
+        "train.label_smoothing": tune.uniform(0.0, 0.2),
+    }
+    if kind == "smoke":
+        return {**common,
+                "model.fusion.gate_hidden": tune.choice([16, 32]),
+                WIDTH: tune.choice([16, 32]),
+                "model.bio.local_channels": tune.choice([8, 16]),
+                "model.bio.tcn_channels": tune.choice([8, 16]),
+                "model.bio.tcn_kernel": tune.choice([3, 5]),
+                "model.bio.tcn_dilations": tune.choice([(1, 2), (1, 2, 4)]),
+                "model.face.depth": tune.choice([1, 2]),
+                "train.batch_size": tune.choice([16, 32])}
+    if kind != "paper":
+        raise ValueError(f"unknown search space {kind!r}: choose 'paper' or 'smoke'")
+    return {**common,
+            "model.fusion.gate_hidden": tune.choice([32, 64, 128, 256]),
+            "model.face.backbone": tune.choice(["convnextv2_atto", "convnextv2_femto", "convnextv2_pico"]),
+            "model.face.depth": tune.choice([1, 2, 3]),
+            "model.face.heads": tune.choice([2, 4]),
+            WIDTH: tune.choice([64, 128, 256]),
+            "model.bio.local_channels": tune.choice([32, 64, 128]),
+            "model.bio.local_kernels": tune.choice([(7, 5), (9, 7), (5, 3)]),
+            "model.bio.tcn_channels": tune.choice([32, 64, 128]),
+            "model.bio.tcn_kernel": tune.choice([3, 5]),
+            "model.bio.tcn_dilations": tune.choice([(1, 2, 4), (1, 2, 4, 8), (1, 2, 4, 8, 16)]),
+            "model.bio.attn_heads": tune.choice([2, 4]),
+            "train.batch_size": tune.choice([16, 32, 64])}
+
+
+def apply(point: dict[str, Any], model: ModelConfig, train: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
+    """Copies of ``model`` and ``train`` with the sampled ``point`` written in (keys as in the table)."""
+    model, train = copy.deepcopy(model), copy.deepcopy(train)
+    for key, value in point.items():
+        if key == WIDTH:
+            model.face.dim = model.bio.dim = model.fusion.dim = int(value)
+            continue
+        root, *path = key.split(".")
+        target = {"model": model, "train": train}.get(root)
+        if target is None or not path:
+            raise KeyError(f"search key {key!r} must start with 'model.' or 'train.' (or be {WIDTH!r})")
+        for name in path[:-1]:
+            target = getattr(target, name)
+        if not hasattr(target, path[-1]):
+            raise KeyError(f"search key {key!r}: no field {path[-1]!r}")
+        setattr(target, path[-1], tuple(value) if isinstance(value, list) else value)
+    return model.validate(), train.validate()
