@@ -42,7 +42,7 @@ from gbvnet.config import (
     to_dict,
 )
 from gbvnet.data.cache import open_cache
-from gbvnet.train import default_storage, make_job, make_trainer
+from gbvnet.train import default_storage, make_job, make_trainer, tune_trial_resources
 
 DATASETS = ("deap", "mahnob")
 
@@ -95,7 +95,7 @@ def fold_driver(config: dict, jobs: list[dict], names: list[str], workers: int, 
     """
     i = config["fold"]
     make_trainer(jobs[i], f"{prefix}-{names[i]}", workers=workers, storage=storage,
-                 callbacks=[TuneReportCallback()]).fit()
+                 callbacks=[TuneReportCallback()], in_tune=True).fit()
 
 
 def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> list[tune.Result]:
@@ -104,8 +104,7 @@ def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> l
     experiment = f"eval-{spec.protocol}-{spec.dataset}-{key}"
     trainable = tune.with_parameters(fold_driver, jobs=jobs, names=names, workers=spec.workers_per_fold,
                                      storage=storage, prefix=experiment)
-    # The driver function itself only waits on its TorchTrainer, whose workers hold the CPUs/GPUs.
-    trainable = tune.with_resources(trainable, {"cpu": 0})
+    trainable = tune.with_resources(trainable, tune_trial_resources())
     path = f"{storage.rstrip('/')}/{experiment}"
     if spec.resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)

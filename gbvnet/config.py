@@ -174,7 +174,7 @@ class TrainConfig:
     warmup_epochs: int = 1
     label_smoothing: float = 0.0
     class_weights: bool = False  # class-balanced cross-entropy
-    patience: int = 8  # early stopping on validation F1
+    patience: int = 8  # early stopping on validation macro-F1
     seed: int = 0
     augment: bool = True
     num_workers: int = 1  # Ray Train workers

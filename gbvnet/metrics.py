@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "balanced_accuracy")
+METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "macro_f1", "balanced_accuracy")
 
 
 def confusion(y_true, y_pred) -> np.ndarray:
@@ -34,14 +34,20 @@ def _ratio(num: float, den: float) -> float:
 
 
 def binary_metrics(cm: np.ndarray) -> dict[str, float]:
-    """Accuracy, precision, recall, F1 and balanced accuracy from a confusion matrix."""
+    """Accuracy, precision, recall, F1 (positive class), macro-F1 and balanced accuracy from a confusion matrix.
+
+    Macro-F1 averages the F1 of both classes, so a constant predictor cannot score well on it.
+    """
     (tn, fp), (fn, tp) = np.asarray(cm, dtype=np.float64)
     precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    f1_negative = _ratio(2 * tn, 2 * tn + fn + fp)
     return {
         "accuracy": _ratio(tp + tn, tn + fp + fn + tp),
         "precision": precision,
         "recall": recall,
-        "f1": _ratio(2 * precision * recall, precision + recall),
+        "f1": f1,
+        "macro_f1": (f1 + f1_negative) / 2,
         "balanced_accuracy": (recall + _ratio(tn, tn + fp)) / 2,
     }
 

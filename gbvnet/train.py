@@ -5,7 +5,8 @@ plain dict (see :func:`make_job`): the cache location, the model and training co
 :class:`~gbvnet.splits.Fold` (train / val / test rows of the cache). Per epoch the loop trains on its shard of the
 training rows (each window once per epoch across workers; the last few are repeated to give every worker the
 same number of steps, as ``DistributedSampler`` does), evaluates on the validation rows (sharded, confusion
-matrices summed across workers), early-stops on validation F1 and reports metrics with a checkpoint through
+matrices summed across workers), early-stops on validation macro-F1 (our choice over the positive-class F1 of
+PAPER.md: a constant "always high" predictor scores a high F1 but a poor macro-F1) and reports metrics with a checkpoint through
 ``ray.train.report``. After a worker failure Ray restarts the workers and the loop resumes from the latest
 checkpoint (epoch counter continues). At the end the model of the best *validation* epoch is scored once on the
 test rows (``test_*`` metrics): the test set never steers training or model selection.
@@ -180,7 +181,7 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
         counts = np.bincount(labels[fold.train], minlength=2).astype(np.float64)
         weight = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32, device=device)
 
-    progress = {"epoch": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0}
+    progress = {"epoch": 0, "best_score": -1.0, "best_epoch": -1, "bad_epochs": 0}
     best_model = copy.deepcopy(core.state_dict())
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -217,16 +218,17 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
         cm, (val_loss, gate, loss_sum, seen) = totals[:4].reshape(2, 2), totals[4:]
         n_val = cm.sum()
         val = binary_metrics(cm)
-        if val["f1"] > progress["best_f1"]:
+        if val["macro_f1"] > progress["best_score"]:
             best_model = copy.deepcopy(core.state_dict())
-            progress.update(best_f1=val["f1"], best_epoch=epoch, bad_epochs=0)
+            progress.update(best_score=val["macro_f1"], best_epoch=epoch, bad_epochs=0)
         else:
             progress["bad_epochs"] += 1
         progress["epoch"] = epoch + 1
         finished = progress["epoch"] == tc.epochs or progress["bad_epochs"] >= tc.patience
 
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss / max(n_val, 1),
-                   **prefixed(cm, "val"), "best_val_f1": progress["best_f1"], "best_epoch": progress["best_epoch"] + 1,
+                   **prefixed(cm, "val"), "best_val_macro_f1": progress["best_score"],
+                   "best_epoch": progress["best_epoch"] + 1,
                    "lr": scheduler.get_last_lr()[0], "epoch_time_s": time.perf_counter() - started,
                    "done": finished}
         if mc.modality == "facebio" and mc.fusion.kind == "gated":
@@ -241,7 +243,7 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
             ckpt = _save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "best_model": best_model, "progress": progress})
             print(f"[{fold.name}] epoch {epoch + 1}/{tc.epochs} loss {metrics['train_loss']:.4f} "
-                  f"val acc {val['accuracy']:.3f} f1 {val['f1']:.3f}"
+                  f"val acc {val['accuracy']:.3f} macro-F1 {val['macro_f1']:.3f}"
                   + (f" | test acc {metrics['test_accuracy']:.3f}" if "test_accuracy" in metrics else ""),
                   flush=True)
         ray.train.report(metrics, checkpoint=ckpt)
@@ -255,15 +257,31 @@ def default_storage() -> str:
     return os.environ.get("GBVNET_STORAGE") or str(Path("runs/ray").resolve())
 
 
-def make_trainer(job: dict, name: str, *, workers: int = 1, use_gpu: bool | None = None,
-                 max_failures: int = 0, storage: str | None = None, callbacks=()) -> ray.train.torch.TorchTrainer:
-    """A ``TorchTrainer`` for ``job``; ``use_gpu=None`` uses GPUs when the cluster has them."""
+# A Tune trial's driver function only waits on its TorchTrainer; it reserves this sliver of a CPU (Ray refuses
+# zero-resource trials) and its workers take the rest, so one trial occupies exactly ``workers`` CPUs.
+DRIVER_CPU = 0.01
+
+
+def tune_trial_resources() -> dict:
+    """Resources of a Tune trial whose function only drives a TorchTrainer (see :func:`make_trainer`)."""
+    return {"cpu": DRIVER_CPU}
+
+
+def make_trainer(job: dict, name: str, *, workers: int = 1, use_gpu: bool | None = None, max_failures: int = 0,
+                 storage: str | None = None, callbacks=(), in_tune: bool = False) -> ray.train.torch.TorchTrainer:
+    """A ``TorchTrainer`` for ``job``; ``use_gpu=None`` uses GPUs when the cluster has them.
+
+    ``in_tune``: the trainer runs inside a Tune trial reserving :func:`tune_trial_resources`; its workers then
+    take the remaining ``1 - DRIVER_CPU / workers`` CPU each.
+    """
     if use_gpu is None:
         use_gpu = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+    cpus = 1 - DRIVER_CPU / workers if in_tune else 1
     return ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config=job,
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                               resources_per_worker={"CPU": cpus}),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage or default_storage(),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),

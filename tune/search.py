@@ -5,12 +5,12 @@
 
 Honesty: the search only ever sees its *search subjects* (``--search-subjects``; default: the first half of the
 cache's subjects, sorted). Among them, a seeded 25 % (at least one) are *validation subjects*; the rest train. The
-objective is validation F1 on those held-out subjects, so it measures cross-subject generalisation and never
+objective is validation macro-F1 on those held-out subjects, so it measures cross-subject generalisation and never
 touches the subjects an evaluation tests on. Both lists are recorded in MLflow and in the best config, and
 ``evaluation.loso --config`` refuses to test on a searched subject unless told otherwise.
 
 Each trial is a Tune function that builds and fits a ``TorchTrainer`` and reports through
-``TuneReportCallback`` (the Ray Train V2 way); ASHA stops poor trials early on ``val_f1`` per epoch; Optuna's
+``TuneReportCallback`` (the Ray Train V2 way); ASHA stops poor trials early on ``val_macro_f1`` per epoch; Optuna's
 TPE (seeded) proposes configurations, at most ``--concurrent`` at a time. ``--resume`` restores an interrupted
 search from its storage without re-running finished trials. The best configuration is written to ``--output``
 (YAML with ``model``, ``train`` and ``search`` sections), the format ``evaluation.loso --config`` reads.
@@ -38,10 +38,10 @@ from evaluation.tracking import Tracker, tracking_uri
 from gbvnet.config import TARGETS, PrepareConfig, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache
 from gbvnet.splits import Fold
-from gbvnet.train import default_storage, make_job, make_trainer
+from gbvnet.train import default_storage, make_job, make_trainer, tune_trial_resources
 from tune.space import apply, search_space
 
-METRIC = "val_f1"
+METRIC = "val_macro_f1"
 
 
 def search_fold(index, search_subjects: list[int], seed: int) -> Fold:
@@ -65,7 +65,7 @@ def search_trial(config: dict, base: dict, storage: str, experiment: str) -> Non
     job = make_job(base["cache"], model, train, Fold.from_dict(base["fold"]))
     trial = tune.get_context().get_trial_id()
     make_trainer(job, f"{experiment}-{trial}", workers=base["workers"], use_gpu=base["gpus_per_worker"] > 0,
-                 storage=storage, callbacks=[TuneReportCallback()]).fit()
+                 storage=storage, callbacks=[TuneReportCallback()], in_tune=True).fit()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "seed": args.seed, "search_subjects": search_subjects, "train_subjects": train_subjects,
                         "val_subjects": val_subjects, "cache_manifest_hash": index.manifest_hash})
     trainable = tune.with_resources(
-        tune.with_parameters(search_trial, base=base, storage=storage, experiment=name), {"cpu": 0})
+        tune.with_parameters(search_trial, base=base, storage=storage, experiment=name), tune_trial_resources())
     path = f"{storage.rstrip('/')}/{name}"
     if args.resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
@@ -149,32 +149,32 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for r in finished:
         history = r.metrics_dataframe.to_dict("records")
-        best_epoch_f1 = max(row[METRIC] for row in history)
-        rows.append((best_epoch_f1, r))
+        best_epoch_score = max(row[METRIC] for row in history)
+        rows.append((best_epoch_score, r))
         tracker.log_child(f"trial-{r.metrics['trial_id']}", history, params=r.config)
     rows.sort(key=lambda item: -item[0])
-    best_f1, best = rows[0]
+    best_score, best = rows[0]
     best_model, best_train = apply(best.config, model, train)
     document = {
         "model": to_dict(best_model),
         "train": {k: v for k, v in to_dict(best_train).items() if k not in ("target", "seed", "epochs")},
         "search": {"dataset": args.dataset, "target": args.target, "subjects": search_subjects,
                    "train_subjects": train_subjects, "val_subjects": val_subjects, "metric": METRIC,
-                   "best_val_f1": float(best_f1), "trial_id": best.metrics["trial_id"],
+                   "best_val_macro_f1": float(best_score), "trial_id": best.metrics["trial_id"],
                    "trials": len(grid), "cache_manifest_hash": index.manifest_hash,
                    "mlflow_run_id": tracker.run_id},
     }
-    tracker.log_metrics({"best_val_f1": float(best_f1), "trials": len(grid)})
+    tracker.log_metrics({"best_val_macro_f1": float(best_score), "trials": len(grid)})
     tracker.log_json(document, "best_config.json")
     tracker.finish()
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(yaml.safe_dump(document, sort_keys=False))
 
-    print(f"{'rank':>4} {'trial':>10} {'best val F1':>11} {'epochs':>6}  config")
+    print(f"{'rank':>4} {'trial':>10} {"best val macro-F1":>17} {'epochs':>6}  config")
     for rank, (f1, r) in enumerate(rows[:5], 1):
         shown = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                           for k, v in r.config.items())
-        print(f"{rank:>4} {r.metrics['trial_id']:>10} {f1:>11.3f} {int(r.metrics['epoch']):>6}  {shown}")
+        print(f"{rank:>4} {r.metrics['trial_id']:>10} {f1:>17.3f} {int(r.metrics['epoch']):>6}  {shown}")
     print(f"searched on subjects {search_subjects} (validation {val_subjects}); best config -> {args.output}")
     sys.stdout.flush()
     return document
