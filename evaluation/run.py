@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import ray
+from gbvnet.data.cache import open_cache
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -41,7 +42,6 @@ from gbvnet.config import (
     model_preset,
     to_dict,
 )
-from gbvnet.data.cache import open_cache
 from gbvnet.train import default_storage, make_job, make_trainer, tune_trial_resources
 
 DATASETS = ("deap", "mahnob")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from gbvnet.data.cache import open_cache
 from optuna.samplers import TPESampler
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -36,7 +37,6 @@ from evaluation.data import resolve_cache, synthetic_prepare_config
 from evaluation.run import DATASETS, init_ray
 from evaluation.tracking import Tracker, tracking_uri
 from gbvnet.config import TARGETS, PrepareConfig, TrainConfig, model_preset, to_dict
-from gbvnet.data.cache import open_cache
 from gbvnet.splits import Fold
 from gbvnet.train import default_storage, make_job, make_trainer, tune_trial_resources
 from tune.space import apply, search_space
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(yaml.safe_dump(document, sort_keys=False))
 
-    print(f"{'rank':>4} {'trial':>10} {"best val macro-F1":>17} {'epochs':>6}  config")
+    print(f"{'rank':>4} {'trial':>10} {'best val macro-F1':>17} {'epochs':>6}  config")
     for rank, (f1, r) in enumerate(rows[:5], 1):
         shown = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                           for k, v in r.config.items())
