@@ -38,7 +38,7 @@ from evaluation.run import DATASETS, init_ray
 from evaluation.tracking import Tracker, tracking_uri
 from gbvnet.config import TARGETS, PrepareConfig, TrainConfig, model_preset, to_dict
 from gbvnet.splits import Fold
-from gbvnet.train import default_storage, make_job, make_trainer, tune_trial_resources
+from gbvnet.train import default_storage, fit_model_to_cache, make_job, make_trainer, tune_trial_resources
 from tune.space import apply, search_space
 
 METRIC = "val_macro_f1"
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         tracker.log_child(f"trial-{r.metrics['trial_id']}", history, params=r.config)
     rows.sort(key=lambda item: -item[0])
     best_score, best = rows[0]
-    best_model, best_train = apply(best.config, model, train)
+    best_model, best_train = apply(best.config, fit_model_to_cache(model, index.manifest), train)
     document = {
         "model": to_dict(best_model),
         "train": {k: v for k, v in to_dict(best_train).items() if k not in ("target", "seed", "epochs")},

@@ -11,9 +11,9 @@ Keys are ``model.<section>.<field>`` (:class:`gbvnet.config.ModelConfig`) or ``t
 | model.face.depth, heads | choice 1-3, 2/4 | temporal Transformer size |
 | model.face.dim = model.bio.dim = model.fusion.dim | choice 64/128/256 | shared width d |
 | model.bio.local_channels, tcn_channels | choice 32/64/128 | Local / Medium stage widths |
-| model.bio.local_kernels | choice (7,5)/(9,7)/(5,3) | Local receptive field |
+| model.bio.local_kernels | choice "7,5"/"9,7"/"5,3" | Local receptive field |
 | model.bio.tcn_kernel | choice 3/5 | TCN kernel |
-| model.bio.tcn_dilations | choice 3/4/5 levels (1,2,4,...) | TCN depth = receptive field |
+| model.bio.tcn_dilations | choice "1,2,4"/"1,2,4,8"/"1,2,4,8,16" | TCN depth = receptive field |
 | model.bio.attn_heads | choice 2/4 | Global stage heads |
 | train.lr | log-uniform 1e-4 - 3e-3 | scale parameter: log prior |
 | train.weight_decay | log-uniform 1e-3 - 0.2 | scale parameter: log prior |
@@ -25,10 +25,10 @@ Frames per window and face size are fixed by the window cache (``gbvnet.prepare 
 
 Example:
     >>> from gbvnet.config import TrainConfig, model_preset
-    >>> model, train = apply({"model.fusion.dropout": 0.3, "train.lr": 1e-3, "width": 64},
-    ...                      model_preset("smoke"), TrainConfig())
-    >>> model.fusion.dropout, train.lr, model.face.dim, model.bio.dim
-    (0.3, 0.001, 64, 64)
+    >>> model, train = apply({"model.fusion.dropout": 0.3, "train.lr": 1e-3, "width": 64,
+    ...                       "model.bio.tcn_dilations": "1,2,4"}, model_preset("smoke"), TrainConfig())
+    >>> model.fusion.dropout, train.lr, model.face.dim, model.bio.dim, model.bio.tcn_dilations
+    (0.3, 0.001, 64, 64, (1, 2, 4))
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def search_space(kind: str = "paper") -> dict[str, Any]:
                 "model.bio.local_channels": tune.choice([8, 16]),
                 "model.bio.tcn_channels": tune.choice([8, 16]),
                 "model.bio.tcn_kernel": tune.choice([3, 5]),
-                "model.bio.tcn_dilations": tune.choice([(1, 2), (1, 2, 4)]),
+                "model.bio.tcn_dilations": tune.choice(["1,2", "1,2,4"]),
                 "model.face.depth": tune.choice([1, 2]),
                 "train.batch_size": tune.choice([16, 32])}
     if kind != "paper":
@@ -70,10 +70,10 @@ def search_space(kind: str = "paper") -> dict[str, Any]:
             "model.face.heads": tune.choice([2, 4]),
             WIDTH: tune.choice([64, 128, 256]),
             "model.bio.local_channels": tune.choice([32, 64, 128]),
-            "model.bio.local_kernels": tune.choice([(7, 5), (9, 7), (5, 3)]),
+            "model.bio.local_kernels": tune.choice(["7,5", "9,7", "5,3"]),
             "model.bio.tcn_channels": tune.choice([32, 64, 128]),
             "model.bio.tcn_kernel": tune.choice([3, 5]),
-            "model.bio.tcn_dilations": tune.choice([(1, 2, 4), (1, 2, 4, 8), (1, 2, 4, 8, 16)]),
+            "model.bio.tcn_dilations": tune.choice(["1,2,4", "1,2,4,8", "1,2,4,8,16"]),
             "model.bio.attn_heads": tune.choice([2, 4]),
             "train.batch_size": tune.choice([16, 32, 64])}
 
@@ -93,5 +93,7 @@ def apply(point: dict[str, Any], model: ModelConfig, train: TrainConfig) -> tupl
             target = getattr(target, name)
         if not hasattr(target, path[-1]):
             raise KeyError(f"search key {key!r}: no field {path[-1]!r}")
+        if isinstance(getattr(target, path[-1]), tuple) and isinstance(value, str):
+            value = tuple(int(v) for v in value.split(","))  # tuple choices travel as "1,2,4" (Optuna wants scalars)
         setattr(target, path[-1], tuple(value) if isinstance(value, list) else value)
     return model.validate(), train.validate()
