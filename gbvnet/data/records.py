@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+ON_ERROR = ("fail", "skip")
 
 
 class DataError(ValueError):
@@ -24,7 +27,8 @@ class TrialRecord:
     Attributes:
         subject: the dataset's subject number (DEAP 1-32, MAHNOB subject id from session.xml).
         trial: the dataset's own trial id (DEAP Experiment_id 1-40, MAHNOB session id).
-        bio: physiological signals, channels x samples, float64, in physical units as stored.
+        bio: physiological signals, channels x samples, float64, in physical units (DEAP: as stored in the
+            pickles; MAHNOB: SI units as mne returns them, e.g. volts for EEG/ECG).
         channels: channel names, one per row of ``bio``.
         sfreq: sampling rate of ``bio`` in Hz.
         stim_start, stim_end: the stimulus (video clip) in seconds from the first sample of ``bio``.
@@ -52,3 +56,30 @@ class TrialRecord:
     @property
     def duration(self) -> float:
         return self.bio.shape[1] / self.sfreq
+
+
+@dataclass
+class ReadReport:
+    """What a reader left out. Pass one to a reader to collect it; the reader also warns for each skip.
+
+    Attributes:
+        skipped: ``(path, problem)`` for every file or trial skipped with ``on_error="skip"``.
+        unrated: MAHNOB ``session.xml`` files without felt valence/arousal (not an error: skipped and counted).
+    """
+
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    unrated: list[str] = field(default_factory=list)
+
+
+def check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+
+
+def skip_or_raise(error: DataError, on_error: str, report: ReadReport | None) -> None:
+    """Raise ``error`` (``on_error="fail"``) or warn and record it in ``report`` (``on_error="skip"``)."""
+    if on_error == "fail":
+        raise error
+    warnings.warn(f"skipping {error}", stacklevel=3)
+    if report is not None:
+        report.skipped.append((error.path, error.problem))

@@ -1,0 +1,238 @@
+"""Reader for DEAP in its official layout.
+
+Layout under ``root``::
+
+    data_preprocessed_python/sNN.dat      NN = 01..32, Python 2 pickles (protocol 2) of
+                                          {'data': trials x 40 channels x 8064 samples (128 Hz),
+                                           'labels': trials x 4 (valence, arousal, dominance, liking, 1-9)}
+    metadata_csv/participant_ratings.csv  Participant_id,Trial,Experiment_id,Start_time,Valence,Arousal,...
+    face_video/sNN/sNN_trialMM.avi        subjects 1-22 only, MM = presentation order (``Trial``)
+
+Rows of ``data`` are in video order (row ``k`` is ``Experiment_id`` k + 1); the face videos are numbered in
+presentation order. A video is attached to a row only through the ratings CSV (the row whose Experiment_id is
+k + 1 names the ``Trial`` number of its video), never by position. Without the CSV no video is attached (with a
+warning): bio-only use is still valid. A subject of 1-22 whose video file is missing gets ``video=None`` and a
+warning.
+
+Each ``sNN.dat`` row is 63 s: a 3 s pre-trial baseline, then the 60 s stimulus, so ``stim_start = 3.0`` and
+``stim_end = 63.0``. Assumption (the dataset does not state the offset): a trial's face video starts with the
+trial recording, i.e. at bio time 0, the start of the baseline, so ``video_start = 0.0``.
+
+The pickles are loaded with a restricted unpickler that admits only what numpy arrays need, so a ``.dat`` from
+the internet cannot run code. Records hold views of the loaded array (float64 as stored), never copies.
+
+Errors: :class:`~gbvnet.data.records.DataError` naming the file and the problem. With ``on_error="skip"`` the
+reader warns, skips the smallest broken unit (a ``.dat`` file, or one trial with non-finite samples; a broken
+CSV only costs the videos) and records it in the optional :class:`~gbvnet.data.records.ReadReport`.
+"""
+
+from __future__ import annotations
+
+import csv
+import pickle
+import re
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from gbvnet.data.records import DataError, ReadReport, TrialRecord, check_on_error, skip_or_raise
+
+DEAP_CHANNELS: tuple[str, ...] = (
+    "Fp1", "AF3", "F3", "F7", "FC5", "FC1", "C3", "T7", "CP5", "CP1", "P3", "P7", "PO3", "O1", "Oz", "Pz",
+    "Fp2", "AF4", "Fz", "F4", "F8", "FC6", "FC2", "Cz", "C4", "T8", "CP6", "CP2", "P4", "P8", "PO4", "O2",
+    "hEOG", "vEOG", "zEMG", "tEMG", "GSR", "Respiration belt", "Plethysmograph", "Temperature",
+)  # fmt: skip
+DEAP_SFREQ = 128.0
+DEAP_SAMPLES = 8064  # 63 s at 128 Hz
+DEAP_STIM_START = 3.0  # the first 3 s are the pre-trial baseline
+DEAP_STIM_END = 63.0
+DEAP_VIDEO_SUBJECTS = range(1, 23)  # subjects with face video in the official release
+RATINGS_CSV = Path("metadata_csv") / "participant_ratings.csv"
+
+_DAT_NAME = re.compile(r"s(\d{2})\.dat")
+_reconstruct = np.zeros(1).__reduce__()[0]
+_scalar = np.float64(0).__reduce__()[0]
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "scalar"): _scalar,
+    ("numpy._core.multiarray", "scalar"): _scalar,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+def dat_path(root: str | Path, subject: int) -> Path:
+    return Path(root) / "data_preprocessed_python" / f"s{subject:02d}.dat"
+
+
+def video_path(root: str | Path, subject: int, presentation_trial: int) -> Path:
+    return Path(root) / "face_video" / f"s{subject:02d}" / f"s{subject:02d}_trial{presentation_trial:02d}.avi"
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Admits the globals numpy arrays need and nothing else (no code runs while loading)."""
+
+    def __init__(self, file, path: Path):
+        super().__init__(file, encoding="latin1")
+        self._path = path
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise DataError(self._path, f"refusing to unpickle {module}.{name}") from None
+
+
+def load_dat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(data, labels)`` of one ``sNN.dat``: trials x 40 x 8064 and trials x 4, validated (not for NaN/inf)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            obj = _NumpyOnlyUnpickler(f, path).load()
+    except DataError:
+        raise
+    except OSError as exc:
+        raise DataError(path, f"cannot read: {exc.strerror or exc}") from exc
+    except Exception as exc:  # truncated or not a pickle: pickle raises many types
+        raise DataError(path, f"not a valid DEAP pickle ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict) or not {"data", "labels"} <= obj.keys():
+        raise DataError(path, "expected a dict with 'data' and 'labels'")
+    data, labels = obj["data"], obj["labels"]
+    for name, arr in (("data", data), ("labels", labels)):
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
+            raise DataError(path, f"'{name}' must be a float array, got {type(arr).__name__}")
+    n = data.shape[0] if data.ndim == 3 else -1
+    if data.ndim != 3 or n < 1 or data.shape[1:] != (len(DEAP_CHANNELS), DEAP_SAMPLES):
+        raise DataError(path, f"'data' has shape {data.shape}, expected (trials, 40, {DEAP_SAMPLES})")
+    if labels.shape != (n, 4):
+        raise DataError(path, f"'labels' has shape {labels.shape}, expected ({n}, 4) for {n} trials")
+    if not np.isfinite(labels).all() or labels.min() < 1 or labels.max() > 9:
+        raise DataError(path, "'labels' must be finite ratings on the 1-9 scale")
+    return data, labels
+
+
+def read_presentation_order(csv_path: str | Path) -> dict[int, dict[int, int]]:
+    """``{participant: {Experiment_id: Trial}}`` from ``participant_ratings.csv``."""
+    csv_path = Path(csv_path)
+    order: dict[int, dict[int, int]] = {}
+    try:
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(csv_path, f"cannot read ratings CSV: {exc}") from exc
+    for line, row in enumerate(rows, start=2):
+        try:
+            participant, trial, experiment = (int(row[k]) for k in ("Participant_id", "Trial", "Experiment_id"))
+        except KeyError as exc:
+            raise DataError(csv_path, f"missing column {exc}") from None
+        except (TypeError, ValueError):
+            raise DataError(csv_path, f"line {line}: Participant_id, Trial and Experiment_id must be integers") from None
+        trials = order.setdefault(participant, {})
+        if experiment in trials or trial in trials.values():
+            raise DataError(csv_path, f"line {line}: participant {participant} lists Experiment_id {experiment} "
+                                      f"or Trial {trial} twice")
+        trials[experiment] = trial
+    return order
+
+
+def deap_subjects(root: str | Path) -> list[int]:
+    """Subjects that have an ``sNN.dat``, sorted."""
+    folder = Path(root) / "data_preprocessed_python"
+    found = (_DAT_NAME.fullmatch(p.name) for p in folder.glob("s*.dat"))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def deap_subject_files(root: str | Path) -> dict[int, list[Path]]:
+    """The source files of each subject (``.dat``, the ratings CSV, face videos) for the cache manifest."""
+    root = Path(root)
+    csv_file = root / RATINGS_CSV
+    files = {}
+    for subject in deap_subjects(root):
+        videos = sorted((root / "face_video" / f"s{subject:02d}").glob(f"s{subject:02d}_trial*.avi"))
+        files[subject] = [dat_path(root, subject), *([csv_file] if csv_file.exists() else []), *videos]
+    return files
+
+
+def _load_order(root: Path, on_error: str, report: ReadReport | None) -> dict[int, dict[int, int]] | None:
+    csv_file = root / RATINGS_CSV
+    if not csv_file.exists():
+        warnings.warn(f"{csv_file}: missing; DEAP face videos cannot be aligned and are not attached", stacklevel=3)
+        return None
+    try:
+        return read_presentation_order(csv_file)
+    except DataError as exc:
+        skip_or_raise(exc, on_error, report)
+        return None
+
+
+def _subject_records(
+    root: Path, subject: int, order: dict[int, dict[int, int]] | None, on_error: str, report: ReadReport | None
+) -> list[TrialRecord]:
+    path = dat_path(root, subject)
+    try:
+        data, labels = load_dat(path)
+    except DataError as exc:
+        skip_or_raise(exc, on_error, report)
+        return []
+    presentation = None if order is None else order.get(subject)
+    if order is not None and presentation is None:
+        warnings.warn(f"{root / RATINGS_CSV}: no rows for participant {subject}; no face videos attached",
+                      stacklevel=3)
+    records = []
+    for row in range(data.shape[0]):
+        experiment = row + 1
+        bio = data[row]
+        if not np.isfinite(bio.sum()):
+            channel = DEAP_CHANNELS[int(np.nonzero(~np.isfinite(bio))[0][0])]
+            skip_or_raise(DataError(path, f"trial {experiment} (Experiment_id): non-finite samples in channel "
+                                          f"{channel}"), on_error, report)
+            continue
+        video = None
+        sources = [path]
+        if presentation is not None:
+            sources.append(root / RATINGS_CSV)
+            trial = presentation.get(experiment)
+            candidate = None if trial is None else video_path(root, subject, trial)
+            if candidate is not None and candidate.exists():
+                video = candidate
+                sources.append(candidate)
+            elif subject in DEAP_VIDEO_SUBJECTS:
+                what = f"{candidate} is missing" if candidate else f"the CSV has no row for Experiment_id {experiment}"
+                warnings.warn(f"DEAP subject {subject} trial {experiment}: {what}; no face video", stacklevel=3)
+        records.append(TrialRecord(
+            subject=subject, trial=experiment, bio=bio, channels=list(DEAP_CHANNELS), sfreq=DEAP_SFREQ,
+            stim_start=DEAP_STIM_START, stim_end=DEAP_STIM_END, valence=float(labels[row, 0]),
+            arousal=float(labels[row, 1]), video=video, video_start=0.0, source_files=tuple(sources),
+        ))  # fmt: skip
+    return records
+
+
+def read_deap_subject(
+    root: str | Path, subject: int, on_error: str = "fail", report: ReadReport | None = None
+) -> list[TrialRecord]:
+    """All trials of one subject, in Experiment_id order (see the module docstring for errors)."""
+    check_on_error(on_error)
+    root = Path(root)
+    return _subject_records(root, subject, _load_order(root, on_error, report), on_error, report)
+
+
+def read_deap(
+    root: str | Path,
+    subjects: Iterable[int] | None = None,
+    on_error: str = "fail",
+    report: ReadReport | None = None,
+) -> Iterator[TrialRecord]:
+    """Yield one record per trial for ``subjects`` (default: every ``sNN.dat`` under ``root``)."""
+    check_on_error(on_error)
+    root = Path(root)
+    order = _load_order(root, on_error, report)
+    for subject in deap_subjects(root) if subjects is None else subjects:
+        yield from _subject_records(root, subject, order, on_error, report)
+
+
+# The uniform reader interface (same names in gbvnet.data.mahnob), as used by gbvnet.prepare.
+subject_files = deap_subject_files
+read_subject = read_deap_subject
