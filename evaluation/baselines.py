@@ -24,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from gbvnet.data.dataset import WindowDataset
 from gbvnet.metrics import confusion
 from gbvnet.splits import Fold
 
@@ -49,6 +50,14 @@ def bandpower_features(bio: np.ndarray, rate: float) -> np.ndarray:
     powers = [np.log(spectrum[..., (freqs >= lo) & (freqs < hi)].mean(-1) + 1e-12) for lo, hi in BANDS
               if ((freqs >= lo) & (freqs < hi)).any()]
     return np.concatenate([*powers, bio.mean(-1), bio.std(-1)], axis=1)
+
+
+def bio_features(cache, chunk: int = 2048) -> np.ndarray:
+    """:func:`bandpower_features` of every window of ``cache`` (read in chunks)."""
+    ds = WindowDataset(cache, modality="bio")
+    rate = float(cache.manifest["rate"])
+    return np.concatenate([bandpower_features(ds.bio_array(np.arange(i, min(i + chunk, len(ds)))), rate)
+                           for i in range(0, len(ds), chunk)])
 
 
 def bandpower_logreg(fold: Fold, y: np.ndarray, features: np.ndarray, seed: int = 0) -> np.ndarray:

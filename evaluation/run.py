@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 import ray
-from gbvnet.data.cache import open_cache
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from evaluation import aggregate, plots
+from evaluation.audit import audit_folds, check_normalizers, check_search_subjects
+from evaluation.baselines import baseline_confusions, bio_features
 from evaluation.protocols import PROTOCOLS
+from evaluation.stats import paired_comparison
 from evaluation.tracking import Tracker, tracking_uri
 from gbvnet.config import (
     FUSIONS,
@@ -42,6 +44,8 @@ from gbvnet.config import (
     model_preset,
     to_dict,
 )
+from gbvnet.data.cache import open_cache
+from gbvnet.splits import Fold
 from gbvnet.train import default_storage, make_job, make_trainer, tune_trial_resources
 
 DATASETS = ("deap", "mahnob")
@@ -130,22 +134,26 @@ def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> l
 
 def evaluate(spec: EvalSpec) -> dict:
     """Run the evaluation described by ``spec``; returns the ``--output`` document."""
-    index = open_cache(spec.cache).index()
+    cache = open_cache(spec.cache)
+    index = cache.index()
+    rows = np.arange(len(index.subject))
+    if spec.model.modality != "bio":
+        rows = rows[index.has_face_rows]  # face models evaluate on windows that have face frames
     target_labels = index.labels(spec.train.target)
-    X = np.stack([index.subject, index.trial], 1)
+    X = np.stack([index.subject[rows], index.trial[rows]], 1)
     protocol = PROTOCOLS[spec.protocol](**spec.protocol_args)
-    folds = protocol.folds(X, target_labels)
+    folds = [Fold(f.name, f.level, rows[f.train], rows[f.val], rows[f.test], val_level=f.val_level)
+             for f in protocol.folds(X, target_labels[rows])]
     if spec.test_subjects is not None:
         folds = [f for f in folds if set(np.unique(index.subject[f.test]).tolist()) <= set(spec.test_subjects)]
         if not folds:
             raise ValueError(f"no fold tests only on subjects {spec.test_subjects}")
-    tested = sorted(set(np.unique(index.subject[np.concatenate([f.test for f in folds])]).tolist()))
-    overlap = sorted(set(spec.searched_subjects) & set(tested))
-    if overlap and not spec.allow_searched_test_subjects:
-        raise ValueError(f"the config was searched on subjects {overlap}, which this evaluation tests on; "
-                         "choose --test-subjects without them (or --allow-searched-test-subjects)")
+    tested = np.unique(index.subject[np.concatenate([f.test for f in folds])]).tolist()
+    audit = {**audit_folds(folds, index.subject, index.trial, allow_leaky=spec.leaky),
+             **check_search_subjects(spec.searched_subjects, tested, spec.allow_searched_test_subjects)}
     jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky) for f in folds]
     names = [f.name for f in folds]
+    init_ray()  # only now: every refusal above costs no cluster start
 
     key = spec.invocation_key(index.manifest_hash)
     experiment = spec.experiment or f"gbvnet-{spec.dataset}-{spec.protocol}"
@@ -161,6 +169,7 @@ def evaluate(spec: EvalSpec) -> dict:
     tracker.log_json([f.to_dict() for f in folds], "folds.json")
     try:
         results = run_folds(spec, jobs, names, key)
+        audit.update(check_normalizers(folds, [r.metrics.get("normalizer_digest") for r in results]))
     except BaseException:
         tracker.finish("FAILED")
         raise
@@ -170,18 +179,35 @@ def evaluate(spec: EvalSpec) -> dict:
         histories[fold.name] = history
         tracker.log_child(fold.name, history, params={"fold": fold.name, "test_subjects":
                                                       np.unique(index.subject[fold.test]).tolist()})
-    summary = aggregate.summarise(folds, [r.metrics for r in results], index)
+    summary = aggregate.summarise(folds, [r.metrics["test_confusion"] for r in results], index)
+    for row, result in zip(summary["folds"], results, strict=True):
+        row["best_epoch"] = int(result.metrics["best_epoch"])
+    features = bio_features(cache)
+    baselines = {name: aggregate.summarise(folds, cms, index)
+                 for name, cms in baseline_confusions(folds, target_labels, features, spec.train.seed).items()}
+    comparisons = {}
+    if len(summary["per_subject"]) >= 2:
+        model_scores = aggregate.per_subject_scores(summary)
+        comparisons = {name: paired_comparison(model_scores, aggregate.per_subject_scores(b))
+                       for name, b in baselines.items()}
     tracker.log_metrics(summary["aggregate"])
+    for name, b in baselines.items():
+        tracker.log_metrics({f"baseline_{name}_{k}": v for k, v in b["aggregate"].items() if k != "n_folds"})
+    for name, cmp in comparisons.items():
+        tracker.log_metrics({f"vs_{name}_p_value": cmp["p_value"], f"vs_{name}_effect_size": cmp["effect_size"],
+                             f"vs_{name}_mean_difference": cmp["mean_difference"]})
+    tracker.set_tags({"leakage_audit": "passed" if not spec.leaky else "LEAKY protocol (allowed)"})
+    tracker.log_json(audit, "audit.json")
     tracker.log_json(summary["per_subject"], "per_subject.json")
     tracker.log_json(summary["folds"], "folds_metrics.json")
+    tracker.log_json({"baselines": baselines, "comparisons": comparisons}, "baselines.json")
     for path in plots.make_all(summary, histories):
         tracker.log_file(path)
     tracker.finish()
-    document = {"protocol": spec.protocol, "leaky": spec.leaky, "dataset": spec.dataset,
-                "target": spec.train.target, "modality": spec.model.modality, "fusion": spec.model.fusion.kind,
-                "mlflow_run_id": tracker.run_id, "mlflow_experiment": experiment, "cache": spec.cache,
-                **summary}
-    return document
+    return {"protocol": spec.protocol, "leaky": spec.leaky, "dataset": spec.dataset, "target": spec.train.target,
+            "modality": spec.model.modality, "fusion": spec.model.fusion.kind, "mlflow_run_id": tracker.run_id,
+            "mlflow_experiment": experiment, "cache": spec.cache, **summary, "baselines": baselines,
+            "comparisons": comparisons, "audit": audit}
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -267,7 +293,6 @@ def cli(protocol: str, description: str, extra=None, argv: list[str] | None = No
     if getattr(args, "allow_leaky_split", False):
         protocol, protocol_args["allow_leaky"] = "segment-random", True
     spec = spec_from_args(args, protocol, protocol_args)
-    init_ray()
     document = evaluate(spec)
     print(aggregate.format_table(document))
     if args.output:

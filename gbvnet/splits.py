@@ -14,6 +14,7 @@ leaky fold never trains by accident.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +57,12 @@ class Fold:
     @classmethod
     def from_dict(cls, data: dict) -> Fold:
         return cls(**data)
+
+
+def rows_digest(rows: np.ndarray) -> str:
+    """A short digest of a set of row indices (order-independent), to compare what code actually used."""
+    data = np.unique(np.asarray(rows, dtype=np.int64)).tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def units(subjects: np.ndarray, trials: np.ndarray, rows: np.ndarray, level: str) -> set:

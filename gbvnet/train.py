@@ -44,7 +44,7 @@ from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.metrics import binary_metrics, confusion, prefixed
 from gbvnet.models import GBVNet
-from gbvnet.splits import Fold, check_fold
+from gbvnet.splits import Fold, check_fold, rows_digest
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -191,7 +191,8 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
         scheduler.load_state_dict(state["scheduler"])
         best_model, progress = state["best_model"], state["progress"]
 
-    for epoch in range(progress["epoch"], tc.epochs):
+    start_epoch = progress["epoch"]  # > 0 after a restart: reported, so a resume is visible
+    for epoch in range(start_epoch, tc.epochs):
         started = time.perf_counter()
         model.train()
         rng = np.random.default_rng([tc.seed, epoch])
@@ -230,9 +231,11 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
                    **prefixed(cm, "val"), "best_val_macro_f1": progress["best_score"],
                    "best_epoch": progress["best_epoch"] + 1,
                    "lr": scheduler.get_last_lr()[0], "epoch_time_s": time.perf_counter() - started,
-                   "done": finished}
+                   "start_epoch": start_epoch, "done": finished}
         if mc.modality == "facebio" and mc.fusion.kind == "gated":
             metrics["val_gate_face"] = gate / max(n_val, 1)
+        if normalizer is not None:
+            metrics["normalizer_digest"] = rows_digest(normalizer.fitted_rows)  # checked by the leakage audit
         if finished and fold.test.size:
             core.load_state_dict(best_model)
             test_cm, _, _ = evaluate(core, ds, _shard(fold.test, rank, world, None), tc.batch_size, device,

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from gbvnet.data.cache import open_cache
 from optuna.samplers import TPESampler
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -37,6 +36,7 @@ from evaluation.data import resolve_cache, synthetic_prepare_config
 from evaluation.run import DATASETS, init_ray
 from evaluation.tracking import Tracker, tracking_uri
 from gbvnet.config import TARGETS, PrepareConfig, TrainConfig, model_preset, to_dict
+from gbvnet.data.cache import open_cache
 from gbvnet.splits import Fold
 from gbvnet.train import default_storage, fit_model_to_cache, make_job, make_trainer, tune_trial_resources
 from tune.space import apply, search_space
@@ -57,6 +57,12 @@ def search_fold(index, search_subjects: list[int], seed: int) -> Fold:
     train = sorted(set(search_subjects) - set(val))
     rows = np.arange(len(index.subject))
     return Fold("search", "subject", rows[np.isin(index.subject, train)], rows[np.isin(index.subject, val)])
+
+
+def make_search_alg(seed: int, concurrent: int) -> ConcurrencyLimiter:
+    """Optuna TPE (seeded: the same seed proposes the same configurations) behind a concurrency limit."""
+    searcher = OptunaSearch(metric=METRIC, mode="max", sampler=TPESampler(seed=seed))
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
 
 
 def search_trial(config: dict, base: dict, storage: str, experiment: str) -> None:
@@ -129,12 +135,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
-        searcher = OptunaSearch(metric=METRIC, mode="max", sampler=TPESampler(seed=args.seed))
         tuner = tune.Tuner(
             trainable,
             param_space=search_space(space_kind),
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=args.concurrent),
+                search_alg=make_search_alg(args.seed, args.concurrent),
                 scheduler=ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=args.max_epochs,
                                         grace_period=args.grace_epochs, reduction_factor=2),
                 num_samples=args.num_samples),
