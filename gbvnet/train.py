@@ -119,6 +119,32 @@ def lr_lambda(epochs: int, warmup: int, steps_per_epoch: int):
     return f
 
 
+def train_epoch(model: nn.Module, ds: WindowDataset, rows: np.ndarray, tc: TrainConfig, optimizer, scheduler,
+                device: torch.device, generator: torch.Generator, weight: torch.Tensor | None = None
+                ) -> tuple[float, int]:
+    """One pass over ``rows`` (already shuffled) in batches; returns (summed loss, windows seen).
+
+    bf16 autocast on GPU; augmentation (``tc.augment``) drawn from ``generator``.
+    """
+    model.train()
+    autocast = device.type == "cuda"
+    loss_sum, seen = 0.0, 0
+    for start in range(0, len(rows), tc.batch_size):
+        batch = ds.batch(rows[start:start + tc.batch_size])
+        if tc.augment:
+            batch = augment_batch(batch, generator)
+        y = batch["label"].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(**_inputs(batch, ds.modality, device))["logits"]
+        loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=tc.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum, seen = loss_sum + loss.item() * len(y), seen + len(y)
+    return loss_sum, seen
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, ds: WindowDataset, rows: np.ndarray, batch_size: int, device: torch.device,
              autocast: bool) -> tuple[np.ndarray, float, float]:
@@ -194,24 +220,10 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     start_epoch = progress["epoch"]  # > 0 after a restart: reported, so a resume is visible
     for epoch in range(start_epoch, tc.epochs):
         started = time.perf_counter()
-        model.train()
-        rng = np.random.default_rng([tc.seed, epoch])
-        shard = _shard(fold.train, rank, world, rng)
+        shard = _shard(fold.train, rank, world, np.random.default_rng([tc.seed, epoch]))
         generator = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch * 1009 + rank)
-        loss_sum, seen = 0.0, 0
-        for start in range(0, len(shard), tc.batch_size):
-            batch = ds.batch(shard[start:start + tc.batch_size])
-            if tc.augment:
-                batch = augment_batch(batch, generator)
-            y = batch["label"].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = model(**_inputs(batch, mc.modality, device))["logits"]
-            loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=tc.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum, seen = loss_sum + loss.item() * len(y), seen + len(y)
+        loss_sum, seen = train_epoch(model, ds, shard, tc, optimizer, scheduler, device, generator, weight)
+        train_time = time.perf_counter() - started
 
         cm, val_loss, gate = evaluate(core, ds, _shard(fold.val, rank, world, None), tc.batch_size, device,
                                       autocast)
@@ -230,7 +242,8 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss / max(n_val, 1),
                    **prefixed(cm, "val"), "best_val_macro_f1": progress["best_score"],
                    "best_epoch": progress["best_epoch"] + 1,
-                   "lr": scheduler.get_last_lr()[0], "epoch_time_s": time.perf_counter() - started,
+                   "lr": scheduler.get_last_lr()[0], "train_time_s": train_time,
+                   "epoch_time_s": time.perf_counter() - started,
                    "start_epoch": start_epoch, "done": finished}
         if mc.modality == "facebio" and mc.fusion.kind == "gated":
             metrics["val_gate_face"] = gate / max(n_val, 1)

@@ -29,7 +29,7 @@ from optuna.samplers import TPESampler
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from evaluation.data import resolve_cache, synthetic_prepare_config
@@ -59,8 +59,11 @@ def search_fold(index, search_subjects: list[int], seed: int) -> Fold:
     return Fold("search", "subject", rows[np.isin(index.subject, train)], rows[np.isin(index.subject, val)])
 
 
-def make_search_alg(seed: int, concurrent: int) -> ConcurrencyLimiter:
-    """Optuna TPE (seeded: the same seed proposes the same configurations) behind a concurrency limit."""
+def make_search_alg(seed: int, concurrent: int, algo: str = "optuna"):
+    """Optuna TPE (seeded: the same seed proposes the same configurations) behind a concurrency limit, or plain
+    seeded random search (``algo="random"``, the baseline of ``bench/search_efficiency.py``)."""
+    if algo == "random":
+        return BasicVariantGenerator(random_state=seed, max_concurrent=concurrent)
     searcher = OptunaSearch(metric=METRIC, mode="max", sampler=TPESampler(seed=seed))
     return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
 
@@ -93,11 +96,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrent", type=int, default=2)
     p.add_argument("--search-subjects", type=int, nargs="+", default=None)
     p.add_argument("--storage", default=None, help="Ray results path or URI (default ./runs/ray)")
-    p.add_argument("--name", default=None, help="search name (default search-<dataset>-<target>-seed<S>)")
+    p.add_argument("--name", default=None, help="search name (default search-<dataset>-<target>-<algo>-seed<S>)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--output", default="best.yaml")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--algo", choices=("optuna", "random"), default="optuna",
+                   help="optuna: TPE + ASHA early stopping (default); random: random search, no early stopping")
     return p.parse_args(argv)
 
 
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     train = TrainConfig(target=args.target, epochs=args.max_epochs, patience=args.max_epochs, seed=args.seed)
     make_job(cache, model, train, fold)  # validate cache, configs and the fold before anything is scheduled
     storage = args.storage or default_storage()
-    name = args.name or f"search-{args.dataset}-{args.target}-seed{args.seed}"
+    name = args.name or f"search-{args.dataset}-{args.target}-{args.algo}-seed{args.seed}"
     base = {"model": model, "train": train, "cache": cache, "fold": fold.to_dict(),
             "workers": args.workers_per_trial, "gpus_per_worker": args.gpus_per_worker}
 
@@ -139,9 +144,10 @@ def main(argv: list[str] | None = None) -> dict:
             trainable,
             param_space=search_space(space_kind),
             tune_config=tune.TuneConfig(
-                search_alg=make_search_alg(args.seed, args.concurrent),
+                search_alg=make_search_alg(args.seed, args.concurrent, args.algo),
                 scheduler=ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=args.max_epochs,
-                                        grace_period=args.grace_epochs, reduction_factor=2),
+                                        grace_period=args.grace_epochs, reduction_factor=2)
+                if args.algo == "optuna" else None,
                 num_samples=args.num_samples),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=1)),
@@ -166,7 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
         "search": {"dataset": args.dataset, "target": args.target, "subjects": search_subjects,
                    "train_subjects": train_subjects, "val_subjects": val_subjects, "metric": METRIC,
                    "best_val_macro_f1": float(best_score), "trial_id": best.metrics["trial_id"],
-                   "trials": len(grid), "cache_manifest_hash": index.manifest_hash,
+                   "trials": len(grid), "trial_epochs": int(sum(r.metrics.get("epoch", 0) for r in grid)),
+                   "algo": args.algo, "cache_manifest_hash": index.manifest_hash,
                    "mlflow_run_id": tracker.run_id},
     }
     tracker.log_metrics({"best_val_macro_f1": float(best_score), "trials": len(grid)})
