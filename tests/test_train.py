@@ -50,8 +50,7 @@ def test_same_seed_same_metrics(ray_session, mahnob_cache, tmp_path):
 def test_learning_works_end_to_end(ray_session, mahnob_cache, tmp_path):
     """The training loss on the synthetic corpus falls far below chance level (ln 2 = 0.69)."""
     job = bio_job(mahnob_cache, epochs=12, lr=3e-3, augment=False, warmup_epochs=0)
-    history = fit(job, tmp_path, "learn").metrics_dataframe
-    assert history["train_loss"].iloc[-1] < 0.35 < history["train_loss"].iloc[0]
+    assert fit(job, tmp_path, "learn").metrics["train_loss"] < 0.2
 
 
 def _train_worker_pids() -> list[int]:

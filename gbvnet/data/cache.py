@@ -1,0 +1,146 @@
+"""The window cache: one Arrow IPC file per subject plus ``manifest.json``, on any ``pyarrow.fs`` filesystem.
+
+Format: Arrow IPC (Feather v2), uncompressed, so local files are memory-mapped and read with zero copies: a
+``bio`` column is a ``FixedSizeList<float32>`` of ``channels * samples`` values whose buffer *is* the
+``(n, channels, samples)`` array. Columns::
+
+    subject int32, trial int32 (DEAP Experiment_id / MAHNOB session id), window int32 (index in the trial),
+    t_start float32 (s, recording clock), stim_start / stim_end float32 (s, recording clock),
+    valence / arousal float32 (ratings), label_valence / label_arousal int8 (rating > threshold),
+    bio FixedSizeList<float32>[channels * samples], face FixedSizeList<uint8>[frames * size * size * 3] (null
+    where the trial has no video)
+
+Atomicity: subject files are named by content generation (``subject_07-<token>.arrow``) and never overwritten;
+``manifest.json`` (written to a temporary name and moved) is the single commit point that says which files
+make up the cache; files it no longer names are deleted afterwards. A failed or interrupted preparation leaves
+the previous cache intact. Paths may be local folders or URIs (``s3://bucket/cache``) via ``pyarrow.fs``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+INDEX_COLUMNS = ["subject", "trial", "window", "t_start", "stim_start", "stim_end", "valence", "arousal",
+                 "label_valence", "label_arousal"]
+
+
+def schema(n_bio: int, n_face: int) -> pa.Schema:
+    return pa.schema([
+        ("subject", pa.int32()), ("trial", pa.int32()), ("window", pa.int32()), ("t_start", pa.float32()),
+        ("stim_start", pa.float32()), ("stim_end", pa.float32()), ("valence", pa.float32()),
+        ("arousal", pa.float32()), ("label_valence", pa.int8()), ("label_arousal", pa.int8()),
+        ("bio", pa.list_(pa.float32(), n_bio)), ("face", pa.list_(pa.uint8(), n_face)),
+    ])
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, path)`` for a local path or a URI such as ``s3://bucket/prefix``."""
+    if "://" in str(uri):
+        return pafs.FileSystem.from_uri(str(uri))
+    return pafs.LocalFileSystem(), str(pafs.LocalFileSystem().normalize_path(str(uri)))
+
+
+def join(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/{name}"
+
+
+def write_table(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
+    """Write ``table`` as an Arrow IPC file at ``path`` via a temporary name; returns bytes written."""
+    tmp = path + ".tmp"
+    with fs.open_output_stream(tmp) as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max(1, table.num_rows))
+    fs.move(tmp, path)
+    return fs.get_file_info(path).size
+
+
+def write_json(fs: pafs.FileSystem, path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with fs.open_output_stream(tmp) as sink:
+        sink.write(json.dumps(data, indent=1, sort_keys=True).encode())
+    fs.move(tmp, path)
+
+
+def read_manifest(uri: str) -> dict | None:
+    fs, base = filesystem(uri)
+    path = join(base, MANIFEST)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(path) as f:
+        manifest = json.loads(f.read())
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: cache schema version {manifest.get('schema_version')} is not "
+                         f"{SCHEMA_VERSION}; prepare the cache again")
+    return manifest
+
+
+@dataclass
+class CacheIndex:
+    """The small columns of every row (cache order: subjects ascending, then file order), no bio/face data."""
+
+    subject: np.ndarray
+    trial: np.ndarray
+    window: np.ndarray
+    t_start: np.ndarray
+    stim_start: np.ndarray
+    stim_end: np.ndarray
+    label_valence: np.ndarray
+    label_arousal: np.ndarray
+    has_face_rows: np.ndarray
+    manifest: dict
+
+    def labels(self, target: str) -> np.ndarray:
+        return {"valence": self.label_valence, "arousal": self.label_arousal}[target].astype(np.int64)
+
+    @property
+    def has_face(self) -> bool:
+        return bool(self.has_face_rows.any())
+
+    @property
+    def manifest_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.manifest, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Cache:
+    """A prepared window cache (see the module docstring). ``open_cache(uri)`` is the way in."""
+
+    def __init__(self, uri: str):
+        self.uri = str(uri)
+        manifest = read_manifest(self.uri)
+        if manifest is None:
+            raise FileNotFoundError(f"{self.uri}: no {MANIFEST}; run python -m gbvnet.prepare first")
+        self.manifest = manifest
+        self.fs, self.base = filesystem(self.uri)
+        self.subjects = sorted(int(s) for s in manifest["subjects"])
+
+    def _read(self, subject: int) -> pa.Table:
+        path = join(self.base, self.manifest["subjects"][str(subject)]["file"])
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            return pa.ipc.open_file(pa.memory_map(path, "r")).read_all()  # zero-copy, pages read on demand
+        with self.fs.open_input_file(path) as f:
+            return pa.ipc.open_file(f).read_all()
+
+    @cached_property
+    def tables(self) -> list[pa.Table]:
+        """One table per subject, in ``self.subjects`` order (memory-mapped for local caches)."""
+        return [self._read(s) for s in self.subjects]
+
+    def index(self) -> CacheIndex:
+        cols = {name: np.concatenate([t.column(name).to_numpy() for t in self.tables]) for name in INDEX_COLUMNS}
+        has_face = np.concatenate([t.column("face").is_valid().to_numpy(zero_copy_only=False) for t in self.tables])
+        return CacheIndex(subject=cols["subject"], trial=cols["trial"], window=cols["window"],
+                          t_start=cols["t_start"], stim_start=cols["stim_start"], stim_end=cols["stim_end"],
+                          label_valence=cols["label_valence"], label_arousal=cols["label_arousal"],
+                          has_face_rows=has_face, manifest=self.manifest)
+
+
+def open_cache(uri: str) -> Cache:
+    return Cache(uri)
