@@ -40,7 +40,7 @@ def main() -> None:
                         "--subjects", "6", "--trials", "8", "--no-video"], check=True, capture_output=True)
         subprocess.run([sys.executable, "-m", "gbvnet.prepare", "--dataset", "mahnob", "--root", str(root),
                         "--cache", str(cache), "--no-face"], check=True, capture_output=True)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=2, log_to_driver=False)
         for seed in range(args.seeds):
             efficiency = {}
             for algo in ("optuna", "random"):

@@ -73,7 +73,7 @@ def main() -> None:
         index = open_cache(cache).index()
         subjects = sorted(set(index.subject.tolist()))
         fold = subject_fold(index, subjects[:-2], [subjects[-2]], [subjects[-1]])
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=2, log_to_driver=False)
         for modality in ("bio", "facebio"):
             tc = TrainConfig(epochs=args.epochs, batch_size=32, patience=args.epochs, augment=True)
             bare = bare_epochs(cache, modality, fold.train, tc)

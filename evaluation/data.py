@@ -7,36 +7,36 @@ not redone); ``--cache`` alone uses an existing cache.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
-
-from gbvnet.config import PrepareConfig
 
 # The demo corpus: small enough for a LOSO run on 2 CPU cores within minutes, large enough to learn from.
 SYNTHETIC_SIZE = {"mahnob": {"subjects": 4, "trials": 8}, "deap": {"subjects": 4, "trials": 8}}
-
-
-def synthetic_prepare_config() -> PrepareConfig:
-    """Preparation used for synthetic corpora: 3 s windows, 4 frames of 64 x 64 faces."""
-    return PrepareConfig(window=3.0, stride=3.0, frames=4, face_size=64)
+# Its preparation: the dataset's defaults (gbvnet.prepare.dataset_config) with 4 face frames of 64 x 64.
+SYNTHETIC_PREPARE = {"frames": 4, "face_size": 64}
 
 
 def resolve_cache(dataset: str, *, root: str | None, synthetic: bool, cache: str | None,
-                  prepare: PrepareConfig, on_error: str = "fail", need_face: bool = True) -> str:
-    """Return the cache location to evaluate on, preparing it first where needed."""
-    from gbvnet.prepare import prepare_dataset
+                  on_error: str = "fail", need_face: bool = True) -> str:
+    """Return the cache location to evaluate on, preparing it first (dataset defaults) where needed."""
+    from gbvnet.prepare import dataset_config, prepare_dataset
 
     if synthetic:
         from gbvnet.data import synthetic as gen
 
         root_path = Path("data/synthetic") / dataset
-        if not root_path.exists():
+        if not root_path.exists():  # written under a temporary name: an interrupted write is never reused
+            partial = root_path.with_name(root_path.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
             size = SYNTHETIC_SIZE[dataset]
             writer = gen.write_mahnob if dataset == "mahnob" else gen.write_deap
-            writer(root_path, subjects=size["subjects"], trials=size["trials"], seed=0)
+            writer(partial, subjects=size["subjects"], trials=size["trials"], seed=0)
+            partial.rename(root_path)
         root = str(root_path)
         cache = cache or f"data/cache/{dataset}-synthetic"
     if root is not None:
         cache = cache or f"data/cache/{dataset}"
+        prepare = dataset_config(dataset, **(SYNTHETIC_PREPARE if synthetic else {}))
         prepare_dataset(dataset, root, cache, prepare, on_error=on_error, face=need_face)
     if cache is None:
         raise ValueError("give --root (a dataset download), --synthetic, or --cache (a prepared window cache)")

@@ -37,7 +37,6 @@ from gbvnet.config import (
     MODALITIES,
     TARGETS,
     ModelConfig,
-    PrepareConfig,
     TrainConfig,
     from_dict,
     load_yaml,
@@ -188,7 +187,7 @@ def evaluate(spec: EvalSpec) -> dict:
     comparisons = {}
     if len(summary["per_subject"]) >= 2:
         model_scores = aggregate.per_subject_scores(summary)
-        comparisons = {name: paired_comparison(model_scores, aggregate.per_subject_scores(b))
+        comparisons = {name: paired_comparison(model_scores, aggregate.per_subject_scores(b), alternative="greater")
                        for name, b in baselines.items()}
     tracker.log_metrics(summary["aggregate"])
     for name, b in baselines.items():
@@ -240,7 +239,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict) -> EvalSpec:
-    from evaluation.data import resolve_cache, synthetic_prepare_config
+    from evaluation.data import resolve_cache
 
     preset = args.preset or ("smoke" if args.synthetic else "paper")
     model = model_preset(preset, modality=args.modality, fusion=args.fusion)
@@ -261,9 +260,8 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
         train.epochs = args.epochs
     if args.batch_size:
         train.batch_size = args.batch_size
-    prepare = synthetic_prepare_config() if args.synthetic else PrepareConfig()
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
-                          prepare=prepare, on_error=args.on_error, need_face=args.modality != "bio")
+                          on_error=args.on_error, need_face=args.modality != "bio")
     return EvalSpec(protocol=protocol, dataset=args.dataset, cache=cache, model=model.validate(),
                     train=train.validate(), protocol_args=protocol_args, test_subjects=args.test_subjects,
                     folds_in_parallel=args.folds_in_parallel, workers_per_fold=args.workers_per_fold,

@@ -31,7 +31,8 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # keep the dashboard: without it (include_dashboard=False) Train V2 runs after the first ones never start
+        ray.init(num_cpus=2, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
 
@@ -51,4 +52,36 @@ def mahnob_cache(mahnob_corpus, tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("mahnob_cache")
     run_module("gbvnet.prepare", "--dataset", "mahnob", "--root", str(mahnob_corpus), "--cache", str(cache),
                "--frames", "4", "--face-size", "64")
+    return cache
+
+
+# Small corpora for the preparation, cache and dataset tests (written through the Python API: faster).
+@pytest.fixture(scope="session")
+def small_deap_corpus(tmp_path_factory) -> Path:
+    """3 subjects x 3 trials in the official DEAP layout, without face videos (tests copy it to damage it)."""
+    from gbvnet.data import synthetic
+
+    root = tmp_path_factory.mktemp("deap_small")
+    synthetic.write_deap(root, subjects=3, trials=3, seed=3, video=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_mahnob_corpus(tmp_path_factory) -> Path:
+    """2 subjects x 2 sessions in the official MAHNOB-HCI layout: 6 s stimuli, face videos."""
+    from gbvnet.data import synthetic
+
+    root = tmp_path_factory.mktemp("mahnob_small")
+    synthetic.write_mahnob(root, subjects=2, trials=2, seed=5, duration=6.0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_mahnob_cache(small_mahnob_corpus, tmp_path_factory) -> Path:
+    """``small_mahnob_corpus`` prepared with faces: 3 s windows, 2 frames of 32 x 32 (read-only)."""
+    from gbvnet.prepare import dataset_config, prepare_dataset
+
+    cache = tmp_path_factory.mktemp("mahnob_small_cache")
+    prepare_dataset("mahnob", small_mahnob_corpus, str(cache), dataset_config("mahnob", frames=2, face_size=32),
+                    progress=False)
     return cache

@@ -32,10 +32,10 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from evaluation.data import resolve_cache, synthetic_prepare_config
+from evaluation.data import resolve_cache
 from evaluation.run import DATASETS, init_ray
 from evaluation.tracking import Tracker, tracking_uri
-from gbvnet.config import TARGETS, PrepareConfig, TrainConfig, model_preset, to_dict
+from gbvnet.config import TARGETS, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache
 from gbvnet.splits import Fold
 from gbvnet.train import default_storage, fit_model_to_cache, make_job, make_trainer, tune_trial_resources
@@ -109,9 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     space_kind = args.space or ("smoke" if args.synthetic else "paper")
-    prepare = synthetic_prepare_config() if args.synthetic else PrepareConfig()
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
-                          prepare=prepare, need_face=args.modality != "bio")
+                          need_face=args.modality != "bio")
     index = open_cache(cache).index()
     subjects = sorted(np.unique(index.subject).tolist())
     search_subjects = args.search_subjects or subjects[: max(2, len(subjects) // 2)]

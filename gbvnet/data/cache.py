@@ -1,8 +1,8 @@
 """The window cache: one Arrow IPC file per subject plus ``manifest.json``, on any ``pyarrow.fs`` filesystem.
 
-Format: Arrow IPC (Feather v2), uncompressed, so local files are memory-mapped and read with zero copies: a
-``bio`` column is a ``FixedSizeList<float32>`` of ``channels * samples`` values whose buffer *is* the
-``(n, channels, samples)`` array. Columns::
+Format: Arrow IPC (Feather v2), uncompressed, one record batch per file, so local files are memory-mapped and
+read with zero copies: a ``bio`` column is a ``FixedSizeList<float32>`` of ``channels * samples`` values whose
+buffer *is* the ``(n, channels, samples)`` array. Columns::
 
     subject int32, trial int32 (DEAP Experiment_id / MAHNOB session id), window int32 (index in the trial),
     t_start float32 (s, recording clock), stim_start / stim_end float32 (s, recording clock),
@@ -10,10 +10,14 @@ Format: Arrow IPC (Feather v2), uncompressed, so local files are memory-mapped a
     bio FixedSizeList<float32>[channels * samples], face FixedSizeList<uint8>[frames * size * size * 3] (null
     where the trial has no video)
 
+A subject file without any face frames (``--no-face``, or no videos) stores ``face`` as a column of Arrow type
+``null``: all rows null, no bytes on disk (a fixed-size list column would store its null rows as zeros).
+
 Atomicity: subject files are named by content generation (``subject_07-<token>.arrow``) and never overwritten;
 ``manifest.json`` (written to a temporary name and moved) is the single commit point that says which files
 make up the cache; files it no longer names are deleted afterwards. A failed or interrupted preparation leaves
-the previous cache intact. Paths may be local folders or URIs (``s3://bucket/cache``) via ``pyarrow.fs``.
+the previous cache intact. Paths may be local folders or URIs: whatever ``pyarrow.fs`` knows (``s3://``,
+``gs://``, ``hdfs://``, ``file://``), else any fsspec protocol (``memory://``, ``abfs://`` with its package).
 """
 
 from __future__ import annotations
@@ -34,39 +38,75 @@ INDEX_COLUMNS = ["subject", "trial", "window", "t_start", "stim_start", "stim_en
 
 
 def schema(n_bio: int, n_face: int) -> pa.Schema:
+    """The columns of a subject file; ``n_face = 0`` gives the null-typed ``face`` column (no face frames)."""
     return pa.schema([
         ("subject", pa.int32()), ("trial", pa.int32()), ("window", pa.int32()), ("t_start", pa.float32()),
         ("stim_start", pa.float32()), ("stim_end", pa.float32()), ("valence", pa.float32()),
         ("arousal", pa.float32()), ("label_valence", pa.int8()), ("label_arousal", pa.int8()),
-        ("bio", pa.list_(pa.float32(), n_bio)), ("face", pa.list_(pa.uint8(), n_face)),
+        ("bio", pa.list_(pa.float32(), n_bio)), ("face", pa.list_(pa.uint8(), n_face) if n_face else pa.null()),
     ])
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """``(filesystem, path)`` for a local path or a URI such as ``s3://bucket/prefix``."""
-    if "://" in str(uri):
-        return pafs.FileSystem.from_uri(str(uri))
-    return pafs.LocalFileSystem(), str(pafs.LocalFileSystem().normalize_path(str(uri)))
+    """``(filesystem, path)`` for a local path or a URI such as ``s3://bucket/prefix``.
+
+    URIs that ``pyarrow.fs`` does not know are handed to fsspec (wrapped in a ``pyarrow.fs.PyFileSystem``).
+    """
+    uri = str(uri)
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), str(pafs.LocalFileSystem().normalize_path(uri))
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except pa.ArrowInvalid as exc:
+        if "Unrecognized filesystem type" not in str(exc):
+            raise
+        try:
+            import fsspec.core
+        except ImportError:
+            raise ValueError(f"{uri}: pyarrow does not know this filesystem and fsspec is not installed") from exc
+        fs, path = fsspec.core.url_to_fs(uri)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
 def join(base: str, name: str) -> str:
     return f"{base.rstrip('/')}/{name}"
 
 
+def delete_quietly(fs: pafs.FileSystem, path: str) -> None:
+    """Delete ``path`` if it exists (cleaning up must not hide the error that made it necessary)."""
+    try:
+        fs.delete_file(path)
+    except OSError:
+        pass
+
+
 def write_table(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
-    """Write ``table`` as an Arrow IPC file at ``path`` via a temporary name; returns bytes written."""
+    """Write ``table`` as an Arrow IPC file at ``path`` via a temporary name; returns bytes written.
+
+    The file holds one record batch (so readers get one contiguous buffer per column). Nothing is left at
+    either name if writing fails or is interrupted.
+    """
     tmp = path + ".tmp"
-    with fs.open_output_stream(tmp) as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=max(1, table.num_rows))
-    fs.move(tmp, path)
+    try:
+        with fs.open_output_stream(tmp) as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=max(1, table.num_rows))
+        fs.move(tmp, path)
+    except BaseException:
+        delete_quietly(fs, tmp)
+        raise
     return fs.get_file_info(path).size
 
 
 def write_json(fs: pafs.FileSystem, path: str, data: dict) -> None:
+    """Write ``data`` to ``path`` atomically (temporary name, then move)."""
     tmp = path + ".tmp"
-    with fs.open_output_stream(tmp) as sink:
-        sink.write(json.dumps(data, indent=1, sort_keys=True).encode())
-    fs.move(tmp, path)
+    try:
+        with fs.open_output_stream(tmp) as sink:
+            sink.write(json.dumps(data, indent=1, sort_keys=True).encode())
+        fs.move(tmp, path)
+    except BaseException:
+        delete_quietly(fs, tmp)
+        raise
 
 
 def read_manifest(uri: str) -> dict | None:
@@ -121,8 +161,12 @@ class Cache:
         self.fs, self.base = filesystem(self.uri)
         self.subjects = sorted(int(s) for s in manifest["subjects"])
 
+    def path(self, subject: int) -> str:
+        """The subject's Arrow file (a path on ``self.fs``)."""
+        return join(self.base, self.manifest["subjects"][str(subject)]["file"])
+
     def _read(self, subject: int) -> pa.Table:
-        path = join(self.base, self.manifest["subjects"][str(subject)]["file"])
+        path = self.path(subject)
         if isinstance(self.fs, pafs.LocalFileSystem):
             return pa.ipc.open_file(pa.memory_map(path, "r")).read_all()  # zero-copy, pages read on demand
         with self.fs.open_input_file(path) as f:

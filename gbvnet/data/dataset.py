@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from gbvnet.data.cache import Cache
@@ -46,6 +47,8 @@ class WindowDataset(torch.utils.data.Dataset):
         self.trials = np.concatenate([t.column("trial").to_numpy() for t in cache.tables])
         self._bio = [self._view(t, "bio", (self.channels, self.samples)) for t in cache.tables]
         self._face = [self._view(t, "face", (self.frames, self.face_size, self.face_size, 3)) for t in cache.tables]
+        if modality not in ("face", "bio", "facebio"):
+            raise ValueError(f"modality must be face, bio or facebio, got {modality!r}")
         if modality != "bio" and any(f is None for f in self._face):
             missing = [s for s, f in zip(cache.subjects, self._face, strict=True) if f is None]
             raise ValueError(f"modality {modality!r} needs face frames, but subjects {missing} in {cache.uri} "
@@ -54,22 +57,32 @@ class WindowDataset(torch.utils.data.Dataset):
     @staticmethod
     def _view(table, column: str, shape: tuple[int, ...]) -> np.ndarray | None:
         col = table.column(column)
-        if col.null_count == col.length() and col.length():
+        if pa.types.is_null(col.type) or (col.length() and col.null_count == col.length()):
             return None
         chunk = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        # ``values`` ignores the array's offset, so slice it; ``flatten()`` would drop the null rows' values.
         # Rows with a null face have undefined values; callers restrict face modalities to rows with faces.
-        values = chunk.values.to_numpy(zero_copy_only=False)
+        size = int(np.prod(shape))
+        values = chunk.values.slice(chunk.offset * size, len(chunk) * size).to_numpy(zero_copy_only=False)
         return values.reshape((len(chunk),) + shape)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def _gather(self, arrays: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+        """``rows`` of the per-file arrays in one output array: one ``take`` per file, straight into the output
+        where that file's rows are consecutive in ``rows`` (the usual case), else a fancy-index copy."""
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows must lie in [0, {len(self)}), got {rows.min()}..{rows.max()}")
         files = np.searchsorted(self.offsets, rows, side="right") - 1
         out = np.empty((len(rows),) + arrays[0].shape[1:], dtype=arrays[0].dtype)
         for f in np.unique(files):
-            mask = files == f
-            out[mask] = arrays[f][rows[mask] - self.offsets[f]]
+            where = np.flatnonzero(files == f)
+            local = rows[where] - self.offsets[f]
+            if where[-1] - where[0] + 1 == len(where):
+                np.take(arrays[f], local, axis=0, out=out[where[0]:where[-1] + 1], mode="clip")  # checked above
+            else:
+                out[where] = arrays[f][local]
         return out
 
     def bio_array(self, rows: np.ndarray) -> np.ndarray:
@@ -77,17 +90,22 @@ class WindowDataset(torch.utils.data.Dataset):
         return self._gather(self._bio, np.asarray(rows, dtype=np.int64))
 
     def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        """The model inputs of ``rows`` (global row numbers) as tensors, plus ``label`` and ``row``."""
+        """The model inputs of ``rows`` (global row numbers) as tensors, plus ``label`` and ``row``.
+
+        ``bio`` is ``(n, C, T)`` float32 (standardised when the dataset has a normaliser), ``face`` is
+        ``(n, frames, 3, H, W)`` float32 (ImageNet-normalised), ``label`` and ``row`` are int64.
+        """
         rows = np.asarray(rows, dtype=np.int64)
         out = {"label": torch.from_numpy(self.labels[rows]), "row": torch.from_numpy(rows)}
         if self.modality != "face":
-            bio = self.bio_array(rows)
+            bio = self.bio_array(rows)  # a fresh array: normalised in place
             if self.normalizer is not None:
-                bio = (bio - self.normalizer.mean[:, None]) / self.normalizer.std[:, None]
-            out["bio"] = torch.from_numpy(bio.astype(np.float32, copy=False))
+                bio -= np.asarray(self.normalizer.mean, np.float32)[:, None]
+                bio *= (1 / np.asarray(self.normalizer.std, np.float64)).astype(np.float32)[:, None]
+            out["bio"] = torch.from_numpy(bio)
         if self.modality != "bio":
             face = torch.from_numpy(self._gather(self._face, rows)).permute(0, 1, 4, 2, 3).float().div_(255)
-            out["face"] = (face - IMAGENET_MEAN) / IMAGENET_STD
+            out["face"] = face.sub_(IMAGENET_MEAN).div_(IMAGENET_STD)
         return out
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -98,19 +116,28 @@ class WindowDataset(torch.utils.data.Dataset):
         return self.batch(np.asarray(rows))
 
 
-def fit_normalizer(cache: Cache, rows: np.ndarray, chunk: int = 4096) -> Normalizer:
-    """Per-channel mean / std of the bio windows in ``rows`` only (pass the *training* rows)."""
+def fit_normalizer(cache: Cache, rows: np.ndarray, chunk: int = 512) -> Normalizer:
+    """Per-channel mean / std (population) of the bio windows in ``rows`` only (pass the *training* rows).
+
+    Chunked, with per-chunk mean and sum of squared deviations merged exactly (Chan et al.), in float64, so it
+    stays accurate for signals with a large offset (skin resistance in ohms) or in volts (EEG ~1e-5).
+    A constant channel gets std 1 (it is then only centred).
+    """
     rows = np.sort(np.asarray(rows, dtype=np.int64))
     if rows.size == 0:
         raise ValueError("cannot fit a normaliser on zero rows")
     ds = WindowDataset(cache, modality="bio")
-    total = np.zeros(ds.channels)
-    total_sq = np.zeros(ds.channels)
+    count, mean, m2 = 0, np.zeros(ds.channels), np.zeros(ds.channels)
     for start in range(0, len(rows), chunk):
-        x = ds.bio_array(rows[start:start + chunk]).astype(np.float64)
-        total += x.sum(axis=(0, 2))
-        total_sq += np.square(x).sum(axis=(0, 2))
-    n = len(rows) * ds.samples
-    mean = total / n
-    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0)) + 1e-6
+        x = ds.bio_array(rows[start:start + chunk])
+        n = x.shape[0] * x.shape[2]
+        chunk_mean = x.sum(axis=(0, 2), dtype=np.float64) / n
+        chunk_m2 = np.square(x - chunk_mean[None, :, None]).sum(axis=(0, 2))
+        delta = chunk_mean - mean
+        total = count + n
+        mean = mean + delta * n / total
+        m2 = m2 + chunk_m2 + delta**2 * count * n / total
+        count = total
+    std = np.sqrt(m2 / count)
+    std = np.where(std > 1e-6 * np.abs(mean) + np.finfo(np.float32).tiny, std, 1.0)  # float32 rounding: constant
     return Normalizer(mean.astype(np.float32), std.astype(np.float32), rows)

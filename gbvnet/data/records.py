@@ -19,6 +19,9 @@ class DataError(ValueError):
         self.problem = problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self):  # picklable, so it crosses process (and Ray) boundaries intact
+        return type(self), (self.path, self.problem)
+
 
 @dataclass
 class TrialRecord:

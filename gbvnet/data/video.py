@@ -22,44 +22,52 @@ from gbvnet.data.records import DataError
 CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 
 
-def read_frames(path: Path, times: np.ndarray, span: tuple[float, float] | None = None) -> np.ndarray:
+SYNC_TOLERANCE = 2.0  # seconds a video may be shorter / longer than expected before read_frames warns
+
+
+def read_frames(path: str | Path, times: np.ndarray, span: tuple[float, float] | None = None,
+                tolerance: float = SYNC_TOLERANCE) -> np.ndarray:
     """RGB frames (``len(times)`` x H x W x 3, uint8) at ``times`` seconds from the video's start.
 
-    Frames are read in one sequential pass (times need not be sorted). Times past the end take the last frame.
-    ``span = (needed, longest)``: a video shorter than ``needed`` or longer than ``longest`` seconds by more than
-    2 s triggers a warning (its sync with the signals is then doubtful).
+    The frame shown at time ``t`` is frame ``floor(t * fps)``. Frames are read in one sequential pass (times
+    need not be sorted); times before the start take the first frame, times past the end the last one.
+    ``span = (needed, longest)``: a video shorter than ``needed`` or longer than ``longest`` seconds by more
+    than ``tolerance`` seconds triggers a warning (its sync with the signals is then doubtful).
     """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "missing video")
     cap = cv2.VideoCapture(str(path))
-    if not path.exists() or not cap.isOpened():
-        raise DataError(path, "missing or unreadable video")
     try:
+        if not cap.isOpened():
+            raise DataError(path, "unreadable video (OpenCV cannot open it)")
         fps = cap.get(cv2.CAP_PROP_FPS)
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         if fps <= 0 or count <= 0:
             raise DataError(path, f"video reports fps={fps} and {count} frames")
         duration = count / fps
-        if span is not None and not span[0] - 2.0 <= duration <= span[1] + 2.0:
+        if span is not None and not span[0] - tolerance <= duration <= span[1] + tolerance:
             warnings.warn(f"{path}: video lasts {duration:.1f} s but should cover {span[0]:.1f} s (at most "
                           f"{span[1]:.1f} s) of the trial recording; check the video/signal sync", stacklevel=2)
-        wanted = np.clip(np.floor(np.asarray(times) * fps).astype(np.int64), 0, count - 1)
-        order = np.argsort(wanted, kind="stable")
+        wanted = np.clip(np.floor(np.asarray(times, dtype=np.float64) * fps).astype(np.int64), 0, count - 1)
         out: list[np.ndarray | None] = [None] * len(wanted)
-        position, frame = -1, None
-        for i in order:
-            while position < wanted[i]:
-                if not cap.grab():
-                    break
+        position, frame, decoded = -1, None, -1  # last grabbed frame; last decoded frame and its number
+        for i in np.argsort(wanted, kind="stable"):
+            while position < wanted[i] and cap.grab():
                 position += 1
-                frame = None
-            if frame is None:
-                ok, frame = cap.retrieve()
+            if decoded != position:
+                ok, image = cap.retrieve() if position >= 0 else (False, None)
                 if not ok:
-                    raise DataError(path, f"cannot decode frame {position}")
+                    raise DataError(path, f"cannot decode frame {max(position, 0)}")
+                frame, decoded = image, position
+            if wanted[i] - position > max(1.0, fps):  # the header promised more than a second that is not there
+                raise DataError(path, f"video ended at frame {position}, before frame {int(wanted[i])} (header "
+                                      f"says {count} frames)")
             out[i] = frame
-        if any(f is None for f in out):
-            raise DataError(path, f"video ended before frame {int(wanted.max())} (header says {count} frames)")
     finally:
         cap.release()
+    if not out:
+        return np.zeros((0, 0, 0, 3), np.uint8)
     return np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in out])
 
 

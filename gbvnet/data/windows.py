@@ -20,7 +20,7 @@ from gbvnet.data.records import DataError, TrialRecord
 
 @dataclass
 class TrialWindows:
-    bio: np.ndarray  # (n_windows, channels, window_samples) float32
+    bio: np.ndarray  # (n_windows, channels, window_samples) float32 (from cut; a view from windows)
     t_start: np.ndarray  # (n_windows,) seconds on the recording clock
     frame_times: np.ndarray  # (n_windows, frames) seconds on the recording clock
 
@@ -38,28 +38,41 @@ def preprocess(record: TrialRecord, cfg: PrepareConfig) -> np.ndarray:
     return data
 
 
-def cut(record: TrialRecord, cfg: PrepareConfig) -> TrialWindows:
-    """The windows of one trial (see the module docstring); a stimulus shorter than a window is an error."""
+def windows(record: TrialRecord, cfg: PrepareConfig) -> TrialWindows:
+    """Like :func:`cut`, but ``bio`` is a read-only strided *view* ``(n, C, T)`` of the preprocessed trial
+    (float64 where mne filtered or resampled, else the reader's dtype): no copy is made, the caller copies it
+    once into its own buffer (:func:`gbvnet.prepare.prepare_subject` converts to float32 on the way)."""
     data = preprocess(record, cfg)
     rate, size = cfg.rate, cfg.window_samples
     step = int(round(cfg.stride * rate))
-    first = math.ceil(round(record.stim_start * rate, 6))
+    first = max(0, math.ceil(round(record.stim_start * rate, 6)))
     last = min(math.floor(round(record.stim_end * rate, 6)), data.shape[1])  # exclusive end of usable samples
     if last - first < size:
         raise DataError(record.source_files[0] if record.source_files else f"trial {record.trial}",
                         f"window of {cfg.window:g} s is longer than the stimulus of subject {record.subject} "
-                        f"trial {record.trial} ({(last - first) / rate:.2f} s)")
-    starts = np.arange(first, last - size + 1, step)
+                        f"trial {record.trial} ({max(0, last - first) / rate:.2f} s)")
+    n = (last - first - size) // step + 1
     if cfg.baseline_norm:
         if first < 1:
-            raise DataError(record.source_files[0], "baseline normalisation needs a pre-stimulus baseline")
+            raise DataError(record.source_files[0] if record.source_files else f"trial {record.trial}",
+                            "baseline normalisation needs a pre-stimulus baseline")
         base = data[:, :first]
         data = (data - base.mean(1, keepdims=True)) / (base.std(1, keepdims=True) + 1e-8)
-    view = np.lib.stride_tricks.sliding_window_view(data, size, axis=1)[:, starts]  # (C, n, size), no copy
-    bio = np.ascontiguousarray(view.transpose(1, 0, 2), dtype=np.float32)
+    # windows k = 0..n-1 start at first + k * step: a basic slice of the sliding view, so still no copy
+    view = np.lib.stride_tricks.sliding_window_view(data, size, axis=1)[:, first:first + (n - 1) * step + 1:step]
+    starts = first + step * np.arange(n)
     t_start = starts / rate
     offsets = (np.arange(cfg.frames) + 0.5) * cfg.window / cfg.frames
-    return TrialWindows(bio, t_start, t_start[:, None] + offsets[None, :])
+    return TrialWindows(view.transpose(1, 0, 2), t_start, t_start[:, None] + offsets[None, :])
+
+
+def cut(record: TrialRecord, cfg: PrepareConfig) -> TrialWindows:
+    """The windows of one trial (see the module docstring); a stimulus shorter than a window is an error.
+
+    ``bio`` is a new ``(n_windows, channels, window_samples)`` float32 array.
+    """
+    w = windows(record, cfg)
+    return TrialWindows(np.ascontiguousarray(w.bio, dtype=np.float32), w.t_start, w.frame_times)
 
 
 def binarise(rating: float, threshold: float) -> int:

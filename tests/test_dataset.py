@@ -1,0 +1,160 @@
+"""WindowDataset (batched, zero-copy reads of the cache), the train-only normaliser, and batch augmentation."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from gbvnet.data import deap, synthetic
+from gbvnet.data.augment import augment_batch
+from gbvnet.data.cache import open_cache
+from gbvnet.data.dataset import IMAGENET_MEAN, IMAGENET_STD, WindowDataset, fit_normalizer
+from gbvnet.prepare import prepare_dataset
+
+ROWS = np.array([5, 0, 7, 1, 2])  # unsorted, both subjects, a run of consecutive rows of subject 1
+
+
+@pytest.fixture(scope="module")
+def cache(small_mahnob_cache):
+    return open_cache(str(small_mahnob_cache))
+
+
+def per_row(cache, column: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The reference: one row at a time through pyarrow's scalar API (what the dataset must not need)."""
+    rows = [np.asarray(table.column(column)[i].values.to_numpy()).reshape(shape)
+            for table in cache.tables for i in range(table.num_rows)]
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("modality", ["face", "bio", "facebio"])
+def test_batch_shapes_and_dtypes(cache, modality):
+    ds = WindowDataset(cache, target="arousal", modality=modality)
+    index = cache.index()
+    assert len(ds) == 8
+    batch = ds.batch(ROWS)
+    keys = {"face": {"face"}, "bio": {"bio"}, "facebio": {"face", "bio"}}[modality] | {"label", "row"}
+    assert set(batch) == keys
+    assert batch["label"].dtype == torch.int64 and batch["label"].tolist() == index.label_arousal[ROWS].tolist()
+    assert batch["row"].tolist() == ROWS.tolist()
+    if "bio" in keys:
+        assert batch["bio"].shape == (5, 38, 384) and batch["bio"].dtype == torch.float32
+    if "face" in keys:
+        assert batch["face"].shape == (5, 2, 3, 32, 32) and batch["face"].dtype == torch.float32
+    item = ds[3]
+    assert {k: tuple(v.shape) for k, v in item.items()} == {k: tuple(v.shape[1:]) for k, v in batch.items()}
+
+
+def test_batches_are_gathered_from_memory_mapped_buffers(cache, monkeypatch):
+    ds = WindowDataset(cache, modality="facebio")
+    for table, bio, face in zip(cache.tables, ds._bio, ds._face, strict=True):  # views, not copies
+        assert bio.ctypes.data == table.column("bio").chunk(0).values.buffers()[1].address
+        assert face.ctypes.data == table.column("face").chunk(0).values.buffers()[1].address
+        assert bio.shape == (4, 38, 384) and face.shape == (4, 2, 32, 32, 3)
+    expected_bio = per_row(cache, "bio", (38, 384))
+    expected_face = per_row(cache, "face", (2, 32, 32, 3))
+    np.testing.assert_array_equal(ds.bio_array(ROWS), expected_bio[ROWS])
+    np.testing.assert_array_equal(ds._gather(ds._face, ROWS), expected_face[ROWS])
+    np.testing.assert_array_equal(ds.bio_array(np.arange(8)), expected_bio)
+    with pytest.raises(IndexError):
+        ds.bio_array(np.array([8]))
+
+    def one_by_one(self, i):
+        raise AssertionError("per-item read")
+
+    monkeypatch.setattr(WindowDataset, "__getitem__", one_by_one)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=lambda batch: batch)  # uses __getitems__
+    batches = list(loader)
+    assert [len(b["row"]) for b in batches] == [3, 3, 2]
+    np.testing.assert_array_equal(torch.cat([b["bio"] for b in batches]).numpy(), expected_bio)
+
+
+def test_face_is_scaled_and_imagenet_normalised(cache):
+    ds = WindowDataset(cache, modality="face")
+    raw = torch.from_numpy(per_row(cache, "face", (2, 32, 32, 3))[ROWS]).permute(0, 1, 4, 2, 3).float() / 255
+    torch.testing.assert_close(ds.batch(ROWS)["face"], (raw - IMAGENET_MEAN) / IMAGENET_STD)
+
+
+def test_normaliser_uses_the_given_rows_only(cache):
+    rows = np.array([6, 1, 2, 7, 4])
+    norm = fit_normalizer(cache, rows, chunk=2)  # chunks of 2 rows: the merge of partial statistics is exercised
+    x = WindowDataset(cache, modality="bio").bio_array(np.sort(rows)).astype(np.float64)
+    mean, std = x.mean(axis=(0, 2)), x.std(axis=(0, 2))
+    assert norm.mean.dtype == norm.std.dtype == np.float32 and norm.mean.shape == (38,)
+    # EEG is in volts (~1e-5), skin resistance in ohms (~1e6): relative to the spread, plus float32 rounding
+    assert (np.abs(norm.mean - mean) <= 1e-5 * std + 1e-7 * np.abs(mean)).all()
+    np.testing.assert_allclose(norm.std, std, rtol=1e-5)
+    assert norm.fitted_rows.tolist() == [1, 2, 4, 6, 7]
+    whole = fit_normalizer(cache, np.arange(8))
+    assert not np.allclose(whole.mean, norm.mean, rtol=1e-3, atol=0)
+    np.testing.assert_allclose(fit_normalizer(cache, rows, chunk=512).std, norm.std, rtol=1e-6)
+    ds = WindowDataset(cache, modality="bio", normalizer=norm)
+    z = ds.batch(rows)["bio"].double().numpy()
+    np.testing.assert_allclose(z, (x[[3, 0, 1, 4, 2]] - mean[:, None]) / std[:, None], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(z.mean(axis=(0, 2)), 0, atol=1e-4)
+    np.testing.assert_allclose(z.std(axis=(0, 2)), 1, rtol=1e-4)
+    with pytest.raises(ValueError, match="zero rows"):
+        fit_normalizer(cache, np.array([], dtype=int))
+
+
+def test_bio_only_cache_refuses_face_modalities(small_deap_corpus, tmp_path):
+    prepare_dataset("deap", small_deap_corpus, str(tmp_path / "c"), face=False, subjects=[1], progress=False)
+    c = open_cache(str(tmp_path / "c"))
+    assert not c.index().has_face and WindowDataset(c, modality="bio").batch(np.arange(3))["bio"].shape == (3, 40, 384)
+    for modality in ("face", "facebio"):
+        with pytest.raises(ValueError, match=r"needs face frames, but subjects \[1\]"):
+            WindowDataset(c, modality=modality)
+    with pytest.raises(ValueError, match="modality must be"):
+        WindowDataset(c, modality="audio")
+
+
+def test_normaliser_leaves_a_constant_channel_unscaled(small_deap_corpus, tmp_path):
+    root = tmp_path / "deap"
+    shutil.copytree(small_deap_corpus, root)
+    data, labels = deap.load_dat(deap.dat_path(root, 1))
+    data = data.copy()
+    data[:, 39] = 32.5  # a temperature sensor that never moves
+    synthetic.write_deap_dat(deap.dat_path(root, 1), {"labels": labels, "data": data})
+    prepare_dataset("deap", root, str(tmp_path / "c"), face=False, subjects=[1], progress=False)
+    c = open_cache(str(tmp_path / "c"))
+    norm = fit_normalizer(c, np.arange(40), chunk=7)
+    assert norm.mean[39] == np.float32(32.5) and norm.std[39] == 1.0
+    assert np.isfinite(norm.std).all() and (norm.std[:39] != 1.0).all()
+    z = WindowDataset(c, modality="bio", normalizer=norm).batch(np.arange(40))["bio"]
+    assert torch.equal(z[:, 39], torch.zeros_like(z[:, 39]))
+
+
+# ------------------------------------------------------------------------------------------------ augmentation
+def test_augmentation_is_seeded_and_keeps_shapes(cache):
+    ds = WindowDataset(cache, modality="facebio", normalizer=fit_normalizer(cache, np.arange(4)))
+    batch = ds.batch(ROWS)
+    original = {k: v.clone() for k, v in batch.items()}
+    a = augment_batch(batch, torch.Generator().manual_seed(3))
+    b = augment_batch(batch, torch.Generator().manual_seed(3))
+    c = augment_batch(batch, torch.Generator().manual_seed(4))
+    for key in ("face", "bio"):
+        assert a[key].shape == batch[key].shape and a[key].dtype == batch[key].dtype == torch.float32
+        assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
+        assert not torch.allclose(a[key], batch[key])
+        assert torch.equal(batch[key], original[key])  # the input batch is left alone
+    assert torch.equal(a["label"], batch["label"]) and torch.equal(a["row"], batch["row"])
+
+
+def test_horizontal_flip_and_time_shift():
+    face = torch.arange(2 * 3 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 3, 4, 5)  # (B, F, 3, H, W)
+    bio = torch.randn(6, 2, 50, generator=torch.Generator().manual_seed(0))
+    batch = {"face": face, "bio": bio}
+    still = dict(jitter=0.0, noise_std=0.0, max_shift=0.0)
+    flipped = augment_batch(batch, torch.Generator().manual_seed(0), flip_p=1.0, **still)
+    torch.testing.assert_close(flipped["face"][..., 0], face[..., 4])  # left column <- right column
+    torch.testing.assert_close(flipped["face"][..., 1, :], face[..., 1, :].flip(-1))  # rows stay, mirrored
+    assert torch.equal(flipped["bio"], bio)
+    kept = augment_batch(batch, torch.Generator().manual_seed(0), flip_p=0.0, **still)
+    torch.testing.assert_close(kept["face"], face)
+    shifted = augment_batch({"bio": bio}, torch.Generator().manual_seed(1), noise_std=0.0, max_shift=0.2)
+    shifts = []
+    for x, y in zip(bio, shifted["bio"], strict=True):  # each window is rolled in time by at most 10 samples
+        shifts.append(next(s for s in range(-10, 11) if torch.equal(torch.roll(x, s, dims=-1), y)))
+    assert any(shifts) and "face" not in shifted

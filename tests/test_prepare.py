@@ -1,0 +1,449 @@
+"""Preparation into the window cache: columns and values against the readers, leakage-free windows, bad input,
+atomicity (failed or interrupted runs leave the old cache byte-for-byte), incremental re-runs, face frames."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pytest
+
+from gbvnet import prepare
+from gbvnet.config import PrepareConfig
+from gbvnet.data import cache as cache_mod
+from gbvnet.data import deap, mahnob, synthetic
+from gbvnet.data.cache import open_cache, read_manifest
+from gbvnet.data.dataset import WindowDataset
+from gbvnet.data.records import DataError, TrialRecord
+from gbvnet.data.video import read_frames
+from gbvnet.data.windows import cut, windows
+from gbvnet.prepare import dataset_config, format_report, prepare_dataset
+
+INDEX_TYPES = {"subject": pa.int32(), "trial": pa.int32(), "window": pa.int32(), "t_start": pa.float32(),
+               "stim_start": pa.float32(), "stim_end": pa.float32(), "valence": pa.float32(),
+               "arousal": pa.float32(), "label_valence": pa.int8(), "label_arousal": pa.int8()}
+
+
+def run(dataset, root, cache, cfg=None, **kw):
+    return prepare_dataset(dataset, root, str(cache), cfg, progress=False, **kw)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes (caches here are a few MB)."""
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir())}
+
+
+def stamps(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(Path(folder).iterdir())}
+
+
+def truth_of(root: Path) -> dict[tuple[int, int], dict]:
+    return {(t["subject"], t["trial"]): t for t in json.loads((root / synthetic.TRUTH_FILE).read_text())["trials"]}
+
+
+def bump_mtime(path: Path, seconds: int = 5) -> None:
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + seconds * 10**9))
+
+
+def clock_video(path: Path, frames: int, fps: float = synthetic.VIDEO_FPS, size: int = 48) -> None:
+    """A video whose frame k is uniformly grey at level min(4 k, 255) (and holds no face)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (size, size))
+    assert writer.isOpened()
+    for k in range(frames):
+        writer.write(np.full((size, size, 3), min(4 * k, 255), np.uint8))
+    writer.release()
+
+
+@pytest.fixture
+def deap_copy(small_deap_corpus, tmp_path) -> Path:
+    root = tmp_path / "deap"
+    shutil.copytree(small_deap_corpus, root)
+    return root
+
+
+@pytest.fixture
+def mahnob_copy(small_mahnob_corpus, tmp_path) -> Path:
+    root = tmp_path / "mahnob"
+    shutil.copytree(small_mahnob_corpus, root)
+    return root
+
+
+# --------------------------------------------------------------------------------------------- cache contents
+def test_deap_cache_matches_the_reader(small_deap_corpus, tmp_path):
+    cfg = dataset_config("deap", window=4.0, stride=2.5, threshold=6.0)
+    report = run("deap", small_deap_corpus, tmp_path / "c", cfg)  # face=True, but the corpus has no videos
+    cache = open_cache(str(tmp_path / "c"))
+    size, per_trial = 512, (8064 - 384 - 512) // 320 + 1  # 4 s at 128 Hz; stride 2.5 s = 320 samples
+    assert report["windows"] == len(cache.index().subject) == 3 * 3 * per_trial == 3 * 3 * 23
+    for table in cache.tables:
+        assert {name: table.schema.field(name).type for name in INDEX_TYPES} == INDEX_TYPES
+        assert table.schema.field("bio").type == pa.list_(pa.float32(), 40 * size)
+        assert table.schema.field("face").type == pa.null()  # no videos: null, no bytes
+        assert table.column("bio").num_chunks == 1
+    m = cache.manifest
+    assert (m["channels"], m["window_samples"], m["rate"], m["face"]) == (list(deap.DEAP_CHANNELS), size, 128.0, True)
+    index = cache.index()
+    assert not index.has_face
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no face video": this corpus has none
+        records = {(r.subject, r.trial): r for r in deap.read_deap(small_deap_corpus)}
+    truth = truth_of(small_deap_corpus)
+    keys = list(zip(index.subject.tolist(), index.trial.tolist(), strict=True))
+    assert list(dict.fromkeys(keys)) == list(records) == list(truth)  # subject, then Experiment_id order
+    bio = WindowDataset(cache, modality="bio").bio_array(np.arange(len(keys)))
+    assert bio.shape == (len(keys), 40, size) and bio.dtype == np.float32
+    table = {name: np.concatenate([t.column(name).to_numpy() for t in cache.tables]) for name in INDEX_TYPES}
+    for key, rec in records.items():
+        rows = np.flatnonzero([k == key for k in keys])
+        assert table["window"][rows].tolist() == list(range(per_trial))
+        np.testing.assert_allclose(table["t_start"][rows], 3.0 + 2.5 * np.arange(per_trial))
+        assert (table["stim_start"][rows] == 3.0).all() and (table["stim_end"][rows] == 63.0).all()
+        t = truth[key]
+        assert (table["valence"][rows] == np.float32(t["valence"])).all()
+        assert (table["arousal"][rows] == np.float32(t["arousal"])).all()
+        assert (table["label_valence"][rows] == int(t["valence"] > 6.0)).all()
+        assert (table["label_arousal"][rows] == int(t["arousal"] > 6.0)).all()
+        for row in rows:  # DEAP is not filtered: a window is the float32 slice of the stored signal
+            start = int(round(table["t_start"][row] * 128))
+            np.testing.assert_array_equal(bio[row], rec.bio[:, start:start + size].astype(np.float32))
+    # leakage-free: inside the stimulus, and the next window of the same stride would not fit
+    assert (table["t_start"] >= table["stim_start"]).all()
+    assert (table["t_start"] + 4.0 <= table["stim_end"]).all()
+    assert (table["t_start"][table["window"] == per_trial - 1] + 2.5 + 4.0 > 63.0).all()
+
+
+def test_mahnob_cache_matches_the_reader(small_mahnob_corpus, small_mahnob_cache):
+    cache = open_cache(str(small_mahnob_cache))
+    cfg = dataset_config("mahnob", frames=2, face_size=32)
+    assert cache.manifest["config"] == {k: getattr(cfg, k) for k in cache.manifest["config"]}
+    for table in cache.tables:
+        assert {name: table.schema.field(name).type for name in INDEX_TYPES} == INDEX_TYPES
+        assert table.schema.field("bio").type == pa.list_(pa.float32(), 38 * 384)
+        assert table.schema.field("face").type == pa.list_(pa.uint8(), 2 * 32 * 32 * 3)
+    index = cache.index()
+    truth = truth_of(small_mahnob_corpus)
+    assert index.trial.tolist() == [2, 2, 4, 4, 132, 132, 134, 134]  # MAHNOB session ids, 2 windows of 3 s in 6 s
+    assert index.subject.tolist() == [1, 1, 1, 1, 2, 2, 2, 2] and index.window.tolist() == [0, 1] * 4
+    np.testing.assert_allclose(index.stim_start, 30.0)
+    np.testing.assert_allclose(index.stim_end, 36.0)
+    np.testing.assert_allclose(index.t_start, [30.0, 33.0] * 4)
+    for row, key in enumerate(zip(index.subject.tolist(), index.trial.tolist(), strict=True)):
+        assert index.label_valence[row] == int(truth[key]["valence"] > 5)
+        assert index.label_arousal[row] == int(truth[key]["arousal"] > 5)
+    ds = WindowDataset(cache, modality="facebio")
+    bio = ds.bio_array(np.arange(len(ds)))
+    for rec in mahnob.read_mahnob(small_mahnob_corpus):  # filtered + resampled: the same as cut() gives
+        rows = np.flatnonzero((index.subject == rec.subject) & (index.trial == rec.trial))
+        np.testing.assert_array_equal(bio[rows], cut(rec, cfg).bio)
+    assert index.has_face_rows.all()
+    faces = ds._gather(ds._face, np.arange(len(ds)))
+    assert faces.shape == (8, 2, 32, 32, 3) and faces.dtype == np.uint8 and faces.std() > 10
+    assert cache.manifest["subjects"]["1"]["face_frames"] == 2 * 2 * 2
+
+
+@pytest.mark.parametrize("window, stride, start, end, sfreq", [
+    (3.0, 3.0, 3.0, 63.0, 128.0), (4.0, 2.5, 1.37, 9.91, 128.0), (1.0, 0.3, 0.0, 2.0, 128.0),
+    (2.0, 5.0, 2.01, 13.99, 128.0), (3.0, 1.0, 30.0, 36.5, 256.0),
+])  # fmt: skip
+def test_windows_lie_inside_the_stimulus(window, stride, start, end, sfreq):
+    n = int((end + 2.0) * sfreq)
+    signal = np.arange(n, dtype=np.float64)[None, :] + 1e5 * np.arange(3)[:, None]  # sample index, per channel
+    rec = TrialRecord(subject=1, trial=7, bio=signal, channels=["a", "b", "c"], sfreq=sfreq, stim_start=start,
+                      stim_end=end, valence=5.0, arousal=5.0, source_files=(Path("x.dat"),))
+    cfg = PrepareConfig(window=window, stride=stride, frames=3, h_freq=None)
+    w = cut(rec, cfg)
+    size, step = cfg.window_samples, int(round(stride * 128))
+    assert w.bio.shape == (len(w.t_start), 3, size) and w.bio.dtype == np.float32 and w.bio.flags.c_contiguous
+    assert (w.t_start >= start - 1e-9).all() and (w.t_start + window <= end + 1e-9).all()
+    assert w.t_start[-1] + step / 128 + window > end  # as many windows as fit
+    np.testing.assert_allclose(np.diff(w.t_start), step / 128)
+    assert ((w.frame_times > w.t_start[:, None]) & (w.frame_times < w.t_start[:, None] + window)).all()
+    np.testing.assert_allclose(w.frame_times[:, 1] - w.t_start, window / 2)
+    if sfreq == 128.0:  # not resampled: each window is the signal from its start sample on
+        first = np.rint(w.t_start * 128).astype(int)
+        np.testing.assert_array_equal(w.bio[:, 0, 0], first)
+        np.testing.assert_array_equal(w.bio[:, 2, :], (first[:, None] + np.arange(size)) + 2e5)
+    view = windows(rec, cfg).bio
+    np.testing.assert_array_equal(view.astype(np.float32), w.bio)
+    if sfreq == 128.0:
+        assert np.shares_memory(view, rec.bio)  # windows() copies nothing
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+@pytest.fixture
+def short_second_subject(mahnob_copy, tmp_path) -> Path:
+    """The MAHNOB copy with subject 2's sessions replaced by 2 s stimuli (no videos)."""
+    short = tmp_path / "short"
+    synthetic.write_mahnob(short, subjects=2, trials=2, seed=6, duration=2.0, video=False)
+    for sid in ("132", "134"):
+        shutil.rmtree(mahnob_copy / "Sessions" / sid)
+        shutil.copytree(short / "Sessions" / sid, mahnob_copy / "Sessions" / sid)
+    return mahnob_copy
+
+
+def test_window_longer_than_the_stimulus(short_second_subject, tmp_path):
+    root, cache = short_second_subject, tmp_path / "cache"
+    with pytest.raises(DataError, match="window of 3 s is longer than the stimulus of subject 2 trial 132 "
+                                        r"\(2.00 s\)") as info:
+        run("mahnob", root, cache, face=False)
+    assert info.value.path == str(root / "Sessions" / "132" / "session.xml")
+    assert list(cache.iterdir()) == []  # nothing written
+    with pytest.warns(UserWarning, match="skipped subject 2: .*every trial skipped"):
+        report = run("mahnob", root, cache, on_error="skip", face=False)
+    assert report["redone"] == [1] and report["subjects"] == 1
+    assert [(s["subject"], s["trial"]) for s in report["skipped"]] == [(2, 132), (2, 134)]
+    assert all("longer than the stimulus" in s["problem"] for s in report["skipped"])
+    assert read_manifest(str(cache))["skipped"] == report["skipped"]
+    text = format_report(report)
+    assert "SKIPPED subject 2 trial 132: " in text and "SKIPPED subject 2 trial 134: " in text
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_corrupt_dat_leaves_the_old_cache_or_is_skipped(deap_copy, tmp_path, workers):
+    cache = tmp_path / "cache"
+    run("deap", deap_copy, cache, face=False)
+    before = snapshot(cache)
+    for s in (2, 3):  # these would be redone, and in parallel runs are written before subject 1 fails
+        bump_mtime(deap.dat_path(deap_copy, s))
+    dat = deap.dat_path(deap_copy, 1)
+    dat.write_bytes(dat.read_bytes()[:5000])
+    with pytest.raises(DataError, match="not a valid DEAP pickle") as info:
+        run("deap", deap_copy, cache, face=False, workers=workers)
+    assert info.value.path == str(dat)
+    assert snapshot(cache) == before  # byte for byte: no temporary or orphan file, the manifest untouched
+    with pytest.warns(UserWarning, match="skipped subject 1"):
+        report = run("deap", deap_copy, cache, face=False, workers=workers, on_error="skip")
+    assert report["redone"] == [2, 3] and report["subjects"] == 2
+    assert [(s["subject"], s["path"]) for s in report["skipped"]] == [(1, str(dat))]
+    manifest = read_manifest(str(cache))
+    assert sorted(manifest["subjects"]) == ["2", "3"] and manifest["skipped"] == report["skipped"]
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        ["manifest.json", *(manifest["subjects"][s]["file"] for s in ("2", "3"))])
+    assert sorted(set(open_cache(str(cache)).index().subject.tolist())) == [2, 3]
+
+
+def test_bad_mahnob_sessions_fail_or_are_skipped(mahnob_copy, tmp_path):
+    cache = tmp_path / "cache"
+    run("mahnob", mahnob_copy, cache, face=False)
+    before = snapshot(cache)
+    bdf = mahnob_copy / "Sessions" / "4" / "Part_1_S_Trial2_emotion.bdf"
+    synthetic.write_bdf(bdf, list(mahnob.BDF_CHANNELS[:-1]), np.zeros((46, 1024)), 256)  # no Status channel
+    video = next((mahnob_copy / "Sessions" / "134").glob("*.avi"))
+    video.unlink()
+    with pytest.raises(DataError, match="no Status channel") as info:
+        run("mahnob", mahnob_copy, cache, face=False)
+    assert info.value.path == str(bdf)
+    assert snapshot(cache) == before
+    with pytest.warns(UserWarning) as caught:
+        report = run("mahnob", mahnob_copy, cache, face=False, on_error="skip")
+    messages = [str(w.message) for w in caught]
+    assert any(m.startswith(f"skipped subject 1: {bdf}: no Status channel") for m in messages)
+    assert any(m.startswith(f"skipped subject 2: {video}: face video named in") for m in messages)
+    assert report["redone"] == [1, 2] and report["windows"] == 4  # one good session left per subject
+    assert {(s["subject"], s["path"]) for s in report["skipped"]} == {(1, str(bdf)), (2, str(video))}
+    assert any("face video named in" in s["problem"] for s in report["skipped"])
+    assert read_manifest(str(cache))["skipped"] == report["skipped"]
+    assert open_cache(str(cache)).index().trial.tolist() == [2, 2, 132, 132]
+    # the same damage is reported again by a re-run under "fail", although nothing changed since
+    with pytest.raises(DataError, match="no Status channel"):
+        run("mahnob", mahnob_copy, cache, face=False)
+
+
+def test_subject_without_rated_sessions_is_left_out(mahnob_copy, tmp_path):
+    for sid in ("132", "134"):  # subject 2 only has sessions without felt ratings (not an error)
+        xml = mahnob_copy / "Sessions" / sid / "session.xml"
+        xml.write_text(xml.read_text().replace("feltVlnc=", "feltVlncX="))
+    with pytest.warns(UserWarning, match="skipped subject 2: .*subject 2 has no rated trials"):
+        report = run("mahnob", mahnob_copy, tmp_path / "cache", face=False)
+    assert report["redone"] == [1] and [s["subject"] for s in report["skipped"]] == [2]
+    assert open_cache(str(tmp_path / "cache")).subjects == [1]
+
+
+def test_interrupted_writes_leave_the_old_cache(deap_copy, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    run("deap", deap_copy, cache, face=False)
+    before = snapshot(cache)
+    bump_mtime(deap.dat_path(deap_copy, 1))
+    bump_mtime(deap.dat_path(deap_copy, 2))
+    real_new_file, calls = pa.ipc.new_file, []
+
+    class Failing:  # writes the schema and part of the data of the second file, then is interrupted
+        def __init__(self, sink, schema):
+            self.sink, self.inner = sink, real_new_file(sink, schema)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write_table(self, table, **kw):
+            self.inner.write_table(table.slice(0, 2))
+            raise KeyboardInterrupt
+
+    def new_file(sink, schema):
+        calls.append(1)
+        return real_new_file(sink, schema) if len(calls) == 1 else Failing(sink, schema)
+
+    monkeypatch.setattr(pa.ipc, "new_file", new_file)
+    with pytest.raises(KeyboardInterrupt):
+        run("deap", deap_copy, cache, face=False)
+    assert len(calls) == 2 and snapshot(cache) == before  # subject 1's new file removed, no .tmp left
+    monkeypatch.setattr(pa.ipc, "new_file", real_new_file)
+
+    def no_manifest(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache_mod, "write_json", no_manifest)
+    with pytest.raises(OSError, match="disk full"):
+        run("deap", deap_copy, cache, face=False)
+    assert snapshot(cache) == before
+
+
+def test_cli_reports_errors_naming_the_file(deap_copy, tmp_path, capsys):
+    dat = deap.dat_path(deap_copy, 3)
+    dat.write_bytes(b"not a pickle")
+    args = ["--dataset", "deap", "--root", str(deap_copy), "--cache", str(tmp_path / "c"), "--no-face"]
+    with pytest.raises(SystemExit) as info:
+        prepare.main(args)
+    assert str(info.value.code).startswith(f"error: {dat}: not a valid DEAP pickle")
+    with pytest.warns(UserWarning, match="skipped subject 3"):
+        report = prepare.main([*args, "--on-error", "skip", "--window", "2", "--stride", "1"])
+    out = capsys.readouterr().out
+    assert f"SKIPPED subject 3: {dat}: not a valid DEAP pickle" in out
+    assert "cache: 2 subjects, 354 windows (redone: [1, 2]" in out and report["windows"] == 2 * 3 * 59
+
+
+# ------------------------------------------------------------------------------------------- incremental
+def test_rerun_redoes_only_what_changed(deap_copy, tmp_path):
+    cache = tmp_path / "cache"
+    first = run("deap", deap_copy, cache, face=False)
+    assert first["redone"] == [1, 2, 3]
+    files = {s: e["file"] for s, e in read_manifest(str(cache))["subjects"].items()}
+    before, times = snapshot(cache), stamps(cache)
+    again = run("deap", deap_copy, cache, face=False)
+    assert again["redone"] == [] and again["unchanged"] == [1, 2, 3] and again["windows"] == first["windows"]
+    assert snapshot(cache) == before and stamps(cache) == times  # not even the manifest is rewritten
+
+    bump_mtime(deap.dat_path(deap_copy, 2))  # touching one subject's source
+    report = run("deap", deap_copy, cache, face=False)
+    assert report["redone"] == [2] and report["unchanged"] == [1, 3] and report["windows_redone"] == 60
+    now = {s: e["file"] for s, e in read_manifest(str(cache))["subjects"].items()}
+    assert now["1"] == files["1"] and now["3"] == files["3"] and now["2"] != files["2"]
+    assert sorted(p.name for p in cache.iterdir()) == sorted(["manifest.json", *now.values()])  # old file gone
+    assert stamps(cache)[now["1"]] == times[files["1"]]
+
+    # a new source file of subject 1 (a face video appearing) redoes subject 1 only
+    order = deap.read_presentation_order(deap_copy / deap.RATINGS_CSV)
+    video = deap.video_path(deap_copy, 1, order[1][2])  # the video of Experiment_id 2
+    video.parent.mkdir(parents=True)
+    clock_video(video, 630)
+    assert run("deap", deap_copy, cache, face=False)["redone"] == [1]
+
+    # another preparation config redoes everything
+    cfg = dataset_config("deap", threshold=7.0)
+    report = run("deap", deap_copy, cache, cfg, face=False)
+    assert report["redone"] == [1, 2, 3]
+    manifest = read_manifest(str(cache))
+    assert manifest["config"]["threshold"] == 7.0 and not set(now.values()) & {e["file"] for e in
+                                                                              manifest["subjects"].values()}
+    assert len(list(cache.iterdir())) == 4
+    truth = truth_of(deap_copy)
+    index = open_cache(str(cache)).index()
+    expected = [int(truth[(s, t)]["valence"] > 7.0) for s, t in zip(index.subject, index.trial, strict=True)]
+    assert index.label_valence.tolist() == expected
+
+
+def test_old_schema_or_damaged_manifest_is_prepared_again(deap_copy, tmp_path):
+    cache = tmp_path / "cache"
+    run("deap", deap_copy, cache, face=False, subjects=[1])
+    manifest = cache / cache_mod.MANIFEST
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "schema_version": 0}))
+    with pytest.raises(ValueError, match="schema version 0"):
+        open_cache(str(cache))
+    with pytest.warns(UserWarning, match="ignoring the old manifest"):
+        assert run("deap", deap_copy, cache, face=False, subjects=[1])["redone"] == [1]
+    assert len(list(cache.iterdir())) == 2 and open_cache(str(cache)).subjects == [1]
+
+
+# ---------------------------------------------------------------------------------------------- face frames
+def test_read_frames_maps_times_to_frames(tmp_path):
+    video = tmp_path / "clock.avi"
+    clock_video(video, 12)
+    times = np.array([0.0, 0.05, 0.1, 0.55, 1.19, 5.0, -1.0, 0.3])  # unsorted, past the end, before the start
+    frames = read_frames(video, times, span=(1.0, 1.5))
+    assert frames.shape == (8, 48, 48, 3) and frames.dtype == np.uint8
+    np.testing.assert_allclose(frames.mean(axis=(1, 2, 3)), 4 * np.array([0, 0, 1, 5, 11, 11, 0, 3]), atol=1.5)
+    with pytest.warns(UserWarning, match="video lasts 1.2 s but should cover 4.0 s .* check the video/signal sync"):
+        read_frames(video, times[:2], span=(4.0, 10.0))
+    with pytest.warns(UserWarning, match="check the video/signal sync"):
+        read_frames(video, times[:2], span=(0.5, 0.5), tolerance=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_frames(video, times[:2], span=(3.0, 3.0))  # within the default 2 s tolerance
+    with pytest.raises(DataError, match="missing video"):
+        read_frames(tmp_path / "none.avi", times)
+    (tmp_path / "bad.avi").write_bytes(b"RIFF garbage")
+    with pytest.raises(DataError, match="bad.avi: "):
+        read_frames(tmp_path / "bad.avi", times)
+
+
+def test_face_frames_follow_the_window_times(mahnob_copy, tmp_path):
+    sessions = mahnob_copy / "Sessions"
+    clock = next((sessions / "4").glob("*.avi"))
+    clock_video(clock, 110)  # 11 s at 10 fps, as long as the original (stimulus + 5 s); no face in it
+    short = next((sessions / "2").glob("*.avi"))
+    clock_video(short, 20)  # 2 s: shorter than the 6 s stimulus by more than the tolerance
+    xml = sessions / "134" / "session.xml"
+    xml.write_text("\n".join(line for line in xml.read_text().splitlines() if 'type="Video"' not in line))
+    cfg = dataset_config("mahnob", frames=2, face_size=32)
+    report = run("mahnob", mahnob_copy, tmp_path / "cache", cfg)
+    assert report["face_frames"] == 3 * 2 * 2  # three sessions with video, 2 windows x 2 frames each
+    assert report["face_fallbacks"] >= 8  # the clock videos hold no face
+    assert f"{report['face_fallbacks']} without a detection" in format_report(report)
+    assert any(str(short) in w and "check the video/signal sync" in w for w in report["warnings"])
+    assert not any(str(clock) in w for w in report["warnings"])
+    cache = open_cache(str(tmp_path / "cache"))
+    index = cache.index()
+    assert index.has_face_rows.tolist() == [True] * 6 + [False] * 2  # session 134 has no video: null face
+    assert cache.tables[1].column("face").null_count == 2
+    ds = WindowDataset(cache, modality="facebio")
+    for session, video_frames in ((4, 110), (2, 20)):
+        rows = np.flatnonzero(index.trial == session)
+        times = index.t_start[rows, None] + (np.arange(2) + 0.5) * 3.0 / 2 - index.stim_start[rows, None]
+        expected = 4 * np.minimum(np.floor(times * 10), video_frames - 1)  # frame floor(t * fps), else the last
+        crops = ds._gather(ds._face, rows)  # centre crops of a uniform frame: uniform
+        np.testing.assert_allclose(crops.mean(axis=(2, 3, 4)), expected, atol=1.5)
+        assert expected.ravel().tolist() == {4: [28, 88, 148, 208], 2: [28, 76, 76, 76]}[session]
+
+
+# ------------------------------------------------------------------------------------------------ locations
+def test_cache_at_uris_and_relative_paths(small_deap_corpus, tmp_path, monkeypatch):
+    local = tmp_path / "local"
+    run("deap", small_deap_corpus, local, face=False, subjects=[1, 2])
+    expected = WindowDataset(open_cache(str(local)), modality="bio").bio_array(np.arange(120))
+    uri = f"memory://gbvnet-test-{os.getpid()}/cache"  # fsspec's in-memory filesystem: not local, no mmap
+    report = run("deap", small_deap_corpus, uri, face=False, subjects=[1, 2])
+    assert report["redone"] == [1, 2]
+    assert run("deap", small_deap_corpus, uri, face=False, subjects=[1, 2])["redone"] == []
+    remote = open_cache(uri)
+    assert not isinstance(remote.fs, pafs.LocalFileSystem)
+    np.testing.assert_array_equal(WindowDataset(remote, modality="bio").bio_array(np.arange(120)), expected)
+    file_uri = (tmp_path / "viauri").as_uri()
+    run("deap", small_deap_corpus, file_uri, face=False, subjects=[1, 2])
+    assert (tmp_path / "viauri" / "manifest.json").exists()
+    np.testing.assert_array_equal(WindowDataset(open_cache(file_uri), modality="bio").bio_array(np.arange(120)),
+                                  expected)
+    monkeypatch.chdir(tmp_path)
+    prepare.main(["--dataset", "deap", "--root", os.path.relpath(small_deap_corpus, tmp_path), "--cache",
+                  "rel/cache", "--no-face", "--subjects", "1", "2"])
+    assert open_cache("rel/cache").subjects == [1, 2] and (tmp_path / "rel" / "cache" / "manifest.json").exists()
