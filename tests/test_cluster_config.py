@@ -1,0 +1,467 @@
+"""Static checks of cluster/: the launcher config against Ray's own schema, the KubeRay manifests, the Dockerfile,
+the job runtime environment and the MLflow stack; the commands they run are parsed with the real CLI parsers, so
+a renamed flag breaks a test here instead of a cluster job. Fast: no Ray cluster, no network, no Docker."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "cluster"
+LAUNCHER = CLUSTER / "gbvnet-gpu.yaml"
+KUBERAY = CLUSTER / "kuberay"
+DOCKERFILE = CLUSTER / "Dockerfile"
+RUNTIME_ENV = CLUSTER / "runtime_env.yaml"
+COMPOSE = CLUSTER / "mlflow" / "docker-compose.yaml"
+README = CLUSTER / "README.md"
+SHELL_OPERATORS = {"&&", "||", ";", "|", ">", ">>", "<", "&"}
+
+
+def load(path: Path):
+    return yaml.safe_load(path.read_text())
+
+
+def documents(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def kuberay(kind: str, filename: str) -> dict:
+    found = [d for d in documents(KUBERAY / filename) if d.get("kind") == kind]
+    assert len(found) == 1, f"{filename}: expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def raycluster() -> dict:
+    return kuberay("RayCluster", "raycluster.yaml")
+
+
+def rayjob(filename: str) -> dict:
+    return kuberay("RayJob", filename)
+
+
+def pod_specs(cluster_spec: dict) -> list[tuple[str, dict]]:
+    """(group name, pod spec) of the head group and every worker group of a RayCluster spec."""
+    out = [("head", cluster_spec["headGroupSpec"]["template"]["spec"])]
+    out += [(g["groupName"], g["template"]["spec"]) for g in cluster_spec["workerGroupSpecs"]]
+    return out
+
+
+def images_in(node) -> list[str]:
+    """Every container image named anywhere in a manifest (containers, autoscaler, submitter, ...)."""
+    if isinstance(node, dict):
+        found = [node["image"]] if isinstance(node.get("image"), str) else []
+        return found + [i for k, v in node.items() if k != "image" for i in images_in(v)]
+    if isinstance(node, list):
+        return [i for v in node for i in images_in(v)]
+    return []
+
+
+def env_map(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def dockerfile_tags() -> dict[str, str]:
+    """``docker build ... -t TAG`` lines of the Dockerfile header: tag -> the whole build line."""
+    tags = {}
+    for line in DOCKERFILE.read_text().splitlines():
+        if "docker build" in line:
+            match = re.search(r"-t\s+(\S+)", line)
+            assert match, f"build line without a tag: {line}"
+            tags[match.group(1)] = line
+    return tags
+
+
+def dockerfile_arg(name: str) -> str:
+    match = re.search(rf"^ARG {name}=(\S+)$", DOCKERFILE.read_text(), re.M)
+    assert match, f"cluster/Dockerfile has no ARG {name}=..."
+    return match.group(1)
+
+
+def project_version() -> str:
+    return re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+
+
+# ------------------------------------------------------------------------------------- the real CLI parsers
+def parse_with(parse, args: list[str], what: str) -> argparse.Namespace:
+    """Parse ``args`` with a project parser; a rejected flag fails the test with argparse's message."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return parse(args)
+    except SystemExit:
+        pytest.fail(f"{what}: the CLI rejects {args}:\n{err.getvalue()}")
+
+
+def parse_search(args: list[str], what: str) -> argparse.Namespace:
+    from tune.search import parse_args
+
+    return parse_with(parse_args, args, what)
+
+
+def parse_evaluation(args: list[str], what: str) -> argparse.Namespace:
+    from evaluation.run import add_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m evaluation.loso")
+    add_arguments(parser)  # the parser `evaluation.loso` builds (evaluation.run.cli)
+    return parse_with(parser.parse_args, args, what)
+
+
+def command_args(command: str, program: str) -> list[str] | None:
+    """Arguments after ``python <.../tune/search.py>`` or ``python -m evaluation.loso`` in a shell command."""
+    tokens = shlex.split(command, comments=True)
+    for i, token in enumerate(tokens):
+        if program == "tune/search.py" and token.endswith("tune/search.py"):
+            rest = tokens[i + 1:]
+        elif program == "evaluation.loso" and token == "-m" and tokens[i + 1: i + 2] == ["evaluation.loso"]:
+            rest = tokens[i + 2:]
+        else:
+            continue
+        cut = [j for j, t in enumerate(rest) if t in SHELL_OPERATORS]
+        return rest[: cut[0]] if cut else rest
+    return None
+
+
+def readme_commands() -> list[str]:
+    """Shell commands of the ```bash blocks of cluster/README.md, continuation lines joined."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+        for command in re.sub(r"\\\n\s*", " ", block).splitlines():
+            if command.strip() and not command.lstrip().startswith("#"):
+                commands.append(command.strip())
+    return commands
+
+
+# ----------------------------------------------------------------------------------------- launcher (AWS)
+def test_launcher_validates_against_the_schema_ray_ships():
+    import jsonschema
+    import ray
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    jsonschema.validate(load(LAUNCHER), schema)
+
+
+def test_launcher_survives_rays_own_config_preparation():
+    """What `ray up` does before it touches the cloud: merge defaults, check docker and node types."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = load(LAUNCHER)
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    assert prepared["head_start_ray_commands"] == config["head_start_ray_commands"]
+    assert prepared["setup_commands"] == []  # the image carries every dependency
+
+
+def test_launcher_head_without_gpu_and_gpu_workers_scaling_from_zero():
+    config = load(LAUNCHER)
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]
+    assert head["resources"].get("GPU", 0) == 0
+    assert head["resources"].get("CPU") == 0, "training must not land on the head"
+    workers = {name: t for name, t in types.items() if name != config["head_node_type"]}
+    gpu = {name: t for name, t in workers.items() if t["resources"].get("GPU", 0) >= 1}
+    assert gpu, "no GPU worker type"
+    for name, t in gpu.items():
+        assert t["min_workers"] == 0 and t["max_workers"] >= 1, name
+        assert t["max_workers"] <= config["max_workers"], name
+        assert t["resources"].get("CPU", 0) >= 1, f"{name}: trials need CPUs next to the GPU"
+
+
+def test_launcher_start_commands_keep_token_auth_and_a_loopback_dashboard():
+    config = load(LAUNCHER)
+    head = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    workers = [c for c in config["worker_start_ray_commands"] if "ray start" in c]
+    assert len(head) == 1 and len(workers) == 1
+    for command in head + workers:
+        before, _, start = command.partition("ray start")
+        assert re.search(r"\bRAY_AUTH_MODE=token\b", before), f"token auth off: {command}"
+        assert "0.0.0.0" not in command
+    tokens = shlex.split(head[0].partition("ray start")[2].replace("=", " "))
+    assert "--head" in tokens
+    assert tokens[tokens.index("--dashboard-host") + 1] == "127.0.0.1"
+    assert "--include-dashboard" not in tokens or tokens[tokens.index("--include-dashboard") + 1] != "false"
+    # every node gets the same token, from the submitter's ~/.ray/auth_token (never a literal)
+    assert any(remote.endswith(".ray/auth_token") for remote in config["file_mounts"])
+    assert "--env RAY_AUTH_MODE=token" in config["docker"]["run_options"]
+
+
+def test_launcher_syncs_no_git_history_venv_or_secrets():
+    config = load(LAUNCHER)
+    excluded = " ".join(config["rsync_exclude"])
+    for name in (".git", ".venv", ".env"):
+        assert f"**/{name}" in excluded
+    assert ".gitignore" in config.get("rsync_filter", [])  # data/, runs/ and the rest of .gitignore
+
+
+# ------------------------------------------------------------------------------------------------ KubeRay
+def test_raycluster_head_without_gpu_and_autoscaling_gpu_workers():
+    rc = raycluster()
+    assert rc["apiVersion"] == "ray.io/v1" and rc["metadata"]["name"]
+    spec = rc["spec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    head = spec["headGroupSpec"]
+    assert isinstance(head["rayStartParams"], dict)
+    assert head["rayStartParams"].get("num-cpus") == "0", "training must not land on the head"
+    head_containers = head["template"]["spec"]["containers"]
+    assert head_containers and all("nvidia.com/gpu" not in c.get("resources", {}).get("limits", {})
+                                   for c in head_containers)
+    assert head.get("serviceType", "ClusterIP") == "ClusterIP"
+    gpu_groups = [g for g in spec["workerGroupSpecs"]
+                  if any(int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)) >= 1
+                         for c in g["template"]["spec"]["containers"])]
+    assert gpu_groups, "no worker group with nvidia.com/gpu limits"
+    for group in spec["workerGroupSpecs"]:
+        assert isinstance(group["rayStartParams"], dict) and group["template"]["spec"]["containers"]
+    for group in gpu_groups:
+        assert group["minReplicas"] == 0 and group["maxReplicas"] >= 1 and group.get("replicas", 0) == 0
+
+
+def test_raycluster_token_from_a_secret_and_settings_from_the_configmap():
+    docs = documents(KUBERAY / "raycluster.yaml")
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    spec = raycluster()["spec"]
+    assert spec["authOptions"]["mode"] == "token"
+    token_secret = spec["authOptions"]["secretName"]
+    containers = [c for _, pod in pod_specs(spec) for c in pod["containers"]]
+    containers.append({"name": "autoscaler", **spec["autoscalerOptions"]})
+    for container in containers:
+        env = env_map(container)
+        assert env["RAY_AUTH_MODE"].get("value") == "token", container["name"]
+        ref = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == token_secret and "value" not in env["RAY_AUTH_TOKEN"], container["name"]
+        if container["name"] != "autoscaler":
+            for name in ("GBVNET_STORAGE", "MLFLOW_TRACKING_URI"):
+                ref = env[name]["valueFrom"]["configMapKeyRef"]
+                assert ref["name"] == configmap["metadata"]["name"] and ref["key"] in configmap["data"], name
+
+
+@pytest.mark.parametrize("filename", ["rayjob-search.yaml", "rayjob-loso.yaml"])
+def test_rayjobs_target_the_raycluster_and_submit_with_the_token(filename):
+    job = rayjob(filename)
+    assert job["apiVersion"] == "ray.io/v1" and job["metadata"]["name"]
+    spec = job["spec"]
+    assert isinstance(spec["entrypoint"], str) and spec["entrypoint"].strip()
+    assert ("rayClusterSpec" in spec) != ("clusterSelector" in spec)
+    if "clusterSelector" in spec:
+        assert spec["clusterSelector"] == {"ray.io/cluster": raycluster()["metadata"]["name"]}
+        assert not spec.get("shutdownAfterJobFinishes"), "would delete the shared cluster"
+    token_secret = raycluster()["spec"]["authOptions"]["secretName"]
+    for container in spec["submitterPodTemplate"]["spec"]["containers"]:
+        env = env_map(container)
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == token_secret
+
+
+def test_search_rayjob_runs_tune_search_with_flags_its_parser_accepts():
+    args = command_args(rayjob("rayjob-search.yaml")["spec"]["entrypoint"], "tune/search.py")
+    assert args is not None, "the search RayJob does not run tune/search.py"
+    parsed = parse_search(args, "rayjob-search.yaml")
+    assert parsed.cache.startswith("s3://") and parsed.gpus_per_worker >= 1
+    assert parsed.output.startswith("/home/ray/results/")  # the head's results volume
+
+
+def test_loso_rayjob_evaluates_the_searched_config_on_unsearched_subjects():
+    search = parse_search(command_args(rayjob("rayjob-search.yaml")["spec"]["entrypoint"], "tune/search.py"),
+                          "rayjob-search.yaml")
+    args = command_args(rayjob("rayjob-loso.yaml")["spec"]["entrypoint"], "evaluation.loso")
+    assert args is not None, "the evaluation RayJob does not run python -m evaluation.loso"
+    loso = parse_evaluation(args, "rayjob-loso.yaml")
+    assert loso.config == search.output
+    assert (loso.dataset, loso.cache, loso.target, loso.modality) == (
+        search.dataset, search.cache, search.target, search.modality)
+    assert loso.test_subjects and not set(loso.test_subjects) & set(search.search_subjects)
+    assert loso.output.startswith("/home/ray/results/")
+
+
+def test_raycluster_head_keeps_results_where_the_jobs_write_them():
+    head = raycluster()["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert "/home/ray/results" in [m["mountPath"] for m in head.get("volumeMounts", [])]
+
+
+# ----------------------------------------------------------------------------------- one image everywhere
+def test_one_image_everywhere_built_by_the_dockerfile():
+    manifests = [documents(p) for p in sorted(KUBERAY.glob("*.yaml"))]
+    images = {i for docs in manifests for i in images_in(docs)}
+    launcher_docker = load(LAUNCHER)["docker"]
+    images |= {launcher_docker[k] for k in ("image", "head_image", "worker_image") if k in launcher_docker}
+    assert len(images) == 1, f"different images: {sorted(images)}"
+    image = images.pop()
+    tags = dockerfile_tags()
+    assert image in tags, f"{image} is not built by cluster/Dockerfile (tags: {sorted(tags)})"
+    assert "whl/cu" in tags[image], "the cluster image must be the CUDA build (GPU workers)"
+    assert image.rsplit(":", 1)[1].startswith(project_version() + "-")
+    ray_version = dockerfile_arg("RAY_VERSION")
+    assert raycluster()["spec"]["rayVersion"] == ray_version
+    for filename in ("rayjob-search.yaml", "rayjob-loso.yaml"):
+        cluster_spec = rayjob(filename)["spec"].get("rayClusterSpec")
+        if cluster_spec:
+            assert cluster_spec["rayVersion"] == ray_version
+
+
+def test_dockerfile_python311_cpu_torch_by_default_cuda_by_build_arg():
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM python:3\.11\b", text, re.M)
+    assert dockerfile_arg("TORCH_INDEX_URL").endswith("/whl/cpu")
+    assert re.search(r'--index-url "?\$\{TORCH_INDEX_URL\}"? torch torchvision', text)
+    assert re.search(r"pip install [^\n]*ray\[default,tune,train\]==\$\{RAY_VERSION\}[^\n]* \.", text)
+    assert re.search(r"^USER ray$", text, re.M), "the image must not run as root"
+    rules = [r for r in (CLUSTER / "Dockerfile.dockerignore").read_text().splitlines()
+             if r.strip() and not r.startswith("#")]
+    assert rules[0] == "**", "the build context is an allow-list (keeps .venv, .git, data/ and .env out)"
+
+
+# ------------------------------------------------------------------------------------ job runtime env
+def test_runtime_env_excludes_are_anchored_and_spare_the_package():
+    from ray._private.runtime_env.packaging import _get_excludes  # the matcher `ray job submit` uses
+    from ray.runtime_env import RuntimeEnv
+
+    env = load(RUNTIME_ENV)
+    RuntimeEnv(**env)  # Ray's own validation of the fields
+    excludes = env["excludes"]
+    unanchored = [p for p in excludes if not p.startswith(("/", "**/"))]
+    assert not unanchored, f"unanchored excludes also match inside packages (e.g. gbvnet/data): {unanchored}"
+    excluded = _get_excludes(REPO, excludes)
+    for path in (".git", ".venv", "data", "runs", "mlruns", "gbvnet/__pycache__", "cluster/mlflow/.env"):
+        assert excluded(REPO / path), path
+    for path in ("gbvnet/data", "gbvnet/data/cache.py", "evaluation/data.py", "tune/search.py",
+                 "cluster/runtime_env.yaml", "pyproject.toml"):
+        assert not excluded(REPO / path), path
+    assert all(isinstance(v, str) for v in env["env_vars"].values())
+    assert not [k for k in env["env_vars"] if re.search(r"(?i)key|secret|token|password|credential", k)]
+
+
+def test_runtime_env_upload_is_small_and_complete():
+    """What `--working-dir .` would upload with these excludes alone (.gitignore not even applied)."""
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    excluded = _get_excludes(REPO, load(RUNTIME_ENV)["excludes"])
+    total, files = 0, set()
+    for root, dirs, names in os.walk(REPO):
+        dirs[:] = [d for d in dirs if not excluded(Path(root) / d)]
+        for name in names:
+            path = Path(root) / name
+            if not excluded(path) and path.is_file():
+                total += path.stat().st_size
+                files.add(path.relative_to(REPO).as_posix())
+    assert total < 100 * 2**20, f"upload of {total / 2**20:.0f} MiB"
+    assert {"gbvnet/data/cache.py", "gbvnet/train.py", "tune/search.py", "evaluation/loso.py"} <= files
+
+
+# ------------------------------------------------------------------------------------------- MLflow stack
+def test_mlflow_stack_postgres_backend_s3_artifacts_loopback_by_default():
+    services = load(COMPOSE)["services"]
+    mlflow = services["mlflow"]
+    command = mlflow["command"]
+    command = command if isinstance(command, list) else shlex.split(command)
+    assert command[:2] == ["mlflow", "server"] and "--serve-artifacts" in command
+    assert command[command.index("--artifacts-destination") + 1].startswith("s3://")
+    assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
+    assert mlflow["ports"] == ["${MLFLOW_BIND:-127.0.0.1}:${MLFLOW_PORT:-5000}:5000"]
+    for name, service in services.items():
+        if name != "mlflow":
+            assert "ports" not in service, f"{name} must not be published"
+    env_example = (CLUSTER / "mlflow" / ".env.example").read_text()
+    assert re.search(r"^MLFLOW_BIND=127\.0\.0\.1$", env_example, re.M)
+
+
+def test_mlflow_credentials_only_from_an_uncommitted_env_file():
+    services = load(COMPOSE)["services"]
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            if re.search(r"(?i)password|secret|_KEY", key):
+                assert re.fullmatch(r"\$\{\w+:\?[^}]*\}", str(value)), f"{name}.{key} is not taken from .env"
+    for line in (CLUSTER / "mlflow" / ".env.example").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if not line.startswith("#") and re.search(r"(?i)password|secret", key):
+            assert value == "", f".env.example carries a value for {key}"
+    assert ".env" in (CLUSTER / "mlflow" / ".gitignore").read_text().split()
+    if shutil.which("git") and (REPO / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", "cluster/mlflow/.env"], cwd=REPO)
+        assert ignored.returncode == 0, "cluster/mlflow/.env is not git-ignored"
+
+
+# ----------------------------------------------------------------------------------------- no secrets
+SECRET_KEY = re.compile(r"(?i)(password|passwd|secret[_-]?(access[_-]?)?key|api[_-]?key|auth[_-]?token"
+                        r"|access[_-]?token|private[_-]?key)")
+REFERENCE = re.compile(r"^\s*['\"]?(\$|<|YOUR_|CHANGE)")  # ${VAR}, $(cmd), <placeholder>
+
+
+def cluster_text_files() -> list[Path]:
+    return [p for p in sorted(CLUSTER.rglob("*")) if p.is_file() and p.name != ".env"
+            and p.suffix not in {".pyc"} and "__pycache__" not in p.parts]
+
+
+def test_no_literal_secrets_in_cluster_files():
+    problems = []
+    for path in cluster_text_files():
+        text = path.read_text()
+        rel = path.relative_to(REPO)
+        if re.search(r"\bAKIA[0-9A-Z]{16}\b", text):
+            problems.append(f"{rel}: AWS access key id")
+        if re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text):
+            problems.append(f"{rel}: private key")
+        for match in re.finditer(r"://[^/\s:@'\"]+:([^@\s'\"/]+)@", text):
+            if not REFERENCE.match(match.group(1)):
+                problems.append(f"{rel}: password in a URL ({match.group(0)})")
+        for line in text.splitlines():
+            assignment = re.search(r"(?:^|[\s;])(?:export\s+|ENV\s+)?([A-Za-z_][\w.-]*)\s*[=:]\s*(\S.*)?$", line)
+            if not assignment or not SECRET_KEY.search(assignment.group(1)):
+                continue
+            value = (assignment.group(2) or "").strip()
+            if value and not REFERENCE.match(value) and not value.startswith(("{", "#")):
+                problems.append(f"{rel}: literal value for {assignment.group(1)}: {line.strip()}")
+    assert not problems, "\n".join(problems)
+
+
+def env_entries(node, where: str):
+    """(location, entry) of every ``{name: ..., value/valueFrom: ...}`` mapping in a manifest."""
+    if isinstance(node, dict):
+        if "name" in node and ("value" in node or "valueFrom" in node):
+            yield where, node
+        for k, v in node.items():
+            yield from env_entries(v, f"{where}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from env_entries(v, f"{where}[{i}]")
+
+
+def test_secret_env_vars_in_manifests_are_references():
+    for path in sorted(KUBERAY.glob("*.yaml")):
+        for where, entry in env_entries(documents(path), path.name):
+            if SECRET_KEY.search(str(entry["name"])):
+                assert "value" not in entry, f"{where}: {entry['name']} has a literal value"
+        assert "kind: Secret" not in path.read_text(), f"{path.name}: Secrets are created with kubectl, not files"
+
+
+# --------------------------------------------------------------------------------------------- README
+def test_readme_commands_use_flags_the_parsers_accept():
+    commands = readme_commands()
+    checked = 0
+    for command in commands:
+        for program, parse in (("tune/search.py", parse_search), ("evaluation.loso", parse_evaluation)):
+            args = command_args(command, program)
+            if args is not None:
+                parse(args, f"cluster/README.md: {command}")
+                checked += 1
+    assert checked >= 4, f"expected search and evaluation commands in cluster/README.md, checked {checked}"
+
+
+def test_readme_local_cluster_section_keeps_the_security_defaults():
+    text = README.read_text()
+    for heading in ("Local 2-node cluster on one machine", "What changes on a cloud", "Security defaults"):
+        assert re.search(rf"^#+ {re.escape(heading)}", text, re.M), heading
+    heads = [c for c in readme_commands() if "ray start" in c and "--head" in c]
+    assert heads and all(re.search(r"--dashboard-host[ =]127\.0\.0\.1", c) for c in heads)
+    assert "export RAY_AUTH_MODE=token" in text
