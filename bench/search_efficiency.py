@@ -19,6 +19,7 @@ import numpy as np
 import ray
 
 from bench.common import machine, write_section
+from gbvnet.train import init_ray
 from tune import search
 
 
@@ -40,7 +41,7 @@ def main() -> None:
                         "--subjects", "6", "--trials", "8", "--no-video"], check=True, capture_output=True)
         subprocess.run([sys.executable, "-m", "gbvnet.prepare", "--dataset", "mahnob", "--root", str(root),
                         "--cache", str(cache), "--no-face"], check=True, capture_output=True)
-        ray.init(num_cpus=2, log_to_driver=False)
+        init_ray(num_cpus=2, log_to_driver=False)
         for seed in range(args.seeds):
             efficiency = {}
             for algo in ("optuna", "random"):

@@ -27,7 +27,15 @@ from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.models import GBVNet
-from gbvnet.train import fit_model_to_cache, lr_lambda, make_job, make_trainer, subject_fold, train_epoch
+from gbvnet.train import (
+    fit_model_to_cache,
+    init_ray,
+    lr_lambda,
+    make_job,
+    make_trainer,
+    subject_fold,
+    train_epoch,
+)
 
 
 def make_cache(tmp: Path, subjects: int) -> str:
@@ -73,7 +81,7 @@ def main() -> None:
         index = open_cache(cache).index()
         subjects = sorted(set(index.subject.tolist()))
         fold = subject_fold(index, subjects[:-2], [subjects[-2]], [subjects[-1]])
-        ray.init(num_cpus=2, log_to_driver=False)
+        init_ray(num_cpus=2, log_to_driver=False)
         for modality in ("bio", "facebio"):
             tc = TrainConfig(epochs=args.epochs, batch_size=32, patience=args.epochs, augment=True)
             bare = bare_epochs(cache, modality, fold.train, tc)

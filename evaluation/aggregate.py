@@ -65,7 +65,7 @@ def format_table(document: dict) -> str:
     for name, cmp in document.get("comparisons", {}).items():
         verdict = "better" if cmp["p_value"] < 0.05 and cmp["mean_difference"] > 0 else "not shown better"
         lines.append(f"  model vs {name}: per-subject accuracy difference {cmp['mean_difference']:+.3f} "
-                     f"(n={cmp['n']}), Wilcoxon p={cmp['p_value']:.3g}, effect size r={cmp['effect_size']:+.2f} "
+                     f"(n={cmp['n']}), one-sided Wilcoxon p={cmp['p_value']:.3g}, effect size r={cmp['effect_size']:+.2f} "
                      f"-> {verdict} at p<0.05")
     if "audit" in document:
         lines.append("leakage audit: " + "; ".join(f"{k}={v}" for k, v in document["audit"].items()

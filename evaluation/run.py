@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -43,9 +41,9 @@ from gbvnet.config import (
     model_preset,
     to_dict,
 )
-from gbvnet.data.cache import open_cache
+from gbvnet.data.cache import open_cache, write_text
 from gbvnet.splits import Fold
-from gbvnet.train import default_storage, make_job, make_trainer, tune_trial_resources
+from gbvnet.train import default_storage, init_ray, make_job, make_trainer, tune_trial_resources
 
 DATASETS = ("deap", "mahnob")
 
@@ -152,7 +150,7 @@ def evaluate(spec: EvalSpec) -> dict:
              **check_search_subjects(spec.searched_subjects, tested, spec.allow_searched_test_subjects)}
     jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky) for f in folds]
     names = [f.name for f in folds]
-    init_ray()  # only now: every refusal above costs no cluster start
+    init_ray(log_to_driver=False)  # only now: every refusal above costs no cluster start
 
     key = spec.invocation_key(index.manifest_hash)
     experiment = spec.experiment or f"gbvnet-{spec.dataset}-{spec.protocol}"
@@ -270,12 +268,6 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
                     allow_searched_test_subjects=args.allow_searched_test_subjects)
 
 
-def init_ray() -> None:
-    """Connect to ``RAY_ADDRESS`` when set (a cluster), else start Ray locally."""
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
-
-
 def cli(protocol: str, description: str, extra=None, argv: list[str] | None = None) -> dict:
     """Shared body of the protocol CLIs: parse, evaluate, print the table, write ``--output``."""
     parser = argparse.ArgumentParser(prog=f"python -m evaluation.{protocol.replace('-', '_')}",
@@ -294,8 +286,7 @@ def cli(protocol: str, description: str, extra=None, argv: list[str] | None = No
     document = evaluate(spec)
     print(aggregate.format_table(document))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(document, indent=2))
+        write_text(args.output, json.dumps(document, indent=2))
         print(f"wrote {args.output}")
     sys.stdout.flush()
     return document

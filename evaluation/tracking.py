@@ -60,6 +60,15 @@ def scalar_metrics(result: dict) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k.split("/")[0] != "config"}
 
 
+def log_json(client: MlflowClient, run_id: str, data: Any, name: str) -> None:
+    """``data`` as the JSON artifact ``name`` (may contain folders, e.g. ``comparisons/vs_x.json``) of a run."""
+    folder, _, filename = name.rpartition("/")
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / filename
+        path.write_text(json.dumps(data, indent=2, default=str))
+        client.log_artifact(run_id, str(path), artifact_path=folder or None)
+
+
 class Tracker:
     """The parent run of one invocation (found again by its invocation key on resume)."""
 
@@ -94,10 +103,7 @@ class Tracker:
             self.client.set_tag(run_id or self.run_id, k, str(v))
 
     def log_json(self, data: Any, name: str, run_id: str | None = None) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / name
-            path.write_text(json.dumps(data, indent=2, default=str))
-            self.client.log_artifact(run_id or self.run_id, str(path))
+        log_json(self.client, run_id or self.run_id, data, name)
 
     def log_file(self, path: str | Path, run_id: str | None = None) -> None:
         self.client.log_artifact(run_id or self.run_id, str(path))
@@ -110,7 +116,6 @@ class Tracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
-
 
     def log_child(self, name: str, history: list[dict], params: dict | None = None) -> str:
         """A FINISHED nested run ``name`` with per-epoch ``history`` (step = epoch); kept if already logged.

@@ -257,10 +257,11 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file (for example the best config written by ``tune/search.py``)."""
-    path = Path(path)
+    """Read a YAML config file (for example the best config written by ``tune/search.py``): a path or a URI."""
+    from gbvnet.data.cache import read_text
+
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text(str(path)))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
     if not isinstance(data, dict):

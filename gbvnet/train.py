@@ -24,6 +24,7 @@ import argparse
 import copy
 import math
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -273,6 +274,27 @@ def default_storage() -> str:
     return os.environ.get("GBVNET_STORAGE") or str(Path("runs/ray").resolve())
 
 
+def init_ray(**local_options) -> None:
+    """Connect to ``RAY_ADDRESS`` when set (a cluster); otherwise start a local Ray with ``local_options``.
+
+    A local instance gets its dashboard on a free port, and every worker learns that address
+    (``RAY_API_SERVER_ADDRESS``): Ray Train's placement-group cleaner queries the state API, which otherwise
+    guesses the cluster and fails when a machine runs more than one Ray instance; training runs would then leak
+    their placement groups and later runs would wait for CPUs forever.
+    """
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=local_options.get("log_to_driver", True))
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+             runtime_env={"env_vars": env}, **local_options)
+
+
 # A Tune trial's driver function only waits on its TorchTrainer; it reserves this sliver of a CPU (Ray refuses
 # zero-resource trials) and its workers take the rest, so one trial occupies exactly ``workers`` CPUs.
 DRIVER_CPU = 0.01
@@ -352,7 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
     index = open_cache(args.cache).index()
     fold = subject_fold(index, args.train_subjects, args.val_subjects, args.test_subjects)
     job = make_job(args.cache, model, train, fold)
-    ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
+    init_ray()
     trainer = make_trainer(job, args.name or f"train-{args.modality}-{args.target}-{int(time.time())}",
                            workers=args.workers, use_gpu=True if args.gpu else None,
                            max_failures=args.max_failures, storage=args.storage)

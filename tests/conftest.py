@@ -14,7 +14,6 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # as on a real head node; tokens live in ~/.ray
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 def run_module(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -30,9 +29,9 @@ def ray_session():
     """One local Ray instance (2 CPUs) shared by every test that needs Ray."""
     import ray
 
-    if not ray.is_initialized():
-        # keep the dashboard: without it (include_dashboard=False) Train V2 runs after the first ones never start
-        ray.init(num_cpus=2, log_to_driver=False, configure_logging=False)
+    from gbvnet.train import init_ray
+
+    init_ray(num_cpus=2, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
 

@@ -158,3 +158,17 @@ def test_horizontal_flip_and_time_shift():
     for x, y in zip(bio, shifted["bio"], strict=True):  # each window is rolled in time by at most 10 samples
         shifts.append(next(s for s in range(-10, 11) if torch.equal(torch.roll(x, s, dims=-1), y)))
     assert any(shifts) and "face" not in shifted
+
+
+def test_small_files_round_trip_through_uris(tmp_path):
+    """Result JSON and best configs may live on object storage (any pyarrow/fsspec URI), written atomically."""
+    from gbvnet.config import ConfigError, load_yaml
+    from gbvnet.data.cache import read_text, write_text
+
+    write_text("memory://gbvnet-test/runs/best.yaml", "train:\n  lr: 0.001\n")
+    assert load_yaml("memory://gbvnet-test/runs/best.yaml") == {"train": {"lr": 0.001}}
+    local = tmp_path / "new" / "folder" / "out.json"
+    write_text(str(local), "{}")
+    assert read_text(str(local)) == "{}" and [p.name for p in local.parent.iterdir()] == ["out.json"]
+    with pytest.raises(ConfigError, match="missing.yaml: cannot read config"):
+        load_yaml(str(tmp_path / "missing.yaml"))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
 
 import numpy as np
-import psutil
 import pytest
 
 from gbvnet.config import ConfigError, TrainConfig, model_preset
@@ -54,26 +54,39 @@ def test_learning_works_end_to_end(ray_session, mahnob_cache, tmp_path):
 
 
 def _train_worker_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))]
+    """PIDs of the live Ray Train worker actors of this test session's Ray instance (Ray's state API)."""
+    import ray
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=ray.get_runtime_context().gcs_address,
+                         filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    return [a.pid for a in actors]
+
+
+def _registered_checkpoints(snapshot) -> int:
+    try:
+        return len(json.loads(snapshot.read_text())["checkpoint_results"])
+    except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
+        return 0
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_session, mahnob_cache, tmp_path):
-    job = bio_job(mahnob_cache, epochs=8)
+    job = bio_job(mahnob_cache, epochs=20)
     trainer = make_trainer(job, "kill", storage=str(tmp_path), max_failures=2)
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(result=trainer.fit()))
     thread.start()
+    snapshot = tmp_path / "kill" / "checkpoint_manager_snapshot.json"
     deadline = time.time() + 240
-    while not list((tmp_path / "kill").glob("checkpoint_*")) and time.time() < deadline:
-        time.sleep(0.2)  # wait for the first epoch's checkpoint
-    assert list((tmp_path / "kill").glob("checkpoint_*")), "no checkpoint was written"
+    while not _registered_checkpoints(snapshot) and time.time() < deadline:
+        time.sleep(0.1)  # kill only once the controller has registered a checkpoint (a file alone is not enough)
+    assert _registered_checkpoints(snapshot), "no checkpoint was registered"
     pids = _train_worker_pids()
     assert pids, "no Ray Train worker process found"
     os.kill(pids[0], signal.SIGKILL)
     thread.join(timeout=400)
     m = outcome["result"].metrics
-    assert m["epoch"] == 8 and m["done"]
+    assert m["epoch"] == 20 and m["done"]
     assert m["start_epoch"] > 0, "the restarted run began from scratch instead of its checkpoint"
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import yaml
@@ -33,12 +32,19 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from evaluation.data import resolve_cache
-from evaluation.run import DATASETS, init_ray
+from evaluation.run import DATASETS
 from evaluation.tracking import Tracker, tracking_uri
 from gbvnet.config import TARGETS, TrainConfig, model_preset, to_dict
-from gbvnet.data.cache import open_cache
+from gbvnet.data.cache import open_cache, write_text
 from gbvnet.splits import Fold
-from gbvnet.train import default_storage, fit_model_to_cache, make_job, make_trainer, tune_trial_resources
+from gbvnet.train import (
+    default_storage,
+    fit_model_to_cache,
+    init_ray,
+    make_job,
+    make_trainer,
+    tune_trial_resources,
+)
 from tune.space import apply, search_space
 
 METRIC = "val_macro_f1"
@@ -178,8 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     tracker.log_metrics({"best_val_macro_f1": float(best_score), "trials": len(grid)})
     tracker.log_json(document, "best_config.json")
     tracker.finish()
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(yaml.safe_dump(document, sort_keys=False))
+    write_text(args.output, yaml.safe_dump(document, sort_keys=False))
 
     print(f"{'rank':>4} {'trial':>10} {'best val macro-F1':>17} {'epochs':>6}  config")
     for rank, (f1, r) in enumerate(rows[:5], 1):

@@ -97,16 +97,35 @@ def write_table(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
     return fs.get_file_info(path).size
 
 
-def write_json(fs: pafs.FileSystem, path: str, data: dict) -> None:
+def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary name, then move)."""
     tmp = path + ".tmp"
     try:
         with fs.open_output_stream(tmp) as sink:
-            sink.write(json.dumps(data, indent=1, sort_keys=True).encode())
+            sink.write(data)
         fs.move(tmp, path)
     except BaseException:
         delete_quietly(fs, tmp)
         raise
+
+
+def write_json(fs: pafs.FileSystem, path: str, data: dict) -> None:
+    write_bytes(fs, path, json.dumps(data, indent=1, sort_keys=True).encode())
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write a small text file (a result, a config) to a local path or a URI, atomically, creating folders."""
+    fs, path = filesystem(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(path.rpartition("/")[0] or ".", recursive=True)
+    write_bytes(fs, path, text.encode())
+
+
+def read_text(uri: str) -> str:
+    """Read a small text file from a local path or a URI."""
+    fs, path = filesystem(uri)
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
 
 
 def read_manifest(uri: str) -> dict | None:
