@@ -2,7 +2,7 @@
 
     python -m evaluation.report --experiment gbvnet-mahnob-loso                    # every run, side by side
     python -m evaluation.report --experiment gbvnet-mahnob-loso gbvnet-mahnob-segment-random --ablation
-    python -m evaluation.report --compare RUN_A RUN_B                              # paired test across subjects
+    python -m evaluation.report --compare RUN_A RUN_B    # paired test across subjects (ids or id prefixes)
     python -m evaluation.report --experiment gbvnet-deap-loso --format html --output report.html
 
 Runs are the parent runs of ``evaluation.loso`` / ``evaluation.subject_dependent`` (finished ones only). Every
@@ -31,6 +31,7 @@ from mlflow.tracking import MlflowClient
 
 from evaluation.stats import paired_comparison
 from evaluation.tracking import PARENT_TAG, log_json, tracking_uri
+from gbvnet.data.cache import write_text
 
 BASELINES = ("majority", "stratified", "bandpower_logreg")
 MODALITY_ROWS = (("bio", "gated", "bio"), ("face", "gated", "face"), ("facebio", "gated", "face+bio (gated)"),
@@ -105,8 +106,20 @@ def ablation_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[st
     return out
 
 
+def resolve_run(client: MlflowClient, ref: str) -> str:
+    """The full id of the evaluation parent run whose id starts with ``ref`` (the tables show 8 characters)."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, f"tags.`{PARENT_TAG}` != ''", max_results=50000) if experiments else []
+    matches = sorted({r.info.run_id for r in runs if r.info.run_id.startswith(ref.lower())})
+    if len(matches) != 1:
+        raise SystemExit(f"{'no' if not matches else 'more than one'} evaluation run whose id starts with "
+                         f"{ref!r} at {client.tracking_uri}" + (f": {matches}" if matches else ""))
+    return matches[0]
+
+
 def compare(client: MlflowClient, run_a: str, run_b: str, metric: str = "accuracy") -> dict:
-    """Paired comparison of two runs over the subjects both tested; logged on run A."""
+    """Paired comparison of two runs (ids or unique id prefixes) over the subjects both tested; logged on run A."""
+    run_a, run_b = resolve_run(client, run_a), resolve_run(client, run_b)
     scores = []
     for run_id in (run_a, run_b):
         with tempfile.TemporaryDirectory() as d:
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
     text = build(args)
     if args.output:
-        Path(args.output).write_text(text)
+        write_text(args.output, text)
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)

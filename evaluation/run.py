@@ -223,6 +223,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML with 'model' / 'train' sections (the best config of tune/search.py)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW, cosine decay)")
+    p.add_argument("--patience", type=int, default=None, help="early stopping: epochs without a better val F1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-subjects", type=int, nargs="+", default=None)
     p.add_argument("--folds-in-parallel", type=int, default=2)
@@ -242,8 +244,8 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
     preset = args.preset or ("smoke" if args.synthetic else "paper")
     model = model_preset(preset, modality=args.modality, fusion=args.fusion)
     train = TrainConfig(target=args.target, seed=args.seed)
-    if args.synthetic:
-        train.epochs, train.patience = 8, 4
+    if args.synthetic:  # a small corpus and the smoke model: fewer epochs at a higher rate
+        train.epochs, train.patience, train.lr = 8, 4, 1e-3
     searched: list[int] = []
     if args.config:
         config = load_yaml(args.config)
@@ -258,6 +260,10 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
         train.epochs = args.epochs
     if args.batch_size:
         train.batch_size = args.batch_size
+    if args.lr:
+        train.lr = args.lr
+    if args.patience:
+        train.patience = args.patience
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
                           on_error=args.on_error, need_face=args.modality != "bio")
     return EvalSpec(protocol=protocol, dataset=args.dataset, cache=cache, model=model.validate(),

@@ -38,7 +38,7 @@ def evaluations(ray_session, deap_bio_cache, tmp_path_factory):
     docs = {}
     for target in ("valence", "arousal"):
         docs[target] = loso.main(["--dataset", "deap", "--cache", str(deap_bio_cache), "--preset", "smoke",
-                                  "--modality", "bio", "--target", target, "--epochs", "6",
+                                  "--modality", "bio", "--target", target, "--epochs", "8", "--lr", "1e-3",
                                   "--tracking-uri", uri, "--storage", str(out / "ray"),
                                   "--output", str(out / f"{target}.json")])
         assert json.loads((out / f"{target}.json").read_text())["mlflow_run_id"] == docs[target]["mlflow_run_id"]
@@ -112,12 +112,14 @@ def test_ablation_layout(evaluations):
 def test_compare_two_runs(evaluations):
     uri, docs = evaluations
     a, b = docs["valence"]["mlflow_run_id"], docs["arousal"]["mlflow_run_id"]
-    text = report.main(["--compare", a, b, "--tracking-uri", uri])
+    text = report.main(["--compare", a[:8], b[:8], "--tracking-uri", uri])  # the ids as the tables show them
     scores = [{r["subject"]: r["accuracy"] for r in docs[t]["per_subject"]} for t in ("valence", "arousal")]
     expected = paired_comparison(*scores)
     assert f"{expected['p_value']:.3g}" in text and "two-sided Wilcoxon" in text
     logged = MlflowClient(uri).download_artifacts(a, f"comparisons/vs_{b}.json")
     assert json.loads(open(logged).read())["p_value"] == pytest.approx(expected["p_value"])
+    with pytest.raises(SystemExit, match="no evaluation run whose id starts with 'zzz'"):
+        report.main(["--compare", a, "zzz", "--tracking-uri", uri])
 
 
 def test_report_refuses_unknown_experiment(evaluations):

@@ -31,13 +31,14 @@ in [5.5, 9] or [1, 4.5]; MAHNOB: integers 6-9 or 1-5). Each trial has a latent p
 subject and target the sign is flipped, so their signals contradict their rating (label noise). During the
 stimulus the signals follow ``offset_subject + x``, outside it ``offset_subject`` alone:
 
-* valence: frontal alpha asymmetry (for x > 0, 10 Hz alpha lower over the left frontal electrodes
-  Fp1/AF3/F3/F7/FC5/FC1 and higher over the right ones; reversed for x < 0), zygomatic EMG amplitude (DEAP
-  zEMG), mouth curvature (smile vs frown);
-* arousal: 20 Hz beta power over all EEG, skin conductance level (DEAP GSR; MAHNOB GSR1 is skin resistance, so
+* valence: frontal alpha asymmetry (for x > 0, alpha lower over the left frontal electrodes Fp1/AF3/F3/F7/FC5/FC1
+  and higher over the right ones; reversed for x < 0), zygomatic EMG amplitude (DEAP zEMG), mouth curvature
+  (smile vs frown);
+* arousal: 21 Hz beta power over all EEG, skin conductance level (DEAP GSR; MAHNOB GSR1 is skin resistance, so
   it falls), heart rate (DEAP plethysmograph, MAHNOB ECG EXG1-3), breathing rate, raised brows and wider eyes.
 
-Each subject has its own latent offsets (up to +-0.6 against latents of magnitude 0.5-1; the baseline shows them
+EEG rhythms are narrow-band noise (alpha at the subject's alpha frequency, 9-11 Hz), not pure sines, so their
+phase wanders as in real EEG. Each subject has its own latent offsets (up to +-0.6 against latents of magnitude 0.5-1; the baseline shows them
 alone), channel gains, alpha frequency, heart rate, skin conductance, skin tone, hair and face position/size, so
 cross-subject prediction is harder than within-subject prediction. A model that recovered every trial's
 latents exactly would reach an accuracy of ``1 - round(label_noise * T) / T`` per target (0.9 for the default
@@ -59,7 +60,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from scipy.signal import lfilter
+from scipy.signal import butter, lfilter, sosfilt
 
 from gbvnet.data.deap import DEAP_CHANNELS, DEAP_SAMPLES, DEAP_SFREQ, DEAP_STIM_START, RATINGS_CSV, dat_path
 from gbvnet.data.deap import video_path as deap_video_path
@@ -213,11 +214,22 @@ def _phase(rate_hz: np.ndarray, sfreq: float) -> np.ndarray:
 def _eeg(rng, t, xv, xa, subj: _Subject, names) -> np.ndarray:
     """32 EEG channels in uV: 1/f background, alpha with frontal asymmetry ~ valence, beta ~ arousal."""
     asym = np.array([-1.0 if c in _LEFT_FRONTAL else 1.0 if c in _RIGHT_FRONTAL else 0.0 for c in names])
+    sfreq = 1.0 / (t[1] - t[0])
     background = lfilter([1.0], [1.0, -0.95], rng.standard_normal((32, t.size)), axis=1) * 1.5
-    phases = rng.uniform(0, 2 * np.pi, (2, 32, 1))
-    alpha = 6.0 * (1 + 0.5 * asym[:, None] * xv) * np.sin(2 * np.pi * subj.alpha_hz * t + phases[0])
-    beta = 2.5 * (1 + 0.6 * xa) * np.sin(2 * np.pi * 21.0 * t + phases[1])
+    alpha = 6.0 * (1 + 0.5 * asym[:, None] * xv) * _rhythm(rng, subj.alpha_hz, sfreq, (32, t.size))
+    beta = 2.5 * (1 + 0.6 * xa) * _rhythm(rng, 21.0, sfreq, (32, t.size))
     return (background + alpha + beta) * subj.gains[:32, None]
+
+
+def _rhythm(rng, hz: float, sfreq: float, shape: tuple[int, int]) -> np.ndarray:
+    """An EEG rhythm: noise band-passed to ``hz`` +- 1 Hz, with the RMS of a unit-amplitude sine per channel.
+
+    Its phase and amplitude wander as real rhythms do; a pure sine would keep the same phase in every window of
+    a trial (when the window holds whole cycles): a per-trial fingerprint a network memorises instead of learning
+    the band power.
+    """
+    x = sosfilt(butter(2, [hz - 1, hz + 1], btype="bandpass", fs=sfreq, output="sos"), rng.standard_normal(shape))
+    return x * (np.sqrt(0.5) / x.std(-1, keepdims=True))
 
 
 def _heart(xa, sfreq, subj: _Subject) -> np.ndarray:
