@@ -43,7 +43,7 @@ from gbvnet.config import (
 )
 from gbvnet.data.cache import open_cache, write_text
 from gbvnet.splits import Fold
-from gbvnet.train import default_storage, init_ray, make_job, make_trainer, tune_trial_resources
+from gbvnet.train import init_ray, make_job, make_trainer, storage_path, tune_trial_resources
 
 DATASETS = ("deap", "mahnob")
 
@@ -101,7 +101,7 @@ def fold_driver(config: dict, jobs: list[dict], names: list[str], workers: int, 
 
 def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> list[tune.Result]:
     """Run every fold as a Tune trial; return each fold's Tune result (in fold order)."""
-    storage = spec.storage or default_storage()
+    storage = storage_path(spec.storage)
     experiment = f"eval-{spec.protocol}-{spec.dataset}-{key}"
     trainable = tune.with_parameters(fold_driver, jobs=jobs, names=names, workers=spec.workers_per_fold,
                                      storage=storage, prefix=experiment)

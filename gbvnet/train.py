@@ -27,7 +27,6 @@ import os
 import socket
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +40,7 @@ from torch import nn
 
 from gbvnet.config import MODALITIES, ConfigError, ModelConfig, TrainConfig, from_dict, model_preset, to_dict
 from gbvnet.data.augment import augment_batch
-from gbvnet.data.cache import open_cache
+from gbvnet.data.cache import absolute, open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.metrics import binary_metrics, confusion, prefixed
 from gbvnet.models import GBVNet
@@ -76,7 +75,7 @@ def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, all
     check_fold(fold, index.subject, index.trial, allow_leaky=allow_leaky)
     if fold.val.size == 0:
         raise ConfigError(f"fold {fold.name}: empty validation set (early stopping needs one)")
-    return {"cache": str(cache), "model": to_dict(model), "train": to_dict(train), "fold": fold.to_dict(),
+    return {"cache": absolute(cache), "model": to_dict(model), "train": to_dict(train), "fold": fold.to_dict(),
             "allow_leaky": allow_leaky}
 
 
@@ -269,9 +268,10 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- driver
-def default_storage() -> str:
-    """Where Ray keeps results and checkpoints: ``GBVNET_STORAGE`` (a path or URI) or ``./runs/ray``."""
-    return os.environ.get("GBVNET_STORAGE") or str(Path("runs/ray").resolve())
+def storage_path(storage: str | None = None) -> str:
+    """Where Ray keeps results and checkpoints: ``storage``, else ``GBVNET_STORAGE``, else ``./runs/ray`` (a path
+    or URI; local paths made absolute, since trials run in their own directories)."""
+    return absolute(storage or os.environ.get("GBVNET_STORAGE") or "runs/ray")
 
 
 def init_ray(**local_options) -> None:
@@ -321,7 +321,7 @@ def make_trainer(job: dict, name: str, *, workers: int = 1, use_gpu: bool | None
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                                resources_per_worker={"CPU": cpus}),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=storage or default_storage(),
+            name=name, storage_path=storage_path(storage),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks),

@@ -40,9 +40,15 @@ def test_two_worker_ddp_run_reports_metrics(ray_session, mahnob_cache, tmp_path)
     assert result.checkpoint is not None
 
 
-def test_same_seed_same_metrics(ray_session, mahnob_cache, tmp_path):
+def test_same_seed_same_metrics(ray_session, mahnob_cache, tmp_path, monkeypatch):
     a = fit(bio_job(mahnob_cache, epochs=2, seed=3), tmp_path, "seed-a").metrics
-    b = fit(bio_job(mahnob_cache, epochs=2, seed=3), tmp_path, "seed-b").metrics
+    # the second run with relative paths, as users type them: workers run elsewhere, so they must be resolved
+    monkeypatch.chdir(mahnob_cache.parent)
+    job = bio_job(mahnob_cache.name, epochs=2, seed=3)
+    assert job["cache"] == str(mahnob_cache)
+    result = make_trainer(job, "seed-b", storage=os.path.relpath(tmp_path)).fit()
+    assert result.path.startswith(str(tmp_path))
+    b = result.metrics
     for key in ("train_loss", "val_loss", "val_accuracy", "test_accuracy"):
         assert a[key] == pytest.approx(b[key], rel=1e-6), key
 

@@ -38,11 +38,11 @@ from gbvnet.config import TARGETS, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache, write_text
 from gbvnet.splits import Fold
 from gbvnet.train import (
-    default_storage,
     fit_model_to_cache,
     init_ray,
     make_job,
     make_trainer,
+    storage_path,
     tune_trial_resources,
 )
 from tune.space import apply, search_space
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = model_preset("smoke" if space_kind == "smoke" else "paper", modality=args.modality)
     train = TrainConfig(target=args.target, epochs=args.max_epochs, patience=args.max_epochs, seed=args.seed)
     make_job(cache, model, train, fold)  # validate cache, configs and the fold before anything is scheduled
-    storage = args.storage or default_storage()
+    storage = storage_path(args.storage)
     name = args.name or f"search-{args.dataset}-{args.target}-{args.algo}-seed{args.seed}"
     base = {"model": model, "train": train, "cache": cache, "fold": fold.to_dict(),
             "workers": args.workers_per_trial, "gpus_per_worker": args.gpus_per_worker}

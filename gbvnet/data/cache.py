@@ -26,6 +26,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -66,6 +67,12 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
             raise ValueError(f"{uri}: pyarrow does not know this filesystem and fsspec is not installed") from exc
         fs, path = fsspec.core.url_to_fs(uri)
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def absolute(uri: str) -> str:
+    """A local path made absolute (Ray workers and trials run in other directories); URIs unchanged."""
+    uri = str(uri)
+    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
 
 
 def join(base: str, name: str) -> str:
