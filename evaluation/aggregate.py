@@ -13,6 +13,7 @@ from gbvnet.metrics import METRIC_NAMES, binary_metrics
 from gbvnet.splits import Fold
 
 SHOWN = ("accuracy", "precision", "recall", "f1", "balanced_accuracy")
+LABELS = {"accuracy": "acc", "precision": "prec", "recall": "recall", "f1": "f1", "balanced_accuracy": "bal_acc"}
 
 
 def summarise(folds: list[Fold], confusions: list, index) -> dict:
@@ -50,11 +51,11 @@ def format_table(document: dict) -> str:
     leaky = " [LEAKY: windows of a trial in train and test]" if document.get("leaky") else ""
     lines = [f"{document['protocol']} on {document['dataset']}: {document['modality']} "
              f"({document['fusion']}), target {document['target']}{leaky}",
-             f"{'subject':>8} {'n':>6} " + " ".join(f"{m[:7]:>7}" for m in SHOWN)]
+             f"{'subject':>8} {'n':>6} " + " ".join(f"{LABELS[m]:>12}" for m in SHOWN)]
     for row in document["per_subject"]:
-        lines.append(f"{row['subject']:>8} {row['n_test']:>6} " + " ".join(f"{row[m]:>7.3f}" for m in SHOWN))
+        lines.append(f"{row['subject']:>8} {row['n_test']:>6} " + " ".join(f"{row[m]:>12.3f}" for m in SHOWN))
     agg = document["aggregate"]
-    lines.append(f"{'mean+-sd':>8} {agg['n_folds']:>5}f " + " ".join(_mean_sd(agg, m) for m in SHOWN)
+    lines.append(f"{'mean+-sd':>8} {agg['n_folds']:>5}f " + " ".join(f"{_mean_sd(agg, m):>12}" for m in SHOWN)
                  + "  (over folds)")
     baselines = document.get("baselines", {})
     if baselines:
