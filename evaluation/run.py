@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from evaluation import aggregate, plots
 from evaluation.audit import audit_folds, check_normalizers, check_search_subjects
@@ -43,7 +42,7 @@ from gbvnet.config import (
 )
 from gbvnet.data.cache import open_cache, write_text
 from gbvnet.splits import Fold
-from gbvnet.train import init_ray, make_job, make_trainer, storage_path, tune_trial_resources
+from gbvnet.train import init_ray, make_job, storage_path, tune_fold, tune_trial_resources
 
 DATASETS = ("deap", "mahnob")
 
@@ -89,21 +88,11 @@ def git_commit() -> str:
         return "unknown"
 
 
-def fold_driver(config: dict, jobs: list[dict], names: list[str], workers: int, storage: str, prefix: str):
-    """Tune trainable: fit one fold's ``TorchTrainer``; metrics reach Tune through ``TuneReportCallback``.
-
-    The trainer's name is fixed per fold, so a retried fold resumes from its own last checkpoint.
-    """
-    i = config["fold"]
-    make_trainer(jobs[i], f"{prefix}-{names[i]}", workers=workers, storage=storage,
-                 callbacks=[TuneReportCallback()], in_tune=True).fit()
-
-
 def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> list[tune.Result]:
     """Run every fold as a Tune trial; return each fold's Tune result (in fold order)."""
     storage = storage_path(spec.storage)
     experiment = f"eval-{spec.protocol}-{spec.dataset}-{key}"
-    trainable = tune.with_parameters(fold_driver, jobs=jobs, names=names, workers=spec.workers_per_fold,
+    trainable = tune.with_parameters(tune_fold, jobs=jobs, names=names, workers=spec.workers_per_fold,
                                      storage=storage, prefix=experiment)
     trainable = tune.with_resources(trainable, tune_trial_resources())
     path = f"{storage.rstrip('/')}/{experiment}"

@@ -268,6 +268,24 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- driver
+def fit_in_tune(job: dict, name: str, *, workers: int, storage: str, use_gpu: bool | None = None) -> None:
+    """Fit ``job`` from inside a Tune function trainable; metrics reach Tune through ``TuneReportCallback``."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    make_trainer(job, name, workers=workers, use_gpu=use_gpu, storage=storage, callbacks=[TuneReportCallback()],
+                 in_tune=True).fit()
+
+
+def tune_fold(config: dict, jobs: list[dict], names: list[str], workers: int, storage: str, prefix: str) -> None:
+    """Tune trainable of the evaluations: fit fold ``config["fold"]`` of ``jobs``.
+
+    The trainer's name is fixed per fold, so a retried fold resumes from its own last checkpoint. It lives here,
+    not in ``evaluation.run``, so that each trial's process imports the training code only (no MLflow, sklearn).
+    """
+    i = config["fold"]
+    fit_in_tune(jobs[i], f"{prefix}-{names[i]}", workers=workers, storage=storage)
+
+
 def storage_path(storage: str | None = None) -> str:
     """Where Ray keeps results and checkpoints: ``storage``, else ``GBVNET_STORAGE``, else ``./runs/ray`` (a path
     or URI; local paths made absolute, since trials run in their own directories)."""

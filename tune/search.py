@@ -26,7 +26,6 @@ import numpy as np
 import yaml
 from optuna.samplers import TPESampler
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
@@ -41,11 +40,10 @@ from gbvnet.train import (
     fit_model_to_cache,
     init_ray,
     make_job,
-    make_trainer,
     storage_path,
     tune_trial_resources,
 )
-from tune.space import apply, search_space
+from tune.space import apply, search_space, search_trial
 
 METRIC = "val_macro_f1"
 
@@ -72,15 +70,6 @@ def make_search_alg(seed: int, concurrent: int, algo: str = "optuna"):
         return BasicVariantGenerator(random_state=seed, max_concurrent=concurrent)
     searcher = OptunaSearch(metric=METRIC, mode="max", sampler=TPESampler(seed=seed))
     return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
-
-
-def search_trial(config: dict, base: dict, storage: str, experiment: str) -> None:
-    """Tune trainable: one sampled configuration, trained as a ``TorchTrainer`` run."""
-    model, train = apply(config, base["model"], base["train"])
-    job = make_job(base["cache"], model, train, Fold.from_dict(base["fold"]))
-    trial = tune.get_context().get_trial_id()
-    make_trainer(job, f"{experiment}-{trial}", workers=base["workers"], use_gpu=base["gpus_per_worker"] > 0,
-                 storage=storage, callbacks=[TuneReportCallback()], in_tune=True).fit()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -9,7 +9,6 @@ lightweight Transformers"); see :class:`gbvnet.config.FaceConfig`.
 
 from __future__ import annotations
 
-import timm
 import torch
 from torch import nn
 
@@ -22,6 +21,8 @@ def create_backbone(cfg: FaceConfig) -> nn.Module:
     ``cfg.pretrained`` uses timm's normal download path; ``cfg.checkpoint`` loads a local weights file through
     timm's ``pretrained_cfg_overlay`` (the same loading code, no network).
     """
+    import timm  # here, not at module level: it pulls in torchvision (seconds per Ray worker), bio-only runs skip it
+
     kwargs: dict = {"num_classes": 0}
     if cfg.checkpoint:
         kwargs["pretrained_cfg_overlay"] = {"file": str(cfg.checkpoint)}
