@@ -39,8 +39,8 @@ stimulus the signals follow ``offset_subject + x``, outside it ``offset_subject`
 
 EEG rhythms are narrow-band noise (alpha at the subject's alpha frequency, 9-11 Hz), not pure sines, so their
 phase wanders as in real EEG. Each subject has its own latent offsets (up to +-0.6 against latents of magnitude
-0.5-1; the baseline shows them alone), channel gains, alpha frequency, heart rate, skin conductance, skin tone, hair and face position/size, so
-cross-subject prediction is harder than within-subject prediction. A model that recovered every trial's
+0.5-1; the baseline shows them alone), channel gains, alpha frequency, heart rate, skin conductance, skin tone,
+hair and face position/size, so cross-subject prediction is harder than within-subject prediction. A model that recovered every trial's
 latents exactly would reach an accuracy of ``1 - round(label_noise * T) / T`` per target (0.9 for the default
 label_noise 0.1 and 40 or 20 trials), and no model can do better in expectation: the flipped trials are
 unlearnable by construction.
