@@ -106,20 +106,24 @@ def ablation_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[st
     return out
 
 
-def resolve_run(client: MlflowClient, ref: str) -> str:
-    """The full id of the evaluation parent run whose id starts with ``ref`` (the tables show 8 characters)."""
+def resolve_runs(client: MlflowClient, *refs: str) -> list[str]:
+    """The full ids of the evaluation parent runs whose ids start with ``refs`` (the tables show 8 characters)."""
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, f"tags.`{PARENT_TAG}` != ''", max_results=50000) if experiments else []
-    matches = sorted({r.info.run_id for r in runs if r.info.run_id.startswith(ref.lower())})
-    if len(matches) != 1:
-        raise SystemExit(f"{'no' if not matches else 'more than one'} evaluation run whose id starts with "
-                         f"{ref!r} at {client.tracking_uri}" + (f": {matches}" if matches else ""))
-    return matches[0]
+    ids = sorted({r.info.run_id for r in runs})
+    resolved = []
+    for ref in refs:
+        matches = [i for i in ids if i.startswith(ref.lower())]
+        if len(matches) != 1:
+            raise SystemExit(f"{'no' if not matches else 'more than one'} evaluation run whose id starts with "
+                             f"{ref!r} at {client.tracking_uri}" + (f": {matches}" if matches else ""))
+        resolved.append(matches[0])
+    return resolved
 
 
 def compare(client: MlflowClient, run_a: str, run_b: str, metric: str = "accuracy") -> dict:
     """Paired comparison of two runs (ids or unique id prefixes) over the subjects both tested; logged on run A."""
-    run_a, run_b = resolve_run(client, run_a), resolve_run(client, run_b)
+    run_a, run_b = resolve_runs(client, run_a, run_b)  # one search for both
     scores = []
     for run_id in (run_a, run_b):
         with tempfile.TemporaryDirectory() as d:

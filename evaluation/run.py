@@ -245,14 +245,9 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
             train = from_dict(TrainConfig, {**to_dict(train), **config["train"]})
         searched = list(config.get("search", {}).get("subjects", []))
     train.target, train.seed = args.target, args.seed
-    if args.epochs:
-        train.epochs = args.epochs
-    if args.batch_size:
-        train.batch_size = args.batch_size
-    if args.lr:
-        train.lr = args.lr
-    if args.patience:
-        train.patience = args.patience
+    for name in ("epochs", "batch_size", "lr", "patience"):  # command-line values win over the config file
+        if getattr(args, name):
+            setattr(train, name, getattr(args, name))
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
                           on_error=args.on_error, need_face=args.modality != "bio")
     return EvalSpec(protocol=protocol, dataset=args.dataset, cache=cache, model=model.validate(),
