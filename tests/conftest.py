@@ -5,15 +5,40 @@ Corpora are written and prepared through the real command-line entry points (the
 
 from __future__ import annotations
 
+import atexit
 import os
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("RAY_AUTH_MODE", "token")  # as on a real head node; tokens live in ~/.ray
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # as on a real head node
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def _session_ray_token() -> None:
+    """Give the test session its own Ray auth token, so it never reads or writes the user's ``~/.ray``.
+
+    ``ray start --head`` under token auth refuses to start without a token (only ``ray.init()`` makes one, in
+    ``~/.ray``), so on a fresh machine the suite must bring its own. Every Ray process the tests start (local
+    instances, ``ray start`` nodes, ``ray job submit`` clients) inherits ``RAY_AUTH_TOKEN_PATH``. A token the
+    caller set explicitly is kept.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    folder = tempfile.mkdtemp(prefix="gbvnet-test-ray-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = Path(folder) / "auth_token"
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(secrets.token_hex(32))  # what `ray get-auth-token --generate` writes: 256 random bits, hex
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+
+
+_session_ray_token()
 
 
 def run_module(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
