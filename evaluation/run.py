@@ -29,6 +29,7 @@ from evaluation.baselines import baseline_confusions, bio_features
 from evaluation.protocols import PROTOCOLS
 from evaluation.stats import paired_comparison
 from evaluation.tracking import Tracker, tracking_uri
+from gbvnet.cli import add_compute_arguments, apply_compute_arguments
 from gbvnet.config import (
     FUSIONS,
     MODALITIES,
@@ -59,7 +60,6 @@ class EvalSpec:
     protocol_args: dict[str, Any] = field(default_factory=dict)
     test_subjects: list[int] | None = None  # default: every subject in the cache
     folds_in_parallel: int = 2
-    workers_per_fold: int = 1
     resume: bool = False
     tracking_uri: str | None = None
     experiment: str | None = None
@@ -92,8 +92,7 @@ def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> l
     """Run every fold as a Tune trial; return each fold's Tune result (in fold order)."""
     storage = storage_path(spec.storage)
     experiment = f"eval-{spec.protocol}-{spec.dataset}-{key}"
-    trainable = tune.with_parameters(tune_fold, jobs=jobs, names=names, workers=spec.workers_per_fold,
-                                     storage=storage, prefix=experiment)
+    trainable = tune.with_parameters(tune_fold, jobs=jobs, names=names, storage=storage, prefix=experiment)
     trainable = tune.with_resources(trainable, tune_trial_resources())
     path = f"{storage.rstrip('/')}/{experiment}"
     if spec.resume and tune.Tuner.can_restore(path):
@@ -217,7 +216,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-subjects", type=int, nargs="+", default=None)
     p.add_argument("--folds-in-parallel", type=int, default=2)
-    p.add_argument("--workers-per-fold", type=int, default=1)
     p.add_argument("--resume", action="store_true", help="continue an interrupted evaluation")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite runs/mlflow.db)")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default gbvnet-<dataset>-<protocol>)")
@@ -225,6 +223,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default=None, help="write per-fold and aggregate metrics as JSON here")
     p.add_argument("--allow-searched-test-subjects", action="store_true")
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="bad input while preparing")
+    add_compute_arguments(p, workers_flag="--workers-per-fold")
 
 
 def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict) -> EvalSpec:
@@ -245,6 +244,7 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
             train = from_dict(TrainConfig, {**to_dict(train), **config["train"]})
         searched = list(config.get("search", {}).get("subjects", []))
     train.target, train.seed = args.target, args.seed
+    apply_compute_arguments(args, train)
     for name in ("epochs", "batch_size", "lr", "patience"):  # command-line values win over the config file
         if getattr(args, name):
             setattr(train, name, getattr(args, name))
@@ -252,7 +252,7 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
                           on_error=args.on_error, need_face=args.modality != "bio")
     return EvalSpec(protocol=protocol, dataset=args.dataset, cache=cache, model=model.validate(),
                     train=train.validate(), protocol_args=protocol_args, test_subjects=args.test_subjects,
-                    folds_in_parallel=args.folds_in_parallel, workers_per_fold=args.workers_per_fold,
+                    folds_in_parallel=args.folds_in_parallel,
                     resume=args.resume, tracking_uri=args.tracking_uri, experiment=args.experiment,
                     storage=args.storage, searched_subjects=searched,
                     allow_searched_test_subjects=args.allow_searched_test_subjects)

@@ -177,8 +177,11 @@ class TrainConfig:
     patience: int = 8  # early stopping on validation macro-F1
     seed: int = 0
     augment: bool = True
-    num_workers: int = 1  # Ray Train workers
-    use_gpu: bool | None = None  # None: auto-detect
+    num_workers: int = 1  # Ray Train workers (DDP when > 1)
+    cpus_per_worker: float = 1.0  # CPUs Ray reserves per worker; torch runs that many threads (at least 1)
+    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0; a fraction (0.25) packs
+    #                                       several one-worker trials/folds onto one GPU
+    compile: bool | None = None  # torch.compile the model; None: on CUDA only (where it pays)
     max_failures: int = 0
 
     def validate(self) -> TrainConfig:
@@ -189,6 +192,16 @@ class TrainConfig:
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.max_failures < -1:
             raise ConfigError("weight_decay and warmup_epochs must be >= 0, max_failures >= -1")
         _fraction("label_smoothing", self.label_smoothing)
+        _positive("cpus_per_worker", self.cpus_per_worker)
+        gpus = self.gpus_per_worker
+        if gpus is not None:
+            if gpus < 0:
+                raise ConfigError(f"gpus_per_worker must be >= 0, got {gpus!r}")
+            if gpus > 1 and gpus != int(gpus):
+                raise ConfigError(f"gpus_per_worker above 1 must be a whole number of GPUs, got {gpus!r}")
+            if 0 < gpus < 1 and self.num_workers > 1:
+                raise ConfigError(f"gpus_per_worker {gpus!r} is a GPU share, but {self.num_workers} workers train "
+                                  "together (DDP needs a GPU per worker): use a share with one worker, or >= 1")
         return self
 
 

@@ -11,11 +11,18 @@ PAPER.md: a constant "always high" predictor scores a high F1 but a poor macro-F
 checkpoint (epoch counter continues). At the end the model of the best *validation* epoch is scored once on the
 test rows (``test_*`` metrics): the test set never steers training or model selection.
 
+The passes themselves are :mod:`gbvnet.steps` (also run by the benchmarks without Ray): batches travel to the
+device as cached (faces ``uint8``), read and copied in the background while the device works, and become model
+inputs there (normalisation, augmentation); ``torch.compile`` is on by default on CUDA. Each worker runs torch
+with ``cpus_per_worker`` threads and holds ``gpus_per_worker`` GPUs (a share such as 0.25 packs four one-worker
+runs onto one GPU): :func:`scaling`.
+
 Normalisation statistics (per bio channel) are fitted on the training rows only. Checkpoints are read with
 ``torch.load(weights_only=True)``: no arbitrary unpickling.
 
 CLI: ``python -m gbvnet.train --cache DIR --modality facebio --target valence --train-subjects 1 2
---val-subjects 3 [--test-subjects 4] [--workers N] [--gpu] [--epochs E] [--seed S] [--max-failures K]``.
+--val-subjects 3 [--test-subjects 4] [--workers N] [--gpus-per-worker G] [--cpus-per-worker C]
+[--compile/--no-compile] [--epochs E] [--seed S] [--max-failures K]``.
 """
 
 from __future__ import annotations
@@ -35,16 +42,18 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
+from gbvnet.cli import add_compute_arguments, apply_compute_arguments
 from gbvnet.config import MODALITIES, ConfigError, ModelConfig, TrainConfig, from_dict, model_preset, to_dict
-from gbvnet.data.augment import augment_batch
 from gbvnet.data.cache import absolute, open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
-from gbvnet.metrics import binary_metrics, confusion, prefixed
+from gbvnet.data.loader import BatchLoader
+from gbvnet.data.transform import BatchTransform
+from gbvnet.metrics import binary_metrics, prefixed
 from gbvnet.models import GBVNet
 from gbvnet.splits import Fold, check_fold, rows_digest
+from gbvnet.steps import Forward, evaluate, make_optimizer, train_epoch, use_compile
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -102,68 +111,6 @@ def _shard(rows: np.ndarray, rank: int, world: int, rng: np.random.Generator | N
     return np.concatenate([order, order[:pad]])[rank::world]
 
 
-def _inputs(batch: dict, modality: str, device: torch.device) -> dict[str, torch.Tensor]:
-    keys = {"face": ("face",), "bio": ("bio",), "facebio": ("face", "bio")}[modality]
-    return {k: batch[k].to(device, non_blocking=True) for k in keys}
-
-
-def lr_lambda(epochs: int, warmup: int, steps_per_epoch: int):
-    """Linear warm-up for ``warmup`` epochs, then cosine decay to 0, per optimiser step."""
-    total, warm = max(1, epochs * steps_per_epoch), warmup * steps_per_epoch
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-    return f
-
-
-def train_epoch(model: nn.Module, ds: WindowDataset, rows: np.ndarray, tc: TrainConfig, optimizer, scheduler,
-                device: torch.device, generator: torch.Generator, weight: torch.Tensor | None = None
-                ) -> tuple[float, int]:
-    """One pass over ``rows`` (already shuffled) in batches; returns (summed loss, windows seen).
-
-    bf16 autocast on GPU; augmentation (``tc.augment``) drawn from ``generator``.
-    """
-    model.train()
-    autocast = device.type == "cuda"
-    loss_sum, seen = 0.0, 0
-    for start in range(0, len(rows), tc.batch_size):
-        batch = ds.batch(rows[start:start + tc.batch_size])
-        if tc.augment:
-            batch = augment_batch(batch, generator)
-        y = batch["label"].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(**_inputs(batch, ds.modality, device))["logits"]
-        loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=tc.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_sum, seen = loss_sum + loss.item() * len(y), seen + len(y)
-    return loss_sum, seen
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, ds: WindowDataset, rows: np.ndarray, batch_size: int, device: torch.device,
-             autocast: bool) -> tuple[np.ndarray, float, float]:
-    """Confusion matrix, summed loss and summed face-gate weight over ``rows`` (this worker's shard)."""
-    model.eval()
-    cm, loss_sum, gate_sum = np.zeros((2, 2)), 0.0, 0.0
-    for start in range(0, len(rows), batch_size):
-        batch = ds.batch(rows[start:start + batch_size])
-        y = batch["label"].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = model(**_inputs(batch, ds.modality, device))
-        logits = out["logits"].float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        cm += confusion(y.cpu().numpy(), logits.argmax(1).cpu().numpy())
-        if "gates" in out:
-            gate_sum += out["gates"][:, 0].float().mean(1).sum().item()
-    return cm, loss_sum, gate_sum
-
-
 def _save(state: dict) -> ray.train.Checkpoint:
     directory = tempfile.mkdtemp(prefix="gbvnet-ckpt-")
     torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
@@ -184,12 +131,16 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     fold = Fold.from_dict(job["fold"])
     rank, world = _world()
     device = ray.train.torch.get_device()
-    autocast = device.type == "cuda"
+    torch.set_num_threads(max(1, int(tc.cpus_per_worker)))  # Ray leaves a worker one thread unless told
 
     cache = open_cache(job["cache"])
     normalizer = fit_normalizer(cache, fold.train) if mc.modality != "face" else None
-    ds = WindowDataset(cache, target=tc.target, modality=mc.modality, normalizer=normalizer)
+    ds = WindowDataset(cache, target=tc.target, modality=mc.modality)
+    transform = BatchTransform(mc.modality, device, normalizer)
     labels = ds.labels
+
+    def batches(rows: np.ndarray) -> BatchLoader:
+        return BatchLoader(ds, rows, tc.batch_size, device)
 
     torch.manual_seed(tc.seed)
     model = GBVNet(mc)
@@ -197,11 +148,10 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    forward = Forward(model, compile=use_compile(tc.compile, device))
 
     steps_per_epoch = math.ceil(math.ceil(len(fold.train) / world) / tc.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
-                                                  lr_lambda(tc.epochs, tc.warmup_epochs, steps_per_epoch))
+    optimizer, scheduler = make_optimizer(model, tc, device, steps_per_epoch)
     weight = None
     if tc.class_weights:
         counts = np.bincount(labels[fold.train], minlength=2).astype(np.float64)
@@ -221,12 +171,12 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     for epoch in range(start_epoch, tc.epochs):
         started = time.perf_counter()
         shard = _shard(fold.train, rank, world, np.random.default_rng([tc.seed, epoch]))
-        generator = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch * 1009 + rank)
-        loss_sum, seen = train_epoch(model, ds, shard, tc, optimizer, scheduler, device, generator, weight)
+        generator = torch.Generator(device).manual_seed(tc.seed * 1_000_003 + epoch * 1009 + rank)
+        loss_sum, seen = train_epoch(forward, batches(shard), transform, tc, optimizer, scheduler, generator,
+                                     weight)
         train_time = time.perf_counter() - started
 
-        cm, val_loss, gate = evaluate(core, ds, _shard(fold.val, rank, world, None), tc.batch_size, device,
-                                      autocast)
+        cm, val_loss, gate = evaluate(core, batches(_shard(fold.val, rank, world, None)), transform)
         totals = _all_reduce(np.concatenate([cm.ravel(), [val_loss, gate, loss_sum, seen]]))
         cm, (val_loss, gate, loss_sum, seen) = totals[:4].reshape(2, 2), totals[4:]
         n_val = cm.sum()
@@ -243,7 +193,8 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
                    **prefixed(cm, "val"), "best_val_macro_f1": progress["best_score"],
                    "best_epoch": progress["best_epoch"] + 1,
                    "lr": scheduler.get_last_lr()[0], "train_time_s": train_time,
-                   "epoch_time_s": time.perf_counter() - started,
+                   "epoch_time_s": time.perf_counter() - started, "threads": torch.get_num_threads(),
+                   "compiled": forward.compiled is not None,
                    "start_epoch": start_epoch, "done": finished}
         if mc.modality == "facebio" and mc.fusion.kind == "gated":
             metrics["val_gate_face"] = gate / max(n_val, 1)
@@ -251,8 +202,7 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
             metrics["normalizer_digest"] = rows_digest(normalizer.fitted_rows)  # checked by the leakage audit
         if finished and fold.test.size:
             core.load_state_dict(best_model)
-            test_cm, _, _ = evaluate(core, ds, _shard(fold.test, rank, world, None), tc.batch_size, device,
-                                     autocast)
+            test_cm, _, _ = evaluate(core, batches(_shard(fold.test, rank, world, None)), transform)
             metrics.update(prefixed(_all_reduce(test_cm), "test"))
         ckpt = None
         if rank == 0:
@@ -268,22 +218,21 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- driver
-def fit_in_tune(job: dict, name: str, *, workers: int, storage: str, use_gpu: bool | None = None) -> None:
+def fit_in_tune(job: dict, name: str, *, storage: str) -> None:
     """Fit ``job`` from inside a Tune function trainable; metrics reach Tune through ``TuneReportCallback``."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    make_trainer(job, name, workers=workers, use_gpu=use_gpu, storage=storage, callbacks=[TuneReportCallback()],
-                 in_tune=True).fit()
+    make_trainer(job, name, storage=storage, callbacks=[TuneReportCallback()], in_tune=True).fit()
 
 
-def tune_fold(config: dict, jobs: list[dict], names: list[str], workers: int, storage: str, prefix: str) -> None:
+def tune_fold(config: dict, jobs: list[dict], names: list[str], storage: str, prefix: str) -> None:
     """Tune trainable of the evaluations: fit fold ``config["fold"]`` of ``jobs``.
 
     The trainer's name is fixed per fold, so a retried fold resumes from its own last checkpoint. It lives here,
     not in ``evaluation.run``, so that each trial's process imports the training code only (no MLflow, sklearn).
     """
     i = config["fold"]
-    fit_in_tune(jobs[i], f"{prefix}-{names[i]}", workers=workers, storage=storage)
+    fit_in_tune(jobs[i], f"{prefix}-{names[i]}", storage=storage)
 
 
 def storage_path(storage: str | None = None) -> str:
@@ -323,24 +272,34 @@ def tune_trial_resources() -> dict:
     return {"cpu": DRIVER_CPU}
 
 
-def make_trainer(job: dict, name: str, *, workers: int = 1, use_gpu: bool | None = None, max_failures: int = 0,
-                 storage: str | None = None, callbacks=(), in_tune: bool = False) -> ray.train.torch.TorchTrainer:
-    """A ``TorchTrainer`` for ``job``; ``use_gpu=None`` uses GPUs when the cluster has them.
+def scaling(tc: TrainConfig, in_tune: bool = False) -> ray.train.ScalingConfig:
+    """Workers and their resources, from the job's ``TrainConfig``: ``num_workers`` workers of
+    ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs each (``None``: 1 GPU when the cluster has GPUs).
 
+    A GPU share below 1 is what Ray reserves, so e.g. four one-worker trials at 0.25 run at once on one GPU.
     ``in_tune``: the trainer runs inside a Tune trial reserving :func:`tune_trial_resources`; its workers then
-    take the remaining ``1 - DRIVER_CPU / workers`` CPU each.
+    take ``DRIVER_CPU / num_workers`` CPU less each, so a trial occupies exactly its workers' CPUs.
     """
-    if use_gpu is None:
-        use_gpu = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
-    cpus = 1 - DRIVER_CPU / workers if in_tune else 1
+    gpus = tc.gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    cpus = tc.cpus_per_worker - (DRIVER_CPU / tc.num_workers if in_tune else 0)
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    return ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=gpus > 0, resources_per_worker=resources)
+
+
+def make_trainer(job: dict, name: str, *, storage: str | None = None, callbacks=(),
+                 in_tune: bool = False) -> ray.train.torch.TorchTrainer:
+    """A ``TorchTrainer`` for ``job``: workers, resources and failure retries from its ``TrainConfig``
+    (see :func:`scaling`)."""
+    tc = from_dict(TrainConfig, job["train"]).validate()
     return ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config=job,
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                               resources_per_worker={"CPU": cpus}),
+        scaling_config=scaling(tc, in_tune),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage_path(storage),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks),
         ),
@@ -357,8 +316,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-subjects", type=int, nargs="+", required=True)
     p.add_argument("--val-subjects", type=int, nargs="+", required=True)
     p.add_argument("--test-subjects", type=int, nargs="*", default=[])
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--gpu", action="store_true", help="use GPUs (default: auto-detect)")
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
@@ -366,6 +323,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-failures", type=int, default=0, help="worker failures to recover from (-1: always)")
     p.add_argument("--storage", default=None, help="Ray results/checkpoints path or URI (default ./runs/ray)")
     p.add_argument("--name", default=None)
+    add_compute_arguments(p)
     return p.parse_args(argv)
 
 
@@ -387,15 +345,15 @@ def subject_fold(index, train: list[int], val: list[int], test: list[int]) -> Fo
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     model = model_preset(args.preset, modality=args.modality, fusion=args.fusion)
-    train = TrainConfig(target=args.target, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                        seed=args.seed, num_workers=args.workers, max_failures=args.max_failures)
+    train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.epochs,
+                                                      batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                                      max_failures=args.max_failures))
     index = open_cache(args.cache).index()
     fold = subject_fold(index, args.train_subjects, args.val_subjects, args.test_subjects)
     job = make_job(args.cache, model, train, fold)
     init_ray()
     trainer = make_trainer(job, args.name or f"train-{args.modality}-{args.target}-{int(time.time())}",
-                           workers=args.workers, use_gpu=True if args.gpu else None,
-                           max_failures=args.max_failures, storage=args.storage)
+                           storage=args.storage)
     result = trainer.fit()
     metrics = {k: v for k, v in result.metrics.items() if not isinstance(v, (dict, list))}
     print("final:", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))

@@ -1,4 +1,5 @@
-"""WindowDataset (batched, zero-copy reads of the cache), the train-only normaliser, and batch augmentation."""
+"""WindowDataset (batched, zero-copy reads of the cache), the train-only normaliser, the device-side batch transform
+(normalisation and augmentation) and the prefetching batch loader."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import pytest
 import torch
 
 from gbvnet.data import deap, synthetic
-from gbvnet.data.augment import augment_batch
 from gbvnet.data.cache import open_cache
-from gbvnet.data.dataset import IMAGENET_MEAN, IMAGENET_STD, WindowDataset, fit_normalizer
+from gbvnet.data.dataset import WindowDataset, fit_normalizer
+from gbvnet.data.loader import BatchLoader
+from gbvnet.data.transform import IMAGENET_MEAN, IMAGENET_STD, Augmentation, BatchTransform
 from gbvnet.prepare import prepare_dataset
 
 ROWS = np.array([5, 0, 7, 1, 2])  # unsorted, both subjects, a run of consecutive rows of subject 1
@@ -42,7 +44,7 @@ def test_batch_shapes_and_dtypes(cache, modality):
     if "bio" in keys:
         assert batch["bio"].shape == (5, 38, 384) and batch["bio"].dtype == torch.float32
     if "face" in keys:
-        assert batch["face"].shape == (5, 2, 3, 32, 32) and batch["face"].dtype == torch.float32
+        assert batch["face"].shape == (5, 2, 32, 32, 3) and batch["face"].dtype == torch.uint8  # as cached
     item = ds[3]
     assert {k: tuple(v.shape) for k, v in item.items()} == {k: tuple(v.shape[1:]) for k, v in batch.items()}
 
@@ -73,8 +75,11 @@ def test_batches_are_gathered_from_memory_mapped_buffers(cache, monkeypatch):
 
 def test_face_is_scaled_and_imagenet_normalised(cache):
     ds = WindowDataset(cache, modality="face")
-    raw = torch.from_numpy(per_row(cache, "face", (2, 32, 32, 3))[ROWS]).permute(0, 1, 4, 2, 3).float() / 255
-    torch.testing.assert_close(ds.batch(ROWS)["face"], (raw - IMAGENET_MEAN) / IMAGENET_STD)
+    raw = torch.from_numpy(per_row(cache, "face", (2, 32, 32, 3))[ROWS]).permute(0, 1, 4, 2, 3).double() / 255
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
+    face = BatchTransform("face", torch.device("cpu"))(ds.batch(ROWS))["face"]
+    assert face.shape == (5, 2, 3, 32, 32) and face.dtype == torch.float32
+    torch.testing.assert_close(face.double(), (raw - mean) / std, rtol=1e-5, atol=1e-5)
 
 
 def test_normaliser_uses_the_given_rows_only(cache):
@@ -90,8 +95,8 @@ def test_normaliser_uses_the_given_rows_only(cache):
     whole = fit_normalizer(cache, np.arange(8))
     assert not np.allclose(whole.mean, norm.mean, rtol=1e-3, atol=0)
     np.testing.assert_allclose(fit_normalizer(cache, rows, chunk=512).std, norm.std, rtol=1e-6)
-    ds = WindowDataset(cache, modality="bio", normalizer=norm)
-    z = ds.batch(rows)["bio"].double().numpy()
+    ds = WindowDataset(cache, modality="bio")
+    z = BatchTransform("bio", torch.device("cpu"), norm)(ds.batch(rows))["bio"].double().numpy()
     np.testing.assert_allclose(z, (x[[3, 0, 1, 4, 2]] - mean[:, None]) / std[:, None], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(z.mean(axis=(0, 2)), 0, atol=1e-4)
     np.testing.assert_allclose(z.std(axis=(0, 2)), 1, rtol=1e-4)
@@ -122,42 +127,110 @@ def test_normaliser_leaves_a_constant_channel_unscaled(small_deap_corpus, tmp_pa
     norm = fit_normalizer(c, np.arange(40), chunk=7)
     assert norm.mean[39] == np.float32(32.5) and norm.std[39] == 1.0
     assert np.isfinite(norm.std).all() and (norm.std[:39] != 1.0).all()
-    z = WindowDataset(c, modality="bio", normalizer=norm).batch(np.arange(40))["bio"]
+    z = BatchTransform("bio", torch.device("cpu"), norm)(WindowDataset(c, modality="bio").batch(np.arange(40)))["bio"]
     assert torch.equal(z[:, 39], torch.zeros_like(z[:, 39]))
 
 
 # ------------------------------------------------------------------------------------------------ augmentation
-def test_augmentation_is_seeded_and_keeps_shapes(cache):
-    ds = WindowDataset(cache, modality="facebio", normalizer=fit_normalizer(cache, np.arange(4)))
-    batch = ds.batch(ROWS)
+def reference_host_transform(batch, norm, generator):
+    """The host path this project had before the device-side transform, as the oracle: faces to float, scaled,
+    ImageNet-normalised, then flip / contrast / brightness; bio standardised, then time shift and noise. Random
+    numbers are drawn in the same order from a CPU generator."""
+    a = Augmentation()
+    face = batch["face"].permute(0, 1, 4, 2, 3).float().div(255)
+    face = (face - torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
+    b = face.shape[0]
+    flip = torch.rand(b, generator=generator) < a.flip_p
+    face = torch.where(flip.view(b, 1, 1, 1, 1), face.flip(-1), face)
+    contrast = 1 + (torch.rand(b, 1, 1, 1, 1, generator=generator) * 2 - 1) * a.jitter
+    brightness = (torch.rand(b, 1, 3, 1, 1, generator=generator) * 2 - 1) * a.jitter
+    mean = face.mean(dim=(1, 3, 4), keepdim=True)
+    face = (face - mean) * contrast + mean + brightness
+    bio = (batch["bio"].numpy() - norm.mean[:, None]) / norm.std[:, None]
+    bio = torch.from_numpy(bio.astype(np.float32))
+    t = bio.shape[2]
+    limit = int(a.max_shift * t)
+    shift = torch.randint(-limit, limit + 1, (b, 1, 1), generator=generator)
+    bio = bio.gather(2, ((torch.arange(t).view(1, 1, t) - shift) % t).expand_as(bio))
+    return {"face": face, "bio": bio + a.noise_std * torch.randn(bio.shape, generator=generator)}
+
+
+def test_device_transform_matches_the_host_reference(cache):
+    norm = fit_normalizer(cache, np.arange(4))
+    batch = WindowDataset(cache, modality="facebio").batch(ROWS)
     original = {k: v.clone() for k, v in batch.items()}
-    a = augment_batch(batch, torch.Generator().manual_seed(3))
-    b = augment_batch(batch, torch.Generator().manual_seed(3))
-    c = augment_batch(batch, torch.Generator().manual_seed(4))
+    transform = BatchTransform("facebio", torch.device("cpu"), norm)
+    got = transform(batch, torch.Generator().manual_seed(3))
+    want = reference_host_transform(batch, norm, torch.Generator().manual_seed(3))
     for key in ("face", "bio"):
-        assert a[key].shape == batch[key].shape and a[key].dtype == batch[key].dtype == torch.float32
-        assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
-        assert not torch.allclose(a[key], batch[key])
+        assert got[key].dtype == torch.float32 and got[key].shape == want[key].shape
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-5)
         assert torch.equal(batch[key], original[key])  # the input batch is left alone
-    assert torch.equal(a["label"], batch["label"]) and torch.equal(a["row"], batch["row"])
+    again = transform(batch, torch.Generator().manual_seed(3))
+    other = transform(batch, torch.Generator().manual_seed(4))
+    plain = transform(batch)  # no generator: validation / test, no augmentation
+    for key in ("face", "bio"):
+        assert torch.equal(got[key], again[key]) and not torch.equal(got[key], other[key])
+        assert not torch.allclose(got[key], plain[key])
 
 
 def test_horizontal_flip_and_time_shift():
-    face = torch.arange(2 * 3 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 3, 4, 5)  # (B, F, 3, H, W)
+    face = torch.randint(0, 256, (2, 3, 4, 5, 3), dtype=torch.uint8)  # (B, F, H, W, 3) as cached
     bio = torch.randn(6, 2, 50, generator=torch.Generator().manual_seed(0))
     batch = {"face": face, "bio": bio}
+    cpu = torch.device("cpu")
     still = dict(jitter=0.0, noise_std=0.0, max_shift=0.0)
-    flipped = augment_batch(batch, torch.Generator().manual_seed(0), flip_p=1.0, **still)
-    torch.testing.assert_close(flipped["face"][..., 0], face[..., 4])  # left column <- right column
-    torch.testing.assert_close(flipped["face"][..., 1, :], face[..., 1, :].flip(-1))  # rows stay, mirrored
+    plain = BatchTransform("facebio", cpu)(batch)
+    flipped = BatchTransform("facebio", cpu, augmentation=Augmentation(flip_p=1.0, **still))(
+        batch, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(flipped["face"][..., 0], plain["face"][..., 4])  # left column <- right column
+    torch.testing.assert_close(flipped["face"][..., 1, :], plain["face"][..., 1, :].flip(-1))  # rows mirrored
     assert torch.equal(flipped["bio"], bio)
-    kept = augment_batch(batch, torch.Generator().manual_seed(0), flip_p=0.0, **still)
-    torch.testing.assert_close(kept["face"], face)
-    shifted = augment_batch({"bio": bio}, torch.Generator().manual_seed(1), noise_std=0.0, max_shift=0.2)
+    kept = BatchTransform("facebio", cpu, augmentation=Augmentation(flip_p=0.0, **still))(
+        batch, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(kept["face"], plain["face"])
+    shifted = BatchTransform("bio", cpu, augmentation=Augmentation(noise_std=0.0, max_shift=0.2))(
+        {"bio": bio}, torch.Generator().manual_seed(1))
     shifts = []
     for x, y in zip(bio, shifted["bio"], strict=True):  # each window is rolled in time by at most 10 samples
         shifts.append(next(s for s in range(-10, 11) if torch.equal(torch.roll(x, s, dims=-1), y)))
     assert any(shifts) and "face" not in shifted
+
+
+# ------------------------------------------------------------------------------------------------ loader
+@pytest.mark.parametrize("prefetch", [1, 3])
+def test_prefetching_loader_yields_the_synchronous_batches_in_order(cache, prefetch):
+    ds = WindowDataset(cache, modality="facebio")
+    rows = np.array([7, 2, 5, 0, 1, 6, 3])
+    sync = list(BatchLoader(ds, rows, 3, torch.device("cpu"), prefetch=0))
+    assert [b["row"].tolist() for b in sync] == [[7, 2, 5], [0, 1, 6], [3]]
+    for b, chunk in zip(sync, ([7, 2, 5], [0, 1, 6], [3]), strict=True):
+        for key, value in ds.batch(np.array(chunk)).items():
+            assert torch.equal(b[key], value)
+    prefetched = list(BatchLoader(ds, rows, 3, torch.device("cpu"), prefetch=prefetch))
+    assert len(prefetched) == len(sync) == len(BatchLoader(ds, rows, 3, torch.device("cpu")))
+    for a, b in zip(prefetched, sync, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loader_raises_read_errors_and_stops_its_thread_when_left_early(cache):
+    import threading
+
+    class Failing:
+        def batch(self, rows, pin=False):
+            if rows[0] >= 4:
+                raise OSError("disk gone")
+            return {"row": torch.as_tensor(rows)}
+
+    loader = BatchLoader(Failing(), np.arange(8), 2, torch.device("cpu"))
+    seen = []
+    with pytest.raises(OSError, match="disk gone"):
+        for b in loader:
+            seen.append(b["row"].tolist())
+    assert seen == [[0, 1], [2, 3]]
+    for _ in BatchLoader(WindowDataset(cache, modality="bio"), np.arange(8), 1, torch.device("cpu"), prefetch=1):
+        break  # the consumer leaves; the producer thread must not stay blocked
+    assert not any(t.name == "gbvnet-batch-loader" for t in threading.enumerate())
 
 
 def test_small_files_round_trip_through_uris(tmp_path):

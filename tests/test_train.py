@@ -24,14 +24,14 @@ def bio_job(cache, epochs=3, seed=0, **train):
     return make_job(str(cache), model_preset("smoke", modality="bio"), cfg, fold)
 
 
-def fit(job, tmp_path, name, **kwargs):
-    return make_trainer(job, name, storage=str(tmp_path), **kwargs).fit()
+def fit(job, tmp_path, name):
+    return make_trainer(job, name, storage=str(tmp_path)).fit()
 
 
 def test_two_worker_ddp_run_reports_metrics(ray_session, mahnob_cache, tmp_path):
-    result = fit(bio_job(mahnob_cache, epochs=2), tmp_path, "ddp", workers=2)
+    result = fit(bio_job(mahnob_cache, epochs=2, num_workers=2), tmp_path, "ddp")
     m = result.metrics
-    assert m["epoch"] == 2 and m["done"]
+    assert m["epoch"] == 2 and m["done"] and m["threads"] == 1 and not m["compiled"]
     assert 0 <= m["val_accuracy"] <= 1 and 0 <= m["test_accuracy"] <= 1
     index = open_cache(str(mahnob_cache)).index()
     # validation and test confusion matrices cover every window exactly once across both workers
@@ -55,8 +55,10 @@ def test_same_seed_same_metrics(ray_session, mahnob_cache, tmp_path, monkeypatch
 
 def test_learning_works_end_to_end(ray_session, mahnob_cache, tmp_path):
     """The training loss on the synthetic corpus falls far below chance level (ln 2 = 0.69)."""
-    job = bio_job(mahnob_cache, epochs=12, lr=3e-3, augment=False, warmup_epochs=0)
-    assert fit(job, tmp_path, "learn").metrics["train_loss"] < 0.2
+    job = bio_job(mahnob_cache, epochs=12, lr=3e-3, augment=False, warmup_epochs=0, cpus_per_worker=2)
+    m = fit(job, tmp_path, "learn").metrics
+    assert m["train_loss"] < 0.2
+    assert m["threads"] == 2  # torch in the worker runs as many threads as the worker has CPUs
 
 
 def _train_worker_pids() -> list[int]:
@@ -77,8 +79,8 @@ def _registered_checkpoints(snapshot) -> int:
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_session, mahnob_cache, tmp_path):
-    job = bio_job(mahnob_cache, epochs=20)
-    trainer = make_trainer(job, "kill", storage=str(tmp_path), max_failures=2)
+    job = bio_job(mahnob_cache, epochs=20, max_failures=2)
+    trainer = make_trainer(job, "kill", storage=str(tmp_path))
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(result=trainer.fit()))
     thread.start()

@@ -2,6 +2,7 @@
 
     ray job submit --working-dir . -- python tune/search.py --dataset mahnob --synthetic --num-samples 8
     python tune/search.py --dataset deap --root ~/data/deap --num-samples 64 --workers-per-trial 2 --gpus-per-worker 1
+    python tune/search.py --dataset deap --cache data/cache/deap --modality bio --gpus-per-worker 0.25 --concurrent 4
 
 Honesty: the search only ever sees its *search subjects* (``--search-subjects``; default: the first half of the
 cache's subjects, sorted). Among them, a seeded 25 % (at least one) are *validation subjects*; the rest train. The
@@ -33,6 +34,7 @@ from ray.tune.search.optuna import OptunaSearch
 from evaluation.data import resolve_cache
 from evaluation.run import DATASETS
 from evaluation.tracking import Tracker, tracking_uri
+from gbvnet.cli import COMPUTE_FIELDS, add_compute_arguments, apply_compute_arguments
 from gbvnet.config import TARGETS, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache, write_text
 from gbvnet.splits import Fold
@@ -86,8 +88,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=16)
     p.add_argument("--max-epochs", type=int, default=20)
     p.add_argument("--grace-epochs", type=int, default=1, help="ASHA grace period (epochs)")
-    p.add_argument("--workers-per-trial", type=int, default=1)
-    p.add_argument("--gpus-per-worker", type=float, default=0)
     p.add_argument("--concurrent", type=int, default=2)
     p.add_argument("--search-subjects", type=int, nargs="+", default=None)
     p.add_argument("--storage", default=None, help="Ray results path or URI (default ./runs/ray)")
@@ -98,6 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--algo", choices=("optuna", "random"), default="optuna",
                    help="optuna: TPE + ASHA early stopping (default); random: random search, no early stopping")
+    add_compute_arguments(p, workers_flag="--workers-per-trial")
     return p.parse_args(argv)
 
 
@@ -114,12 +115,12 @@ def main(argv: list[str] | None = None) -> dict:
     val_subjects = np.unique(index.subject[fold.val]).tolist()
 
     model = model_preset("smoke" if space_kind == "smoke" else "paper", modality=args.modality)
-    train = TrainConfig(target=args.target, epochs=args.max_epochs, patience=args.max_epochs, seed=args.seed)
+    train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.max_epochs,
+                                                      patience=args.max_epochs, seed=args.seed))
     make_job(cache, model, train, fold)  # validate cache, configs and the fold before anything is scheduled
     storage = storage_path(args.storage)
     name = args.name or f"search-{args.dataset}-{args.target}-{args.algo}-seed{args.seed}"
-    base = {"model": model, "train": train, "cache": cache, "fold": fold.to_dict(),
-            "workers": args.workers_per_trial, "gpus_per_worker": args.gpus_per_worker}
+    base = {"model": model, "train": train, "cache": cache, "fold": fold.to_dict()}
 
     init_ray()
     tracker = Tracker(tracking_uri(args.tracking_uri), f"gbvnet-{args.dataset}-search", name, run_name=name,
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     best_model, best_train = apply(best.config, fit_model_to_cache(model, index.manifest), train)
     document = {
         "model": to_dict(best_model),
-        "train": {k: v for k, v in to_dict(best_train).items() if k not in ("target", "seed", "epochs")},
+        "train": {k: v for k, v in to_dict(best_train).items() if k not in ("target", "seed", "epochs", *COMPUTE_FIELDS)},
         "search": {"dataset": args.dataset, "target": args.target, "subjects": search_subjects,
                    "train_subjects": train_subjects, "val_subjects": val_subjects, "metric": METRIC,
                    "best_val_macro_f1": float(best_score), "trial_id": best.metrics["trial_id"],

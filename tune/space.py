@@ -109,5 +109,4 @@ def search_trial(config: dict, base: dict, storage: str, experiment: str) -> Non
     """
     model, train = apply(config, base["model"], base["train"])
     job = make_job(base["cache"], model, train, Fold.from_dict(base["fold"]))
-    fit_in_tune(job, f"{experiment}-{tune.get_context().get_trial_id()}", workers=base["workers"],
-                use_gpu=base["gpus_per_worker"] > 0, storage=storage)
+    fit_in_tune(job, f"{experiment}-{tune.get_context().get_trial_id()}", storage=storage)

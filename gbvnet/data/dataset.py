@@ -2,13 +2,17 @@
 
 At construction each subject file's ``bio`` / ``face`` buffers become numpy views shaped ``(n, C, T)`` and
 ``(n, F, H, W, 3)`` (zero-copy over the memory-mapped Arrow file); ``batch(rows)`` gathers many rows with one
-fancy-indexing call per subject file, so reading needs no per-item Python parsing. Bio signals are
-standardised per channel with a :class:`Normalizer` that must be fitted explicitly, on training rows only
-(:func:`fit_normalizer`); faces are scaled to [0, 1] and ImageNet-normalised.
+fancy-indexing call per subject file, so reading needs no per-item Python parsing. Batches hold the cache's
+values as they are: faces as ``uint8`` (a quarter of the bytes of float32 on their way to the device), bio as
+raw float32. Everything numeric after that (float conversion, ImageNet normalisation, bio standardisation with
+a :class:`Normalizer` fitted on training rows only by :func:`fit_normalizer`, augmentation) happens on the
+training device, in :class:`gbvnet.data.transform.BatchTransform`.
 
 Example:
     >>> ds = WindowDataset(open_cache("data/cache/mahnob-synthetic"), modality="bio")  # doctest: +SKIP
     >>> batch = ds.batch(np.arange(32))  # {"bio": (32, C, T) float32, "label": (32,) int64, ...}  # doctest: +SKIP
+    >>> batch["face"].dtype  # doctest: +SKIP
+    torch.uint8
 """
 
 from __future__ import annotations
@@ -21,9 +25,6 @@ import torch
 
 from gbvnet.data.cache import Cache
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1)
-
 
 @dataclass
 class Normalizer:
@@ -35,9 +36,8 @@ class Normalizer:
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    def __init__(self, cache: Cache, target: str = "valence", modality: str = "facebio",
-                 normalizer: Normalizer | None = None):
-        self.cache, self.modality, self.normalizer = cache, modality, normalizer
+    def __init__(self, cache: Cache, target: str = "valence", modality: str = "facebio"):
+        self.cache, self.modality = cache, modality
         m = cache.manifest
         self.channels, self.samples = len(m["channels"]), int(m["window_samples"])
         self.frames, self.face_size = int(m["frames"]), int(m["face_size"])
@@ -69,13 +69,15 @@ class WindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def _gather(self, arrays: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
-        """``rows`` of the per-file arrays in one output array: one ``take`` per file, straight into the output
-        where that file's rows are consecutive in ``rows`` (the usual case), else a fancy-index copy."""
+    def _gather(self, arrays: list[np.ndarray], rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``rows`` of the per-file arrays in one output array (``out``, or a new one): one ``take`` per file,
+        straight into the output where that file's rows are consecutive in ``rows`` (the usual case), else a
+        fancy-index copy."""
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"rows must lie in [0, {len(self)}), got {rows.min()}..{rows.max()}")
         files = np.searchsorted(self.offsets, rows, side="right") - 1
-        out = np.empty((len(rows),) + arrays[0].shape[1:], dtype=arrays[0].dtype)
+        if out is None:
+            out = np.empty((len(rows),) + arrays[0].shape[1:], dtype=arrays[0].dtype)
         for f in np.unique(files):
             where = np.flatnonzero(files == f)
             local = rows[where] - self.offsets[f]
@@ -89,23 +91,23 @@ class WindowDataset(torch.utils.data.Dataset):
         """Raw (not normalised) bio windows of ``rows``, ``(n, C, T)`` float32."""
         return self._gather(self._bio, np.asarray(rows, dtype=np.int64))
 
-    def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        """The model inputs of ``rows`` (global row numbers) as tensors, plus ``label`` and ``row``.
+    def batch(self, rows: np.ndarray, pin: bool = False) -> dict[str, torch.Tensor]:
+        """The cached values of ``rows`` (global row numbers) as tensors, plus ``label`` and ``row``.
 
-        ``bio`` is ``(n, C, T)`` float32 (standardised when the dataset has a normaliser), ``face`` is
-        ``(n, frames, 3, H, W)`` float32 (ImageNet-normalised), ``label`` and ``row`` are int64.
+        ``bio`` is ``(n, C, T)`` float32 as cached (not standardised), ``face`` is ``(n, frames, H, W, 3)``
+        uint8 as cached; :class:`gbvnet.data.transform.BatchTransform` makes model inputs of them. ``label``
+        and ``row`` are int64. ``pin``: gather straight into page-locked memory (for asynchronous copies to a
+        GPU), with no extra copy.
         """
         rows = np.asarray(rows, dtype=np.int64)
         out = {"label": torch.from_numpy(self.labels[rows]), "row": torch.from_numpy(rows)}
-        if self.modality != "face":
-            bio = self.bio_array(rows)  # a fresh array: normalised in place
-            if self.normalizer is not None:
-                bio -= np.asarray(self.normalizer.mean, np.float32)[:, None]
-                bio *= (1 / np.asarray(self.normalizer.std, np.float64)).astype(np.float32)[:, None]
-            out["bio"] = torch.from_numpy(bio)
-        if self.modality != "bio":
-            face = torch.from_numpy(self._gather(self._face, rows)).permute(0, 1, 4, 2, 3).float().div_(255)
-            out["face"] = face.sub_(IMAGENET_MEAN).div_(IMAGENET_STD)
+        for key in {"face": ("face",), "bio": ("bio",), "facebio": ("bio", "face")}[self.modality]:
+            arrays = self._bio if key == "bio" else self._face
+            dtype = torch.from_numpy(np.empty(0, arrays[0].dtype)).dtype
+            out[key] = torch.empty((len(rows),) + arrays[0].shape[1:], dtype=dtype, pin_memory=pin)
+            self._gather(arrays, rows, out=out[key].numpy())
+        if pin:
+            out = {k: v if v.is_pinned() else v.pin_memory() for k, v in out.items()}
         return out
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

@@ -1,0 +1,103 @@
+"""Batches of cache rows on the training device, the next ones prepared while the device works.
+
+:class:`BatchLoader` cuts ``rows`` into consecutive batches (in order; the last one may be shorter), reads each
+with :meth:`~gbvnet.data.dataset.WindowDataset.batch` and moves it to the device. With ``prefetch > 0`` a
+background thread does the reading (and, on CUDA, gathers straight into page-locked memory and copies on its
+own CUDA stream, without blocking), up to ``prefetch`` batches ahead, so host reads and copies overlap the
+model's work. The batches are exactly those of the synchronous loader (``prefetch=0``), in the same order:
+which rows a worker sees (its shard, the epoch's shuffle) is decided before the loader, not by it.
+
+Example:
+    >>> import numpy as np, torch
+    >>> class Toy:  # anything with ``batch(rows, pin=False)``
+    ...     def batch(self, rows, pin=False):
+    ...         return {"row": torch.as_tensor(rows)}
+    >>> [b["row"].tolist() for b in BatchLoader(Toy(), np.arange(5), 2, torch.device("cpu"))]
+    [[0, 1], [2, 3], [4]]
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+_DONE = object()
+
+
+class BatchLoader:
+    def __init__(self, ds, rows: np.ndarray, batch_size: int, device: torch.device, prefetch: int = 2):
+        if batch_size < 1 or prefetch < 0:
+            raise ValueError(f"batch_size must be >= 1 and prefetch >= 0, got {batch_size} and {prefetch}")
+        self.ds, self.rows, self.batch_size = ds, np.asarray(rows), batch_size
+        self.device, self.prefetch = torch.device(device), prefetch
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        for start in range(0, len(self.rows), self.batch_size):
+            yield self.rows[start:start + self.batch_size]
+
+    def _load(self, rows: np.ndarray, stream) -> tuple[dict[str, torch.Tensor], object]:
+        """One batch on the device, and the CUDA event its copy completes with (``None`` off CUDA)."""
+        if self.device.type != "cuda":
+            return {k: v.to(self.device) for k, v in self.ds.batch(rows).items()}, None
+        host = self.ds.batch(rows, pin=True)
+        with torch.cuda.stream(stream):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in host.items()}
+            event = torch.cuda.Event()
+            event.record(stream)
+        return batch, event
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        if self.prefetch == 0:
+            for rows in self._chunks():
+                yield self._ready(*self._load(rows, stream))
+            return
+        ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            """Hand ``item`` over; False once the consumer has gone."""
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for rows in self._chunks():
+                    if not put(self._load(rows, stream)):
+                        return
+                put(_DONE)
+            except BaseException as exc:  # handed to the consumer, raised there
+                put(exc)
+
+        thread = threading.Thread(target=produce, name="gbvnet-batch-loader", daemon=True)
+        thread.start()
+        try:
+            while (item := ready.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield self._ready(*item)
+        finally:
+            stop.set()
+            thread.join()
+
+    @staticmethod
+    def _ready(batch: dict[str, torch.Tensor], event) -> dict[str, torch.Tensor]:
+        """Make the consumer's CUDA stream wait for the copy, and tell the allocator who uses the tensors."""
+        if event is not None:
+            current = torch.cuda.current_stream()
+            current.wait_event(event)
+            for tensor in batch.values():
+                tensor.record_stream(current)
+        return batch
