@@ -48,10 +48,11 @@ from gbvnet.steps import Forward, make_optimizer, train_epoch
 
 
 def write_random_cache(path: Path, windows: int, channels: int, samples: int, frames: int, size: int,
-                       per_file: int = 512) -> str:
-    """A cache of ``windows`` random windows (bio and faces) in the project's format, one file per 512."""
+                       face: bool = True, per_file: int = 512) -> str:
+    """A cache of ``windows`` random windows (bio, and faces if ``face``) in the project's format, one file per
+    512 windows."""
     rng = np.random.default_rng(0)
-    n_bio, n_face = channels * samples, frames * size * size * 3
+    n_bio, n_face = channels * samples, frames * size * size * 3 if face else 0
     subjects = {}
     for s, start in enumerate(range(0, windows, per_file), start=1):
         n = min(per_file, windows - start)
@@ -63,9 +64,9 @@ def write_random_cache(path: Path, windows: int, channels: int, samples: int, fr
         arrays = [pa.array(np.asarray(columns[f.name]).astype(f.type.to_pandas_dtype()))
                   for f in types if f.name in columns]
         bio = rng.standard_normal((n, n_bio), dtype=np.float32)
-        face = rng.integers(0, 256, (n, n_face), dtype=np.uint8)
+        faces = rng.integers(0, 256, (n, n_face), dtype=np.uint8)
         arrays += [pa.FixedSizeListArray.from_arrays(pa.array(bio.ravel()), n_bio),
-                   pa.FixedSizeListArray.from_arrays(pa.array(face.ravel()), n_face)]
+                   pa.FixedSizeListArray.from_arrays(pa.array(faces.ravel()), n_face) if face else pa.nulls(n)]
         name = f"subject_{s:02d}.arrow"
         cache_mod.write_table(*cache_mod.filesystem(str(path / name)), pa.table(arrays, schema=types))
         subjects[str(s)] = {"file": name, "rows": n}
@@ -183,14 +184,14 @@ def measure(cache, modality: str, batch: int, preset: str, device: torch.device,
             "first_measurement_s": first}
 
 
-def check_device_path(cache, device: torch.device) -> str:
+def check_device_path(cache, device: torch.device, modality: str) -> str:
     """The device path computes what the CPU path computes: every batch of an epoch through the prefetching
     loader on ``device`` equals the synchronous CPU batch, and the (unaugmented) transform agrees."""
-    ds = WindowDataset(cache, modality="facebio")
+    ds = WindowDataset(cache, modality=modality)
     rows = np.random.default_rng(1).permutation(len(ds))[:256]
     norm = fit_normalizer(cache, rows)
-    on_device = BatchTransform("facebio", device, norm)
-    on_cpu = BatchTransform("facebio", torch.device("cpu"), norm)
+    on_device = BatchTransform(modality, device, norm)
+    on_cpu = BatchTransform(modality, torch.device("cpu"), norm)
     worst = 0.0
     for a, b in zip(BatchLoader(ds, rows, 32, device), BatchLoader(ds, rows, 32, torch.device("cpu"), prefetch=0),
                     strict=True):
@@ -240,8 +241,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows: list[dict] = []
     failed: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        cache = open_cache(write_random_cache(Path(tmp), args.windows, 40, 384, args.frames, size))
-        header.append(check_device_path(cache, device))
+        face = args.modalities != ["bio"]
+        cache = open_cache(write_random_cache(Path(tmp), args.windows, 40, 384, args.frames, size, face))
+        header.append(check_device_path(cache, device, "facebio" if face else "bio"))
         print("\n".join(header[-1:] + table), flush=True)
         for mode in compiled:  # all eager rows first: they are quick, and a time limit then cuts compiled rows
             for batch in args.batches:

@@ -203,8 +203,8 @@ def test_prefetching_loader_yields_the_synchronous_batches_in_order(cache, prefe
     ds = WindowDataset(cache, modality="facebio")
     rows = np.array([7, 2, 5, 0, 1, 6, 3])
     sync = list(BatchLoader(ds, rows, 3, torch.device("cpu"), prefetch=0))
-    assert [b["row"].tolist() for b in sync] == [[7, 2, 5], [0, 1, 6], [3]]
-    for b, chunk in zip(sync, ([7, 2, 5], [0, 1, 6], [3]), strict=True):
+    assert [b["row"].tolist() for b in sync] == [[2, 5, 7], [0, 1, 6], [3]]  # each batch in cache order
+    for b, chunk in zip(sync, ([2, 5, 7], [0, 1, 6], [3]), strict=True):
         for key, value in ds.batch(np.array(chunk)).items():
             assert torch.equal(b[key], value)
     prefetched = list(BatchLoader(ds, rows, 3, torch.device("cpu"), prefetch=prefetch))

@@ -108,3 +108,22 @@ def test_gpu_shares_and_cpus_reach_the_trainer_resources():
 def test_bad_compute_settings_are_refused(argv, message):
     with pytest.raises(ConfigError, match=message):
         compute_args(*argv)
+
+
+def test_gpu_bench_runs_on_cpu_and_imports_no_cluster_stack():
+    """bench/gpu_train.py must run on a bare GPU machine (torch, timm, numpy, pyarrow only) and on CPU."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, bench.gpu_train; "
+             "print(sorted(m for m in ('ray', 'mlflow', 'mne', 'optuna', 'sklearn') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
+    from bench.gpu_train import main
+
+    rows = main(["--preset", "smoke", "--modalities", "bio", "--batches", "8", "--windows", "16",
+                 "--min-seconds", "0.05", "--frames", "2", "--face-size", "32"])
+    assert [(r["modality"], r["batch"], r["compiled"]) for r in rows] == [("bio", 8, False)]
+    r = rows[0]
+    assert r["model_alone"] > 0 and r["training_path"] > 0
+    assert r["ratio"] == pytest.approx(r["training_path"] / r["model_alone"])

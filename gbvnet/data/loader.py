@@ -1,6 +1,7 @@
 """Batches of cache rows on the training device, the next ones prepared while the device works.
 
-:class:`BatchLoader` cuts ``rows`` into consecutive batches (in order; the last one may be shorter), reads each
+:class:`BatchLoader` cuts ``rows`` into consecutive batches (in order; the last one may be shorter; the rows
+within a batch in ascending order, so each subject file is read in one run), reads each
 with :meth:`~gbvnet.data.dataset.WindowDataset.batch` and moves it to the device. With ``prefetch > 0`` a
 background thread does the reading (and, on CUDA, gathers straight into page-locked memory and copies on its
 own CUDA stream, without blocking), up to ``prefetch`` batches ahead, so host reads and copies overlap the
@@ -12,8 +13,8 @@ Example:
     >>> class Toy:  # anything with ``batch(rows, pin=False)``
     ...     def batch(self, rows, pin=False):
     ...         return {"row": torch.as_tensor(rows)}
-    >>> [b["row"].tolist() for b in BatchLoader(Toy(), np.arange(5), 2, torch.device("cpu"))]
-    [[0, 1], [2, 3], [4]]
+    >>> [b["row"].tolist() for b in BatchLoader(Toy(), np.array([3, 1, 0, 4, 2]), 2, torch.device("cpu"))]
+    [[1, 3], [0, 4], [2]]
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ class BatchLoader:
         return -(-len(self.rows) // self.batch_size)
 
     def _chunks(self) -> Iterator[np.ndarray]:
+        """Consecutive slices of ``rows``, each sorted: a batch is a set of rows, and in cache order each
+        subject file's rows are one run, gathered straight into the output (no temporary copy)."""
         for start in range(0, len(self.rows), self.batch_size):
-            yield self.rows[start:start + self.batch_size]
+            yield np.sort(self.rows[start:start + self.batch_size])
 
     def _load(self, rows: np.ndarray, stream) -> tuple[dict[str, torch.Tensor], object]:
         """One batch on the device, and the CUDA event its copy completes with (``None`` off CUDA)."""
