@@ -7,7 +7,8 @@ training rows (each window once per epoch across workers; the last few are repea
 same number of steps, as ``DistributedSampler`` does), evaluates on the validation rows (sharded, confusion
 matrices summed across workers), early-stops on validation macro-F1 (our choice over the positive-class F1 of
 PAPER.md: a constant "always high" predictor scores a high F1 but a poor macro-F1) and reports metrics with a checkpoint through
-``ray.train.report``. After a worker failure Ray restarts the workers and the loop resumes from the latest
+``ray.train.report`` (written to a local temporary folder that is deleted once Ray has copied it to the run's
+storage, see :func:`report`). After a worker failure Ray restarts the workers and the loop resumes from the latest
 checkpoint (epoch counter continues). At the end the model of the best *validation* epoch is scored once on the
 test rows (``test_*`` metrics): the test set never steers training or model selection.
 
