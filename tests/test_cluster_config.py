@@ -401,7 +401,8 @@ def test_pods_meet_the_restricted_pod_security_standard():
         ctx = pod["securityContext"]
         assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] != 0, where
         assert ctx["seccompProfile"]["type"] == "RuntimeDefault", where
-        assert pod["automountServiceAccountToken"] is False, where
+        # only the head's autoscaler sidecar uses the Kubernetes API
+        assert pod["automountServiceAccountToken"] is (where == "head"), where
         containers = pod["containers"] + ([spec["autoscalerOptions"]] if where == "head" else [])
         for container in containers:
             c = container["securityContext"]
