@@ -7,7 +7,8 @@ training rows (each window once per epoch across workers; the last few are repea
 same number of steps, as ``DistributedSampler`` does), evaluates on the validation rows (sharded, confusion
 matrices summed across workers), early-stops on validation macro-F1 (our choice over the positive-class F1 of
 PAPER.md: a constant "always high" predictor scores a high F1 but a poor macro-F1) and reports metrics with a checkpoint through
-``ray.train.report``. After a worker failure Ray restarts the workers and the loop resumes from the latest
+``ray.train.report`` (written to a local temporary folder that is deleted once Ray has copied it to the run's
+storage, see :func:`report`). After a worker failure Ray restarts the workers and the loop resumes from the latest
 checkpoint (epoch counter continues). At the end the model of the best *validation* epoch is scored once on the
 test rows (``test_*`` metrics): the test set never steers training or model selection.
 
@@ -31,6 +32,8 @@ import argparse
 import copy
 import math
 import os
+import re
+import shutil
 import socket
 import tempfile
 import time
@@ -111,10 +114,42 @@ def _shard(rows: np.ndarray, rank: int, world: int, rng: np.random.Generator | N
     return np.concatenate([order, order[:pad]])[rank::world]
 
 
-def _save(state: dict) -> ray.train.Checkpoint:
-    directory = tempfile.mkdtemp(prefix="gbvnet-ckpt-")
-    torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
-    return ray.train.Checkpoint.from_directory(directory)
+CHECKPOINT_PREFIX = "gbvnet-ckpt-"
+
+
+def _run_name() -> str:
+    return re.sub(r"[^\w.-]", "_", ray.train.get_context().get_experiment_name())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphaned_checkpoints() -> None:
+    """Delete this run's local checkpoint folders (``gbvnet-ckpt-<pid>-<run name>-<random>`` in the temp folder)
+    whose worker process is gone: a worker killed while writing one cannot clean up, its replacement does."""
+    pattern = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)-{re.escape(_run_name())}-\w+")
+    for entry in os.scandir(tempfile.gettempdir()):
+        match = pattern.fullmatch(entry.name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def report(metrics: dict, state: dict | None) -> None:
+    """``ray.train.report`` with ``state`` (if any) as the checkpoint, written to a local folder that is deleted
+    once ``report`` returns: Ray's synchronous upload has then copied it to the run's storage."""
+    if state is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"{CHECKPOINT_PREFIX}{os.getpid()}-{_run_name()}-") as directory:
+        torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def load_state(checkpoint: ray.train.Checkpoint) -> dict:
@@ -159,6 +194,7 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
 
     progress = {"epoch": 0, "best_score": -1.0, "best_epoch": -1, "bad_epochs": 0}
     best_model = copy.deepcopy(core.state_dict())
+    remove_orphaned_checkpoints()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         state = load_state(checkpoint)
@@ -204,15 +240,15 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
             core.load_state_dict(best_model)
             test_cm, _, _ = evaluate(core, batches(_shard(fold.test, rank, world, None)), transform)
             metrics.update(prefixed(_all_reduce(test_cm), "test"))
-        ckpt = None
+        state = None
         if rank == 0:
-            ckpt = _save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), "best_model": best_model, "progress": progress})
+            state = {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "best_model": best_model, "progress": progress}
             print(f"[{fold.name}] epoch {epoch + 1}/{tc.epochs} loss {metrics['train_loss']:.4f} "
                   f"val acc {val['accuracy']:.3f} macro-F1 {val['macro_f1']:.3f}"
                   + (f" | test acc {metrics['test_accuracy']:.3f}" if "test_accuracy" in metrics else ""),
                   flush=True)
-        ray.train.report(metrics, checkpoint=ckpt)
+        report(metrics, state)
         if finished:
             break
 

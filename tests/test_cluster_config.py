@@ -5,6 +5,7 @@ a renamed flag breaks a test here instead of a cluster job. Fast: no Ray cluster
 from __future__ import annotations
 
 import argparse
+import configparser
 import contextlib
 import copy
 import io
@@ -120,11 +121,13 @@ def parse_evaluation(args: list[str], what: str) -> argparse.Namespace:
 
 
 def command_args(command: str, program: str) -> list[str] | None:
-    """Arguments after ``python <.../tune/search.py>`` or ``python -m evaluation.loso`` in a shell command."""
+    """Arguments after ``python <.../tune/search.py>`` (or ``-m tune.search``) or ``python -m evaluation.loso``."""
     tokens = shlex.split(command, comments=True)
     for i, token in enumerate(tokens):
         if program == "tune/search.py" and token.endswith("tune/search.py"):
             rest = tokens[i + 1:]
+        elif program == "tune/search.py" and token == "-m" and tokens[i + 1: i + 2] == ["tune.search"]:
+            rest = tokens[i + 2:]
         elif program == "evaluation.loso" and token == "-m" and tokens[i + 1: i + 2] == ["evaluation.loso"]:
             rest = tokens[i + 2:]
         else:
@@ -161,7 +164,82 @@ def test_launcher_survives_rays_own_config_preparation():
     prepared = prepare_config(copy.deepcopy(config))
     validate_config(prepared)
     assert prepared["head_start_ray_commands"] == config["head_start_ray_commands"]
-    assert prepared["setup_commands"] == []  # the image carries every dependency
+    # the image carries every dependency; the only set-up is making the mounted token owner-only
+    assert prepared["setup_commands"] == ["chmod 600 ~/.ray/auth_token"]
+
+
+def test_launcher_nodes_are_private_behind_precreated_groups_with_their_own_profiles():
+    """What makes Ray's AWS bootstrap (ray/autoscaler/_private/aws/config.py) skip creating a security group, which
+    opens SSH to any address, and attaching its `ray-autoscaler-v1` profile (full EC2 and S3): every node type names
+    its groups (`_configure_from_network_interfaces` copies NetworkInterfaces' Groups into SecurityGroupIds, and
+    `_configure_security_group` only serves types without them) and the head names its profile
+    (`_configure_iam_role`). That module needs boto3, which the test environment lacks, so the conditions are
+    checked here directly."""
+    config = load(LAUNCHER)
+    assert config["provider"]["use_internal_ips"] is True
+    for name, node_type in config["available_node_types"].items():
+        node = node_type["node_config"]
+        assert not {"SecurityGroupIds", "SubnetIds", "SubnetId"} & set(node), f"{name}: give them per interface"
+        interfaces = node["NetworkInterfaces"]
+        assert interfaces and all(i["AssociatePublicIpAddress"] is False and i["Groups"] and i["SubnetId"]
+                                  for i in interfaces), name
+    profiles = {n: t["node_config"]["IamInstanceProfile"]["Name"] for n, t in config["available_node_types"].items()}
+    assert profiles == {config["head_node_type"]: "gbvnet-ray-head", "ray.worker.gpu": "gbvnet-ray-worker"}
+
+
+def policy(role: str) -> list[dict]:
+    statements = json.loads((CLUSTER / "aws" / f"{role}-policy.json").read_text())["Statement"]
+    for st in statements:
+        st["Action"] = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+        st["Resource"] = [st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"]
+    return statements
+
+
+def allowed(statements: list[dict], action: str) -> list[dict]:
+    return [st for st in statements if st["Effect"] == "Allow" and action in st["Action"]]
+
+
+S3_PREFIXES = ("gbvnet/cache", "gbvnet/ray", "gbvnet/results")
+
+
+@pytest.mark.parametrize("role", ["head", "worker"])
+def test_instance_policies_grant_only_what_the_nodes_use(role):
+    statements = policy(role)
+    actions = [a for st in statements for a in st["Action"]]
+    assert not [a for a in actions if "*" in a], "wildcard actions"
+    cluster_name = load(LAUNCHER)["cluster_name"]
+    listing = allowed(statements, "s3:ListBucket")
+    assert len(listing) == 1
+    prefixes = listing[0]["Condition"]["StringLike"]["s3:prefix"]
+    for prefix in S3_PREFIXES:  # existence checks get 404 (not 403) under every prefix the jobs touch
+        assert {prefix, f"{prefix}/*"} <= set(prefixes), prefix
+    written = {r for st in allowed(statements, "s3:PutObject") for r in st["Resource"]}
+    assert written == {"arn:aws:s3:::YOUR_BUCKET/gbvnet/ray/*", "arn:aws:s3:::YOUR_BUCKET/gbvnet/results/*"}
+    if role == "worker":
+        assert not [a for a in actions if a.split(":")[0] in ("ec2", "iam", "ssm")]
+        return
+    passing = allowed(statements, "iam:PassRole")
+    assert [r for st in passing for r in st["Resource"]] == ["arn:aws:iam::EDIT_ACCOUNT_ID:role/gbvnet-ray-worker"]
+    for action in ("ec2:TerminateInstances", "ec2:CreateTags"):
+        for st in allowed(statements, action):
+            tag = st["Condition"]["StringEquals"]
+            assert tag.get("aws:ResourceTag/ray-cluster-name") == cluster_name or \
+                tag.get("ec2:CreateAction") == "RunInstances", (action, st["Sid"])
+    launch = [st for st in allowed(statements, "ec2:RunInstances") if any(":instance/" in r for r in st["Resource"])]
+    assert launch and all(st["Condition"]["StringEquals"]["aws:RequestTag/ray-cluster-name"] == cluster_name
+                          for st in launch)
+    ami = load(LAUNCHER)["available_node_types"]["ray.worker.gpu"]["node_config"]["ImageId"]
+    parameter = ami.removeprefix("resolve:ssm:")
+    ssm = [r for st in allowed(statements, "ssm:GetParameters") for r in st["Resource"]]
+    assert any(parameter.startswith(r.split(":parameter", 1)[1].rstrip("*")) for r in ssm), ssm
+
+
+def test_every_s3_location_in_the_walkthrough_is_granted():
+    texts = [README.read_text()] + [p.read_text() for p in sorted(KUBERAY.glob("*.yaml"))] + [LAUNCHER.read_text()]
+    keys = {m.group(1) for t in texts for m in re.finditer(r"s3://YOUR_BUCKET/([\w./-]+)", t)}
+    assert keys, "no s3:// locations found"
+    ungranted = [k for k in keys if k not in S3_PREFIXES and not k.startswith(tuple(f"{p}/" for p in S3_PREFIXES))]
+    assert not ungranted, f"the instance policies grant nothing on {ungranted}"
 
 
 def test_launcher_head_without_gpu_and_gpu_workers_scaling_from_zero():
@@ -192,9 +270,11 @@ def test_launcher_start_commands_keep_token_auth_and_a_loopback_dashboard():
     assert "--head" in tokens
     assert tokens[tokens.index("--dashboard-host") + 1] == "127.0.0.1"
     assert "--include-dashboard" not in tokens or tokens[tokens.index("--include-dashboard") + 1] != "false"
-    # every node gets the same token, from the submitter's ~/.ray/auth_token (never a literal)
+    # every node gets the same token, from the submitter's ~/.ray/auth_token (never a literal), owner-only
     assert any(remote.endswith(".ray/auth_token") for remote in config["file_mounts"])
     assert "--env RAY_AUTH_MODE=token" in config["docker"]["run_options"]
+    assert "chmod 600 ~/.ray/auth_token" in config["setup_commands"]
+    assert any("get-auth-token --generate" in c and "chmod 600 ~/.ray/auth_token" in c for c in readme_commands())
 
 
 def test_launcher_syncs_no_git_history_venv_or_secrets():
@@ -241,10 +321,23 @@ def test_raycluster_token_from_a_secret_and_settings_from_the_configmap():
         assert env["RAY_AUTH_MODE"].get("value") == "token", container["name"]
         ref = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == token_secret and "value" not in env["RAY_AUTH_TOKEN"], container["name"]
-        if container["name"] != "autoscaler":
-            for name in ("GBVNET_STORAGE", "MLFLOW_TRACKING_URI"):
-                ref = env[name]["valueFrom"]["configMapKeyRef"]
-                assert ref["name"] == configmap["metadata"]["name"] and ref["key"] in configmap["data"], name
+    head = env_map(spec["headGroupSpec"]["template"]["spec"]["containers"][0])
+    for name in ("GBVNET_STORAGE", "MLFLOW_TRACKING_URI"):
+        ref = head[name]["valueFrom"]["configMapKeyRef"]
+        assert ref["name"] == configmap["metadata"]["name"] and ref["key"] in configmap["data"], name
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        ref = head[name]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "gbvnet-mlflow-auth" and not ref.get("optional"), name
+
+
+def test_each_container_gets_only_the_environment_it_uses():
+    """Workers and job submitters only join / reach the cluster: the Ray token, no storage or MLflow settings."""
+    spec = raycluster()["spec"]
+    containers = [c for _, pod in pod_specs(spec)[1:] for c in pod["containers"]]
+    containers += [c for f in ("rayjob-search.yaml", "rayjob-loso.yaml")
+                   for c in rayjob(f)["spec"]["submitterPodTemplate"]["spec"]["containers"]]
+    for container in containers:
+        assert set(env_map(container)) == {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}, container["name"]
 
 
 @pytest.mark.parametrize("filename", ["rayjob-search.yaml", "rayjob-loso.yaml"])
@@ -269,7 +362,7 @@ def test_search_rayjob_runs_tune_search_with_flags_its_parser_accepts():
     assert args is not None, "the search RayJob does not run tune/search.py"
     parsed = parse_search(args, "rayjob-search.yaml")
     assert parsed.cache.startswith("s3://") and parsed.gpus_per_worker >= 1
-    assert parsed.output.startswith("/home/ray/results/")  # the head's results volume
+    assert parsed.output.startswith("s3://YOUR_BUCKET/gbvnet/results/")  # survives a head restart
 
 
 def test_loso_rayjob_evaluates_the_searched_config_on_unsearched_subjects():
@@ -282,12 +375,51 @@ def test_loso_rayjob_evaluates_the_searched_config_on_unsearched_subjects():
     assert (loso.dataset, loso.cache, loso.target, loso.modality) == (
         search.dataset, search.cache, search.target, search.modality)
     assert loso.test_subjects and not set(loso.test_subjects) & set(search.search_subjects)
-    assert loso.output.startswith("/home/ray/results/")
+    assert loso.output.startswith("s3://YOUR_BUCKET/gbvnet/results/")
 
 
-def test_raycluster_head_keeps_results_where_the_jobs_write_them():
-    head = raycluster()["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    assert "/home/ray/results" in [m["mountPath"] for m in head.get("volumeMounts", [])]
+def test_no_pod_local_state_configs_and_results_go_through_storage():
+    """A head restart loses nothing: no pod volume holds results; the jobs pass configs and results by URI."""
+    for path in sorted(KUBERAY.glob("*.yaml")):
+        for doc in documents(path):
+            assert "emptyDir" not in json.dumps(doc) and "volumeMounts" not in json.dumps(doc), path.name
+
+
+def all_pod_templates() -> list[tuple[str, dict]]:
+    """(where, pod template) of every pod the manifests create: head, worker groups, job submitters."""
+    spec = raycluster()["spec"]
+    out = [("head", spec["headGroupSpec"]["template"])]
+    out += [(g["groupName"], g["template"]) for g in spec["workerGroupSpecs"]]
+    out += [(f, rayjob(f)["spec"]["submitterPodTemplate"]) for f in ("rayjob-search.yaml", "rayjob-loso.yaml")]
+    return out
+
+
+def test_pods_meet_the_restricted_pod_security_standard():
+    spec = raycluster()["spec"]
+    for where, template in all_pod_templates():
+        pod = template["spec"]
+        ctx = pod["securityContext"]
+        assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] != 0, where
+        assert ctx["seccompProfile"]["type"] == "RuntimeDefault", where
+        # only the head's autoscaler sidecar uses the Kubernetes API
+        assert pod["automountServiceAccountToken"] is (where == "head"), where
+        containers = pod["containers"] + ([spec["autoscalerOptions"]] if where == "head" else [])
+        for container in containers:
+            c = container["securityContext"]
+            assert c["allowPrivilegeEscalation"] is False and c["capabilities"]["drop"] == ["ALL"], where
+            assert not c.get("privileged") and not c.get("runAsUser") == 0, where
+
+
+def test_network_policy_fences_every_pod_of_the_cluster():
+    policy_doc = kuberay("NetworkPolicy", "raycluster.yaml")
+    selector = policy_doc["spec"]["podSelector"]["matchLabels"]
+    assert set(policy_doc["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    for where, template in all_pod_templates():
+        labels = template["metadata"]["labels"]
+        assert selector.items() <= labels.items(), f"{where} is outside the network policy"
+    for rule in policy_doc["spec"]["ingress"]:
+        assert rule.get("from"), "an ingress rule without 'from' admits every pod of the cluster"
+    assert raycluster()["spec"]["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP"
 
 
 # ----------------------------------------------------------------------------------- one image everywhere
@@ -312,14 +444,45 @@ def test_one_image_everywhere_built_by_the_dockerfile():
 
 def test_dockerfile_python311_cpu_torch_by_default_cuda_by_build_arg():
     text = DOCKERFILE.read_text()
-    assert re.search(r"^FROM python:3\.11\b", text, re.M)
+    assert dockerfile_arg("BASE_IMAGE").startswith("python:3.11-") and re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
     assert dockerfile_arg("TORCH_INDEX_URL").endswith("/whl/cpu")
     assert re.search(r'--index-url "?\$\{TORCH_INDEX_URL\}"? torch torchvision', text)
     assert re.search(r"pip install [^\n]*ray\[default,tune,train\]==\$\{RAY_VERSION\}[^\n]* \.", text)
     assert re.search(r"^USER ray$", text, re.M), "the image must not run as root"
+    # the launcher resolves `~` (the token's file mount) with the container's $HOME
+    assert re.search(r"^\s+HOME=/home/ray\s*$", text, re.M) and "--home-dir /home/ray" in text
     rules = [r for r in (CLUSTER / "Dockerfile.dockerignore").read_text().splitlines()
              if r.strip() and not r.startswith("#")]
     assert rules[0] == "**", "the build context is an allow-list (keeps .venv, .git, data/ and .env out)"
+    assert "!cluster/constraints.txt" in rules
+
+
+def constraints() -> dict[str, str]:
+    pins = {}
+    for line in (CLUSTER / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version, f"cluster/constraints.txt: not pinned: {line}"
+            pins[name.lower()] = version
+    return pins
+
+
+def test_image_python_packages_are_pinned_by_the_constraints():
+    text = DOCKERFILE.read_text()
+    installs = re.findall(r"pip install ([^\n]*)", text)
+    assert installs and all("-c /tmp/constraints.txt" in i for i in installs), installs
+    pins = constraints()
+    assert pins["ray"] == dockerfile_arg("RAY_VERSION")
+    for name in ("torch", "torchvision", "mlflow", "timm", "numpy", "pyarrow", "boto3"):
+        assert name in pins, f"{name} is not pinned"
+    mlflow_server = (CLUSTER / "mlflow" / "Dockerfile").read_text()
+    assert re.search(rf"^ARG MLFLOW_VERSION={re.escape(pins['mlflow'])}$", mlflow_server, re.M)
+    import mlflow
+    import ray
+    import torch
+
+    installed = {"ray": ray.__version__, "mlflow": mlflow.__version__, "torch": torch.__version__.split("+")[0]}
+    assert {k: pins[k] for k in installed} == installed, "constraints differ from the tested environment"
 
 
 # ------------------------------------------------------------------------------------ job runtime env
@@ -392,6 +555,51 @@ def test_mlflow_credentials_only_from_an_uncommitted_env_file():
         assert ignored.returncode == 0, "cluster/mlflow/.env is not git-ignored"
 
 
+def test_mlflow_authenticates_with_an_admin_password_and_keeps_users_on_a_volume():
+    compose = load(COMPOSE)
+    mlflow = compose["services"]["mlflow"]
+    command = mlflow["command"]
+    assert command[command.index("--app-name") + 1] == "basic-auth"
+    env = mlflow["environment"]
+    for key, var in (("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_ADMIN_PASSWORD"),
+                     ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_FLASK_SECRET_KEY")):
+        assert re.fullmatch(rf"\$\{{{var}:\?[^}}]*\}}", env[key]), key  # required, from .env
+        assert re.search(rf"^{var}=$", (CLUSTER / "mlflow" / ".env.example").read_text(), re.M), var
+    mounts = dict(m.rsplit(":", 2)[:2] if m.endswith(":ro") else m.split(":", 1) for m in mlflow["volumes"])
+    assert mounts["./basic_auth.ini"] == env["MLFLOW_AUTH_CONFIG_PATH"]
+    # the file as mlflow.server.auth.config reads it (configparser, section [mlflow]); importing that module needs
+    # Flask-WTF (mlflow[auth], installed in the server image only): no password in it, users on a named volume
+    auth = configparser.ConfigParser()
+    auth.read(CLUSTER / "mlflow" / "basic_auth.ini")
+    assert "admin_password" not in auth["mlflow"] and auth["mlflow"]["admin_username"] == "admin"
+    database = auth["mlflow"]["database_uri"].removeprefix("sqlite:///")
+    volume = [name for name, target in mounts.items() if database.startswith(target.rstrip("/") + "/")]
+    assert volume and volume[0] in compose["volumes"], f"{database} is not on a named volume"
+    assert re.search(r'"mlflow\[auth\]==\$\{MLFLOW_VERSION\}"', (CLUSTER / "mlflow" / "Dockerfile").read_text())
+
+
+def test_docker_compose_accepts_the_mlflow_stack_and_refuses_missing_secrets(tmp_path):
+    docker = shutil.which("docker")
+    if not docker or subprocess.run([docker, "compose", "version"], capture_output=True).returncode:
+        pytest.skip("Docker Compose is not installed")
+    values = {}
+    for line in (CLUSTER / "mlflow" / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = value or "x" * 24
+
+    def config(env: dict) -> subprocess.CompletedProcess:
+        env_file = tmp_path / ".env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        return subprocess.run([docker, "compose", "-f", str(COMPOSE), "--env-file", str(env_file), "config",
+                               "--quiet"], capture_output=True, text=True, timeout=60)
+
+    ok = config(values)
+    assert ok.returncode == 0, ok.stderr
+    refused = config({**values, "MLFLOW_ADMIN_PASSWORD": ""})
+    assert refused.returncode != 0 and "MLFLOW_ADMIN_PASSWORD" in refused.stderr
+
+
 # ----------------------------------------------------------------------------------------- no secrets
 SECRET_KEY = re.compile(r"(?i)(password|passwd|secret[_-]?(access[_-]?)?key|api[_-]?key|auth[_-]?token"
                         r"|access[_-]?token|private[_-]?key)")
@@ -417,7 +625,8 @@ def test_no_literal_secrets_in_cluster_files():
                 problems.append(f"{rel}: password in a URL ({match.group(0)})")
         for line in text.splitlines():
             assignment = re.search(r"(?:^|[\s;])(?:export\s+|ENV\s+)?([A-Za-z_][\w.-]*)\s*[=:]\s*(\S.*)?$", line)
-            if not assignment or not SECRET_KEY.search(assignment.group(1)):
+            if not assignment or not SECRET_KEY.search(assignment.group(1)) \
+                    or assignment.group(1).endswith(("_PATH", "_FILE")):  # where a secret lives, not the secret
                 continue
             value = (assignment.group(2) or "").strip()
             if value and not REFERENCE.match(value) and not value.startswith(("{", "#")):

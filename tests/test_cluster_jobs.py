@@ -1,14 +1,16 @@
-"""cluster/README.md's local walkthrough as a test: a 2-node Ray cluster on loopback with token auth, the search
-and then the evaluation submitted as Ray jobs (``ray job submit --working-dir . --runtime-env ...``), shared storage.
+"""cluster/README.md's local walkthrough as a test: a 2-node Ray cluster on loopback with token auth (its own token,
+generated here, so it starts on a fresh machine), then as Ray jobs (``ray job submit --working-dir . --runtime-env
+...``) on shared storage: one training run with two DDP workers, one per node; the search; the evaluation.
 
-The cluster has its own temp dir and ports, so it can run beside the test session's Ray instance (and anyone
-else's), and only its own processes are stopped afterwards.
+The cluster has its own temp dir, token and ports, so it can run beside the test session's Ray instance (and
+anyone else's), and only its own processes are stopped afterwards.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -20,7 +22,6 @@ import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from ray.util.state import list_actors
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -58,8 +59,14 @@ def two_nodes():
     # One temp dir per node (short: Ray's socket paths have a length limit). Nodes sharing one would share its
     # runtime_resources folder, and one node's clean-up would delete the job's working dir under the other.
     temp_dirs = [tempfile.mkdtemp(prefix=f"gbvray{i}-", dir="/tmp") for i in (1, 2)]
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    # The cluster's own token, readable by its owner only; every process below (nodes, CLI clients) reads it.
+    token = Path(temp_dirs[0]) / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)  # would win over RAY_AUTH_TOKEN_PATH
     # Ray's processes learn where the state API is, instead of guessing among the machine's Ray instances.
     env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{DASHBOARD_PORT}"
     common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
@@ -90,19 +97,38 @@ def submit(env: dict, *entrypoint: str) -> str:
     return out
 
 
+def actors_by_node(env: dict) -> dict[str, int]:
+    """Ray Train worker actors started so far on this cluster (alive or finished), counted per node id."""
+    actors = json.loads(ray_cli("list", "actors", "--address", GCS, "--format", "json", "--limit", "1000",
+                                "--filter", "class_name=RayTrainWorker", env=env).stdout)
+    counts: dict[str, int] = {}
+    for actor in actors:
+        counts[actor["node_id"]] = counts.get(actor["node_id"], 0) + 1
+    return counts
+
+
 def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path):
     env = two_nodes
     nodes = [n for n in json.loads(ray_cli("list", "nodes", "--address", GCS, "--format", "json",
                                            env=env).stdout) if n["state"] == "ALIVE"]
     assert len(nodes) == 2
-    refused = subprocess.run([str(BIN / "ray"), "job", "list", "--address", f"http://127.0.0.1:{DASHBOARD_PORT}"],
-                             env={**env, "RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": "not-the-token"},
-                             capture_output=True, text=True, timeout=60)
-    assert refused.returncode != 0, "the job API answered a client without the cluster's token"
+    job_api = f"http://127.0.0.1:{DASHBOARD_PORT}"
+    for client, what in (({"RAY_AUTH_MODE": "disabled"}, "without a token"),
+                         ({"RAY_AUTH_TOKEN": "not-the-token"}, "with another token")):
+        refused = subprocess.run([str(BIN / "ray"), "job", "list", "--address", job_api], env={**env, **client},
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0, f"the job API answered a client {what}"
 
     shared = tmp_path / "shared"  # both nodes see this folder: the shared storage of the walkthrough
     storage, uri, best = shared / "ray", f"sqlite:///{shared}/mlflow.db", shared / "best.yaml"
     shared.mkdir()
+    # One run, two DDP workers: one CPU each on 1-CPU nodes, so one worker per node (gloo over loopback).
+    out = submit(env, "python", "-m", "gbvnet.train", "--cache", str(mahnob_cache), "--modality", "bio",
+                 "--train-subjects", "1", "2", "--val-subjects", "3", "--test-subjects", "4", "--workers", "2",
+                 "--epochs", "1", "--storage", str(storage), "--name", "ddp-two-nodes")
+    assert "final:" in out and "done=True" in out, out[-3000:]
+    assert set(actors_by_node(env)) == {n["node_id"] for n in nodes}, "the DDP run did not span both nodes"
+
     submit(env, "python", "tune/search.py", "--dataset", "mahnob", "--cache", str(mahnob_cache), "--modality",
            "bio", "--space", "smoke", "--num-samples", "2", "--max-epochs", "1", "--search-subjects", "1", "2",
            "--concurrent", "2", "--storage", str(storage), "--tracking-uri", uri, "--output", str(best))
@@ -114,9 +140,6 @@ def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path
            "--output", str(shared / "loso.json"))
     doc = json.loads((shared / "loso.json").read_text())
     assert [f["fold"] for f in doc["folds"]] == ["subject-3", "subject-4"]
-
-    workers = list_actors(address=GCS, filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
-    assert {a.node_id for a in workers} == {n["node_id"] for n in nodes}, "training did not use both nodes"
 
     client = MlflowClient(uri)
     parent = client.get_run(doc["mlflow_run_id"])

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +20,7 @@ import pytest
 from gbvnet.config import ConfigError, TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
 from gbvnet.splits import Fold, LeakageError
-from gbvnet.train import make_job, make_trainer, subject_fold
+from gbvnet.train import CHECKPOINT_PREFIX, make_job, make_trainer, subject_fold
 
 
 def bio_job(cache, epochs=3, seed=0, **train):
@@ -78,13 +84,27 @@ def _registered_checkpoints(snapshot) -> int:
         return 0
 
 
-def test_killed_worker_resumes_from_checkpoint(ray_session, mahnob_cache, tmp_path):
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_killed_worker_resumes_from_checkpoint_and_leaves_no_local_checkpoints(ray_session, mahnob_cache, tmp_path,
+                                                                               request):
+    """A killed worker resumes from its checkpoint; no local checkpoint folder outlives the run, not even one
+    that a worker killed mid-write left behind (planted here for a dead process)."""
+    name = f"kill-{uuid.uuid4().hex[:8]}"
+    orphan = Path(tempfile.gettempdir()) / f"{CHECKPOINT_PREFIX}{_dead_pid()}-{name}-x1"
+    orphan.mkdir()
+    request.addfinalizer(lambda: shutil.rmtree(orphan, ignore_errors=True))
+    (orphan / "state.pt").write_bytes(b"partial")
     job = bio_job(mahnob_cache, epochs=20, max_failures=2)
-    trainer = make_trainer(job, "kill", storage=str(tmp_path))
+    trainer = make_trainer(job, name, storage=str(tmp_path))
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(result=trainer.fit()))
     thread.start()
-    snapshot = tmp_path / "kill" / "checkpoint_manager_snapshot.json"
+    snapshot = tmp_path / name / "checkpoint_manager_snapshot.json"
     deadline = time.time() + 240
     while not _registered_checkpoints(snapshot) and time.time() < deadline:
         time.sleep(0.1)  # kill only once the controller has registered a checkpoint (a file alone is not enough)
@@ -96,6 +116,8 @@ def test_killed_worker_resumes_from_checkpoint(ray_session, mahnob_cache, tmp_pa
     m = outcome["result"].metrics
     assert m["epoch"] == 20 and m["done"]
     assert m["start_epoch"] > 0, "the restarted run began from scratch instead of its checkpoint"
+    left = sorted(p.name for p in Path(tempfile.gettempdir()).glob(f"{CHECKPOINT_PREFIX}*-{name}-*"))
+    assert not left, f"local checkpoint folders left behind: {left}"
 
 
 def test_bad_configs_are_refused(mahnob_cache):

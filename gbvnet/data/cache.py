@@ -18,12 +18,22 @@ Atomicity: subject files are named by content generation (``subject_07-<token>.a
 make up the cache; files it no longer names are deleted afterwards. A failed or interrupted preparation leaves
 the previous cache intact. Paths may be local folders or URIs: whatever ``pyarrow.fs`` knows (``s3://``,
 ``gs://``, ``hdfs://``, ``file://``), else any fsspec protocol (``memory://``, ``abfs://`` with its package).
+
+Reading a remote cache (object storage): the index (:meth:`Cache.index`) reads only the small columns, by range
+requests; the bio / face data (:attr:`Cache.tables`) come from a copy of each subject file on the local disk
+(:func:`local_copy_root`), downloaded once per machine and shared by every process there (search driver, trials,
+Ray Train workers), then memory-mapped like a local cache. A copy never goes stale: subject file names are
+content generations that are never rewritten; copies of older generations of a subject are deleted when a new
+one is downloaded.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -36,6 +46,15 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX_COLUMNS = ["subject", "trial", "window", "t_start", "stim_start", "stim_end", "valence", "arousal",
                  "label_valence", "label_arousal"]
+FIELDS = INDEX_COLUMNS + ["bio", "face"]  # the column order of every subject file (:func:`schema`)
+
+
+LOCAL_COPY_ENV = "GBVNET_LOCAL_CACHE"
+
+
+def local_copy_root() -> Path:
+    """Where copies of remote caches live on this machine: ``$GBVNET_LOCAL_CACHE``, else ``~/.cache/gbvnet``."""
+    return Path(os.environ.get(LOCAL_COPY_ENV) or Path.home() / ".cache" / "gbvnet").expanduser()
 
 
 def schema(n_bio: int, n_face: int) -> pa.Schema:
@@ -191,25 +210,76 @@ class Cache:
         """The subject's Arrow file (a path on ``self.fs``)."""
         return join(self.base, self.manifest["subjects"][str(subject)]["file"])
 
-    def _read(self, subject: int) -> pa.Table:
-        path = self.path(subject)
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            return pa.ipc.open_file(pa.memory_map(path, "r")).read_all()  # zero-copy, pages read on demand
-        with self.fs.open_input_file(path) as f:
-            return pa.ipc.open_file(f).read_all()
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def local_path(self, subject: int) -> str:
+        """The subject's file on this machine: the file itself for a local cache; for a remote cache a copy under
+        :func:`local_copy_root`, downloaded (under a lock, to a temporary name) only if this machine lacks it."""
+        if self.is_local:
+            return self.path(subject)
+        entry = self.manifest["subjects"][str(subject)]
+        folder = local_copy_root() / hashlib.sha256(self.uri.rstrip("/").encode()).hexdigest()[:16]
+        target = folder / entry["file"]
+        if target.is_file() and target.stat().st_size == entry["bytes"]:
+            return str(target)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(folder / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one download per file and machine; the others wait, then reuse it
+            if not (target.is_file() and target.stat().st_size == entry["bytes"]):
+                tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+                try:
+                    with self.fs.open_input_stream(self.path(subject)) as src, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 16 * 2**20)
+                    if tmp.stat().st_size != entry["bytes"]:
+                        raise ValueError(f"{self.path(subject)}: read {tmp.stat().st_size} bytes, but {MANIFEST} "
+                                         f"says bytes={entry['bytes']}; the cache changed while read, or is damaged")
+                    os.replace(tmp, target)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                generation = entry["file"].rsplit("-", 1)[0]
+                for stale in folder.glob(f"{generation}-*.arrow"):
+                    if stale != target:
+                        stale.unlink(missing_ok=True)
+        return str(target)
 
     @cached_property
     def tables(self) -> list[pa.Table]:
-        """One table per subject, in ``self.subjects`` order (memory-mapped for local caches)."""
-        return [self._read(s) for s in self.subjects]
+        """One table per subject, in ``self.subjects`` order, memory-mapped (a remote cache from its local copy:
+        :meth:`local_path`)."""
+        return [pa.ipc.open_file(pa.memory_map(self.local_path(s), "r")).read_all() for s in self.subjects]
 
-    def index(self) -> CacheIndex:
-        cols = {name: np.concatenate([t.column(name).to_numpy() for t in self.tables]) for name in INDEX_COLUMNS}
-        has_face = np.concatenate([t.column("face").is_valid().to_numpy(zero_copy_only=False) for t in self.tables])
+    def _index_columns(self, subject: int) -> pa.Table:
+        """The index columns of one subject file (plus ``face`` when only some of its rows have faces): a column
+        projection, so a remote cache transfers just these columns' bytes."""
+        entry = self.manifest["subjects"][str(subject)]
+        names = INDEX_COLUMNS + (["face"] if 0 < entry["face_rows"] < entry["rows"] else [])
+        options = pa.ipc.IpcReadOptions(included_fields=[FIELDS.index(n) for n in names])
+        path = self.path(subject)
+        source = pa.memory_map(path, "r") if self.is_local else self.fs.open_input_file(path)
+        with source:
+            return pa.ipc.open_file(source, options=options).read_all()
+
+    @cached_property
+    def _index(self) -> CacheIndex:
+        tables = [self._index_columns(s) for s in self.subjects]
+        cols = {name: np.concatenate([t.column(name).to_numpy() for t in tables]) for name in INDEX_COLUMNS}
+        has_face = []
+        for subject, table in zip(self.subjects, tables, strict=True):
+            entry = self.manifest["subjects"][str(subject)]
+            if "face" in table.column_names:
+                has_face.append(table.column("face").is_valid().to_numpy(zero_copy_only=False))
+            else:
+                has_face.append(np.full(table.num_rows, entry["face_rows"] == entry["rows"]))
         return CacheIndex(subject=cols["subject"], trial=cols["trial"], window=cols["window"],
                           t_start=cols["t_start"], stim_start=cols["stim_start"], stim_end=cols["stim_end"],
                           label_valence=cols["label_valence"], label_arousal=cols["label_arousal"],
-                          has_face_rows=has_face, manifest=self.manifest)
+                          has_face_rows=np.concatenate(has_face), manifest=self.manifest)
+
+    def index(self) -> CacheIndex:
+        """The small columns of every row, read once per :class:`Cache` (bio / face data are not read)."""
+        return self._index
 
 
 def open_cache(uri: str) -> Cache:
