@@ -3,8 +3,9 @@
 For each modality and batch size (default: face, bio, facebio at 64 and 256, paper preset: convnextv2_nano,
 8 frames x 112 px, bio 40 x 384):
 
-* **model alone**: training steps (forward, backward, AdamW) on float inputs already on the device, the same
-  :class:`gbvnet.steps.Forward`, optimiser and bf16 autocast (CUDA) as training;
+* **model alone**: training steps (forward, backward, AdamW) on float inputs already on the device (several
+  batches in turn, more than the L2 cache holds), the same :class:`gbvnet.steps.Forward`, optimiser and bf16
+  autocast (CUDA) as training;
 * **training path**: :func:`gbvnet.steps.train_epoch` over a window cache on disk, with the
   :class:`~gbvnet.data.loader.BatchLoader` and the augmenting :class:`~gbvnet.data.transform.BatchTransform`:
   exactly what a Ray Train worker runs per epoch;
@@ -110,20 +111,26 @@ def build(cache, modality: str, preset: str, tc: TrainConfig, device: torch.devi
     return Forward(model, compile=compile), optimizer, scheduler
 
 
-def model_alone(forward: Forward, optimizer, inputs: dict, y: torch.Tensor, device: torch.device,
+def model_alone(forward: Forward, optimizer, sets: list[tuple[dict, torch.Tensor]], device: torch.device,
                 min_seconds: float) -> float:
-    """Samples/s of training steps on fixed device inputs (no data path at all)."""
-    def step(model):
+    """Samples/s of training steps on input sets already on the device (no data path at all), taken in turn:
+    together they exceed the GPU's L2 cache, so the model reads its inputs from memory as in training."""
+    def step(model, inputs, y):
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = F.cross_entropy(model(**inputs)["logits"].float(), y)
         loss.backward()
         return loss
 
+    done = 0
+
     def steps(k: int) -> None:
+        nonlocal done
         for _ in range(k):
-            forward.run(step)
+            inputs, y = sets[done % len(sets)]
+            forward.run(lambda model, inputs=inputs, y=y: step(model, inputs, y))
             optimizer.step()
+            done += 1
 
     steps(3)  # warm-up (and compilation)
     sync(device)
@@ -133,7 +140,21 @@ def model_alone(forward: Forward, optimizer, inputs: dict, y: torch.Tensor, devi
         steps(5)
         sync(device)
         elapsed, k = elapsed + time.perf_counter() - start, k + 5
-    return len(y) * k / elapsed
+    return len(sets[0][1]) * k / elapsed
+
+
+def input_sets(ds: WindowDataset, transform: BatchTransform, batch: int, device: torch.device,
+               l2_bytes: int = 240 * 2**20) -> list[tuple[dict, torch.Tensor]]:
+    """Distinct device batches as the training path makes them (augmented: the same memory layout, so one
+    compiled graph serves both), enough to hold about 4x an H100/H200 L2 cache (60 MB), at most one epoch."""
+    generator = torch.Generator(device).manual_seed(0)
+    sets = []
+    for b in BatchLoader(ds, np.arange(len(ds) // batch * batch), batch, device, prefetch=0):
+        inputs = transform(b, generator)
+        sets.append((inputs, b["label"]))
+        if len(sets) * sum(t.numel() * t.element_size() for t in inputs.values()) >= l2_bytes:
+            break
+    return sets
 
 
 def training_path(forward: Forward, optimizer, scheduler, ds: WindowDataset, transform: BatchTransform,
@@ -165,15 +186,14 @@ def measure(cache, modality: str, batch: int, preset: str, device: torch.device,
     norm = fit_normalizer(cache, np.arange(len(ds))) if modality != "face" else None
     transform = BatchTransform(modality, device, norm)
     steps = len(ds) // batch
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     torch._dynamo.reset()  # each row compiles its own graphs (and stays under dynamo's recompilation limit)
     forward, optimizer, scheduler = build(cache, modality, preset, tc, device, compile, steps)
-    fixed = next(iter(BatchLoader(ds, np.arange(batch), batch, device, prefetch=0)))
-    # inputs as the training path makes them (augmented: same layout, so the compiled graph serves both)
-    inputs = transform(fixed, torch.Generator(device).manual_seed(0))
+    sets = input_sets(ds, transform, batch, device)
     started = time.perf_counter()
-    alone = model_alone(forward, optimizer, inputs, fixed["label"], device, min_seconds)
+    alone = model_alone(forward, optimizer, sets, device, min_seconds)
+    del sets
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # the peak of the training path alone
     first = time.perf_counter() - started
     path = training_path(forward, optimizer, scheduler, ds, transform, tc, device, min_seconds)
     flops = count_flops(GBVNet(forward.model.cfg)) if peak else None
