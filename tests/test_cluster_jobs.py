@@ -1,8 +1,8 @@
-"""cluster/README.md's local walkthrough as a test: a 2-node Ray cluster on loopback with token auth (its own token,
-generated here, so it starts on a fresh machine), then as Ray jobs (``ray job submit --working-dir . --runtime-env
+"""cluster/README.md's local walkthrough as a test: a 2-node Ray cluster on loopback with token auth (the test
+session's token, so it starts on a fresh machine), then as Ray jobs (``ray job submit --working-dir . --runtime-env
 ...``) on shared storage: one training run with two DDP workers, one per node; the search; the evaluation.
 
-The cluster has its own temp dir, token and ports, so it can run beside the test session's Ray instance (and
+The cluster has its own temp dirs and ports, so it can run beside the test session's Ray instance (and
 anyone else's), and only its own processes are stopped afterwards.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -59,14 +58,10 @@ def two_nodes():
     # One temp dir per node (short: Ray's socket paths have a length limit). Nodes sharing one would share its
     # runtime_resources folder, and one node's clean-up would delete the job's working dir under the other.
     temp_dirs = [tempfile.mkdtemp(prefix=f"gbvray{i}-", dir="/tmp") for i in (1, 2)]
-    # The cluster's own token, readable by its owner only; every process below (nodes, CLI clients) reads it.
-    token = Path(temp_dirs[0]) / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    token.chmod(0o600)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    # Token auth with the test session's own token (tests/conftest.py: RAY_AUTH_TOKEN_PATH, 0600, never ~/.ray);
+    # every process below (nodes, CLI clients) inherits it.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_AUTH_TOKEN", None)  # would win over RAY_AUTH_TOKEN_PATH
     # Ray's processes learn where the state API is, instead of guessing among the machine's Ray instances.
     env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{DASHBOARD_PORT}"
     common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
