@@ -93,7 +93,7 @@ def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> l
     storage = storage_path(spec.storage)
     experiment = f"eval-{spec.protocol}-{spec.dataset}-{key}"
     trainable = tune.with_parameters(tune_fold, jobs=jobs, names=names, storage=storage, prefix=experiment)
-    trainable = tune.with_resources(trainable, tune_trial_resources())
+    trainable = tune.with_resources(trainable, tune_trial_resources(spec.train))
     path = f"{storage.rstrip('/')}/{experiment}"
     if spec.resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
@@ -103,6 +103,7 @@ def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> l
             param_space={"fold": tune.grid_search(list(range(len(jobs))))},
             tune_config=tune.TuneConfig(max_concurrent_trials=spec.folds_in_parallel),
             run_config=tune.RunConfig(name=experiment, storage_path=storage,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                       failure_config=tune.FailureConfig(max_failures=2), verbose=0),
         )
     grid = tuner.fit()

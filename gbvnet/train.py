@@ -1,6 +1,9 @@
 """Training on Ray Train: one per-worker loop for 1..N workers (DDP), CPU or GPU, with checkpoints and resume.
 
-``train_loop_per_worker(job)`` is what every evaluation fold, search trial and single run executes. ``job`` is a
+``train_loop_per_worker(job)`` is what every evaluation fold, search trial and single run executes: as the
+worker function of a Ray Train ``TorchTrainer`` (:class:`TrainWorkerSession`), or, for the one-worker folds and
+trials of the evaluations and the search, directly inside the Tune trial's process (:class:`TuneTrialSession`),
+which saves starting a Train controller and a worker process per fold or trial (:func:`fit_in_tune`). ``job`` is a
 plain dict (see :func:`make_job`): the cache location, the model and training configs and a
 :class:`~gbvnet.splits.Fold` (train / val / test rows of the cache). Per epoch the loop trains on its shard of the
 training rows (each window once per epoch across workers; the last few are repeated to give every worker the
@@ -91,11 +94,48 @@ def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, all
             "allow_leaky": allow_leaky}
 
 
-# --------------------------------------------------------------------------------------------------- helpers
-def _world() -> tuple[int, int]:
-    ctx = ray.train.get_context()
-    return ctx.get_world_rank(), ctx.get_world_size()
+# --------------------------------------------------------------------------------------------------- sessions
+class TrainWorkerSession:
+    """The loop runs as one of the workers of a Ray Train ``TorchTrainer`` (1..N workers, DDP when N > 1)."""
 
+    def __init__(self):
+        ctx = ray.train.get_context()
+        self.rank, self.world, self.name = ctx.get_world_rank(), ctx.get_world_size(), ctx.get_experiment_name()
+        self.device = ray.train.torch.get_device()
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return ray.train.torch.prepare_model(model)
+
+    def checkpoint(self):
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict, directory: str | None = None) -> None:
+        ray.train.report(metrics, checkpoint=directory and ray.train.Checkpoint.from_directory(directory))
+
+
+class TuneTrialSession:
+    """The loop runs in the Tune trial's own process (one worker, no ``TorchTrainer``): no controller and worker
+    processes to start. Reports and checkpoints go to Tune, so schedulers (ASHA), retries (the trial restarts from
+    its last checkpoint) and ``Tuner.restore`` work as for a trainer."""
+
+    def __init__(self):
+        from ray import tune
+
+        self.tune, self.rank, self.world = tune, 0, 1
+        self.name = tune.get_context().get_trial_name()
+        self.device = torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model.to(self.device)
+
+    def checkpoint(self):
+        return self.tune.get_checkpoint()
+
+    def report(self, metrics: dict, directory: str | None = None) -> None:
+        self.tune.report(metrics, checkpoint=directory and self.tune.Checkpoint.from_directory(directory))
+
+
+# --------------------------------------------------------------------------------------------------- helpers
 
 def _all_reduce(array: np.ndarray) -> np.ndarray:
     if not (dist.is_available() and dist.is_initialized()):
@@ -117,8 +157,8 @@ def _shard(rows: np.ndarray, rank: int, world: int, rng: np.random.Generator | N
 CHECKPOINT_PREFIX = "gbvnet-ckpt-"
 
 
-def _run_name() -> str:
-    return re.sub(r"[^\w.-]", "_", ray.train.get_context().get_experiment_name())
+def _folder_name(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name)
 
 
 def _alive(pid: int) -> bool:
@@ -131,25 +171,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_orphaned_checkpoints() -> None:
+def remove_orphaned_checkpoints(session) -> None:
     """Delete this run's local checkpoint folders (``gbvnet-ckpt-<pid>-<run name>-<random>`` in the temp folder)
     whose worker process is gone: a worker killed while writing one cannot clean up, its replacement does."""
-    pattern = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)-{re.escape(_run_name())}-\w+")
+    pattern = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)-{re.escape(_folder_name(session.name))}-\w+")
     for entry in os.scandir(tempfile.gettempdir()):
         match = pattern.fullmatch(entry.name)
         if match and not _alive(int(match.group(1))):
             shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def report(metrics: dict, state: dict | None) -> None:
-    """``ray.train.report`` with ``state`` (if any) as the checkpoint, written to a local folder that is deleted
-    once ``report`` returns: Ray's synchronous upload has then copied it to the run's storage."""
+def report(session, metrics: dict, state: dict | None) -> None:
+    """Report ``metrics`` with ``state`` (if any) as the checkpoint, written to a local folder that is deleted
+    once the report returns: Ray's synchronous upload has then copied it to the run's storage."""
     if state is None:
-        ray.train.report(metrics)
+        session.report(metrics)
         return
-    with tempfile.TemporaryDirectory(prefix=f"{CHECKPOINT_PREFIX}{os.getpid()}-{_run_name()}-") as directory:
+    prefix = f"{CHECKPOINT_PREFIX}{os.getpid()}-{_folder_name(session.name)}-"
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
         torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        session.report(metrics, directory)
 
 
 def load_state(checkpoint: ray.train.Checkpoint) -> dict:
@@ -159,13 +200,14 @@ def load_state(checkpoint: ray.train.Checkpoint) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------- the loop
-def train_loop_per_worker(job: dict[str, Any]) -> None:
-    """The Ray Train worker function (see the module docstring)."""
+def train_loop_per_worker(job: dict[str, Any], session=None) -> None:
+    """The training loop (see the module docstring): a Ray Train worker function, or, with a
+    :class:`TuneTrialSession`, the body of a one-worker Tune trial."""
+    session = session or TrainWorkerSession()
     tc: TrainConfig = from_dict(TrainConfig, job["train"]).validate()
     mc: ModelConfig = from_dict(ModelConfig, job["model"]).validate()
     fold = Fold.from_dict(job["fold"])
-    rank, world = _world()
-    device = ray.train.torch.get_device()
+    rank, world, device = session.rank, session.world, session.device
     torch.set_num_threads(max(1, int(tc.cpus_per_worker)))  # Ray leaves a worker one thread unless told
 
     cache = open_cache(job["cache"])
@@ -181,7 +223,7 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     model = GBVNet(mc)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(model)
+    model = session.prepare(model)
     core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     forward = Forward(model, compile=use_compile(tc.compile, device))
 
@@ -194,8 +236,8 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
 
     progress = {"epoch": 0, "best_score": -1.0, "best_epoch": -1, "bad_epochs": 0}
     best_model = copy.deepcopy(core.state_dict())
-    remove_orphaned_checkpoints()
-    checkpoint = ray.train.get_checkpoint()
+    remove_orphaned_checkpoints(session)
+    checkpoint = session.checkpoint()
     if checkpoint:
         state = load_state(checkpoint)
         core.load_state_dict(state["model"])
@@ -248,14 +290,21 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
                   f"val acc {val['accuracy']:.3f} macro-F1 {val['macro_f1']:.3f}"
                   + (f" | test acc {metrics['test_accuracy']:.3f}" if "test_accuracy" in metrics else ""),
                   flush=True)
-        report(metrics, state)
+        report(session, metrics, state)
         if finished:
             break
 
 
 # --------------------------------------------------------------------------------------------------- driver
 def fit_in_tune(job: dict, name: str, *, storage: str) -> None:
-    """Fit ``job`` from inside a Tune function trainable; metrics reach Tune through ``TuneReportCallback``."""
+    """Fit ``job`` from inside a Tune function trainable reserving :func:`tune_trial_resources`.
+
+    One worker: the loop runs right here, in the trial's process (:class:`TuneTrialSession`). Several: a
+    ``TorchTrainer`` named ``name`` whose metrics reach Tune through ``TuneReportCallback``.
+    """
+    if from_dict(TrainConfig, job["train"]).num_workers == 1:
+        train_loop_per_worker(job, TuneTrialSession())
+        return
     from ray.tune.integration.ray_train import TuneReportCallback
 
     make_trainer(job, name, storage=storage, callbacks=[TuneReportCallback()], in_tune=True).fit()
@@ -298,13 +347,23 @@ def init_ray(**local_options) -> None:
              runtime_env={"env_vars": env}, **local_options)
 
 
-# A Tune trial's driver function only waits on its TorchTrainer; it reserves this sliver of a CPU (Ray refuses
-# zero-resource trials) and its workers take the rest, so one trial occupies exactly ``workers`` CPUs.
+# A Tune trial whose function only waits on its TorchTrainer reserves this sliver of a CPU (Ray refuses
+# zero-resource trials) and its workers take the rest, so one trial occupies exactly its workers' CPUs.
 DRIVER_CPU = 0.01
 
 
-def tune_trial_resources() -> dict:
-    """Resources of a Tune trial whose function only drives a TorchTrainer (see :func:`make_trainer`)."""
+def gpus_per_worker(tc: TrainConfig) -> float:
+    """``tc.gpus_per_worker``, with ``None`` resolved: 1 when the Ray cluster has GPUs, else 0."""
+    if tc.gpus_per_worker is not None:
+        return float(tc.gpus_per_worker)
+    return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def tune_trial_resources(tc: TrainConfig) -> dict:
+    """Resources of a Tune trial running :func:`fit_in_tune` for ``tc``: the worker's own CPUs and GPU share
+    when it trains in the trial's process (one worker), else the sliver of a trainer's driver."""
+    if tc.num_workers == 1:
+        return {"cpu": tc.cpus_per_worker, "gpu": gpus_per_worker(tc)}
     return {"cpu": DRIVER_CPU}
 
 
@@ -316,9 +375,7 @@ def scaling(tc: TrainConfig, in_tune: bool = False) -> ray.train.ScalingConfig:
     ``in_tune``: the trainer runs inside a Tune trial reserving :func:`tune_trial_resources`; its workers then
     take ``DRIVER_CPU / num_workers`` CPU less each, so a trial occupies exactly its workers' CPUs.
     """
-    gpus = tc.gpus_per_worker
-    if gpus is None:
-        gpus = 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    gpus = gpus_per_worker(tc)
     cpus = tc.cpus_per_worker - (DRIVER_CPU / tc.num_workers if in_tune else 0)
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
     return ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=gpus > 0, resources_per_worker=resources)

@@ -120,6 +120,42 @@ def test_killed_worker_resumes_from_checkpoint_and_leaves_no_local_checkpoints(r
     assert not left, f"local checkpoint folders left behind: {left}"
 
 
+def test_killed_one_worker_trial_resumes_from_its_checkpoint(ray_session, mahnob_cache, tmp_path):
+    """A one-worker fold trains in its Tune trial's own process (no TorchTrainer); when that process is killed,
+    Tune restarts the trial from its last checkpoint."""
+    from ray import tune
+    from ray.util.state import list_actors
+
+    from gbvnet.config import from_dict
+    from gbvnet.train import tune_fold, tune_trial_resources
+
+    job = bio_job(mahnob_cache, epochs=20)
+    resources = tune_trial_resources(from_dict(TrainConfig, job["train"]))
+    assert resources == {"cpu": 1.0, "gpu": 0.0}  # the trial holds the worker's resources itself
+    trainable = tune.with_resources(tune.with_parameters(tune_fold, jobs=[job], names=["fold"],
+                                                         storage=str(tmp_path), prefix="trial"), resources)
+    tuner = tune.Tuner(trainable, param_space={"fold": 0},
+                       run_config=tune.RunConfig(name="trial", storage_path=str(tmp_path), verbose=0,
+                                                 failure_config=tune.FailureConfig(max_failures=2),
+                                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(grid=tuner.fit()))
+    thread.start()
+    deadline = time.time() + 240
+    while not list((tmp_path / "trial").glob("*/checkpoint_000001")) and time.time() < deadline:
+        time.sleep(0.1)  # the second checkpoint exists: the first one is complete
+    trials = list_actors(address=ray_session.get_runtime_context().gcs_address,
+                         filters=[("class_name", "=", "ImplicitFunc"), ("state", "=", "ALIVE")])
+    assert trials and not _train_worker_pids(), "expected the trial to train in its own process"
+    os.kill(trials[0].pid, signal.SIGKILL)
+    thread.join(timeout=400)
+    result = outcome["grid"][0]
+    assert result.error is None
+    assert result.metrics["epoch"] == 20 and result.metrics["done"]
+    assert result.metrics["start_epoch"] > 0, "the restarted trial began from scratch instead of its checkpoint"
+    assert len(list((tmp_path / "trial").glob("*/checkpoint_*"))) <= 2  # num_to_keep
+
+
 def test_bad_configs_are_refused(mahnob_cache):
     cache = str(mahnob_cache)
     index = open_cache(cache).index()

@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "seed": args.seed, "search_subjects": search_subjects, "train_subjects": train_subjects,
                         "val_subjects": val_subjects, "cache_manifest_hash": index.manifest_hash})
     trainable = tune.with_resources(
-        tune.with_parameters(search_trial, base=base, storage=storage, experiment=name), tune_trial_resources())
+        tune.with_parameters(search_trial, base=base, storage=storage, experiment=name),
+        tune_trial_resources(train))
     path = f"{storage.rstrip('/')}/{name}"
     if args.resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.algo == "optuna" else None,
                 num_samples=args.num_samples),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                       failure_config=tune.FailureConfig(max_failures=1)),
         )
     grid = tuner.fit()
