@@ -72,6 +72,13 @@ def rows_digest(rows: np.ndarray) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def folds_digest(folds: list[Fold], manifest_hash: str) -> str:
+    """A short digest of a cache (its manifest hash) and the train / val / test rows of every fold: two runs with
+    the same digest were trained, validated and tested on exactly the same windows."""
+    parts = [manifest_hash] + [rows_digest(getattr(f, part)) for f in folds for part in PARTS]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
+
+
 def units(subjects: np.ndarray, trials: np.ndarray, rows: np.ndarray, level: str) -> set:
     """The units of ``level`` (subject ids, (subject, trial) pairs, or row ids) that ``rows`` touch."""
     if level == "subject":
