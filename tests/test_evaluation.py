@@ -111,8 +111,8 @@ def test_facebio_beats_chance_by_a_wide_margin(ray_session, clean_mahnob_cache, 
 
 def test_config_searched_on_test_subjects_is_refused(mahnob_cache, tmp_path):
     best = tmp_path / "best.yaml"
-    best.write_text("search:\n  subjects: [1, 2]\n")
-    with pytest.raises(ValueError, match=r"searched on subjects \[1, 2\]"):
+    best.write_text("search: {dataset: mahnob, target: valence, cache_manifest_hash: x, subjects: [1, 2]}\n")
+    with pytest.raises(ValueError, match=r"searched on subjects \[1, 2\] on mahnob"):
         loso.main(common(mahnob_cache, tmp_path, "--modality", "bio", "--config", str(best)))
 
 

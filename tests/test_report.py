@@ -17,7 +17,7 @@ from scipy.stats import wilcoxon
 from evaluation import aggregate, loso, report
 from evaluation.stats import paired_comparison, versus_baselines
 
-SUBJECTS = 5  # the fewest subjects for which a one-sided Wilcoxon test can reach p < 0.05 (1/32)
+SUBJECTS = 6  # the fewest for which a one-sided Wilcoxon test, Holm-corrected for 3 baselines, can reach p < 0.05
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,8 @@ def test_model_beats_majority_with_p_below_005_and_says_so(evaluations):
     majority = doc["baselines"]["majority"]
     assert majority["folds"][0]["fold"] == doc["folds"][0]["fold"]  # same folds as the model
     cmp = doc["comparisons"]["majority"]
-    assert cmp["alternative"] == "greater" and cmp["p_value"] < 0.05, cmp
+    assert cmp["alternative"] == "greater" and cmp["p_holm"] < 0.05 and cmp["better"], cmp
+    assert cmp["n"] == SUBJECTS and cmp["warning"] is None
     table = aggregate.format_table(doc)
     assert "model vs majority" in table and "-> better at p<0.05" in table
 
@@ -166,21 +167,29 @@ def test_baselines_in_every_output(evaluations):
     assert {"baselines.json", "audit.json", "per_subject.json"} <= artifacts
     for fmt in ("md", "html"):  # evaluation.report
         text = report.main(["--experiment", "gbvnet-deap-loso", "--tracking-uri", uri, "--format", fmt])
-        assert "majority_accuracy" in text and "bandpower_logreg_accuracy" in text
+        assert "majority_accuracy" in text and "bandpower_logreg_accuracy" in text and "p_holm_majority" in text
         assert f"{doc['aggregate']['test_accuracy_mean']:.3f}" in text
-        assert text.count("loso") >= 2 and ("yes" in text)
+        assert text.count("loso") >= 2
+    assert "majority" in report.describe(parent)["beats"]
 
 
 def test_ablation_layout(evaluations):
     uri, docs = evaluations
+    """Valence tested 6 subjects, arousal 2: different subjects, so different blocks (never side by side)."""
     text = report.main(["--experiment", "gbvnet-deap-loso", "--tracking-uri", uri, "--ablation"])
-    bio_row = next(line for line in text.splitlines() if line.startswith("| bio |"))
-    cells = [c.strip() for c in bio_row.strip("|").split("|")]
+    blocks = text.split("### ")[1:]
+    everyone = " ".join(str(s) for s in range(1, SUBJECTS + 1))
+    assert [b.splitlines()[0] for b in blocks] == ["loso on deap: subjects 1 2, 2 folds",
+                                                   f"loso on deap: subjects {everyone}, {SUBJECTS} folds"]
     agg = {t: docs[t]["aggregate"] for t in ("valence", "arousal")}
-    assert cells[1].startswith(f"{agg['valence']['test_accuracy_mean']:.3f}")
-    assert cells[2].startswith(f"{agg['valence']['test_f1_mean']:.3f}")
-    assert cells[3].startswith(f"{agg['arousal']['test_accuracy_mean']:.3f}")
-    assert "### loso" in text and "face+bio" not in text  # only rows that were run
+    for block, target, cols in ((blocks[0], "arousal", (3, 4)), (blocks[1], "valence", (1, 2))):
+        bio_row = next(line for line in block.splitlines() if line.startswith("| bio |"))
+        cells = [c.strip() for c in bio_row.strip("|").split("|")]
+        assert cells[cols[0]] == (f"{agg[target]['test_accuracy_mean']:.3f} ± {agg[target]['test_accuracy_std']:.3f}"
+                                  f" (n={agg[target]['test_accuracy_n']})")
+        assert cells[cols[1]].startswith(f"{agg[target]['test_f1_mean']:.3f}")
+        assert cells[3 if target == "valence" else 1] == "-"
+    assert "face+bio" not in text  # only rows that were run
 
 
 def test_compare_two_runs(evaluations):
