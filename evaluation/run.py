@@ -273,7 +273,7 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
         if getattr(args, name):
             setattr(train, name, getattr(args, name))
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
-                          on_error=args.on_error, need_face=args.modality != "bio")
+                          on_error=args.on_error, need_face=args.modality != "bio" or args.rows == "face")
     return EvalSpec(protocol=protocol, dataset=args.dataset, cache=cache, model=model.validate(),
                     train=train.validate(), protocol_args=protocol_args, test_subjects=args.test_subjects,
                     folds_in_parallel=args.folds_in_parallel, workers_per_fold=args.workers_per_fold,
