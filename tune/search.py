@@ -7,9 +7,9 @@ Honesty: the search only ever sees its *search subjects* (``--search-subjects``;
 cache's subjects that have rows for ``--modality``, sorted). Which rows a modality can use is the rule the
 evaluations use (:func:`gbvnet.splits.usable_rows`: face modalities only windows with face frames, so in DEAP
 subjects 1-22); search subjects without such rows are left out with a warning, and a search left with fewer than
-2 subjects stops before Ray starts, naming them. Among them, a seeded 25 % (at least one) are *validation subjects*; the rest train. The
-objective is validation macro-F1 on those held-out subjects, so it measures cross-subject generalisation and never
-touches the subjects an evaluation tests on. Both lists are recorded in MLflow and in the best config, and
+2 subjects stops before Ray starts, naming them. Among them, a seeded 25 % (at least one) are *validation
+subjects*; the rest train. The objective is validation macro-F1 on those held-out subjects, so it measures
+cross-subject generalisation and never touches the subjects an evaluation tests on. Both lists are recorded in MLflow and in the best config, and
 ``evaluation.loso --config`` refuses to test on a searched subject unless told otherwise.
 
 Each trial is a Tune function that builds and fits a ``TorchTrainer`` and reports through
