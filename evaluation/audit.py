@@ -74,7 +74,7 @@ def check_search_subjects(search: dict | None, dataset: str, target: str, manife
                           allowed: bool) -> dict:
     """Refuse testing on subjects the search saw (same dataset), unless ``allowed``; record what differs."""
     if search is None:
-        return {"search": "no searched config (search: none)", "searched_subjects": []}
+        return {"search": "no searched config", "searched_subjects": []}
     searched = sorted(search["subjects"])
     if search["dataset"] != dataset:
         return {"search": f"searched on another dataset ({search['dataset']}): its subject ids are other people",

@@ -56,13 +56,14 @@ def mean_sd(metrics: dict, name: str, with_n: bool = False) -> str:
 
 
 def beaten(m: dict) -> str:
-    """The baselines the model beats at Holm-corrected p < 0.05, or ``none`` (and why, when n is too small)."""
+    """The baselines the model beats at Holm-corrected p < 0.05, or ``none``, and those against which too few
+    non-zero pairs make p < 0.05 unreachable."""
     if not any(f"vs_{b}_p_holm" in m for b in BASELINES):
         return "-"
     names = [b for b in BASELINES if m.get(f"vs_{b}_p_holm", 1.0) < ALPHA and m[f"vs_{b}_mean_difference"] > 0]
-    small = [int(m[f"vs_{b}_n"]) for b in BASELINES if m.get(f"vs_{b}_min_p", 0.0) >= ALPHA]
-    note = f" (n={min(small)} non-zero pairs: p<0.05 unreachable)" if small else ""
-    return (", ".join(names) or "none") + note
+    small = [f"{b} ({int(m[f'vs_{b}_n'])} non-zero pairs)" for b in BASELINES
+             if m.get(f"vs_{b}_min_p", 0.0) >= ALPHA]
+    return (", ".join(names) or "none") + (f"; p<0.05 out of reach vs {', '.join(small)}" if small else "")
 
 
 def parent_runs(client: MlflowClient, experiments: list[str]) -> list:
@@ -215,7 +216,7 @@ def build(args: argparse.Namespace) -> str:
     if not rows:
         raise SystemExit(f"no finished evaluation runs in {args.experiment}")
     tables = ablation_tables(rows) if args.ablation else \
-        [(f"runs in {', '.join(args.experiment)} (test metrics: mean ± sd over folds)", *runs_table(rows))]
+        [(f"runs in {', '.join(args.experiment)} (test metrics: mean ± sd over subjects)", *runs_table(rows))]
     return render(tables, args.format)
 
 
