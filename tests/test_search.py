@@ -101,6 +101,30 @@ def test_search_stops_before_ray_when_too_few_search_subjects_have_faces(deap_pa
         search.main(deap_search_args(deap_partly_filmed, tmp_path, "--face-checkpoint", str(tmp_path / "none.pth")))
 
 
+def test_bio_ablation_on_face_rows_plans_exactly_the_face_runs_folds(deap_partly_filmed, tmp_path, monkeypatch):
+    """``--rows face`` gives a bio run the folds of the face+bio run (same windows); plain bio uses subject 4 too.
+    Checked on the folds the evaluation plans, stopped where it would start Ray."""
+    from evaluation import run
+
+    class Planned(Exception):
+        pass
+
+    def stop(**_):
+        raise Planned
+
+    monkeypatch.setattr(run, "init_ray", stop)
+    planned: dict[str, list] = {}
+    for name, extra in (("facebio", ["--modality", "facebio"]), ("bio on face rows", ["--modality", "bio", "--rows",
+                                                                                      "face"]),
+                        ("bio", ["--modality", "bio"])):
+        monkeypatch.setattr(run, "make_job", lambda cache, model, train, fold, name=name, **_:
+                            planned.setdefault(name, []).append(fold.to_dict()))
+        with pytest.raises(Planned):
+            loso.main(["--dataset", "deap", "--cache", str(deap_partly_filmed), "--preset", "smoke", *extra])
+    assert planned["bio on face rows"] == planned["facebio"] and len(planned["facebio"]) == 3
+    assert len(planned["bio"]) == 4  # subject 4 (no video) is tested and trained on by plain bio
+
+
 def test_search_and_evaluation_on_deap_where_some_subjects_have_no_video(ray_session, deap_partly_filmed, tmp_path):
     """The default face+bio search finishes (it used to die in every trial on subject 4), records its provenance
     and the face weights; the evaluation of its config uses the same rows and logs what it used."""
