@@ -1,8 +1,13 @@
-"""Aggregate fold results: per-fold test metrics, per-subject metrics and mean +- std over folds.
+"""Aggregate fold results: per-fold test metrics, per-subject metrics and mean +- std over subjects.
 
 The model and every baseline go through :func:`summarise` with their per-fold test confusion matrices. Per
 subject, the test confusion matrices of every fold that tested that subject are summed (LOSO: one fold;
-subject-dependent: k folds) before metrics are taken, so each window counts once.
+subject-dependent: k folds) before metrics are taken, so each window counts once and a fold whose test trials
+hold one class does not get a metric of its own. The aggregate is the mean and standard deviation over these
+per-subject scores (the spread is between subjects, not subject x fold). A metric undefined for a subject (NaN:
+for example the F1 of the high class for a subject with no high window, see :mod:`gbvnet.metrics`) is left out
+of the mean and sd, and ``test_<metric>_n`` counts the subjects that did contribute; the sd of fewer than two
+values is NaN.
 """
 
 from __future__ import annotations
@@ -17,23 +22,27 @@ LABELS = {"accuracy": "acc", "precision": "prec", "recall": "recall", "f1": "f1"
 
 
 def summarise(folds: list[Fold], confusions: list, index) -> dict:
-    """Per-fold, per-subject and aggregate (mean, std over folds) metrics from test confusion matrices."""
+    """Per-fold and per-subject metrics, and their aggregate over subjects (NaN-aware, with counts)."""
     per_fold, by_subject = [], {}
     for fold, cm in zip(folds, confusions, strict=True):
         cm = np.asarray(cm, dtype=np.int64)
         subjects = np.unique(index.subject[fold.test]).tolist()
+        if len(subjects) != 1:
+            raise ValueError(f"fold {fold.name} tests subjects {subjects}: per-subject metrics need exactly one "
+                             "test subject per fold")
         per_fold.append({"fold": fold.name, "test_subjects": subjects, "n_test": int(cm.sum()),
                          "confusion": cm.tolist(), **binary_metrics(cm)})
-        if len(subjects) == 1:
-            by_subject[subjects[0]] = by_subject.get(subjects[0], 0) + cm
+        by_subject[subjects[0]] = by_subject.get(subjects[0], 0) + cm
     per_subject = [{"subject": s, "n_test": int(cm.sum()), "confusion": cm.tolist(), **binary_metrics(cm)}
                    for s, cm in sorted(by_subject.items())]
     agg: dict[str, float] = {}
     for name in METRIC_NAMES:
-        values = np.array([f[name] for f in per_fold])
-        agg[f"test_{name}_mean"] = float(values.mean())
-        agg[f"test_{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    agg["n_folds"] = len(per_fold)
+        values = np.array([row[name] for row in per_subject], dtype=np.float64)
+        values = values[~np.isnan(values)]
+        agg[f"test_{name}_mean"] = float(values.mean()) if values.size else float("nan")
+        agg[f"test_{name}_std"] = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+        agg[f"test_{name}_n"] = int(values.size)
+    agg["n_folds"], agg["n_subjects"] = len(per_fold), len(per_subject)
     total = np.sum([f["confusion"] for f in per_fold], axis=0)
     return {"folds": per_fold, "per_subject": per_subject, "aggregate": agg, "confusion": total.tolist()}
 
@@ -55,19 +64,23 @@ def format_table(document: dict) -> str:
     for row in document["per_subject"]:
         lines.append(f"{row['subject']:>8} {row['n_test']:>6} " + " ".join(f"{row[m]:>12.3f}" for m in SHOWN))
     agg = document["aggregate"]
-    lines.append(f"{'mean+-sd':>8} {agg['n_folds']:>5}f " + " ".join(f"{_mean_sd(agg, m):>12}" for m in SHOWN)
-                 + "  (over folds)")
+    lines.append(f"{'mean+-sd':>8} {'':>6} " + " ".join(f"{_mean_sd(agg, m):>12}" for m in SHOWN)
+                 + f"  (over subjects, {agg['n_folds']} folds)")
+    lines.append(f"{'subjects':>8} {'':>6} " + " ".join(f"{agg[f'test_{m}_n']:>12}" for m in SHOWN)
+                 + "  (with the metric defined; nan = undefined, left out)")
     baselines = document.get("baselines", {})
     if baselines:
-        lines.append("baselines on the same folds (accuracy / balanced accuracy, mean+-sd over folds):")
+        lines.append("baselines on the same folds (accuracy / balanced accuracy, mean+-sd over subjects):")
         for name, summary in baselines.items():
             lines.append(f"  {name:<18} {_mean_sd(summary['aggregate'], 'accuracy')} / "
                          f"{_mean_sd(summary['aggregate'], 'balanced_accuracy')}")
     for name, cmp in document.get("comparisons", {}).items():
-        verdict = "better" if cmp["p_value"] < 0.05 and cmp["mean_difference"] > 0 else "not shown better"
+        verdict = "better" if cmp["better"] else "not shown better"
         lines.append(f"  model vs {name}: per-subject accuracy difference {cmp['mean_difference']:+.3f} "
-                     f"(n={cmp['n']}), one-sided Wilcoxon p={cmp['p_value']:.3g}, effect size r={cmp['effect_size']:+.2f} "
-                     f"-> {verdict} at p<0.05")
+                     f"(n={cmp['n']} non-zero pairs of {cmp['n_subjects']} subjects), one-sided Wilcoxon "
+                     f"p={cmp['p_value']:.3g}, Holm-corrected p={cmp['p_holm']:.3g}, effect size "
+                     f"r={cmp['effect_size']:+.2f} -> {verdict} at p<0.05"
+                     + (f" [WARNING: {cmp['warning']}]" if cmp.get("warning") else ""))
     if "audit" in document:
         lines.append("leakage audit: " + "; ".join(f"{k}={v}" for k, v in document["audit"].items()
                                                    if isinstance(v, str)))

@@ -1,14 +1,21 @@
 """``python -m evaluation.loso --dataset {deap,mahnob} (--root DIR | --synthetic)``: leave-one-subject-out.
 
-Each subject is the test set once; the model never sees it (validation comes from the other subjects' trials).
+Each subject is the test set once; the model never sees it. Validation (early stopping) uses held-out training
+subjects (``--validation trials``: held-out trials of the training subjects).
 See :mod:`evaluation.run` for the options shared with ``evaluation.subject_dependent``.
 """
 
 from evaluation.run import cli
 
 
+def _extra(parser) -> None:
+    parser.add_argument("--validation", choices=("subjects", "trials"), default="subjects",
+                        help="early stopping on held-out training subjects (default) or on held-out trials of "
+                             "the training subjects (rewards within-subject fit)")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    return cli("loso", __doc__.splitlines()[0], argv=argv)
+    return cli("loso", __doc__.splitlines()[0], extra=_extra, argv=argv)
 
 
 if __name__ == "__main__":

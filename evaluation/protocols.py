@@ -5,8 +5,11 @@ index arrays; ``get_n_splits``), where ``X`` is an ``(n_rows, 2)`` array of ``(s
 ``y`` the binary labels. ``folds(X, y)`` gives the richer :class:`gbvnet.splits.Fold` objects (train / val / test)
 that the evaluation runs; every fold passes :func:`gbvnet.splits.check_fold` before it is returned.
 
-* :class:`LeaveOneSubjectOut`: each subject is the test set once; validation is a seeded, label-stratified share
-  of the *training subjects' trials* (no window of a validation trial is trained on; the test subject is unseen).
+* :class:`LeaveOneSubjectOut`: each subject is the test set once. Validation (early stopping, model selection)
+  is, by default, a seeded share of the *other subjects*, held out from training, so it rewards what LOSO
+  measures: generalisation to people the model has not seen (``validation="subjects"``). ``validation="trials"``
+  uses a seeded, label-stratified share of the training subjects' *trials* instead (no window of a validation
+  trial is trained on), which rewards within-subject fit. The test subject is unseen either way.
 * :class:`SubjectDependentKFold`: per subject, k folds over its *trials* (stratified by label); validation is a
   share of that subject's remaining trials. Windows of a trial never straddle train, val and test.
 * :class:`SegmentRandomKFold`: the common *leaky* protocol: per subject, k folds over shuffled *windows*, so
@@ -95,21 +98,37 @@ class _Protocol(BaseCrossValidator):
 
 
 class LeaveOneSubjectOut(_Protocol):
-    """Each subject is the test set once; validation: ``val_fraction`` of each training subject's trials."""
+    """Each subject is the test set once; validation: ``val_fraction`` of the other subjects (at least one, at
+    most all but one), or with ``validation="trials"`` of each training subject's trials."""
 
-    def __init__(self, val_fraction: float = 0.2, seed: int = 0):
+    VALIDATION = ("subjects", "trials")
+
+    def __init__(self, val_fraction: float = 0.2, seed: int = 0, validation: str = "subjects"):
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        self.val_fraction, self.seed = val_fraction, seed
+        if validation not in self.VALIDATION:
+            raise ValueError(f"validation must be one of {self.VALIDATION}, got {validation!r}")
+        self.val_fraction, self.seed, self.validation = val_fraction, seed, validation
 
     def _folds(self, subjects, trials, labels):
         all_rows = np.arange(len(subjects))
         uniq = np.unique(subjects)
         if len(uniq) < 2:
             raise ValueError(f"leave-one-subject-out needs at least 2 subjects, got {len(uniq)}")
+        if self.validation == "subjects" and len(uniq) < 3:
+            raise ValueError(f"leave-one-subject-out with validation on held-out subjects needs at least 3 subjects "
+                             f"(test, validation, training), got {len(uniq)}: use validation on trials "
+                             "(--validation trials)")
         for s in uniq:
             test = all_rows[subjects == s]
             rest = all_rows[subjects != s]
+            if self.validation == "subjects":
+                others = uniq[uniq != s]
+                n_val = min(len(others) - 1, max(1, round(self.val_fraction * len(others))))
+                held_out = np.random.default_rng([self.seed, int(s)]).choice(others, n_val, replace=False)
+                val = rest[np.isin(subjects[rest], held_out)]
+                yield Fold(f"subject-{s}", "subject", np.setdiff1d(rest, val), val, test)
+                continue
             table, trial_labels = _trial_table(subjects, trials, labels, rest)
             rng = np.random.default_rng([self.seed, int(s)])
             n_groups = max(2, round(1 / self.val_fraction))

@@ -6,14 +6,21 @@
     python -m evaluation.report --experiment gbvnet-deap-loso --format html --output report.html
 
 Runs are the parent runs of ``evaluation.loso`` / ``evaluation.subject_dependent`` (finished ones only). Every
-table shows the baselines computed on the same folds beside the model (majority class of the training folds,
-stratified random, band-power + logistic regression) and the one-sided Wilcoxon test of the model's per-subject
-accuracy against the majority baseline (``p < 0.05`` is marked ``yes``). Leaky runs (``segment-random``) are
-labelled ``LEAKY`` wherever they appear.
+metric is the mean ± sd over subjects of per-subject scores, ``subjects`` is how many were tested (a metric
+undefined for a subject is left out; the runs' ``test_<metric>_n`` count who contributed). Every table shows the
+baselines computed on the same folds beside the model (majority class of the training folds, stratified random,
+band-power + logistic regression), the one-sided Wilcoxon test of the model's per-subject accuracy against each,
+Holm-corrected across the three (``p_holm_<baseline>``), and ``beats``: the baselines beaten at corrected
+p < 0.05, or ``none``, with a note where too few non-zero pairs make p < 0.05 unreachable. Leaky runs
+(``segment-random``) are labelled ``LEAKY`` wherever they appear.
 
-``--ablation`` lays out the paper's ablation table: rows bio / face / face+bio (gated, concat), columns accuracy
-and F1 for valence and arousal, one block per protocol (clean protocols first, leaky ones after them), using the
-latest finished run of each cell. ``--compare A B`` pairs the two runs' per-subject accuracies (the subjects both
+``--ablation`` lays out the paper's ablation table: rows bio / bio on the face windows only / face / face+bio
+(gated, cross-attention + concat, concat), columns accuracy and F1 (with n, the subjects behind each) for
+valence and arousal. One block per dataset, protocol, set of tested subjects and fold count (clean protocols
+first, leaky ones after them), using the latest finished run of each cell, so runs on different subjects never
+share a block. Within a block, cells that were trained, validated or tested on different windows (different
+``folds_digest``: for example bio on all windows beside face+bio on the face windows) are marked ``[a]``,
+``[b]``, ...: compare only cells with the same letter. ``--compare A B`` pairs the two runs' per-subject accuracies (the subjects both
 tested), prints the differences, the two-sided Wilcoxon signed-rank test and the rank-biserial effect size, and
 logs the comparison as ``comparisons/vs_<B>.json`` on run A.
 """
@@ -34,13 +41,29 @@ from evaluation.tracking import PARENT_TAG, log_json, tracking_uri
 from gbvnet.data.cache import write_text
 
 BASELINES = ("majority", "stratified", "bandpower_logreg")
-MODALITY_ROWS = (("bio", "gated", "bio"), ("face", "gated", "face"), ("facebio", "gated", "face+bio (gated)"),
-                 ("facebio", "concat", "face+bio (concat)"))
+MODALITY_ROWS = ((("bio", "", "all"), "bio"), (("bio", "", "face"), "bio (face windows only)"),
+                 (("face", "", "face"), "face"), (("facebio", "gated", "face"), "face+bio (gated)"),
+                 (("facebio", "attn-concat", "face"), "face+bio (cross-attention + concat)"),
+                 (("facebio", "concat", "face"), "face+bio (concat, no cross-attention)"))
+ALPHA = 0.05
 
 
-def mean_sd(metrics: dict, name: str) -> str:
-    mean, sd = metrics.get(f"{name}_mean"), metrics.get(f"{name}_std")
-    return "-" if mean is None else f"{mean:.3f} ± {sd:.3f}"
+def mean_sd(metrics: dict, name: str, with_n: bool = False) -> str:
+    mean, sd, n = metrics.get(f"{name}_mean"), metrics.get(f"{name}_std"), metrics.get(f"{name}_n")
+    if mean is None:
+        return "-"
+    return f"{mean:.3f} ± {sd:.3f}" + (f" (n={int(n)})" if with_n and n is not None else "")
+
+
+def beaten(m: dict) -> str:
+    """The baselines the model beats at Holm-corrected p < 0.05, or ``none``, and those against which too few
+    non-zero pairs make p < 0.05 unreachable."""
+    if not any(f"vs_{b}_p_holm" in m for b in BASELINES):
+        return "-"
+    names = [b for b in BASELINES if m.get(f"vs_{b}_p_holm", 1.0) < ALPHA and m[f"vs_{b}_mean_difference"] > 0]
+    small = [f"{b} ({int(m[f'vs_{b}_n'])} non-zero pairs)" for b in BASELINES
+             if m.get(f"vs_{b}_min_p", 0.0) >= ALPHA]
+    return (", ".join(names) or "none") + (f"; p<0.05 out of reach vs {', '.join(small)}" if small else "")
 
 
 def parent_runs(client: MlflowClient, experiments: list[str]) -> list:
@@ -60,22 +83,27 @@ def describe(run) -> dict:
     """One row of the runs table: the run's labels, model metrics, baselines and test against the majority."""
     tags, m = run.data.tags, run.data.metrics
     leaky = tags.get("leaky") == "True"
-    p = m.get("vs_majority_p_value")
-    return {"run_id": run.info.run_id, "run": run.info.run_name,
+    modality = tags.get("modality", "?")
+    rows = "face" if modality != "bio" or tags.get("rows") == "face" else "all"
+    return {"run_id": run.info.run_id, "run": run.info.run_name, "dataset": tags.get("dataset", "?"),
             "protocol": tags.get("protocol", "?") + (" LEAKY" if leaky else ""), "leaky": leaky,
-            "modality": tags.get("modality", "?"), "fusion": tags.get("fusion", "?"),
+            "modality": modality, "fusion": tags.get("fusion", "?"), "rows": rows,
+            "row_key": (modality, tags.get("fusion", "?") if modality == "facebio" else "", rows),
             "target": tags.get("target", "?"), "folds": int(m.get("n_folds", 0)),
+            "subjects": int(m.get("n_subjects", 0)), "tested_subjects": tags.get("tested_subjects", "?"),
+            "folds_digest": tags.get("folds_digest"),
             "accuracy": mean_sd(m, "test_accuracy"), "f1": mean_sd(m, "test_f1"),
+            "accuracy_n": mean_sd(m, "test_accuracy", with_n=True), "f1_n": mean_sd(m, "test_f1", with_n=True),
             "balanced_accuracy": mean_sd(m, "test_balanced_accuracy"),
             **{f"{b}_accuracy": mean_sd(m, f"baseline_{b}_test_accuracy") for b in BASELINES},
-            "p_vs_majority": "-" if p is None else f"{p:.3g}",
-            "beats_majority": "-" if p is None else ("yes" if p < 0.05 and m["vs_majority_mean_difference"] > 0
-                                                     else "no")}
+            **{f"p_holm_{b}": "-" if f"vs_{b}_p_holm" not in m else f"{m[f'vs_{b}_p_holm']:.3g}"
+               for b in BASELINES},
+            "beats": beaten(m)}
 
 
-RUN_COLUMNS = ("run_id", "protocol", "modality", "fusion", "target", "folds", "accuracy", "f1", "balanced_accuracy",
-               "majority_accuracy", "stratified_accuracy", "bandpower_logreg_accuracy", "p_vs_majority",
-               "beats_majority")
+RUN_COLUMNS = ("run_id", "dataset", "protocol", "modality", "fusion", "target", "folds", "subjects", "accuracy",
+               "f1", "balanced_accuracy", "majority_accuracy", "stratified_accuracy", "bandpower_logreg_accuracy",
+               "p_holm_majority", "p_holm_stratified", "p_holm_bandpower_logreg", "beats")
 
 
 def runs_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -83,26 +111,35 @@ def runs_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def ablation_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """Per protocol (clean first): rows bio / face / face+bio, columns valence and arousal accuracy and F1."""
-    latest: dict[tuple, dict] = {}
+    """Per (dataset, protocol, tested subjects, folds), clean protocols first: one row per model variant, columns
+    valence and arousal accuracy and F1 with n; cells on different windows marked (see the module docstring)."""
+    blocks: dict[tuple, dict] = {}
     for r in rows:  # newest first: keep the first seen per cell
-        latest.setdefault((r["protocol"], r["modality"], r["fusion"], r["target"]), r)
-    protocols = sorted({r["protocol"] for r in rows}, key=lambda p: ("LEAKY" in p, p))
+        key = (r["dataset"], r["protocol"], r["tested_subjects"], r["folds"])
+        blocks.setdefault(key, {}).setdefault((r["row_key"], r["target"]), r)
     header = ["model", "valence accuracy", "valence F1", "arousal accuracy", "arousal F1",
               "majority baseline (valence / arousal)"]
     out = []
-    for protocol in protocols:
+    for (dataset, protocol, tested, folds), cells in sorted(blocks.items(),
+                                                            key=lambda kv: ("LEAKY" in kv[0][1], kv[0])):
+        digests = list(dict.fromkeys(r["folds_digest"] for r in cells.values()))
+        letters = {d: (f" [{chr(ord('a') + i)}]" if d else " [?]") if len(digests) > 1 else ""
+                   for i, d in enumerate(digests)}
         body = []
-        for modality, fusion, label in MODALITY_ROWS:
-            cells = {t: latest.get((protocol, modality, fusion, t)) for t in ("valence", "arousal")}
-            if not any(cells.values()):
+        for key, label in MODALITY_ROWS:
+            pair = {t: cells.get((key, t)) for t in ("valence", "arousal")}
+            if not any(pair.values()):
                 continue
             line = [label]
             for t in ("valence", "arousal"):
-                line += [cells[t]["accuracy"], cells[t]["f1"]] if cells[t] else ["-", "-"]
-            line.append(" / ".join(cells[t]["majority_accuracy"] if cells[t] else "-" for t in ("valence", "arousal")))
+                line += [pair[t]["accuracy_n"] + letters[pair[t]["folds_digest"]], pair[t]["f1_n"]] if pair[t] else ["-", "-"]
+            line.append(" / ".join(pair[t]["majority_accuracy"] if pair[t] else "-" for t in ("valence", "arousal")))
             body.append(line)
-        out.append((protocol, header, body))
+        title = f"{protocol} on {dataset}: subjects {tested}, {folds} folds"
+        if len(digests) > 1:
+            title += (" (cells marked with different letters were trained, validated or tested on different "
+                      "windows: compare only cells with the same letter)")
+        out.append((title, header, body))
     return out
 
 
@@ -141,12 +178,15 @@ def comparison_tables(result: dict) -> list[tuple[str, list[str], list[list[str]
                    for r in result["per_subject"]]
     verdict = ("A better" if result["mean_difference"] > 0 else "B better") if result["p_value"] < 0.05 \
         else "no significant difference"
-    summary = [[str(result["n"]), f"{result['mean_difference']:+.3f}", f"{result['wilcoxon_statistic']:.1f}",
-                f"{result['p_value']:.3g}", f"{result['effect_size']:+.2f}", verdict]]
+    if result.get("warning"):
+        verdict += f" ({result['warning']})"
+    summary = [[f"{result['n']} of {result['n_subjects']}", f"{result['mean_difference']:+.3f}",
+                f"{result['wilcoxon_statistic']:.1f}", f"{result['p_value']:.3g}", f"{result['effect_size']:+.2f}",
+                verdict]]
     return [(f"per-subject {result['metric']}: A={result['run_a'][:8]} vs B={result['run_b'][:8]}",
              ["subject", "A", "B", "A - B"], per_subject),
             ("paired test (two-sided Wilcoxon signed-rank, matched-pairs rank-biserial effect size)",
-             ["subjects", "mean difference", "W", "p", "effect size r", "at p < 0.05"], summary)]
+             ["non-zero pairs of subjects", "mean difference", "W", "p", "effect size r", "at p < 0.05"], summary)]
 
 
 def render(tables: list[tuple[str, list[str], list[list[str]]]], fmt: str) -> str:
@@ -176,7 +216,7 @@ def build(args: argparse.Namespace) -> str:
     if not rows:
         raise SystemExit(f"no finished evaluation runs in {args.experiment}")
     tables = ablation_tables(rows) if args.ablation else \
-        [(f"runs in {', '.join(args.experiment)} (test metrics: mean ± sd over folds)", *runs_table(rows))]
+        [(f"runs in {', '.join(args.experiment)} (test metrics: mean ± sd over subjects)", *runs_table(rows))]
     return render(tables, args.format)
 
 

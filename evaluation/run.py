@@ -24,10 +24,10 @@ import numpy as np
 from ray import tune
 
 from evaluation import aggregate, plots
-from evaluation.audit import audit_folds, check_normalizers, check_search_subjects
+from evaluation.audit import audit_folds, check_normalizers, check_search_subjects, search_provenance
 from evaluation.baselines import baseline_confusions, bio_features
 from evaluation.protocols import PROTOCOLS
-from evaluation.stats import paired_comparison
+from evaluation.stats import versus_baselines
 from evaluation.tracking import Tracker, tracking_uri
 from gbvnet.cli import add_compute_arguments, apply_compute_arguments
 from gbvnet.config import (
@@ -42,7 +42,7 @@ from gbvnet.config import (
     to_dict,
 )
 from gbvnet.data.cache import open_cache, write_text
-from gbvnet.splits import Fold
+from gbvnet.splits import ROW_RULES, Fold, folds_digest, subjects_with_rows, usable_rows
 from gbvnet.train import init_ray, make_job, storage_path, tune_fold, tune_trial_resources
 
 DATASETS = ("deap", "mahnob")
@@ -64,8 +64,9 @@ class EvalSpec:
     tracking_uri: str | None = None
     experiment: str | None = None
     storage: str | None = None
-    searched_subjects: list[int] = field(default_factory=list)  # from --config: subjects the search saw
+    search: dict | None = None  # from --config: the search's provenance (dataset, target, cache, subjects)
     allow_searched_test_subjects: bool = False
+    rows: str = "modality"  # gbvnet.splits.usable_rows: the modality's rows, or "face" rows for any modality
 
     @property
     def leaky(self) -> bool:
@@ -75,7 +76,8 @@ class EvalSpec:
         """Stable id of this evaluation: same spec and cache -> same key (used by --resume)."""
         payload = json.dumps({"protocol": self.protocol, "dataset": self.dataset, "cache": manifest_hash,
                               "model": to_dict(self.model), "train": to_dict(self.train),
-                              "protocol_args": self.protocol_args, "test_subjects": self.test_subjects},
+                              "protocol_args": self.protocol_args, "test_subjects": self.test_subjects,
+                              "rows": self.rows},
                              sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -122,9 +124,9 @@ def evaluate(spec: EvalSpec) -> dict:
     """Run the evaluation described by ``spec``; returns the ``--output`` document."""
     cache = open_cache(spec.cache)
     index = cache.index()
-    rows = np.arange(len(index.subject))
-    if spec.model.modality != "bio":
-        rows = rows[index.has_face_rows]  # face models evaluate on windows that have face frames
+    rows = usable_rows(index, spec.model.modality, spec.rows)  # face models: windows with face frames
+    if not rows.size:
+        raise ValueError(f"cache {spec.cache} has no rows for modality {spec.model.modality!r} (rows {spec.rows!r})")
     target_labels = index.labels(spec.train.target)
     X = np.stack([index.subject[rows], index.trial[rows]], 1)
     protocol = PROTOCOLS[spec.protocol](**spec.protocol_args)
@@ -134,9 +136,10 @@ def evaluate(spec: EvalSpec) -> dict:
         folds = [f for f in folds if set(np.unique(index.subject[f.test]).tolist()) <= set(spec.test_subjects)]
         if not folds:
             raise ValueError(f"no fold tests only on subjects {spec.test_subjects}")
-    tested = np.unique(index.subject[np.concatenate([f.test for f in folds])]).tolist()
+    tested = subjects_with_rows(index, np.concatenate([f.test for f in folds]))
     audit = {**audit_folds(folds, index.subject, index.trial, allow_leaky=spec.leaky),
-             **check_search_subjects(spec.searched_subjects, tested, spec.allow_searched_test_subjects)}
+             **check_search_subjects(spec.search, spec.dataset, spec.train.target, index.manifest_hash, tested,
+                                     spec.allow_searched_test_subjects)}
     jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky) for f in folds]
     names = [f.name for f in folds]
     init_ray(log_to_driver=False)  # only now: every refusal above costs no cluster start
@@ -149,9 +152,13 @@ def evaluate(spec: EvalSpec) -> dict:
     tracker.log_params({"protocol": spec.protocol, "dataset": spec.dataset, "cache": spec.cache,
                         "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
                         "seed": spec.train.seed, "model": to_dict(spec.model), "train": to_dict(spec.train),
-                        "protocol_args": spec.protocol_args, "leaky": spec.leaky, "folds": len(folds)})
+                        "protocol_args": spec.protocol_args, "leaky": spec.leaky, "folds": len(folds),
+                        "label_threshold": index.manifest["config"]["threshold"], "rows": spec.rows,
+                        "face_weights": spec.model.face.weights if spec.model.modality != "bio" else "none"})
     tracker.set_tags({"protocol": spec.protocol, "dataset": spec.dataset, "modality": spec.model.modality,
                       "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky": spec.leaky})
+    tracker.set_tags({"tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested), "rows": spec.rows,
+                      "folds_digest": folds_digest(folds, index.manifest_hash)})  # the ablation table's keys
     tracker.log_json([f.to_dict() for f in folds], "folds.json")
     try:
         results = run_folds(spec, jobs, names, key)
@@ -173,15 +180,15 @@ def evaluate(spec: EvalSpec) -> dict:
                  for name, cms in baseline_confusions(folds, target_labels, features, spec.train.seed).items()}
     comparisons = {}
     if len(summary["per_subject"]) >= 2:
-        model_scores = aggregate.per_subject_scores(summary)
-        comparisons = {name: paired_comparison(model_scores, aggregate.per_subject_scores(b), alternative="greater")
-                       for name, b in baselines.items()}
+        comparisons = versus_baselines(aggregate.per_subject_scores(summary),
+                                       {name: aggregate.per_subject_scores(b) for name, b in baselines.items()})
     tracker.log_metrics(summary["aggregate"])
     for name, b in baselines.items():
         tracker.log_metrics({f"baseline_{name}_{k}": v for k, v in b["aggregate"].items() if k != "n_folds"})
     for name, cmp in comparisons.items():
         tracker.log_metrics({f"vs_{name}_p_value": cmp["p_value"], f"vs_{name}_effect_size": cmp["effect_size"],
-                             f"vs_{name}_mean_difference": cmp["mean_difference"]})
+                             f"vs_{name}_mean_difference": cmp["mean_difference"], f"vs_{name}_p_holm": cmp["p_holm"],
+                             f"vs_{name}_n": cmp["n"], f"vs_{name}_min_p": cmp["min_p"]})
     tracker.set_tags({"leakage_audit": "passed" if not spec.leaky else "LEAKY protocol (allowed)"})
     tracker.log_json(audit, "audit.json")
     tracker.log_json(summary["per_subject"], "per_subject.json")
@@ -205,11 +212,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="write (once) a small synthetic corpus in the official layout and evaluate on it")
     p.add_argument("--cache", help="window cache directory or URI (default data/cache/<dataset>[-synthetic])")
     p.add_argument("--modality", choices=MODALITIES, default="facebio")
-    p.add_argument("--fusion", choices=FUSIONS, default="gated")
+    p.add_argument("--fusion", choices=FUSIONS, default="gated",
+                   help="gated (the model); attn-concat: same cross-attention, concat instead of the gate; "
+                        "concat: no cross-attention")
     p.add_argument("--target", choices=TARGETS, default="valence")
     p.add_argument("--preset", choices=("smoke", "paper"), default=None,
                    help="model size preset (default: smoke with --synthetic, paper otherwise)")
-    p.add_argument("--config", help="YAML with 'model' / 'train' sections (the best config of tune/search.py)")
+    p.add_argument("--config", help="YAML with 'model' / 'train' / 'search' sections (the best config of "
+                                    "tune/search.py; a hand-written one says 'search: none')")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", action="store_true",
+                         help="start the face backbone from timm's pretrained weights (downloads them)")
+    weights.add_argument("--face-checkpoint", metavar="PATH", help="start the face backbone from this weights file")
+    p.add_argument("--rows", choices=ROW_RULES, default="modality",
+                   help="modality: the rows the modality can use (bio: all); face: only windows with face frames, "
+                        "whatever the modality (a bio ablation on exactly the face runs' windows)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW, cosine decay)")
@@ -235,28 +252,35 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
     train = TrainConfig(target=args.target, seed=args.seed)
     if args.synthetic:  # a small corpus and the smoke model: fewer epochs at a higher rate
         train.epochs, train.patience, train.lr = 8, 4, 1e-3
-    searched: list[int] = []
+    search = None
     if args.config:
         config = load_yaml(args.config)
+        search = search_provenance(config, args.config)
         if "model" in config:
             model = from_dict(ModelConfig, config["model"])
             model.modality, model.fusion.kind = args.modality, args.fusion
-        if "train" in config:
-            train = from_dict(TrainConfig, {**to_dict(train), **config["train"]})
-        searched = list(config.get("search", {}).get("subjects", []))
+        if "train" in config:  # a searched config's epochs and patience were the search's: the evaluation's own
+            own = ("epochs", "patience") if search else ()
+            train = from_dict(TrainConfig, {**to_dict(train),
+                                            **{k: v for k, v in config["train"].items() if k not in own}})
+    if args.pretrained or args.face_checkpoint:
+        if args.face_checkpoint and not Path(args.face_checkpoint).is_file():
+            raise ValueError(f"--face-checkpoint {args.face_checkpoint}: no such file")
+        model.face.pretrained = bool(args.pretrained)
+        model.face.checkpoint = str(Path(args.face_checkpoint).resolve()) if args.face_checkpoint else None
     train.target, train.seed = args.target, args.seed
     apply_compute_arguments(args, train)
     for name in ("epochs", "batch_size", "lr", "patience"):  # command-line values win over the config file
         if getattr(args, name):
             setattr(train, name, getattr(args, name))
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
-                          on_error=args.on_error, need_face=args.modality != "bio")
+                          on_error=args.on_error, need_face=args.modality != "bio" or args.rows == "face")
     return EvalSpec(protocol=protocol, dataset=args.dataset, cache=cache, model=model.validate(),
                     train=train.validate(), protocol_args=protocol_args, test_subjects=args.test_subjects,
                     folds_in_parallel=args.folds_in_parallel,
                     resume=args.resume, tracking_uri=args.tracking_uri, experiment=args.experiment,
-                    storage=args.storage, searched_subjects=searched,
-                    allow_searched_test_subjects=args.allow_searched_test_subjects)
+                    storage=args.storage, search=search,
+                    allow_searched_test_subjects=args.allow_searched_test_subjects, rows=args.rows)
 
 
 def cli(protocol: str, description: str, extra=None, argv: list[str] | None = None) -> dict:
@@ -268,7 +292,7 @@ def cli(protocol: str, description: str, extra=None, argv: list[str] | None = No
         extra(parser)
     args = parser.parse_args(argv)
     protocol_args = {"seed": args.seed}
-    for name in ("k",):
+    for name in ("k", "validation"):
         if hasattr(args, name):
             protocol_args[name] = getattr(args, name)
     if getattr(args, "allow_leaky_split", False):

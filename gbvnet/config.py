@@ -20,7 +20,9 @@ from typing import Any
 import yaml
 
 MODALITIES = ("face", "bio", "facebio")
-FUSIONS = ("gated", "concat")
+# gated: cross-attention both ways, then the gate (GBV-Net); attn-concat: the same cross-attention, then
+# concatenation instead of the gate (isolates the gate); concat: pooled features concatenated, no cross-attention.
+FUSIONS = ("gated", "attn-concat", "concat")
 TARGETS = ("valence", "arousal")
 
 
@@ -64,6 +66,14 @@ class FaceConfig:
         if self.checkpoint and self.pretrained:
             raise ConfigError("face.pretrained and face.checkpoint are exclusive: choose one source of weights")
 
+    @property
+    def weights(self) -> str:
+        """Where the backbone's initial weights come from: ``timm-pretrained``, ``checkpoint:<path>`` or
+        ``scratch`` (logged with every run)."""
+        if self.checkpoint:
+            return f"checkpoint:{self.checkpoint}"
+        return "timm-pretrained" if self.pretrained else "scratch"
+
 
 @dataclass
 class BioConfig:
@@ -96,7 +106,7 @@ class BioConfig:
 
 @dataclass
 class FusionConfig:
-    kind: str = "gated"  # gated | concat
+    kind: str = "gated"  # gated | attn-concat | concat (see FUSIONS)
     dim: int = 128  # shared width d of both modalities
     heads: int = 4  # cross-modal attention heads
     gate_hidden: int = 128  # our choice: gate MLP hidden width

@@ -2,13 +2,23 @@
 
 The positive class is 1 = high rating. Everything derives from the 2x2 confusion matrix
 ``[[tn, fp], [fn, tp]]`` (rows: true class, columns: predicted class), which can be summed across workers or
-folds before the metrics are taken. Undefined ratios (for example precision with no positive prediction) are 0,
-as in scikit-learn's ``zero_division=0``.
+folds before the metrics are taken.
+
+Undefined is NaN, never 0 or 0.5 (scikit-learn's ``zero_division=np.nan``): precision without a positive
+prediction, recall without a positive window, F1 ``2tp / (2tp + fp + fn)`` when neither exists. Macro-F1 and
+balanced accuracy average what is defined: the F1 of each class that occurs in the labels or the predictions,
+the recall of each class that occurs in the labels. So a perfect classifier scores 1 on a test set of one class
+(where the old "undefined = 0" rule gave it 0.5), and an all-negative test set has no positive-class F1.
 
 Example:
     >>> m = binary_metrics(confusion([1, 0, 1, 1], [1, 0, 0, 1]))
     >>> round(m["accuracy"], 2), round(m["recall"], 3)
     (0.75, 0.667)
+    >>> m = binary_metrics(confusion([1, 1, 1], [1, 1, 1]))  # one class, all right
+    >>> m["balanced_accuracy"], m["macro_f1"], m["f1"]
+    (1.0, 1.0, 1.0)
+    >>> binary_metrics(confusion([0, 0], [0, 0]))["f1"]  # no positive anywhere: undefined
+    nan
 """
 
 from __future__ import annotations
@@ -30,25 +40,31 @@ def confusion(y_true, y_pred) -> np.ndarray:
 
 
 def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den else 0.0
+    return float(num / den) if den else float("nan")
+
+
+def _mean_defined(*values: float) -> float:
+    defined = [v for v in values if not np.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
 
 
 def binary_metrics(cm: np.ndarray) -> dict[str, float]:
     """Accuracy, precision, recall, F1 (positive class), macro-F1 and balanced accuracy from a confusion matrix.
 
-    Macro-F1 averages the F1 of both classes, so a constant predictor cannot score well on it.
+    Undefined values are NaN (see the module docstring). Macro-F1 averages the F1 of both classes, so a constant
+    predictor cannot score well on it.
     """
     (tn, fp), (fn, tp) = np.asarray(cm, dtype=np.float64)
-    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-    f1 = _ratio(2 * precision * recall, precision + recall)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
     f1_negative = _ratio(2 * tn, 2 * tn + fn + fp)
+    recall = _ratio(tp, tp + fn)
     return {
         "accuracy": _ratio(tp + tn, tn + fp + fn + tp),
-        "precision": precision,
+        "precision": _ratio(tp, tp + fp),
         "recall": recall,
         "f1": f1,
-        "macro_f1": (f1 + f1_negative) / 2,
-        "balanced_accuracy": (recall + _ratio(tn, tn + fp)) / 2,
+        "macro_f1": _mean_defined(f1, f1_negative),
+        "balanced_accuracy": _mean_defined(recall, _ratio(tn, tn + fp)),
     }
 
 

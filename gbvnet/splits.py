@@ -10,6 +10,12 @@ A :class:`Fold` names rows of the cache's index. Its ``level`` says what must ne
 
 Protocols that generate folds live in :mod:`evaluation.protocols`; training calls :func:`check_fold` too, so a
 leaky fold never trains by accident.
+
+:func:`usable_rows` is the one rule, shared by the search and the evaluations, for which rows of a cache a
+modality can use: a face model (``face`` / ``facebio``) only the windows that have face frames (in DEAP only
+subjects 1-22 have videos), a bio model every window, or, with ``rows="face"``, the same face rows (so a bio
+ablation is scored on exactly the windows of the face runs). :func:`subjects_with_rows` names the subjects
+that keep rows under it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 LEVELS = ("subject", "trial", "window")
+ROW_RULES = ("modality", "face")  # rows of --modality's own rule, or the face rows whatever the modality
 PARTS = ("train", "val", "test")
 
 
@@ -65,6 +72,13 @@ def rows_digest(rows: np.ndarray) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def folds_digest(folds: list[Fold], manifest_hash: str) -> str:
+    """A short digest of a cache (its manifest hash) and the train / val / test rows of every fold: two runs with
+    the same digest were trained, validated and tested on exactly the same windows."""
+    parts = [manifest_hash] + [rows_digest(getattr(f, part)) for f in folds for part in PARTS]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
+
+
 def units(subjects: np.ndarray, trials: np.ndarray, rows: np.ndarray, level: str) -> set:
     """The units of ``level`` (subject ids, (subject, trial) pairs, or row ids) that ``rows`` touch."""
     if level == "subject":
@@ -100,3 +114,18 @@ def check_fold(fold: Fold, subjects: np.ndarray, trials: np.ndarray, allow_leaky
         if shared:
             raise LeakageError(f"fold {fold.name}: {len(shared)} {level}(s) in both {a} and {b}, "
                                f"e.g. {sorted(shared)[:3]}")
+
+
+def usable_rows(index, modality: str, rows: str = "modality") -> np.ndarray:
+    """Row numbers of the cache ``index`` that a ``modality`` model uses (see the module docstring)."""
+    if rows not in ROW_RULES:
+        raise ValueError(f"rows must be one of {ROW_RULES}, got {rows!r}")
+    all_rows = np.arange(len(index.subject))
+    if modality == "bio" and rows == "modality":
+        return all_rows
+    return all_rows[index.has_face_rows]
+
+
+def subjects_with_rows(index, rows: np.ndarray) -> list[int]:
+    """The sorted subject ids that have at least one of ``rows``."""
+    return sorted(np.unique(index.subject[rows]).tolist())

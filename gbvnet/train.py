@@ -51,7 +51,16 @@ import torch.distributed as dist
 from torch import nn
 
 from gbvnet.cli import add_compute_arguments, apply_compute_arguments
-from gbvnet.config import MODALITIES, ConfigError, ModelConfig, TrainConfig, from_dict, model_preset, to_dict
+from gbvnet.config import (
+    FUSIONS,
+    MODALITIES,
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    from_dict,
+    model_preset,
+    to_dict,
+)
 from gbvnet.data.cache import absolute, open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
@@ -403,7 +412,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m gbvnet.train", description="Train GBV-Net once on a window cache.")
     p.add_argument("--cache", required=True, help="window cache directory or URI (python -m gbvnet.prepare)")
     p.add_argument("--modality", choices=MODALITIES, default="facebio")
-    p.add_argument("--fusion", choices=("gated", "concat"), default="gated")
+    p.add_argument("--fusion", choices=FUSIONS, default="gated")
     p.add_argument("--target", choices=("valence", "arousal"), default="valence")
     p.add_argument("--preset", choices=("smoke", "paper"), default="smoke")
     p.add_argument("--train-subjects", type=int, nargs="+", required=True)

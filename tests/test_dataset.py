@@ -109,7 +109,7 @@ def test_bio_only_cache_refuses_face_modalities(small_deap_corpus, tmp_path):
     c = open_cache(str(tmp_path / "c"))
     assert not c.index().has_face and WindowDataset(c, modality="bio").batch(np.arange(3))["bio"].shape == (3, 40, 384)
     for modality in ("face", "facebio"):
-        with pytest.raises(ValueError, match=r"needs face frames, but subjects \[1\]"):
+        with pytest.raises(ValueError, match=r"needs face frames, but no subject in"):
             WindowDataset(c, modality=modality)
     with pytest.raises(ValueError, match="modality must be"):
         WindowDataset(c, modality="audio")

@@ -111,6 +111,135 @@ def test_facebio_beats_chance_by_a_wide_margin(ray_session, clean_mahnob_cache, 
 
 def test_config_searched_on_test_subjects_is_refused(mahnob_cache, tmp_path):
     best = tmp_path / "best.yaml"
-    best.write_text("search:\n  subjects: [1, 2]\n")
-    with pytest.raises(ValueError, match=r"searched on subjects \[1, 2\]"):
+    best.write_text("search: {dataset: mahnob, target: valence, cache_manifest_hash: x, subjects: [1, 2]}\n")
+    with pytest.raises(ValueError, match=r"searched on subjects \[1, 2\] on mahnob"):
         loso.main(common(mahnob_cache, tmp_path, "--modality", "bio", "--config", str(best)))
+
+
+# ----------------------------------------------------------------------------- fast checks (no Ray, no MLflow)
+def test_metrics_match_sklearn_with_undefined_as_nan():
+    """Every metric equals scikit-learn's with ``zero_division=nan``, including one-class test sets."""
+    import warnings
+
+    from sklearn import metrics as skm
+
+    from gbvnet.metrics import binary_metrics, confusion
+
+    rng = np.random.default_rng(0)
+    cases = [([1, 1, 1], [1, 1, 1]), ([0, 0, 0], [0, 0, 0]), ([1, 1, 1], [1, 0, 0]), ([0, 0], [1, 1]),
+             ([1, 0, 1, 1], [1, 0, 0, 1])]
+    cases += [(rng.integers(0, 2, 12), rng.integers(0, 2, 12)) for _ in range(20)]
+    for y, p in cases:
+        got = binary_metrics(confusion(y, p))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = {
+                "accuracy": skm.accuracy_score(y, p),
+                "precision": skm.precision_score(y, p, zero_division=np.nan),
+                "recall": skm.recall_score(y, p, zero_division=np.nan),
+                "f1": skm.f1_score(y, p, zero_division=np.nan),
+                "macro_f1": skm.f1_score(y, p, average="macro", labels=[0, 1], zero_division=np.nan),
+                "balanced_accuracy": skm.balanced_accuracy_score(y, p),
+            }
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value, nan_ok=True), (name, y, p)
+    perfect_positive = binary_metrics(confusion([1, 1, 1], [1, 1, 1]))  # the old rule gave 0.5 and 0.5
+    assert perfect_positive["balanced_accuracy"] == perfect_positive["macro_f1"] == 1.0
+    assert np.isnan(binary_metrics(confusion([0, 0], [0, 0]))["f1"])  # the old rule gave 0
+
+
+def test_subject_metrics_pool_one_class_folds_and_aggregate_over_subjects():
+    """Subject 1's two folds hold one class each (a perfect model scores 1 once pooled, not 0.5 per fold);
+    subject 2 has no high window, so its F1 is undefined and left out (n counts the subjects that remain).
+    Baselines go through the same rule."""
+    from types import SimpleNamespace
+
+    from evaluation import aggregate
+    from evaluation.baselines import baseline_confusions
+    from gbvnet.metrics import binary_metrics, confusion
+    from gbvnet.splits import Fold
+
+    subject = np.array([1] * 4 + [2] * 4 + [3] * 4)
+    y = np.array([1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0])
+    index = SimpleNamespace(subject=subject)
+    folds = [Fold("s1-a", "trial", [2, 3], [], [0, 1]), Fold("s1-b", "trial", [0, 1], [], [2, 3]),
+             Fold("s2", "subject", [0, 1, 2], [], [4, 5, 6, 7]), Fold("s3", "subject", [0, 1, 2], [], [8, 9, 10, 11])]
+    predicted = y.copy()
+    predicted[[9, 11]] = 1  # subject 3: two false positives
+    summary = aggregate.summarise(folds, [confusion(y[f.test], predicted[f.test]) for f in folds], index)
+    by_subject = {row["subject"]: row for row in summary["per_subject"]}
+    assert by_subject[1]["balanced_accuracy"] == by_subject[1]["macro_f1"] == by_subject[1]["f1"] == 1.0
+    assert summary["folds"][0]["macro_f1"] == 1.0 and np.isnan(summary["folds"][1]["f1"])
+    assert np.isnan(by_subject[2]["f1"]) and by_subject[2]["macro_f1"] == 1.0
+    agg = summary["aggregate"]
+    f1_defined = [by_subject[1]["f1"], by_subject[3]["f1"]]  # 1.0 and 2/3
+    assert agg["test_f1_n"] == 2 and agg["test_f1_mean"] == pytest.approx(np.mean(f1_defined))
+    assert agg["test_f1_std"] == pytest.approx(np.std(f1_defined, ddof=1))
+    assert agg["test_accuracy_n"] == agg["n_subjects"] == 3 and agg["n_folds"] == 4
+    # baselines: the same pooling and NaN rule (checked against metrics of the pooled predictions)
+    majority = aggregate.summarise(folds, baseline_confusions(folds, y, None)["majority"], index)
+    for row in majority["per_subject"]:
+        rows = np.concatenate([f.test for f in folds if subject[f.test[0]] == row["subject"]])
+        preds = np.concatenate([np.full(len(f.test), int(y[f.train].mean() >= 0.5)) for f in folds
+                                if subject[f.test[0]] == row["subject"]])
+        expected = binary_metrics(confusion(y[rows], preds))
+        assert {k: row[k] for k in expected} == pytest.approx(expected, nan_ok=True)
+    assert majority["per_subject"][1]["f1"] == 0  # subject 2: "high" predicted, none true: F1 0, not undefined
+
+
+def eval_spec(tmp_path, *extra):
+    """``spec_from_args`` of ``evaluation.loso`` (the cache is not opened: nothing is prepared or trained)."""
+    import argparse
+
+    from evaluation import run
+
+    parser = argparse.ArgumentParser()
+    run.add_arguments(parser)
+    args = parser.parse_args(["--dataset", "mahnob", "--cache", str(tmp_path / "cache"), "--modality", "face",
+                              *extra])
+    return run.spec_from_args(args, "loso", {})
+
+
+def test_searched_config_provenance_and_patience(tmp_path):
+    import yaml
+
+    from evaluation.audit import check_search_subjects
+    from gbvnet.config import TrainConfig
+    from gbvnet.splits import LeakageError
+
+    config = tmp_path / "best.yaml"
+    config.write_text("train: {lr: 0.001}\n")
+    with pytest.raises(ValueError, match="no 'search' section"):  # a stripped searched config is not "unsearched"
+        eval_spec(tmp_path, "--config", str(config))
+    config.write_text("search: none\ntrain: {lr: 0.001, patience: 3}\n")  # hand-written: its patience counts
+    assert eval_spec(tmp_path, "--config", str(config)).train.patience == 3
+    search = {"dataset": "mahnob", "target": "valence", "cache_manifest_hash": "abc", "subjects": [1, 2]}
+    config.write_text(yaml.safe_dump({"train": {"lr": 0.001, "patience": 20, "epochs": 20}, "search": search}))
+    spec = eval_spec(tmp_path, "--config", str(config))
+    assert spec.train.lr == 0.001 and spec.search == search
+    assert (spec.train.patience, spec.train.epochs) == (TrainConfig.patience, TrainConfig.epochs)  # its own
+    config.write_text(yaml.safe_dump({"search": {k: v for k, v in search.items() if k != "dataset"}}))
+    with pytest.raises(ValueError, match=r"field 'search.dataset' is missing"):
+        eval_spec(tmp_path, "--config", str(config))
+    # the refusal: same dataset (the same people), whatever the target and cache; other dataset: other people
+    with pytest.raises(LeakageError, match=r"subjects \[2\] on mahnob, target valence \(this evaluation: arousal\), "
+                                           r"cache abc \(this evaluation: def\)"):
+        check_search_subjects(search, "mahnob", "arousal", "def", [2, 3], allowed=False)
+    other = check_search_subjects(search, "deap", "valence", "def", [1, 2], allowed=False)
+    assert "another dataset (mahnob)" in other["search"]
+    same = check_search_subjects(search, "mahnob", "valence", "abc", [3, 4], allowed=False)
+    assert same["search"] == "passed; searched on mahnob (same target and cache)"
+
+
+def test_face_weights_flags(tmp_path):
+    weights = tmp_path / "backbone.pth"
+    weights.write_bytes(b"")  # existence is what the CLI checks; test_models loads a real state dict
+    spec = eval_spec(tmp_path, "--face-checkpoint", str(weights))
+    assert spec.model.face.checkpoint == str(weights.resolve()) and not spec.model.face.pretrained
+    assert spec.model.face.weights == f"checkpoint:{weights.resolve()}"
+    assert eval_spec(tmp_path, "--pretrained").model.face.weights == "timm-pretrained"
+    assert eval_spec(tmp_path).model.face.weights == "scratch"
+    with pytest.raises(ValueError, match="--face-checkpoint .*missing.pth: no such file"):
+        eval_spec(tmp_path, "--face-checkpoint", str(tmp_path / "missing.pth"))
+    with pytest.raises(SystemExit):  # one source of weights
+        eval_spec(tmp_path, "--pretrained", "--face-checkpoint", str(weights))

@@ -10,7 +10,8 @@ from gbvnet.models import create_model
 from gbvnet.models.__main__ import count_flops, example_inputs, parameter_counts
 
 C, T = 6, 64
-VARIANTS = [("face", "gated"), ("bio", "gated"), ("facebio", "gated"), ("facebio", "concat")]
+VARIANTS = [("face", "gated"), ("bio", "gated"), ("facebio", "gated"), ("facebio", "attn-concat"),
+            ("facebio", "concat")]
 
 
 def smoke(modality: str, fusion: str = "gated", seed: int = 0):
@@ -103,6 +104,36 @@ def test_local_checkpoint_is_loaded(tmp_path):
     loaded = create_model(cfg)
     for (name, a), (_, b) in zip(source.face.backbone.state_dict().items(), loaded.face.backbone.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_pretrained_goes_through_timms_normal_path(monkeypatch):
+    """``face.pretrained`` asks timm for its own weights (no download here: the call is recorded, then built
+    without weights); no local-file overlay is passed."""
+    import timm
+
+    calls, real = [], timm.create_model
+
+    def record(name, pretrained=False, **kwargs):
+        calls.append({"name": name, "pretrained": pretrained, **kwargs})
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", record)
+    cfg = model_preset("smoke", modality="face")
+    cfg.face.pretrained = True
+    create_model(cfg)
+    assert calls == [{"name": "convnextv2_atto", "pretrained": True, "num_classes": 0}]
+    assert cfg.face.weights == "timm-pretrained"
+
+
+def test_attn_concat_differs_from_gated_only_by_the_gate():
+    """The gate ablation keeps gated fusion's cross-attention (same parameters) and swaps the gate for a concat."""
+    gated, attn_concat = smoke("facebio", "gated").fusion, smoke("facebio", "attn-concat").fusion
+    cross = {n: p.shape for n, p in gated.named_parameters() if n.startswith("cross.")}
+    assert cross and cross == {n: p.shape for n, p in attn_concat.named_parameters() if n.startswith("cross.")}
+    assert hasattr(gated, "gate") and not hasattr(attn_concat, "gate")
+    assert not any(n.startswith("cross.") for n, _ in smoke("facebio", "concat").fusion.named_parameters())
+    head_in = {name: m.head[0].normalized_shape[0] for name, m in (("gated", gated), ("attn", attn_concat))}
+    assert head_in == {"gated": gated.cross.norm_face.normalized_shape[0], "attn": 2 * head_in["gated"]}
 
 
 def test_flops_and_parameter_counts_are_real():

@@ -83,3 +83,37 @@ def test_segment_random_is_refused_without_flag_and_is_leaky_with_it():
     folds = SegmentRandomKFold(k=3, allow_leaky=True).folds(X, y)
     assert all(f.leaky for f in folds)
     assert any(pairs(X, f.train) & pairs(X, f.test) for f in folds)  # it really is the leaky protocol
+
+
+def test_loso_validates_on_held_out_training_subjects_by_default():
+    """Early stopping must reward generalisation to unseen people: validation subjects are not trained on."""
+    X, y = index(n_subjects=6)
+    for fold in LeaveOneSubjectOut(seed=0).folds(X, y):
+        train_s, val_s = set(X[fold.train, 0]), set(X[fold.val, 0])
+        assert len(val_s) == 1 and not train_s & val_s and len(train_s) == 4
+        assert fold.val_level == "subject"
+    trial_folds = LeaveOneSubjectOut(seed=0, validation="trials").folds(X, y)  # the trial-pooled variant
+    assert all(set(X[f.val, 0]) <= set(X[f.train, 0]) and f.val_level == "trial" for f in trial_folds)
+    with pytest.raises(ValueError, match=r"at least 3 subjects .*\(--validation trials\)"):
+        LeaveOneSubjectOut().folds(*index(n_subjects=2))
+    assert len(LeaveOneSubjectOut(validation="trials").folds(*index(n_subjects=2))) == 2
+
+
+def test_rating_exactly_at_the_threshold_is_low():
+    from gbvnet.data.windows import binarise
+
+    assert [binarise(r, 5.0) for r in (4.99, 5.0, 5.01)] == [0, 0, 1]
+
+
+def test_usable_rows_one_rule_for_every_modality():
+    from types import SimpleNamespace
+
+    from gbvnet.splits import subjects_with_rows, usable_rows
+
+    idx = SimpleNamespace(subject=np.array([1, 1, 2, 2, 3, 3]),
+                          has_face_rows=np.array([True, False, True, True, False, False]))
+    assert usable_rows(idx, "bio").tolist() == [0, 1, 2, 3, 4, 5]
+    for modality in ("face", "facebio"):
+        assert usable_rows(idx, modality).tolist() == [0, 2, 3]
+    assert usable_rows(idx, "bio", rows="face").tolist() == [0, 2, 3]  # bio ablation on the face windows
+    assert subjects_with_rows(idx, usable_rows(idx, "facebio")) == [1, 2]

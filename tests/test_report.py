@@ -15,9 +15,9 @@ from mlflow.tracking import MlflowClient
 from scipy.stats import wilcoxon
 
 from evaluation import aggregate, loso, report
-from evaluation.stats import paired_comparison
+from evaluation.stats import paired_comparison, versus_baselines
 
-SUBJECTS = 5  # the fewest subjects for which a one-sided Wilcoxon test can reach p < 0.05 (1/32)
+SUBJECTS = 6  # the fewest for which a one-sided Wilcoxon test, Holm-corrected for 3 baselines, can reach p < 0.05
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,77 @@ def test_paired_test_matches_scipy():
         paired_comparison({1: 0.5}, {1: 0.4, 2: 0.3})
 
 
+def test_paired_test_counts_non_zero_pairs_and_warns_when_p_005_is_unreachable():
+    a = {1: 0.9, 2: 0.8, 3: 0.7, 4: 0.6, 5: float("nan")}
+    b = {1: 0.5, 2: 0.8, 3: 0.5, 4: 0.5, 5: 0.5}  # subject 2: a tie (dropped by the test); 5: undefined
+    out = paired_comparison(a, b, alternative="greater")
+    assert (out["n"], out["n_subjects"], out["subjects"]) == (3, 4, [1, 2, 3, 4])
+    assert out["p_value"] == pytest.approx(wilcoxon([0.4, 0.2, 0.1], alternative="greater").pvalue)
+    assert out["min_p"] == 1 / 8 and "only 3 non-zero pair(s)" in out["warning"]
+    assert paired_comparison(a, b)["min_p"] == 2 / 8  # two-sided
+    six = {s: 0.9 for s in range(1, 7)}
+    assert paired_comparison(six, {s: 0.5 + s / 100 for s in six}, alternative="greater")["warning"] is None
+
+
+def test_holm_correction_against_every_baseline():
+    model = {s: 0.8 + s / 100 for s in range(1, 7)}
+    baselines = {"majority": {s: 0.5 for s in model}, "stratified": {s: 0.5 + s / 50 for s in model},
+                 "bandpower_logreg": {s: 0.9 for s in model}}
+    out = versus_baselines(model, baselines)
+    raw = {name: paired_comparison(model, scores, alternative="greater")["p_value"]
+           for name, scores in baselines.items()}
+    ordered = sorted(raw, key=raw.get)  # Holm: k-th smallest p times (m - k), then made monotone
+    expected, running = {}, 0.0
+    for k, name in enumerate(ordered):
+        running = max(running, min(1.0, (3 - k) * raw[name]))
+        expected[name] = running
+    assert {n: out[n]["p_holm"] for n in out} == pytest.approx(expected)
+    assert out["majority"]["p_value"] == pytest.approx(1 / 64) and out["majority"]["p_holm"] == pytest.approx(3 / 64)
+    assert out["majority"]["better"] and not out["bandpower_logreg"]["better"]
+    document = {"protocol": "loso", "dataset": "deap", "modality": "bio", "fusion": "gated", "target": "valence",
+                "per_subject": [], "aggregate": {f"test_{m}_{k}": 0.5 for m in aggregate.SHOWN
+                                                 for k in ("mean", "std", "n")} | {"n_folds": 6},
+                "comparisons": versus_baselines({1: 0.9, 2: 0.8, 3: 0.7}, {"majority": {1: 0.5, 2: 0.5, 3: 0.5}}),
+                "mlflow_run_id": "x", "mlflow_experiment": "e"}
+    table = aggregate.format_table(document)
+    assert "(n=3 non-zero pairs of 3 subjects)" in table and "WARNING: only 3 non-zero pair(s)" in table
+
+
+def fake_run(run_id, modality, fusion, target, tested, digest, acc, rows="modality", n=None):
+    """An MLflow parent run as ``report.describe`` reads it (tags and metrics of ``evaluation.run``)."""
+    from types import SimpleNamespace
+
+    n = n if n is not None else len(tested.split())
+    metrics = {"n_folds": len(tested.split()), "n_subjects": len(tested.split()), "test_accuracy_mean": acc,
+               "test_accuracy_std": 0.1, "test_accuracy_n": n, "test_f1_mean": acc, "test_f1_std": 0.1,
+               "test_f1_n": n, "baseline_majority_test_accuracy_mean": 0.5, "baseline_majority_test_accuracy_std": 0}
+    tags = {"dataset": "deap", "protocol": "loso", "leaky": "False", "modality": modality, "fusion": fusion,
+            "target": target, "tested_subjects": tested, "folds_digest": digest, "rows": rows}
+    return SimpleNamespace(info=SimpleNamespace(run_id=run_id, run_name=run_id),
+                           data=SimpleNamespace(tags=tags, metrics=metrics))
+
+
+def test_ablation_blocks_compare_like_with_like():
+    face_subjects, all_subjects = "1 2 3", "1 2 3 4 5"
+    runs = [fake_run("r1", "facebio", "gated", "valence", face_subjects, "d-face", 0.81),
+            fake_run("r2", "facebio", "attn-concat", "valence", face_subjects, "d-face", 0.79, n=2),
+            fake_run("r3", "bio", "gated", "valence", face_subjects, "d-face", 0.70, rows="face"),
+            fake_run("r4", "bio", "gated", "valence", face_subjects, "d-all", 0.72),  # bio trained on subjects 4, 5
+            fake_run("r5", "bio", "gated", "valence", all_subjects, "d-all5", 0.75),
+            fake_run("r6", "facebio", "gated", "valence", face_subjects, "d-face", 0.60)]  # older than r1
+    tables = report.ablation_tables([report.describe(r) for r in runs])
+    assert [t[0].split(" (")[0] for t in tables] == ["loso on deap: subjects 1 2 3, 3 folds",
+                                                     "loso on deap: subjects 1 2 3 4 5, 5 folds"]
+    title, _, body = tables[0]
+    cells = {row[0]: row[1] for row in body}
+    assert "different letters" in title
+    assert cells == {"face+bio (gated)": "0.810 ± 0.100 (n=3) [a]",  # the newest run of the cell
+                     "face+bio (cross-attention + concat)": "0.790 ± 0.100 (n=2) [a]",
+                     "bio (face windows only)": "0.700 ± 0.100 (n=3) [a]", "bio": "0.720 ± 0.100 (n=3) [b]"}
+    assert tables[1][2] == [["bio", "0.750 ± 0.100 (n=5)", "0.750 ± 0.100 (n=5)", "-", "-", "0.500 ± 0.000 / -"]]
+    assert "different letters" not in tables[1][0]
+
+
 def test_model_beats_majority_with_p_below_005_and_says_so(evaluations):
     _, docs = evaluations
     doc = docs["valence"]
@@ -71,7 +142,8 @@ def test_model_beats_majority_with_p_below_005_and_says_so(evaluations):
     majority = doc["baselines"]["majority"]
     assert majority["folds"][0]["fold"] == doc["folds"][0]["fold"]  # same folds as the model
     cmp = doc["comparisons"]["majority"]
-    assert cmp["alternative"] == "greater" and cmp["p_value"] < 0.05, cmp
+    assert cmp["alternative"] == "greater" and cmp["p_holm"] < 0.05 and cmp["better"], cmp
+    assert cmp["n"] == SUBJECTS and cmp["warning"] is None
     table = aggregate.format_table(doc)
     assert "model vs majority" in table and "-> better at p<0.05" in table
 
@@ -95,21 +167,29 @@ def test_baselines_in_every_output(evaluations):
     assert {"baselines.json", "audit.json", "per_subject.json"} <= artifacts
     for fmt in ("md", "html"):  # evaluation.report
         text = report.main(["--experiment", "gbvnet-deap-loso", "--tracking-uri", uri, "--format", fmt])
-        assert "majority_accuracy" in text and "bandpower_logreg_accuracy" in text
+        assert "majority_accuracy" in text and "bandpower_logreg_accuracy" in text and "p_holm_majority" in text
         assert f"{doc['aggregate']['test_accuracy_mean']:.3f}" in text
-        assert text.count("loso") >= 2 and ("yes" in text)
+        assert text.count("loso") >= 2
+    assert "majority" in report.describe(parent)["beats"]
 
 
 def test_ablation_layout(evaluations):
     uri, docs = evaluations
+    """Valence tested 6 subjects, arousal 2: different subjects, so different blocks (never side by side)."""
     text = report.main(["--experiment", "gbvnet-deap-loso", "--tracking-uri", uri, "--ablation"])
-    bio_row = next(line for line in text.splitlines() if line.startswith("| bio |"))
-    cells = [c.strip() for c in bio_row.strip("|").split("|")]
+    blocks = text.split("### ")[1:]
+    everyone = " ".join(str(s) for s in range(1, SUBJECTS + 1))
+    assert [b.splitlines()[0] for b in blocks] == ["loso on deap: subjects 1 2, 2 folds",
+                                                   f"loso on deap: subjects {everyone}, {SUBJECTS} folds"]
     agg = {t: docs[t]["aggregate"] for t in ("valence", "arousal")}
-    assert cells[1].startswith(f"{agg['valence']['test_accuracy_mean']:.3f}")
-    assert cells[2].startswith(f"{agg['valence']['test_f1_mean']:.3f}")
-    assert cells[3].startswith(f"{agg['arousal']['test_accuracy_mean']:.3f}")
-    assert "### loso" in text and "face+bio" not in text  # only rows that were run
+    for block, target, cols in ((blocks[0], "arousal", (3, 4)), (blocks[1], "valence", (1, 2))):
+        bio_row = next(line for line in block.splitlines() if line.startswith("| bio |"))
+        cells = [c.strip() for c in bio_row.strip("|").split("|")]
+        assert cells[cols[0]] == (f"{agg[target]['test_accuracy_mean']:.3f} ± {agg[target]['test_accuracy_std']:.3f}"
+                                  f" (n={agg[target]['test_accuracy_n']})")
+        assert cells[cols[1]].startswith(f"{agg[target]['test_f1_mean']:.3f}")
+        assert cells[3 if target == "valence" else 1] == "-"
+    assert "face+bio" not in text  # only rows that were run
 
 
 def test_compare_two_runs(evaluations):

@@ -10,9 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from evaluation import loso
+from gbvnet.data.cache import open_cache
 from tune import search
 from tune.space import search_space
 
@@ -65,3 +69,94 @@ def test_interrupted_search_resumes_to_the_same_trial_count(mahnob_cache, tmp_pa
     subprocess.run(cmd + ["--resume"], check=True, capture_output=True)
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert best["search"]["trials"] == 4
+
+
+@pytest.fixture(scope="module")
+def deap_partly_filmed(tmp_path_factory):
+    """DEAP layout, 4 subjects x 3 trials, face videos for subjects 1-3 only (as the real DEAP: 1-22 of 32)."""
+    import shutil
+
+    from gbvnet.data import synthetic
+    from gbvnet.prepare import dataset_config, prepare_dataset
+
+    root, cache = tmp_path_factory.mktemp("deap_partly_filmed"), tmp_path_factory.mktemp("deap_partly_filmed_cache")
+    synthetic.write_deap(root, subjects=4, trials=3, seed=3)
+    shutil.rmtree(root / "face_video" / "s04")
+    prepare_dataset("deap", root, str(cache), dataset_config("deap", frames=4, face_size=64), progress=False)
+    return cache
+
+
+def deap_search_args(cache, tmp_path, *extra):
+    return ["--dataset", "deap", "--cache", str(cache), "--space", "smoke", "--num-samples", "1",
+            "--max-epochs", "1", "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+            "--output", str(tmp_path / "best.yaml"), *extra]
+
+
+def test_search_stops_before_ray_when_too_few_search_subjects_have_faces(deap_partly_filmed, tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "init_ray", lambda **_: pytest.fail("Ray was started"))
+    with pytest.raises(ValueError, match=r"got \[3\]: search subjects \[4\] have no face frames .* subjects with "
+                                         r"faces: \[1, 2, 3\]"):
+        search.main(deap_search_args(deap_partly_filmed, tmp_path, "--search-subjects", "3", "4"))  # default facebio
+    with pytest.raises(ValueError, match="--face-checkpoint .*: no such file"):
+        search.main(deap_search_args(deap_partly_filmed, tmp_path, "--face-checkpoint", str(tmp_path / "none.pth")))
+
+
+def test_bio_ablation_on_face_rows_plans_exactly_the_face_runs_folds(deap_partly_filmed, tmp_path, monkeypatch):
+    """``--rows face`` gives a bio run the folds of the face+bio run (same windows); plain bio uses subject 4 too.
+    Checked on the folds the evaluation plans, stopped where it would start Ray."""
+    from evaluation import run
+
+    class Planned(Exception):
+        pass
+
+    def stop(**_):
+        raise Planned
+
+    monkeypatch.setattr(run, "init_ray", stop)
+    planned: dict[str, list] = {}
+    for name, extra in (("facebio", ["--modality", "facebio"]), ("bio on face rows", ["--modality", "bio", "--rows",
+                                                                                      "face"]),
+                        ("bio", ["--modality", "bio"])):
+        monkeypatch.setattr(run, "make_job", lambda cache, model, train, fold, name=name, **_:
+                            planned.setdefault(name, []).append(fold.to_dict()))
+        with pytest.raises(Planned):
+            loso.main(["--dataset", "deap", "--cache", str(deap_partly_filmed), "--preset", "smoke", *extra])
+    assert planned["bio on face rows"] == planned["facebio"] and len(planned["facebio"]) == 3
+    assert len(planned["bio"]) == 4  # subject 4 (no video) is tested and trained on by plain bio
+
+
+def test_search_and_evaluation_on_deap_where_some_subjects_have_no_video(ray_session, deap_partly_filmed, tmp_path):
+    """The default face+bio search finishes (it used to die in every trial on subject 4), records its provenance
+    and the face weights; the evaluation of its config uses the same rows and logs what it used."""
+    import timm
+    import torch
+
+    weights = tmp_path / "atto.pth"
+    torch.save(timm.create_model("convnextv2_atto", num_classes=0).state_dict(), weights)
+    with pytest.warns(UserWarning, match=r"search subjects \[4\] have no face frames"):
+        doc = search.main(deap_search_args(deap_partly_filmed, tmp_path, "--search-subjects", "1", "2", "4",
+                                           "--face-checkpoint", str(weights)))
+    provenance = doc["search"]
+    assert provenance["subjects"] == [1, 2] and provenance["excluded_subjects"] == [4]
+    assert provenance["modality"] == "facebio" and provenance["label_threshold"] == 5.0
+    assert provenance["face_weights"] == f"checkpoint:{weights}" and doc["model"]["face"]["checkpoint"] == str(weights)
+    assert "patience" not in doc["train"] and "epochs" not in doc["train"]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    params = client.get_run(provenance["mlflow_run_id"]).data.params
+    assert params["face_weights"] == f"checkpoint:{weights}" and params["label_threshold"] == "5.0"
+
+    out = loso.main(["--dataset", "deap", "--cache", str(deap_partly_filmed), "--config", str(tmp_path / "best.yaml"),
+                     "--epochs", "1", "--test-subjects", "3", "--storage", str(tmp_path / "ray"),
+                     "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+    assert [f["test_subjects"] for f in out["folds"]] == [[3]]
+    assert out["audit"]["search"] == "passed; searched on deap (same target and cache)"
+    run = client.get_run(out["mlflow_run_id"])
+    assert run.data.params["label_threshold"] == "5.0" and run.data.params["rows"] == "modality"
+    assert run.data.params["face_weights"] == f"checkpoint:{weights}"
+    assert run.data.params["protocol_args.validation"] == "subjects"
+    assert run.data.tags["tested_subjects"] == "3" and len(run.data.tags["folds_digest"]) == 16
+    folds = json.loads(open(client.download_artifacts(out["mlflow_run_id"], "folds.json")).read())
+    index = open_cache(str(deap_partly_filmed)).index()
+    used = np.concatenate([folds[0][p] for p in ("train", "val", "test")])
+    assert set(index.subject[used]) == {1, 2, 3} and index.has_face_rows[used].all()  # subject 4: no faces
+    assert len(set(index.subject[folds[0]["val"]])) == 1  # validation: a held-out training subject

@@ -5,16 +5,22 @@
     python tune/search.py --dataset deap --cache data/cache/deap --modality bio --gpus-per-worker 0.25 --concurrent 4
 
 Honesty: the search only ever sees its *search subjects* (``--search-subjects``; default: the first half of the
-cache's subjects, sorted). Among them, a seeded 25 % (at least one) are *validation subjects*; the rest train. The
-objective is validation macro-F1 on those held-out subjects, so it measures cross-subject generalisation and never
-touches the subjects an evaluation tests on. Both lists are recorded in MLflow and in the best config, and
+cache's subjects that have rows for ``--modality``, sorted). Which rows a modality can use is the rule the
+evaluations use (:func:`gbvnet.splits.usable_rows`: face modalities only windows with face frames, so in DEAP
+subjects 1-22); search subjects without such rows are left out with a warning, and a search left with fewer than
+2 subjects stops before Ray starts, naming them. Among them, a seeded 25 % (at least one) are *validation
+subjects*; the rest train. The objective is validation macro-F1 on those held-out subjects, so it measures
+cross-subject generalisation and never touches the subjects an evaluation tests on. Both lists are recorded in MLflow and in the best config, and
 ``evaluation.loso --config`` refuses to test on a searched subject unless told otherwise.
 
 Each trial is a Tune function that builds and fits a ``TorchTrainer`` and reports through
 ``TuneReportCallback`` (the Ray Train V2 way); ASHA stops poor trials early on ``val_macro_f1`` per epoch; Optuna's
 TPE (seeded) proposes configurations, at most ``--concurrent`` at a time. ``--resume`` restores an interrupted
 search from its storage without re-running finished trials. The best configuration is written to ``--output``
-(YAML with ``model``, ``train`` and ``search`` sections), the format ``evaluation.loso --config`` reads.
+(YAML with ``model``, ``train`` and ``search`` sections), the format ``evaluation.loso --config`` reads. The
+``search`` section is its provenance (dataset, target, modality, cache manifest hash, subjects, label threshold,
+face weights); ``train`` leaves out what the evaluation decides for itself (epochs, early-stopping patience, target,
+seed). ``--pretrained`` / ``--face-checkpoint PATH`` start the face backbone from timm's or local weights.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -37,7 +45,7 @@ from evaluation.tracking import Tracker, tracking_uri
 from gbvnet.cli import COMPUTE_FIELDS, add_compute_arguments, apply_compute_arguments
 from gbvnet.config import TARGETS, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache, write_text
-from gbvnet.splits import Fold
+from gbvnet.splits import Fold, subjects_with_rows, usable_rows
 from gbvnet.train import (
     fit_model_to_cache,
     init_ray,
@@ -50,19 +58,29 @@ from tune.space import apply, search_space, search_trial
 METRIC = "val_macro_f1"
 
 
-def search_fold(index, search_subjects: list[int], seed: int) -> Fold:
-    """Train / validation rows from the search subjects only (validation: a seeded 25 % of them)."""
+def search_fold(index, search_subjects: list[int], seed: int, modality: str = "bio") -> Fold:
+    """Train / validation rows from the search subjects only (validation: a seeded 25 % of them), restricted to
+    the rows ``modality`` can use; search subjects without any are left out (with a warning)."""
     known = set(np.unique(index.subject).tolist())
     if set(search_subjects) - known:
         raise ValueError(f"search subjects {sorted(set(search_subjects) - known)} are not in the cache")
-    if len(search_subjects) < 2:
-        raise ValueError("the search needs at least 2 subjects (some train, some validate)")
+    rows = usable_rows(index, modality)
+    have = subjects_with_rows(index, rows)
+    without = sorted(set(search_subjects) - set(have))
+    kept = sorted(set(search_subjects) & set(have))
+    if len(kept) < 2:
+        reason = (f": search subjects {without} have no face frames (modality {modality!r}); subjects with faces: "
+                  f"{have} (choose --search-subjects among them, or --modality bio)" if without else "")
+        raise ValueError(f"the search needs at least 2 subjects (some train, some validate), got {kept}{reason}")
+    if without:
+        warnings.warn(f"search subjects {without} have no face frames: modality {modality!r} searches on {kept}",
+                      stacklevel=2)
     rng = np.random.default_rng(seed)
-    n_val = max(1, math.ceil(0.25 * len(search_subjects)))
-    val = sorted(rng.choice(sorted(search_subjects), n_val, replace=False).tolist())
-    train = sorted(set(search_subjects) - set(val))
-    rows = np.arange(len(index.subject))
-    return Fold("search", "subject", rows[np.isin(index.subject, train)], rows[np.isin(index.subject, val)])
+    n_val = max(1, math.ceil(0.25 * len(kept)))
+    val = sorted(rng.choice(kept, n_val, replace=False).tolist())
+    train = sorted(set(kept) - set(val))
+    return Fold("search", "subject", rows[np.isin(index.subject[rows], train)],
+                rows[np.isin(index.subject[rows], val)])
 
 
 def make_search_alg(seed: int, concurrent: int, algo: str = "optuna"):
@@ -89,7 +107,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-epochs", type=int, default=20)
     p.add_argument("--grace-epochs", type=int, default=1, help="ASHA grace period (epochs)")
     p.add_argument("--concurrent", type=int, default=2)
-    p.add_argument("--search-subjects", type=int, nargs="+", default=None)
+    p.add_argument("--search-subjects", type=int, nargs="+", default=None,
+                   help="default: the first half of the subjects with rows for --modality")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", action="store_true",
+                         help="start the face backbone from timm's pretrained weights (downloads them)")
+    weights.add_argument("--face-checkpoint", metavar="PATH", help="start the face backbone from this weights file")
     p.add_argument("--storage", default=None, help="Ray results path or URI (default ./runs/ray)")
     p.add_argument("--name", default=None, help="search name (default search-<dataset>-<target>-<algo>-seed<S>)")
     p.add_argument("--resume", action="store_true")
@@ -108,13 +131,20 @@ def main(argv: list[str] | None = None) -> dict:
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
                           need_face=args.modality != "bio")
     index = open_cache(cache).index()
-    subjects = sorted(np.unique(index.subject).tolist())
-    search_subjects = args.search_subjects or subjects[: max(2, len(subjects) // 2)]
-    fold = search_fold(index, search_subjects, args.seed)
+    subjects = subjects_with_rows(index, usable_rows(index, args.modality))
+    requested = args.search_subjects or subjects[: max(2, len(subjects) // 2)]
+    fold = search_fold(index, requested, args.seed, args.modality)  # before Ray: a bad choice costs no start-up
     train_subjects = np.unique(index.subject[fold.train]).tolist()
     val_subjects = np.unique(index.subject[fold.val]).tolist()
+    search_subjects = sorted(train_subjects + val_subjects)
+    if args.face_checkpoint and not Path(args.face_checkpoint).is_file():
+        raise ValueError(f"--face-checkpoint {args.face_checkpoint}: no such file")
 
     model = model_preset("smoke" if space_kind == "smoke" else "paper", modality=args.modality)
+    model.face.pretrained = args.pretrained
+    model.face.checkpoint = str(Path(args.face_checkpoint).resolve()) if args.face_checkpoint else None
+    face_weights = model.face.weights if args.modality != "bio" else "none"
+    label_threshold = index.manifest["config"]["threshold"]
     train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.max_epochs,
                                                       patience=args.max_epochs, seed=args.seed))
     make_job(cache, model, train, fold)  # validate cache, configs and the fold before anything is scheduled
@@ -128,7 +158,9 @@ def main(argv: list[str] | None = None) -> dict:
     tracker.log_params({"dataset": args.dataset, "target": args.target, "modality": args.modality,
                         "space": space_kind, "num_samples": args.num_samples, "max_epochs": args.max_epochs,
                         "seed": args.seed, "search_subjects": search_subjects, "train_subjects": train_subjects,
-                        "val_subjects": val_subjects, "cache_manifest_hash": index.manifest_hash})
+                        "val_subjects": val_subjects, "cache_manifest_hash": index.manifest_hash,
+                        "excluded_subjects": sorted(set(requested) - set(search_subjects)),
+                        "label_threshold": label_threshold, "face_weights": face_weights})
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, base=base, storage=storage, experiment=name),
         tune_trial_resources(train))
@@ -165,8 +197,11 @@ def main(argv: list[str] | None = None) -> dict:
     best_model, best_train = apply(best.config, fit_model_to_cache(model, index.manifest), train)
     document = {
         "model": to_dict(best_model),
-        "train": {k: v for k, v in to_dict(best_train).items() if k not in ("target", "seed", "epochs", *COMPUTE_FIELDS)},
-        "search": {"dataset": args.dataset, "target": args.target, "subjects": search_subjects,
+        "train": {k: v for k, v in to_dict(best_train).items()
+                  if k not in ("target", "seed", "epochs", "patience", *COMPUTE_FIELDS)},  # the evaluation's own
+        "search": {"dataset": args.dataset, "target": args.target, "modality": args.modality,
+                   "subjects": search_subjects, "excluded_subjects": sorted(set(requested) - set(search_subjects)),
+                   "label_threshold": label_threshold, "face_weights": face_weights,
                    "train_subjects": train_subjects, "val_subjects": val_subjects, "metric": METRIC,
                    "best_val_macro_f1": float(best_score), "trial_id": best.metrics["trial_id"],
                    "trials": len(grid), "trial_epochs": int(sum(r.metrics.get("epoch", 0) for r in grid)),

@@ -49,10 +49,14 @@ class WindowDataset(torch.utils.data.Dataset):
         self._face = [self._view(t, "face", (self.frames, self.face_size, self.face_size, 3)) for t in cache.tables]
         if modality not in ("face", "bio", "facebio"):
             raise ValueError(f"modality must be face, bio or facebio, got {modality!r}")
-        if modality != "bio" and any(f is None for f in self._face):
-            missing = [s for s, f in zip(cache.subjects, self._face, strict=True) if f is None]
-            raise ValueError(f"modality {modality!r} needs face frames, but subjects {missing} in {cache.uri} "
-                             "have none (prepared with --no-face, or no videos)")
+        if modality != "bio" and all(f is None for f in self._face):
+            raise ValueError(f"modality {modality!r} needs face frames, but no subject in {cache.uri} has any "
+                             "(prepared with --no-face, or no videos)")
+        # A subject without videos (DEAP 23-32) reads as zeros, like a null row of a subject with videos: face
+        # modalities never use such rows (gbvnet.splits.usable_rows restricts them to rows with faces).
+        shape = (self.frames, self.face_size, self.face_size, 3)
+        self._face = [np.broadcast_to(np.zeros(shape, np.uint8), (t.num_rows, *shape)) if f is None else f
+                      for f, t in zip(self._face, cache.tables, strict=True)]
 
     @staticmethod
     def _view(table, column: str, shape: tuple[int, ...]) -> np.ndarray | None:

@@ -1,4 +1,4 @@
-"""Fusion of face and physiological tokens: gated attention (GBV-Net) and a plain concatenation baseline.
+"""Fusion of face and physiological tokens: gated attention (GBV-Net) and two concatenation baselines.
 
 Gated attention is our reading of PAPER.md ("adaptively learns and modulates the contribution weight of each
 modality"): each modality attends to the other's tokens (one multi-head cross-attention layer each way, with a
@@ -6,6 +6,15 @@ residual), both are mean-pooled, and a gate network on ``[f_face, f_bio]`` outpu
 feature, a softmax over the two modalities (so the weights sum to 1 per feature). The fused vector
 ``w_face * f_face + w_bio * f_bio`` goes through LayerNorm, dropout and an MLP classifier (d -> d/2 -> classes).
 The gate weights are returned so they can be logged and plotted.
+
+The ablations (``fusion.kind``):
+
+* ``gated``: cross-attention, then the gate (:class:`GatedAttentionFusion`, the model);
+* ``attn-concat``: the same cross-attention, then ``[f_face, f_bio]`` concatenated into the classifier
+  (:class:`AttentionConcatFusion`): differs from ``gated`` only by the gate, so "gated vs attn-concat"
+  measures the gate;
+* ``concat``: no cross-attention, pooled features concatenated (:class:`ConcatFusion`): "gated vs concat"
+  measures cross-attention and gate together.
 """
 
 from __future__ import annotations
@@ -22,29 +31,55 @@ def classifier(dim_in: int, num_classes: int, dropout: float) -> nn.Sequential:
                          nn.Dropout(dropout), nn.Linear(dim_in // 2, num_classes))
 
 
-class GatedAttentionFusion(nn.Module):
-    def __init__(self, cfg: FusionConfig, num_classes: int):
+class CrossAttention(nn.Module):
+    """One cross-attention layer each way (face attends to bio, then bio to the updated face), with residuals and
+    LayerNorm; returns both modalities' mean-pooled features ``(B, d)``."""
+
+    def __init__(self, cfg: FusionConfig):
         super().__init__()
         d = cfg.dim
         self.face_to_bio = nn.MultiheadAttention(d, cfg.heads, dropout=cfg.dropout, batch_first=True)
         self.bio_to_face = nn.MultiheadAttention(d, cfg.heads, dropout=cfg.dropout, batch_first=True)
         self.norm_face = nn.LayerNorm(d)
         self.norm_bio = nn.LayerNorm(d)
+
+    def forward(self, face: torch.Tensor, bio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        face = self.norm_face(face + self.face_to_bio(face, bio, bio, need_weights=False)[0])
+        bio = self.norm_bio(bio + self.bio_to_face(bio, face, face, need_weights=False)[0])
+        return face.mean(1), bio.mean(1)
+
+
+class GatedAttentionFusion(nn.Module):
+    def __init__(self, cfg: FusionConfig, num_classes: int):
+        super().__init__()
+        d = cfg.dim
+        self.cross = CrossAttention(cfg)
         self.gate = nn.Sequential(nn.Linear(2 * d, cfg.gate_hidden), nn.GELU(), nn.Linear(cfg.gate_hidden, 2 * d))
         self.head = classifier(d, num_classes, cfg.dropout)
 
     def forward(self, face: torch.Tensor, bio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``face`` ``(B, F, d)`` and ``bio`` ``(B, T', d)`` tokens -> logits ``(B, K)``, gates ``(B, 2, d)``."""
-        face = self.norm_face(face + self.face_to_bio(face, bio, bio, need_weights=False)[0])
-        bio = self.norm_bio(bio + self.bio_to_face(bio, face, face, need_weights=False)[0])
-        f_face, f_bio = face.mean(1), bio.mean(1)
+        f_face, f_bio = self.cross(face, bio)
         gates = self.gate(torch.cat([f_face, f_bio], -1)).view(-1, 2, f_face.shape[-1]).softmax(1)
         fused = gates[:, 0] * f_face + gates[:, 1] * f_bio
         return self.head(fused), gates
 
 
+class AttentionConcatFusion(nn.Module):
+    """Ablation of the gate: the cross-attention of :class:`GatedAttentionFusion`, then an MLP on
+    ``[f_face, f_bio]``."""
+
+    def __init__(self, cfg: FusionConfig, num_classes: int):
+        super().__init__()
+        self.cross = CrossAttention(cfg)
+        self.head = classifier(2 * cfg.dim, num_classes, cfg.dropout)
+
+    def forward(self, face: torch.Tensor, bio: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.head(torch.cat(self.cross(face, bio), -1)), None
+
+
 class ConcatFusion(nn.Module):
-    """Baseline: an MLP on the concatenated pooled features ``[f_face, f_bio]``."""
+    """Baseline: an MLP on the concatenated pooled features ``[f_face, f_bio]`` (no cross-attention)."""
 
     def __init__(self, cfg: FusionConfig, num_classes: int):
         super().__init__()
@@ -54,4 +89,4 @@ class ConcatFusion(nn.Module):
         return self.head(torch.cat([face.mean(1), bio.mean(1)], -1)), None
 
 
-FUSION_MODULES = {"gated": GatedAttentionFusion, "concat": ConcatFusion}
+FUSION_MODULES = {"gated": GatedAttentionFusion, "attn-concat": AttentionConcatFusion, "concat": ConcatFusion}

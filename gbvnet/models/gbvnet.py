@@ -1,7 +1,8 @@
 """GBV-Net assembly: face branch, physiological branch and fusion, for one modality or both.
 
 ``modality`` is ``face``, ``bio`` or ``facebio``; a model built for one modality has no parameters of the
-other. ``fusion`` (``gated`` | ``concat``) applies to ``facebio`` only. Use :func:`create_model`.
+other. ``fusion`` (``gated`` | ``attn-concat`` | ``concat``, see :mod:`gbvnet.models.fusion`) applies to
+``facebio`` only. Use :func:`create_model`.
 
 Example:
     >>> import torch
