@@ -45,7 +45,7 @@ from gbvnet.config import ConfigError, PrepareConfig, to_dict
 from gbvnet.data import cache as cache_mod
 from gbvnet.data import deap, mahnob
 from gbvnet.data.records import DataError, ReadReport, check_on_error, describe, skip_record
-from gbvnet.data.video import FaceCropper, read_frames
+from gbvnet.data.video import FALLBACK_WARN, face_crops
 from gbvnet.data.windows import binarise, windows
 
 READERS = {"deap": deap, "mahnob": mahnob}
@@ -130,7 +130,8 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
         read_report = ReadReport()
         records = reader.read_subject(root, subject, on_error, read_report, face=face)
         skipped += read_report.skipped
-        cropper = FaceCropper(cfg.face_size) if face else None
+        face_frames = face_fallbacks = 0
+        poor_videos = []  # videos where most sampled frames had no detection
         n_face = cfg.frames * cfg.face_size * cfg.face_size * 3
         channels = records[0].channels if records else []
         kept = []  # (record, windows, face crops (n, n_face) or None)
@@ -142,11 +143,14 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
                                     f"{rec.channels}")
                 w = windows(rec, cfg)
                 crops = None
-                if cropper is not None and rec.video is not None:
-                    cropper.reset()
+                if face and rec.video is not None:
                     span = (rec.stim_end - rec.video_start, rec.duration - rec.video_start)
-                    frames = read_frames(rec.video, (w.frame_times - rec.video_start).ravel(), span)
-                    crops = np.stack([cropper.crop(f) for f in frames]).reshape(len(w.t_start), n_face)
+                    found = face_crops(rec.video, (w.frame_times - rec.video_start).ravel(), cfg.face_size, span)
+                    crops = found.crops.reshape(len(w.t_start), n_face)
+                    face_frames, face_fallbacks = face_frames + found.frames, face_fallbacks + found.fallbacks
+                    if found.fallbacks > FALLBACK_WARN * found.frames:
+                        poor_videos.append({"video": str(rec.video), "trial": rec.trial, "frames": found.frames,
+                                            "fallbacks": found.fallbacks})
             except DataError as exc:
                 bad(exc, rec.trial)
                 continue
@@ -197,8 +201,8 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
     notes = [str(w.message) for w in caught if not str(w.message).startswith("skipping ")]  # in "skipped"
     return {"file": name, "rows": n, "trials": len(kept), "bytes": written,
             "raw_bytes": int(sum(r.bio.nbytes for r, _, _ in kept)), "channels": channels,
-            "face_rows": int(valid.sum()), "face_frames": cropper.frames if cropper else 0,
-            "face_fallbacks": cropper.fallbacks if cropper else 0, "skipped": skipped, "warnings": notes,
+            "face_rows": int(valid.sum()), "face_frames": face_frames, "face_fallbacks": face_fallbacks,
+            "face_fallback_videos": poor_videos, "skipped": skipped, "warnings": notes,
             "seconds": time.perf_counter() - started, "sources": describe_sources([Path(p) for p in sources])}
 
 
@@ -396,7 +400,8 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
         "unchanged": [s for s in wanted if s not in todo], "windows": sum(e["rows"] for e in entries.values()),
         "windows_redone": sum(e["rows"] for e in redone), "raw_mb_redone": sum(e["raw_bytes"] for e in redone) / 1e6,
         "face_frames": sum(e["face_frames"] for e in redone),
-        "face_fallbacks": sum(e["face_fallbacks"] for e in redone), "skipped": manifest["skipped"],
+        "face_fallbacks": sum(e["face_fallbacks"] for e in redone),
+        "face_fallback_videos": [v for e in redone for v in e["face_fallback_videos"]], "skipped": manifest["skipped"],
         "warnings": [w for e in redone for w in e["warnings"]], "seconds": time.perf_counter() - started,
     }
 
@@ -409,6 +414,9 @@ def format_report(report: dict, max_warnings: int = 20) -> str:
     if report["face_frames"]:
         lines.append(f"faces: {report['face_frames']} frames cropped, {report['face_fallbacks']} without a "
                      "detection (last box or centre crop used)")
+        if report["face_fallback_videos"]:
+            lines.append(f"faces: {len(report['face_fallback_videos'])} video(s) without a face in more than "
+                         f"{FALLBACK_WARN:.0%} of their sampled frames (the manifest's face_fallback_videos)")
     lines += [f"SKIPPED {describe(item)}" for item in report["skipped"]]
     shown = report["warnings"][:max_warnings]
     lines += [f"warning: {w}" for w in shown]

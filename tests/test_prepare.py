@@ -27,7 +27,7 @@ from gbvnet.data import deap, mahnob, synthetic
 from gbvnet.data.cache import open_cache, read_manifest
 from gbvnet.data.dataset import WindowDataset
 from gbvnet.data.records import DataError, TrialRecord
-from gbvnet.data.video import read_frames
+from gbvnet.data.video import crop_square, face_crops, read_frames
 from gbvnet.data.windows import cut, windows
 from gbvnet.prepare import dataset_config, format_report, prepare_dataset
 
@@ -424,8 +424,13 @@ def test_face_frames_follow_the_window_times(mahnob_copy, tmp_path):
     assert report["face_frames"] == 3 * 2 * 2  # three sessions with video, 2 windows x 2 frames each
     assert report["face_fallbacks"] >= 8  # the clock videos hold no face
     assert f"{report['face_fallbacks']} without a detection" in format_report(report)
+    assert [(v["video"], v["fallbacks"]) for v in report["face_fallback_videos"]] == [(str(short), 4), (str(clock), 4)]
+    assert "2 video(s) without a face in more than 20% of their sampled frames" in format_report(report)
+    assert any(w.startswith(f"{clock}: no face found in 4 of 4 sampled frames (100%)") for w in report["warnings"])
+    manifest = read_manifest(str(tmp_path / "cache"))
+    assert manifest["subjects"]["1"]["face_fallback_videos"] == report["face_fallback_videos"]
     assert any(str(short) in w and "check the video/signal sync" in w for w in report["warnings"])
-    assert not any(str(clock) in w for w in report["warnings"])
+    assert not any(str(clock) in w and "sync" in w for w in report["warnings"])
     cache = open_cache(str(tmp_path / "cache"))
     index = cache.index()
     assert index.has_face_rows.tolist() == [True] * 6 + [False] * 2  # session 134 has no video: null face
@@ -653,3 +658,41 @@ def test_interrupts_leave_only_files_the_manifest_lists(deap_copy, tmp_path, how
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert "interrupted: the cache is as it was before this run" in err
     assert snapshot(cache) == before  # no file the manifest does not list
+
+
+def moving_face_video(path: Path, fps: float, seconds: float, frame: tuple[int, int]) -> None:
+    """A synthetic face swinging left-right (+-60 px, 4 s period) and up-down at camera-like size."""
+    subj = synthetic._subject(np.random.default_rng(1), deap.DEAP_CHANNELS)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, frame)
+    for k in range(int(seconds * fps)):
+        t = k / fps
+        jitter = (int(50 * np.sin(2 * np.pi * t / 4)), int(12 * np.sin(2 * np.pi * t / 3)))
+        writer.write(synthetic._draw_face(0.0, 0.0, subj, jitter, frame))
+    writer.release()
+
+
+def test_tracked_crops_match_the_per_frame_detector_on_a_moving_face(tmp_path):
+    video, frame = tmp_path / "moving.avi", (360, 288)
+    moving_face_video(video, fps=25.0, seconds=8.0, frame=frame)
+    times = np.sort(np.random.default_rng(0).uniform(0, 8, 40))  # sampled frames ~0.2 s apart on average
+    fast = face_crops(video, times, 48, span=(8.0, 8.0))
+    assert (fast.frames, fast.fallbacks) == (40, 0)
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    frames = read_frames(video, times)
+    for k, image in enumerate(frames):  # the old path: the full-size frame searched, every sampled frame
+        faces = cascade.detectMultiScale(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 1.1, 3, minSize=(36, 36))
+        x, y, w, h = max(faces, key=lambda b: b[2] * b[3])
+        reference = np.array([x + w / 2, y + h / 2, w * 1.5])  # centre, square side with the 25 % margins
+        bx, by, side, _ = fast.boxes[k]
+        assert np.hypot(bx + side / 2 - reference[0], by + side / 2 - reference[1]) < 0.1 * reference[2], k
+        assert 0.8 < side / reference[2] < 1.25, k
+        # each crop is cut from the frame of its own sampled time
+        np.testing.assert_array_equal(fast.crops[k], crop_square(image, tuple(fast.boxes[k]), 48))
+
+
+def test_faceless_video_is_warned_about(tmp_path):
+    video = tmp_path / "clock.avi"
+    clock_video(video, 40, size=96)
+    with pytest.warns(UserWarning, match="clock.avi: no face found in 5 of 5 sampled frames \\(100%\\); .* frontal"):
+        found = face_crops(video, np.linspace(0, 3.9, 5), 32)
+    assert found.fallbacks == 5 and (found.boxes == [0, 0, 96, 96]).all()  # centre crops of a square frame
