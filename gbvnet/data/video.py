@@ -35,7 +35,7 @@ from gbvnet.data.records import DataError
 CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 SYNC_TOLERANCE = 2.0  # seconds a video may be shorter / longer than expected before read_frames warns
 DETECT_SIDE = 192  # px: a frame's shorter side when the whole frame is searched
-TRACK_FACE = 40  # px: the tracked face's width in the region searched around the last box
+TRACK_FACE = 32  # px: the tracked face's width in the region searched around the last box
 FALLBACK_WARN = 0.2  # share of a video's sampled frames without a detection above which it is warned about
 
 Box = tuple[int, int, int, int]  # x, y, width, height in full-resolution pixels
