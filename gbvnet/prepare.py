@@ -9,15 +9,19 @@ see :mod:`gbvnet.data.video`), binarise labels (``rating > --threshold``), and w
 :mod:`gbvnet.data.cache`). A re-run redoes only subjects whose source files (the set of files, their sizes and
 mtimes) or preparation config changed; an unchanged cache is not touched at all.
 
-Bad input: ``--on-error fail`` (default) stops at the first bad input with an error naming the file, leaving the
-previous cache byte-for-byte intact (files this run wrote are removed; the manifest is only replaced at the
-end). ``--on-error skip`` warns, skips the smallest broken unit (a trial or session: unreadable, stimulus shorter
-than a window, video missing or unreadable; a whole subject when its file is) and lists each skip with its file
-and problem in the report and in the manifest's ``skipped``. A MAHNOB subject without any rated session is
-skipped in either mode (not an error). Video/signal duration mismatches, missing DEAP videos and face-detection
-fallbacks are reported, not errors.
+Bad input: ``--on-error fail`` (default) stops at the first bad input with a one-line error naming the file and
+the problem, leaving the previous cache byte-for-byte intact (files this run wrote are removed; the manifest is
+only replaced at the end). ``--on-error skip`` warns, skips the smallest broken unit and lists each skip in the
+report and in the manifest's ``skipped`` as a record naming its unit (``subject N trial T``, ``subject N``,
+``face videos of subject N``, or a ``file`` that belongs to no subject; see
+:func:`gbvnet.data.records.skip_record`). A MAHNOB subject without any rated session is skipped in either mode
+(not an error). Video/signal duration mismatches, missing DEAP videos and face-detection fallbacks (per video,
+``face_fallback_videos`` where more than 20 % of the sampled frames had no face) are reported, not errors.
+``--no-face`` never opens a video or the DEAP ratings CSV.
 
-``--workers N`` prepares N subjects at a time in worker processes (the platform's default start method).
+``--workers N`` prepares N subjects at a time in worker processes (the platform's default start method); with
+fewer subjects to redo than workers, each subject crops its videos in ``N // subjects`` threads.
+Ctrl-C (once or more) and SIGTERM stop the workers and remove every file this run wrote (exit code 130).
 
 Dataset defaults: DEAP's ``data_preprocessed_python`` is already band-passed (4-45 Hz) and at 128 Hz, so it is
 not filtered again; MAHNOB-HCI raw BDFs are low-passed at 45 Hz and resampled from 256 to 128 Hz.
@@ -33,7 +37,7 @@ import signal
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -106,13 +110,14 @@ def subject_file_name(subject: int, token: str) -> str:
 
 
 def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, face: bool, cache_uri: str,
-                    on_error: str = "fail", files: list[Path] | None = None, token: str | None = None) -> dict:
+                    on_error: str = "fail", files: list[Path] | None = None, token: str | None = None,
+                    video_threads: int = 1) -> dict:
     """Process one subject into a new Arrow file in the cache; returns its manifest entry (file not yet live).
 
     ``on_error="skip"`` skips broken trials (reader errors, stimulus shorter than a window, unreadable video)
     and lists them in the entry's ``skipped``; a subject left without trials raises :class:`SubjectSkipped`.
     ``files``: the subject's source files as the reader lists them (looked up when not given). ``token``: the
-    run's token, part of the file name (default: a new one).
+    run's token, part of the file name (default: a new one). ``video_threads``: face videos cropped at once.
     """
     started = time.perf_counter()
     check_on_error(on_error)
@@ -134,26 +139,35 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
         poor_videos = []  # videos where most sampled frames had no detection
         n_face = cfg.frames * cfg.face_size * cfg.face_size * 3
         channels = records[0].channels if records else []
-        kept = []  # (record, windows, face crops (n, n_face) or None)
+        cut = []  # (record, windows)
         for rec in records:
             try:
                 if rec.channels != channels:
                     raise DataError(rec.source_files[0] if rec.source_files else root,
                                     f"channels of trial {rec.trial} differ from the subject's first trial: "
                                     f"{rec.channels}")
-                w = windows(rec, cfg)
-                crops = None
-                if face and rec.video is not None:
-                    span = (rec.stim_end - rec.video_start, rec.duration - rec.video_start)
-                    found = face_crops(rec.video, (w.frame_times - rec.video_start).ravel(), cfg.face_size, span)
-                    crops = found.crops.reshape(len(w.t_start), n_face)
-                    face_frames, face_fallbacks = face_frames + found.frames, face_fallbacks + found.fallbacks
-                    if found.fallbacks > FALLBACK_WARN * found.frames:
-                        poor_videos.append({"video": str(rec.video), "trial": rec.trial, "frames": found.frames,
-                                            "fallbacks": found.fallbacks})
+                cut.append((rec, windows(rec, cfg)))
             except DataError as exc:
                 bad(exc, rec.trial)
-                continue
+        # videos in parallel threads (OpenCV decodes and detects without the GIL)
+        with ThreadPoolExecutor(video_threads) as threads:
+            found = [threads.submit(face_crops, rec.video, (w.frame_times - rec.video_start).ravel(), cfg.face_size,
+                                    (rec.stim_end - rec.video_start, rec.duration - rec.video_start))
+                     if face and rec.video is not None else None for rec, w in cut]
+        kept = []  # (record, windows, face crops (n, n_face) or None)
+        for (rec, w), future in zip(cut, found, strict=True):
+            crops = None
+            if future is not None:
+                try:
+                    faces = future.result()
+                except DataError as exc:
+                    bad(exc, rec.trial)
+                    continue
+                crops = faces.crops.reshape(len(w.t_start), n_face)
+                face_frames, face_fallbacks = face_frames + faces.frames, face_fallbacks + faces.fallbacks
+                if faces.fallbacks > FALLBACK_WARN * faces.frames:
+                    poor_videos.append({"video": str(rec.video), "trial": rec.trial, "frames": faces.frames,
+                                        "fallbacks": faces.fallbacks})
             kept.append((rec, w, crops))
     if not kept:
         if skipped:
@@ -342,6 +356,7 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
     skipped: list[dict] = list(root_report.skipped)
     started = time.perf_counter()
     parallel = workers > 1 and len(todo) > 1
+    video_threads = max(1, workers // max(1, len(todo)))  # fewer subjects than workers: videos in parallel
     # The platform's default start method (fork on Linux before Python 3.14): workers start at once, without
     # re-importing the caller's __main__ (torch, for a training script); they run numpy/pyarrow/OpenCV only.
     pool = (ProcessPoolExecutor(min(workers, len(todo)), initializer=_worker_signals) if parallel
@@ -350,7 +365,7 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
     try:
         for s in todo:
             futures[s] = pool.submit(_subject_job if parallel else prepare_subject, dataset, root, s, cfg, face,
-                                     cache, on_error, all_files[s], token)
+                                     cache, on_error, all_files[s], token, video_threads)
         for s in tqdm(todo, desc=f"prepare {dataset}", unit="subject", disable=not progress or not todo,
                       file=sys.stderr):
             try:

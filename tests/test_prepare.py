@@ -696,3 +696,13 @@ def test_faceless_video_is_warned_about(tmp_path):
     with pytest.warns(UserWarning, match="clock.avi: no face found in 5 of 5 sampled frames \\(100%\\); .* frontal"):
         found = face_crops(video, np.linspace(0, 3.9, 5), 32)
     assert found.fallbacks == 5 and (found.boxes == [0, 0, 96, 96]).all()  # centre crops of a square frame
+
+
+def test_videos_of_one_subject_in_parallel_threads(small_mahnob_corpus, small_mahnob_cache, tmp_path):
+    cfg = dataset_config("mahnob", frames=2, face_size=32)
+    report = run("mahnob", small_mahnob_corpus, tmp_path / "c", cfg, subjects=[2], workers=2)  # 2 video threads
+    assert report["face_frames"] == 2 * 2 * 2
+    threaded, serial = (WindowDataset(open_cache(str(c)), modality="facebio") for c in (tmp_path / "c",
+                                                                                       small_mahnob_cache))
+    rows = np.flatnonzero(open_cache(str(small_mahnob_cache)).index().subject == 2)
+    np.testing.assert_array_equal(threaded._gather(threaded._face, np.arange(4)), serial._gather(serial._face, rows))
