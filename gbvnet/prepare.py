@@ -35,6 +35,7 @@ import json
 import secrets
 import signal
 import sys
+import threading
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -150,25 +151,28 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
             except DataError as exc:
                 bad(exc, rec.trial)
         # videos in parallel threads (OpenCV decodes and detects without the GIL)
-        with ThreadPoolExecutor(video_threads) as threads:
+        threads = ThreadPoolExecutor(video_threads)
+        kept = []  # (record, windows, face crops (n, n_face) or None)
+        try:
             found = [threads.submit(face_crops, rec.video, (w.frame_times - rec.video_start).ravel(), cfg.face_size,
                                     (rec.stim_end - rec.video_start, rec.duration - rec.video_start))
                      if face and rec.video is not None else None for rec, w in cut]
-        kept = []  # (record, windows, face crops (n, n_face) or None)
-        for (rec, w), future in zip(cut, found, strict=True):
-            crops = None
-            if future is not None:
-                try:
-                    faces = future.result()
-                except DataError as exc:
-                    bad(exc, rec.trial)
-                    continue
-                crops = faces.crops.reshape(len(w.t_start), n_face)
-                face_frames, face_fallbacks = face_frames + faces.frames, face_fallbacks + faces.fallbacks
-                if faces.fallbacks > FALLBACK_WARN * faces.frames:
-                    poor_videos.append({"video": str(rec.video), "trial": rec.trial, "frames": faces.frames,
-                                        "fallbacks": faces.fallbacks})
-            kept.append((rec, w, crops))
+            for (rec, w), future in zip(cut, found, strict=True):
+                crops = None
+                if future is not None:
+                    try:
+                        faces = future.result()
+                    except DataError as exc:
+                        bad(exc, rec.trial)
+                        continue
+                    crops = faces.crops.reshape(len(w.t_start), n_face)
+                    face_frames, face_fallbacks = face_frames + faces.frames, face_fallbacks + faces.fallbacks
+                    if faces.fallbacks > FALLBACK_WARN * faces.frames:
+                        poor_videos.append({"video": str(rec.video), "trial": rec.trial, "frames": faces.frames,
+                                            "fallbacks": faces.fallbacks})
+                kept.append((rec, w, crops))
+        finally:  # an error or Ctrl-C waits for the videos being read, not for the queued ones
+            threads.shutdown(wait=True, cancel_futures=True)
     if not kept:
         if skipped:
             raise SubjectSkipped(skipped[0]["path"], f"subject {subject}: every trial skipped "
@@ -226,6 +230,8 @@ def _unchanged(entry: dict | None, fs, base: str, files: list[Path], on_error: s
     skipped nothing."""
     if entry is None or fs.get_file_info(cache_mod.join(base, entry["file"])).type == pafs.FileType.NotFound:
         return False
+    if "face_fallback_videos" not in entry:  # written before skip units and per-video fallbacks were recorded
+        return False
     if on_error == "fail" and entry.get("skipped"):
         return False
     recorded = [s["path"] for s in entry["sources"]]
@@ -279,14 +285,14 @@ def _remove_run_files(fs, base: str, token: str) -> None:
             cache_mod.delete_quietly(fs, info.path)
 
 
-def _signals_blocked():
-    """Hold SIGINT / SIGTERM while cleaning up (a second Ctrl-C must not cut the cleanup short); they are
-    delivered when the returned callable is called."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    if not hasattr(signal, "pthread_sigmask"):
+def _signals_ignored():
+    """Ignore SIGINT / SIGTERM while cleaning up (a second Ctrl-C must not cut the cleanup short; masking them
+    in this thread would not do: the kernel hands them to another thread, Python raises them here anyway);
+    returns the callable that restores the handlers. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    return lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(sig, handler) for sig, handler in held.items()]
 
 
 def _open_cache_folder(fs, base: str, cache: str, token: str) -> bool:
@@ -395,12 +401,12 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
         if manifest != old:  # an unchanged cache is left untouched, manifest included
             cache_mod.write_json(fs, cache_mod.join(base, cache_mod.MANIFEST), manifest)
     except BaseException:
-        release = _signals_blocked()
+        release = _signals_ignored()
         try:  # the old manifest stays the truth; drop what this run wrote
             _stop(pool)
             _remove_run_files(fs, base, token)
-            if created and not any(True for _ in fs.get_file_info(pafs.FileSelector(base))):
-                fs.delete_dir(base)  # a failed first run leaves no empty cache folder behind
+            if created and not fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+                cache_mod.delete_quietly_dir(fs, base)  # a failed first run leaves no empty cache folder behind
         finally:
             release()
         raise
