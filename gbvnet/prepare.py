@@ -50,7 +50,7 @@ from gbvnet.config import ConfigError, PrepareConfig, to_dict
 from gbvnet.data import cache as cache_mod
 from gbvnet.data import deap, mahnob
 from gbvnet.data.records import DataError, ReadReport, check_on_error, describe, skip_record
-from gbvnet.data.video import FALLBACK_WARN, face_crops
+from gbvnet.data.video import FALLBACK_WARN, face_crops, opencv_threads
 from gbvnet.data.windows import binarise, windows
 
 READERS = {"deap": deap, "mahnob": mahnob}
@@ -150,29 +150,30 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
                 cut.append((rec, windows(rec, cfg)))
             except DataError as exc:
                 bad(exc, rec.trial)
-        # videos in parallel threads (OpenCV decodes and detects without the GIL)
-        threads = ThreadPoolExecutor(video_threads)
+        # videos in parallel threads (OpenCV decodes and detects without the GIL), each by one OpenCV thread
         kept = []  # (record, windows, face crops (n, n_face) or None)
-        try:
-            found = [threads.submit(face_crops, rec.video, (w.frame_times - rec.video_start).ravel(), cfg.face_size,
-                                    (rec.stim_end - rec.video_start, rec.duration - rec.video_start))
-                     if face and rec.video is not None else None for rec, w in cut]
-            for (rec, w), future in zip(cut, found, strict=True):
-                crops = None
-                if future is not None:
-                    try:
-                        faces = future.result()
-                    except DataError as exc:
-                        bad(exc, rec.trial)
-                        continue
-                    crops = faces.crops.reshape(len(w.t_start), n_face)
-                    face_frames, face_fallbacks = face_frames + faces.frames, face_fallbacks + faces.fallbacks
-                    if faces.fallbacks > FALLBACK_WARN * faces.frames:
-                        poor_videos.append({"video": str(rec.video), "trial": rec.trial, "frames": faces.frames,
-                                            "fallbacks": faces.fallbacks})
-                kept.append((rec, w, crops))
-        finally:  # an error or Ctrl-C waits for the videos being read, not for the queued ones
-            threads.shutdown(wait=True, cancel_futures=True)
+        with opencv_threads(1):
+            threads = ThreadPoolExecutor(video_threads)
+            try:
+                found = [threads.submit(face_crops, rec.video, (w.frame_times - rec.video_start).ravel(),
+                                        cfg.face_size, (rec.stim_end - rec.video_start, rec.duration - rec.video_start))
+                         if face and rec.video is not None else None for rec, w in cut]
+                for (rec, w), future in zip(cut, found, strict=True):
+                    crops = None
+                    if future is not None:
+                        try:
+                            faces = future.result()
+                        except DataError as exc:
+                            bad(exc, rec.trial)
+                            continue
+                        crops = faces.crops.reshape(len(w.t_start), n_face)
+                        face_frames, face_fallbacks = face_frames + faces.frames, face_fallbacks + faces.fallbacks
+                        if faces.fallbacks > FALLBACK_WARN * faces.frames:
+                            poor_videos.append({"video": str(rec.video), "trial": rec.trial,
+                                                "frames": faces.frames, "fallbacks": faces.fallbacks})
+                    kept.append((rec, w, crops))
+            finally:  # an error or Ctrl-C waits for the videos being read, not for the queued ones
+                threads.shutdown(wait=True, cancel_futures=True)
     if not kept:
         if skipped:
             raise SubjectSkipped(skipped[0]["path"], f"subject {subject}: every trial skipped "

@@ -4,9 +4,10 @@ Face detector (a deliberate choice): OpenCV's frontal-face Haar cascade, which s
 ``opencv-python-headless<5`` wheel. It runs offline on CPU and needs no model download; its limit is frontal,
 reasonably lit faces, which is what DEAP and MAHNOB-HCI's frontal cameras record.
 
-Speed at camera size (DEAP 720x576 at 50 fps, MAHNOB 780x580 at ~60 fps): a video is read once, in order;
-frames nobody asked for are only grabbed (demuxed and decoded, never converted to an image), sampled frames are
-retrieved. The detector never sees a full-size frame:
+Speed at camera size (DEAP 720x576 at 50 fps, MAHNOB 780x580 at ~60 fps): a video is read once, in order, by
+one decoding thread (the parallelism is across videos: worker processes and video threads); frames nobody asked
+for are only grabbed (demuxed and decoded, never converted to an image), sampled frames are retrieved. The
+detector never sees a full-size frame:
 
 * tracking: where the previous sampled frame had a face, it is looked for in a region around that box (twice
   its size), scaled so the face is ~``TRACK_FACE`` px wide, at sizes within 0.7-1.45x the last one;
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +49,7 @@ def _frames(path: str | Path, times: np.ndarray, span: tuple[float, float] | Non
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "missing video")
-    cap = cv2.VideoCapture(str(path))
+    cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
     try:
         if not cap.isOpened():
             raise DataError(path, "unreadable video (OpenCV cannot open it)")
@@ -73,6 +75,18 @@ def _frames(path: str | Path, times: np.ndarray, span: tuple[float, float] | Non
             yield np.flatnonzero(wanted == frame), image
     finally:
         cap.release()
+
+
+@contextmanager
+def opencv_threads(n: int):
+    """OpenCV's own thread count set to ``n`` inside the block (process-wide), restored after: the face path
+    runs many small detections, where one thread beats a pool's hand-offs, and its parallelism is per video."""
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def read_frames(path: str | Path, times: np.ndarray, span: tuple[float, float] | None = None,
