@@ -203,7 +203,7 @@ def main() -> None:
         text = faces_main(args)
         print(text)
         if args.write:
-            write_section("prepare: faces at camera size", text)
+            write_section("prepare: faces at camera size (bench/prepare.py --faces)", text)
         return
     subjects = 2 if args.quick else args.subjects
     repeats = 1 if args.quick else 5
