@@ -472,7 +472,8 @@ def main(argv: list[str] | None = None) -> dict:
                              baseline_norm=args.baseline_norm)
     except ConfigError as exc:
         p.error(str(exc))
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         report = prepare_dataset(args.dataset, args.root, args.cache, cfg, on_error=args.on_error,
                                  face=not args.no_face, subjects=args.subjects, workers=args.workers)
@@ -481,13 +482,14 @@ def main(argv: list[str] | None = None) -> dict:
     except OSError as exc:  # the cache's filesystem (disk full, connection lost, ...)
         sys.exit(f"error: {args.cache}: {exc}")
     except KeyboardInterrupt:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # cleaned up already: a further Ctrl-C changes nothing
+        for sig in previous:  # cleaned up already: a further Ctrl-C must not cut this message short
             signal.signal(sig, signal.SIG_IGN)
         print("interrupted: the cache is as it was before this run (the files it wrote were removed)",
               file=sys.stderr)
         sys.exit(130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finally:  # the caller's handlers back (a process started later inherits an ignored SIGINT)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(format_report(report))
     return report
 

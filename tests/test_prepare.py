@@ -655,7 +655,9 @@ def test_interrupts_leave_only_files_the_manifest_lists(deap_copy, tmp_path, how
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    assert proc.returncode == 130 and "Traceback" not in err, err
+    # 130, or killed by the second signal once the cleanup is over (a shell reports both as 130)
+    assert proc.returncode in (130, -signal.SIGINT, -signal.SIGTERM) and "Traceback" not in err, err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # in-process main() calls left it so
     assert "interrupted: the cache is as it was before this run" in err
     assert snapshot(cache) == before  # no file the manifest does not list
 
