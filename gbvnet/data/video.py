@@ -9,8 +9,9 @@ one decoding thread (the parallelism is across videos: worker processes and vide
 for are only grabbed (demuxed and decoded, never converted to an image), sampled frames are retrieved. The
 detector never sees a full-size frame:
 
-* tracking: where the previous sampled frame had a face, it is looked for in a region around that box (twice
-  its size), scaled so the face is ~``TRACK_FACE`` px wide, at sizes within 0.7-1.45x the last one;
+* tracking: where the previous sampled frame had a face, it is looked for in a region around that box (1.7 times
+  its size), scaled so the face is ~``TRACK_FACE`` px wide, at sizes within 0.8-1.25x the last one (coarser
+  scale steps: the size is nearly known);
 * detection: otherwise (the first frame, or the face was lost) in the whole frame, grey, scaled so its shorter
   side is ``DETECT_SIDE`` px (never up); the smallest face found is 1/8 of the frame's shorter side.
 
@@ -118,10 +119,12 @@ class FaceTracker:
             raise RuntimeError(f"cannot load the Haar cascade {CASCADE}")
         self.last: Box | None = None
 
-    def _search(self, grey: np.ndarray, scale: float, min_side: int, max_side: int | None = None) -> Box | None:
-        """The largest face in ``grey`` scaled by ``scale`` (sides in scaled pixels), in ``grey``'s pixels."""
+    def _search(self, grey: np.ndarray, scale: float, min_side: int, max_side: int | None = None,
+                step: float = 1.1) -> Box | None:
+        """The largest face in ``grey`` scaled by ``scale`` (sides in scaled pixels, sizes ``step`` apart), in
+        ``grey``'s pixels."""
         small = grey if scale == 1 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        faces = self._detector.detectMultiScale(small, 1.1, 3, minSize=(min_side, min_side),
+        faces = self._detector.detectMultiScale(small, step, 3, minSize=(min_side, min_side),
                                                 maxSize=(max_side, max_side) if max_side else None)
         if not len(faces):
             return None
@@ -132,13 +135,14 @@ class FaceTracker:
         """The face box in ``frame`` (BGR, full size), or None; remembered for the next frame."""
         height, width = frame.shape[:2]
         box = None
-        if self.last is not None:  # tracking: a region twice the last face's size around it
+        if self.last is not None:  # tracking: a region 1.7 times the last face's size around it
             x, y, w, h = self.last
-            x0, y0 = max(0, x - w // 2), max(0, y - h // 2)
-            x1, y1 = min(width, x + w + w // 2), min(height, y + h + h // 2)
+            grow = int(0.35 * w)
+            x0, y0 = max(0, x - grow), max(0, y - grow)
+            x1, y1 = min(width, x + w + grow), min(height, y + h + grow)
             region = cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
             scale = min(1.0, TRACK_FACE / w)
-            found = self._search(region, scale, int(0.7 * w * scale), int(1.45 * w * scale) + 1)
+            found = self._search(region, scale, int(0.8 * w * scale), int(1.25 * w * scale) + 1, step=1.15)
             if found is not None:
                 box = (found[0] + x0, found[1] + y0, found[2], found[3])
         if box is None:  # detection in the whole frame
