@@ -1,4 +1,5 @@
-"""Preparation and cache-read throughput on a synthetic DEAP corpus (bio only), against baselines in the same run.
+"""Preparation and cache-read throughput on a synthetic DEAP corpus (bio only), against baselines in the same run;
+with ``--faces``, face preparation at the real cameras' size against grabbing the same videos once.
 
 * prepare: ``prepare_dataset`` into a fresh cache with 1 and 2 worker processes; MB of raw ``.dat`` input per
   second (target >= 200 MB/s per process) and windows per second. Process start-up is included.
@@ -9,7 +10,22 @@
   the memory-mapped pages are resident as in every epoch after the first (target >= 50,000 windows/s).
   Ratio: windows/s against the baseline.
 
+Faces (``--faces``): synthetic corpora at camera size, DEAP 720x576 at 50 fps (63 s per trial) and MAHNOB
+780x580 at 60 fps (stimulus + 5 s), 8 frames per 3 s window cropped to 112 px (the issue's setting).
+
+* grab-only: ``VideoCapture.grab()`` over every frame of every video once (demux + decode, no image made): the
+  floor of any per-frame reader;
+* face path: :func:`gbvnet.data.video.face_crops` at every sampled time of every window (what ``prepare`` runs per
+  trial video: one decoding thread, one OpenCV thread), one process; ratio = grab-only time / face time (target
+  >= 0.8);
+* per-frame detector (``--reference``): the path before tracking, the full-size frame searched at every sampled
+  time (read_frames + Haar cascade), for comparison;
+* prepare, end to end: ``prepare_dataset`` with faces, one process (signals included).
+
+Best of ``repeats``, grab-only and face path timed alternately so both see the same machine load.
+
     python -m bench.prepare [--subjects 4] [--quick] [--profile] [--write]
+    python -m bench.prepare --faces [--trials 2] [--reference] [--quick] [--write]
 """
 
 from __future__ import annotations
@@ -24,13 +40,15 @@ import time
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from bench.common import machine, write_section
-from gbvnet.data import deap, synthetic
+from gbvnet.data import deap, mahnob, synthetic
 from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
-from gbvnet.data.windows import cut
+from gbvnet.data.video import CASCADE, face_crops, opencv_threads, read_frames
+from gbvnet.data.windows import cut, windows
 from gbvnet.prepare import dataset_config, prepare_dataset, prepare_subject
 
 
@@ -66,15 +84,127 @@ def read_all(ds: WindowDataset, rows: np.ndarray, batch: int) -> int:
 
 
 PASSES = 10  # cache reads are timed over this many passes over all rows
+DEAP_FACE_VIDEO_S = 22 * 40 * 63  # the full DEAP face data: subjects 1-22, 40 trials of 63 s
+
+
+def grab_all(videos: list[Path]) -> int:
+    """Grab every frame of every video once (the grab-only baseline); returns the frame count."""
+    frames = 0
+    for video in videos:
+        cap = cv2.VideoCapture(str(video))
+        while cap.grab():
+            frames += 1
+        cap.release()
+    return frames
+
+
+def per_frame_detector(jobs: list[tuple], size: int) -> int:
+    """The path before tracking: every sampled full-size frame searched by the cascade; returns crops made."""
+    cascade, count = cv2.CascadeClassifier(str(CASCADE)), 0
+    for video, times, span in jobs:
+        for frame in read_frames(video, times, span):
+            h, w = frame.shape[:2]
+            cascade.detectMultiScale(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), 1.1, 3, minSize=(min(h, w) // 8,) * 2)
+            count += 1
+    return count
+
+
+def face_rows(dataset: str, root: Path, repeats: int, reference: bool, tmp: Path) -> tuple[list[str], float]:
+    """The face-bench rows of one corpus, and the face path's seconds per second of video."""
+    cfg = dataset_config(dataset, frames=8, face_size=112)
+    reader = {"deap": deap, "mahnob": mahnob}[dataset]
+    jobs = []
+    for rec in reader.read_subject(root, 1):
+        w = windows(rec, cfg)
+        jobs.append((rec.video, (w.frame_times - rec.video_start).ravel(),
+                     (rec.stim_end - rec.video_start, rec.duration - rec.video_start)))
+    videos = [video for video, _, _ in jobs]
+    caps = [cv2.VideoCapture(str(v)) for v in videos]
+    (width, height), fps = synthetic.CAMERA[dataset]
+    seconds = sum(c.get(cv2.CAP_PROP_FRAME_COUNT) / c.get(cv2.CAP_PROP_FPS) for c in caps)
+    grabs, faces, found = [], [], []
+    for _ in range(repeats):  # alternately, so both see the same load
+        start = time.perf_counter()
+        frames = grab_all(videos)
+        grabs.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        with opencv_threads(1):  # as prepare runs it
+            found = [face_crops(video, times, cfg.face_size, span) for video, times, span in jobs]
+        faces.append(time.perf_counter() - start)
+    grab_s, face_s = min(grabs), min(faces)
+    sampled, fallbacks = sum(f.frames for f in found), sum(f.fallbacks for f in found)
+    name = f"{dataset.upper()} {width}x{height} @ {fps:g} fps, {len(videos)} video(s), {seconds:.0f} s"
+    rows = [f"| {name} | grab-only: every frame once | {grab_s:.2f} | {frames:,} grabbed | 1.00 |",
+            f"| {name} | face path (tracked, downscaled detection) | {face_s:.2f} | {sampled:,} cropped, "
+            f"{fallbacks} without a face | {grab_s / face_s:.2f} |"]
+    if reference:
+        start = time.perf_counter()
+        per_frame_detector(jobs, cfg.face_size)
+        ref_s = time.perf_counter() - start
+        rows.append(f"| {name} | per-frame detector on full-size frames (before) | {ref_s:.2f} | {sampled:,} "
+                    f"cropped | {grab_s / ref_s:.2f} |")
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepare_dataset(dataset, root, str(tmp / f"cache-{dataset}"), cfg, progress=False)
+    rows.append(f"| {name} | prepare, end to end (signals + faces, 1 process) | {time.perf_counter() - start:.2f} "
+                f"| {sampled:,} cropped | - |")
+    for row in rows:
+        print(row, flush=True)
+    return rows, face_s / seconds
+
+
+def faces_main(args) -> str:
+    trials = 1 if args.quick else args.trials
+    repeats = 1 if args.quick else 3
+    tmp = Path(tempfile.mkdtemp(prefix="bench-faces-"))
+    try:
+        corpora = {}
+        for dataset in ("deap", "mahnob"):
+            size, fps = synthetic.CAMERA[dataset]
+            root = corpora[dataset] = tmp / dataset
+            print(f"writing {trials} camera-size {dataset} video(s) ...", flush=True)
+            if dataset == "deap":
+                synthetic.write_deap(root, subjects=1, trials=trials, video_size=size, video_fps=fps)
+            else:
+                synthetic.write_mahnob(root, subjects=1, trials=trials, duration=20.0 if args.quick else 60.0,
+                                       video_size=size, video_fps=fps)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        lines = [f"Machine: {machine()}; 1-minute load average at the start: {load:.1f} (other jobs share the "
+                 "cores, so timings vary between runs)", "",
+                 f"Corpora: synthetic, one subject of {trials} trial(s) per dataset at the cameras' size (MJPG); 8 "
+                 f"frames per 3 s window, 112 px crops; best of {repeats}, grab-only and face path timed "
+                 "alternately. Ratio: grab-only time / this time (target for the face path: >= 0.8).", "",
+                 "| corpus | measurement | wall s | frames | ratio |", "| --- | --- | --- | --- | --- |"]
+        per_video_s = {}
+        for dataset, root in corpora.items():
+            rows, per_video_s[dataset] = face_rows(dataset, root, repeats, args.reference, tmp)
+            lines += rows
+        lines += ["", f"Face path per hour of video, one process: DEAP {per_video_s['deap'] * 3600 / 60:.1f} min, "
+                      f"MAHNOB {per_video_s['mahnob'] * 3600 / 60:.1f} min; the full DEAP face data (22 subjects x "
+                      f"40 trials x 63 s = {DEAP_FACE_VIDEO_S / 3600:.1f} h) then takes "
+                      f"~{per_video_s['deap'] * DEAP_FACE_VIDEO_S / 3600:.1f} h per process."]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--subjects", type=int, default=4, help="synthetic DEAP subjects of 40 full trials")
-    parser.add_argument("--quick", action="store_true", help="2 subjects, one repetition")
+    parser.add_argument("--quick", action="store_true", help="2 subjects, one repetition (--faces: 1 trial)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one subject's preparation")
+    parser.add_argument("--faces", action="store_true", help="face preparation at camera size vs grab-only")
+    parser.add_argument("--trials", type=int, default=2, help="--faces: trials (videos) per dataset")
+    parser.add_argument("--reference", action="store_true", help="--faces: also time the per-frame detector")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args()
+    if args.faces:
+        text = faces_main(args)
+        print(text)
+        if args.write:
+            write_section("prepare: faces at camera size (bench/prepare.py --faces)", text)
+        return
     subjects = 2 if args.quick else args.subjects
     repeats = 1 if args.quick else 5
     cfg = dataset_config("deap")

@@ -9,15 +9,19 @@ see :mod:`gbvnet.data.video`), binarise labels (``rating > --threshold``), and w
 :mod:`gbvnet.data.cache`). A re-run redoes only subjects whose source files (the set of files, their sizes and
 mtimes) or preparation config changed; an unchanged cache is not touched at all.
 
-Bad input: ``--on-error fail`` (default) stops at the first bad input with an error naming the file, leaving the
-previous cache byte-for-byte intact (files this run wrote are removed; the manifest is only replaced at the
-end). ``--on-error skip`` warns, skips the smallest broken unit (a trial or session: unreadable, stimulus shorter
-than a window, video missing or unreadable; a whole subject when its file is) and lists each skip with its file
-and problem in the report and in the manifest's ``skipped``. A MAHNOB subject without any rated session is
-skipped in either mode (not an error). Video/signal duration mismatches, missing DEAP videos and face-detection
-fallbacks are reported, not errors.
+Bad input: ``--on-error fail`` (default) stops at the first bad input with a one-line error naming the file and
+the problem, leaving the previous cache byte-for-byte intact (files this run wrote are removed; the manifest is
+only replaced at the end). ``--on-error skip`` warns, skips the smallest broken unit and lists each skip in the
+report and in the manifest's ``skipped`` as a record naming its unit (``subject N trial T``, ``subject N``,
+``face videos of subject N``, or a ``file`` that belongs to no subject; see
+:func:`gbvnet.data.records.skip_record`). A MAHNOB subject without any rated session is skipped in either mode
+(not an error). Video/signal duration mismatches, missing DEAP videos and face-detection fallbacks (per video,
+``face_fallback_videos`` where more than 20 % of the sampled frames had no face) are reported, not errors.
+``--no-face`` never opens a video or the DEAP ratings CSV.
 
-``--workers N`` prepares N subjects at a time in worker processes (the platform's default start method).
+``--workers N`` prepares N subjects at a time in worker processes (the platform's default start method); with
+fewer subjects to redo than workers, each subject crops its videos in ``N // subjects`` threads.
+Ctrl-C (once or more) and SIGTERM stop the workers and remove every file this run wrote (exit code 130).
 
 Dataset defaults: DEAP's ``data_preprocessed_python`` is already band-passed (4-45 Hz) and at 128 Hz, so it is
 not filtered again; MAHNOB-HCI raw BDFs are low-passed at 45 Hz and resampled from 256 to 128 Hz.
@@ -29,10 +33,12 @@ import argparse
 import hashlib
 import json
 import secrets
+import signal
 import sys
+import threading
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +46,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from tqdm import tqdm
 
-from gbvnet.config import PrepareConfig, to_dict
+from gbvnet.config import ConfigError, PrepareConfig, to_dict
 from gbvnet.data import cache as cache_mod
 from gbvnet.data import deap, mahnob
-from gbvnet.data.records import DataError, ReadReport, check_on_error
-from gbvnet.data.video import FaceCropper, read_frames
+from gbvnet.data.records import DataError, ReadReport, check_on_error, describe, skip_record
+from gbvnet.data.video import FALLBACK_WARN, face_crops, opencv_threads
 from gbvnet.data.windows import binarise, windows
 
 READERS = {"deap": deap, "mahnob": mahnob}
@@ -99,63 +105,80 @@ def describe_sources(files: list[Path]) -> list[dict]:
     return out
 
 
-def _is_video_note(message: str) -> bool:
-    """Reader warnings about face videos (irrelevant to a bio-only cache)."""
-    return "video" in message
+def subject_file_name(subject: int, token: str) -> str:
+    """The Arrow file of ``subject`` written by the run ``token`` (every file a run writes carries its token)."""
+    return f"subject_{subject:02d}-{token}.arrow"
 
 
 def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, face: bool, cache_uri: str,
-                    on_error: str = "fail", files: list[Path] | None = None) -> dict:
+                    on_error: str = "fail", files: list[Path] | None = None, token: str | None = None,
+                    video_threads: int = 1) -> dict:
     """Process one subject into a new Arrow file in the cache; returns its manifest entry (file not yet live).
 
     ``on_error="skip"`` skips broken trials (reader errors, stimulus shorter than a window, unreadable video)
     and lists them in the entry's ``skipped``; a subject left without trials raises :class:`SubjectSkipped`.
-    ``files``: the subject's source files as the reader lists them (looked up when not given).
+    ``files``: the subject's source files as the reader lists them (looked up when not given). ``token``: the
+    run's token, part of the file name (default: a new one). ``video_threads``: face videos cropped at once.
     """
     started = time.perf_counter()
     check_on_error(on_error)
     reader = READERS[dataset]
     skipped: list[dict] = []
 
-    def bad(exc: DataError, trial: int | None) -> None:
+    def bad(exc: DataError, trial: int) -> None:
         if on_error == "fail":
             raise exc
         warnings.warn(f"skipping {exc}", stacklevel=3)
-        skipped.append({"subject": subject, "trial": trial, "path": exc.path, "problem": exc.problem})
+        skipped.append(skip_record(exc, "trial", subject, trial))
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         read_report = ReadReport()
-        records = reader.read_subject(root, subject, on_error, read_report)
-        skipped += [{"subject": subject, "trial": None, "path": path, "problem": problem}
-                    for path, problem in read_report.skipped]
-        cropper = FaceCropper(cfg.face_size) if face else None
+        records = reader.read_subject(root, subject, on_error, read_report, face=face)
+        skipped += read_report.skipped
+        face_frames = face_fallbacks = 0
+        poor_videos = []  # videos where most sampled frames had no detection
         n_face = cfg.frames * cfg.face_size * cfg.face_size * 3
         channels = records[0].channels if records else []
-        kept = []  # (record, windows, face crops (n, n_face) or None)
+        cut = []  # (record, windows)
         for rec in records:
             try:
                 if rec.channels != channels:
                     raise DataError(rec.source_files[0] if rec.source_files else root,
                                     f"channels of trial {rec.trial} differ from the subject's first trial: "
                                     f"{rec.channels}")
-                w = windows(rec, cfg)
-                crops = None
-                if cropper is not None and rec.video is not None:
-                    cropper.reset()
-                    span = (rec.stim_end - rec.video_start, rec.duration - rec.video_start)
-                    frames = read_frames(rec.video, (w.frame_times - rec.video_start).ravel(), span)
-                    crops = np.stack([cropper.crop(f) for f in frames]).reshape(len(w.t_start), n_face)
+                cut.append((rec, windows(rec, cfg)))
             except DataError as exc:
                 bad(exc, rec.trial)
-                continue
-            kept.append((rec, w, crops))
+        # videos in parallel threads (OpenCV decodes and detects without the GIL), each by one OpenCV thread
+        kept = []  # (record, windows, face crops (n, n_face) or None)
+        with opencv_threads(1):
+            threads = ThreadPoolExecutor(video_threads)
+            try:
+                found = [threads.submit(face_crops, rec.video, (w.frame_times - rec.video_start).ravel(),
+                                        cfg.face_size, (rec.stim_end - rec.video_start, rec.duration - rec.video_start))
+                         if face and rec.video is not None else None for rec, w in cut]
+                for (rec, w), future in zip(cut, found, strict=True):
+                    crops = None
+                    if future is not None:
+                        try:
+                            faces = future.result()
+                        except DataError as exc:
+                            bad(exc, rec.trial)
+                            continue
+                        crops = faces.crops.reshape(len(w.t_start), n_face)
+                        face_frames, face_fallbacks = face_frames + faces.frames, face_fallbacks + faces.fallbacks
+                        if faces.fallbacks > FALLBACK_WARN * faces.frames:
+                            poor_videos.append({"video": str(rec.video), "trial": rec.trial,
+                                                "frames": faces.frames, "fallbacks": faces.fallbacks})
+                    kept.append((rec, w, crops))
+            finally:  # an error or Ctrl-C waits for the videos being read, not for the queued ones
+                threads.shutdown(wait=True, cancel_futures=True)
     if not kept:
         if skipped:
             raise SubjectSkipped(skipped[0]["path"], f"subject {subject}: every trial skipped "
                                                      f"({skipped[0]['problem']})", skipped)
-        item = {"subject": subject, "trial": None, "path": str(root),
-                "problem": f"subject {subject} has no rated trials"}
+        item = skip_record(DataError(root, f"subject {subject} has no rated trials"), "subject", subject)
         raise SubjectSkipped(root, item["problem"], [item])
 
     counts = np.array([len(w.t_start) for _, w, _ in kept])
@@ -189,17 +212,16 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
         arrays["face"] = pa.nulls(n, pa.null())
     table = pa.table([arrays[f.name] for f in types], schema=types)
     fs, base = cache_mod.filesystem(cache_uri)
-    name = f"subject_{subject:02d}-{secrets.token_hex(4)}.arrow"
+    name = subject_file_name(subject, token or secrets.token_hex(4))
     written = cache_mod.write_table(fs, cache_mod.join(base, name), table)
     if files is None:
         files = reader.subject_files(root).get(subject, [])
     sources = sorted({str(p) for r, _, _ in kept for p in r.source_files} | {str(p) for p in files})
-    notes = [str(w.message) for w in caught if (face or not _is_video_note(str(w.message)))
-             and not str(w.message).startswith("skipping ")]  # skips are listed in "skipped"
+    notes = [str(w.message) for w in caught if not str(w.message).startswith("skipping ")]  # in "skipped"
     return {"file": name, "rows": n, "trials": len(kept), "bytes": written,
             "raw_bytes": int(sum(r.bio.nbytes for r, _, _ in kept)), "channels": channels,
-            "face_rows": int(valid.sum()), "face_frames": cropper.frames if cropper else 0,
-            "face_fallbacks": cropper.fallbacks if cropper else 0, "skipped": skipped, "warnings": notes,
+            "face_rows": int(valid.sum()), "face_frames": face_frames, "face_fallbacks": face_fallbacks,
+            "face_fallback_videos": poor_videos, "skipped": skipped, "warnings": notes,
             "seconds": time.perf_counter() - started, "sources": describe_sources([Path(p) for p in sources])}
 
 
@@ -208,6 +230,8 @@ def _unchanged(entry: dict | None, fs, base: str, files: list[Path], on_error: s
     current source files are the same set with the same sizes and mtimes, and (under ``on_error="fail"``) it
     skipped nothing."""
     if entry is None or fs.get_file_info(cache_mod.join(base, entry["file"])).type == pafs.FileType.NotFound:
+        return False
+    if "face_fallback_videos" not in entry:  # written before skip units and per-video fallbacks were recorded
         return False
     if on_error == "fail" and entry.get("skipped"):
         return False
@@ -223,27 +247,10 @@ class _Lazy:
     """A future for the one-process path: the work runs when ``result()`` is first called."""
 
     def __init__(self, fn, args):
-        self._fn, self._args, self._done, self._value, self._error = fn, args, False, None, None
+        self._fn, self._args = fn, args
 
     def result(self):
-        if not self._done:
-            self._done = True
-            try:
-                self._value = self._fn(*self._args)
-            except BaseException as exc:
-                self._error = exc
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def done(self) -> bool:
-        return self._done
-
-    def cancel(self) -> bool:
-        return not self._done
-
-    def exception(self):
-        return self._error
+        return self._fn(*self._args)
 
 
 class _Inline:
@@ -256,11 +263,61 @@ class _Inline:
         pass
 
 
-def _written_file(future) -> str | None:
-    """The file a finished, successful subject job wrote (None otherwise)."""
-    if not future.done() or (hasattr(future, "cancelled") and future.cancelled()) or future.exception():
-        return None
-    return future.result()["file"]
+def _worker_signals() -> None:
+    """Worker start-up: Ctrl-C (sent to the whole terminal process group) is the main process's to handle (it
+    stops the workers and removes what they wrote); SIGTERM ends a worker quietly (the main process's handler,
+    inherited by fork, is not the worker's)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop(pool) -> None:
+    """Cancel what has not started and stop the worker processes now (a subject with faces takes minutes)."""
+    if isinstance(pool, ProcessPoolExecutor):
+        for process in list((pool._processes or {}).values()):  # Python < 3.14 has no public terminate_workers()
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _remove_run_files(fs, base: str, token: str) -> None:
+    """Delete every file this run wrote (its token is in their names), temporary ones included."""
+    for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+        if f"-{token}." in info.base_name:
+            cache_mod.delete_quietly(fs, info.path)
+
+
+def _signals_ignored():
+    """Ignore SIGINT / SIGTERM while cleaning up (a second Ctrl-C must not cut the cleanup short; masking them
+    in this thread would not do: the kernel hands them to another thread, Python raises them here anyway);
+    returns the callable that restores the handlers. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(sig, handler) for sig, handler in held.items()]
+
+
+def _open_cache_folder(fs, base: str, cache: str, token: str) -> bool:
+    """Create the cache folder if needed and check that files can be written there; returns whether it was
+    created. Problems are one-line :class:`DataError`\\ s naming the cache."""
+    try:
+        info = fs.get_file_info(base)
+        if info.type == pafs.FileType.File:
+            raise DataError(cache, "--cache is a file; give a folder (or a URI) for the cache")
+        created = info.type == pafs.FileType.NotFound
+        fs.create_dir(base, recursive=True)
+        probe = cache_mod.join(base, f".write-test-{token}")
+        cache_mod.write_bytes(fs, probe, b"")
+        fs.delete_file(probe)
+    except OSError as exc:
+        raise DataError(cache, f"cannot write the cache folder ({exc}); check the path and its permissions") from None
+    return created
+
+
+def _nothing_prepared(root: str, skipped: list[dict]) -> DataError:
+    if not skipped:
+        return DataError(root, "no subject could be prepared")
+    return DataError(root, f"no subject could be prepared: {len(skipped)} unit(s) skipped, the first: "
+                           f"{describe(skipped[0])}")
 
 
 def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConfig | None = None, *,
@@ -271,21 +328,28 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
     The cache then holds exactly ``subjects`` (default: every subject under ``root``) minus those skipped.
 
     The manifest is the commit point: it is replaced (atomically) only once every subject to redo has been
-    written, so an error or an interruption leaves the previous cache as it was (files this run wrote are
-    removed). The manifest's ``skipped`` lists what ``on_error="skip"`` left out and why; the report adds what
-    was redone, the warnings and the face-detection fallbacks.
+    written, so an error or an interruption (Ctrl-C, twice too; SIGTERM where the caller turns it into
+    ``KeyboardInterrupt`` as the CLI does) leaves the previous cache as it was: every file this run wrote is
+    removed. The manifest's ``skipped`` lists what ``on_error="skip"`` left out and why (one record per smallest
+    unit, see :func:`gbvnet.data.records.skip_record`); the report adds what was redone, the warnings and the
+    face-detection fallbacks. ``face=False`` never opens a video or the DEAP ratings CSV.
     """
     check_on_error(on_error)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     cfg = (cfg or dataset_config(dataset)).validate()
     root = str(Path(root).expanduser().absolute())
     reader = READERS[dataset]
-    all_files = reader.subject_files(root)
+    root_report = ReadReport()
+    reader.check_root(root, on_error, root_report)
+    all_files = reader.subject_files(root, face)
     wanted = sorted(subjects or all_files)
     unknown = set(wanted) - set(all_files)
     if unknown:
-        raise DataError(root, f"subject(s) {sorted(unknown)} not found")
+        raise DataError(root, f"subject(s) {sorted(unknown)} not found (found: {sorted(all_files)})")
+    token = secrets.token_hex(4)
     fs, base = cache_mod.filesystem(cache)
-    fs.create_dir(base, recursive=True)
+    created = _open_cache_folder(fs, base, cache, token)
     chash = config_hash(dataset, cfg, face)
     try:
         old = cache_mod.read_manifest(cache)
@@ -296,23 +360,25 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
     entries = {s: old_subjects[str(s)] for s in wanted
                if _unchanged(old_subjects.get(str(s)), fs, base, all_files[s], on_error)}
     todo = [s for s in wanted if s not in entries]
-    skipped: list[dict] = []
+    skipped: list[dict] = list(root_report.skipped)
     started = time.perf_counter()
     parallel = workers > 1 and len(todo) > 1
+    video_threads = max(1, workers // max(1, len(todo)))  # fewer subjects than workers: videos in parallel
     # The platform's default start method (fork on Linux before Python 3.14): workers start at once, without
     # re-importing the caller's __main__ (torch, for a training script); they run numpy/pyarrow/OpenCV only.
-    pool = ProcessPoolExecutor(min(workers, len(todo))) if parallel else _Inline()
+    pool = (ProcessPoolExecutor(min(workers, len(todo)), initializer=_worker_signals) if parallel
+            else _Inline())
     futures = {}
     try:
         for s in todo:
             futures[s] = pool.submit(_subject_job if parallel else prepare_subject, dataset, root, s, cfg, face,
-                                     cache, on_error, all_files[s])
+                                     cache, on_error, all_files[s], token, video_threads)
         for s in tqdm(todo, desc=f"prepare {dataset}", unit="subject", disable=not progress or not todo,
                       file=sys.stderr):
             try:
                 entries[s] = futures[s].result()
                 for item in entries[s]["skipped"]:
-                    warnings.warn(f"skipped {_describe(item)}", stacklevel=2)
+                    warnings.warn(f"skipped {describe(item)}", stacklevel=2)
             except SubjectSkipped as exc:  # under "fail" only a subject without rated trials gets here
                 warnings.warn(f"skipped subject {s}: {exc}", stacklevel=2)
                 skipped += exc.items
@@ -320,9 +386,9 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
                 if on_error == "fail":
                     raise
                 warnings.warn(f"skipped subject {s}: {exc}", stacklevel=2)
-                skipped.append({"subject": s, "trial": None, "path": exc.path, "problem": exc.problem})
+                skipped.append(skip_record(exc, "subject", s))
         if not entries:
-            raise DataError(root, "no subject could be prepared" + (f": {skipped}" if skipped else ""))
+            raise _nothing_prepared(root, skipped)
         channel_sets = {tuple(e["channels"]) for e in entries.values()}
         if len(channel_sets) > 1:
             raise DataError(root, f"subjects have different channel lists: {channel_sets}")
@@ -336,32 +402,30 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
         if manifest != old:  # an unchanged cache is left untouched, manifest included
             cache_mod.write_json(fs, cache_mod.join(base, cache_mod.MANIFEST), manifest)
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for future in futures.values():  # the old manifest stays the truth; drop what this run wrote
-            name = _written_file(future)
-            if name is not None:
-                cache_mod.delete_quietly(fs, cache_mod.join(base, name))
+        release = _signals_ignored()
+        try:  # the old manifest stays the truth; drop what this run wrote
+            _stop(pool)
+            _remove_run_files(fs, base, token)
+            if created and not fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+                cache_mod.delete_quietly_dir(fs, base)  # a failed first run leaves no empty cache folder behind
+        finally:
+            release()
         raise
-    finally:
-        pool.shutdown(wait=True)
+    pool.shutdown(wait=True)
     live = {e["file"] for e in entries.values()}
     for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
         if info.base_name.startswith("subject_") and info.base_name not in live:
-            cache_mod.delete_quietly(fs, info.path)  # replaced files, and leftovers of interrupted runs
+            cache_mod.delete_quietly(fs, info.path)  # replaced files, and leftovers of killed runs (SIGKILL)
     redone = [entries[s] for s in todo if s in entries]
     return {
         "subjects": len(entries), "redone": [s for s in todo if s in entries],
         "unchanged": [s for s in wanted if s not in todo], "windows": sum(e["rows"] for e in entries.values()),
         "windows_redone": sum(e["rows"] for e in redone), "raw_mb_redone": sum(e["raw_bytes"] for e in redone) / 1e6,
         "face_frames": sum(e["face_frames"] for e in redone),
-        "face_fallbacks": sum(e["face_fallbacks"] for e in redone), "skipped": manifest["skipped"],
+        "face_fallbacks": sum(e["face_fallbacks"] for e in redone),
+        "face_fallback_videos": [v for e in redone for v in e["face_fallback_videos"]], "skipped": manifest["skipped"],
         "warnings": [w for e in redone for w in e["warnings"]], "seconds": time.perf_counter() - started,
     }
-
-
-def _describe(item: dict) -> str:
-    trial = f" trial {item['trial']}" if item.get("trial") is not None else ""
-    return f"subject {item['subject']}{trial}: {item['path']}: {item['problem']}"
 
 
 def format_report(report: dict, max_warnings: int = 20) -> str:
@@ -372,7 +436,10 @@ def format_report(report: dict, max_warnings: int = 20) -> str:
     if report["face_frames"]:
         lines.append(f"faces: {report['face_frames']} frames cropped, {report['face_fallbacks']} without a "
                      "detection (last box or centre crop used)")
-    lines += [f"SKIPPED {_describe(item)}" for item in report["skipped"]]
+        if report["face_fallback_videos"]:
+            lines.append(f"faces: {len(report['face_fallback_videos'])} video(s) without a face in more than "
+                         f"{FALLBACK_WARN:.0%} of their sampled frames (the manifest's face_fallback_videos)")
+    lines += [f"SKIPPED {describe(item)}" for item in report["skipped"]]
     shown = report["warnings"][:max_warnings]
     lines += [f"warning: {w}" for w in shown]
     if len(report["warnings"]) > len(shown):
@@ -397,15 +464,39 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, default=1, help="processes (one subject each)")
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail")
     args = p.parse_args(argv)
-    cfg = dataset_config(args.dataset, window=args.window, stride=args.stride, rate=args.rate, frames=args.frames,
-                         face_size=args.face_size, threshold=args.threshold, baseline_norm=args.baseline_norm)
+    if args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
+    try:
+        cfg = dataset_config(args.dataset, window=args.window, stride=args.stride, rate=args.rate,
+                             frames=args.frames, face_size=args.face_size, threshold=args.threshold,
+                             baseline_norm=args.baseline_norm)
+    except ConfigError as exc:
+        p.error(str(exc))
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         report = prepare_dataset(args.dataset, args.root, args.cache, cfg, on_error=args.on_error,
                                  face=not args.no_face, subjects=args.subjects, workers=args.workers)
     except DataError as exc:
         sys.exit(f"error: {exc}")
+    except OSError as exc:  # the cache's filesystem (disk full, connection lost, ...)
+        sys.exit(f"error: {args.cache}: {exc}")
+    except KeyboardInterrupt:
+        for sig in previous:  # cleaned up already: a further Ctrl-C must not cut this message short
+            signal.signal(sig, signal.SIG_IGN)
+        print("interrupted: the cache is as it was before this run (the files it wrote were removed)",
+              file=sys.stderr)
+        sys.exit(130)
+    finally:  # the caller's handlers back (a process started later inherits an ignored SIGINT)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(format_report(report))
     return report
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM (a scheduler stopping the job) cleans up like Ctrl-C."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

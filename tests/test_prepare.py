@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -22,7 +27,7 @@ from gbvnet.data import deap, mahnob, synthetic
 from gbvnet.data.cache import open_cache, read_manifest
 from gbvnet.data.dataset import WindowDataset
 from gbvnet.data.records import DataError, TrialRecord
-from gbvnet.data.video import read_frames
+from gbvnet.data.video import crop_square, face_crops, read_frames
 from gbvnet.data.windows import cut, windows
 from gbvnet.prepare import dataset_config, format_report, prepare_dataset
 
@@ -195,7 +200,7 @@ def test_window_longer_than_the_stimulus(short_second_subject, tmp_path):
                                         r"\(2.00 s\)") as info:
         run("mahnob", root, cache, face=False)
     assert info.value.path == str(root / "Sessions" / "132" / "session.xml")
-    assert list(cache.iterdir()) == []  # nothing written
+    assert not cache.exists()  # nothing written, not even an empty cache folder
     with pytest.warns(UserWarning, match="skipped subject 2: .*every trial skipped"):
         report = run("mahnob", root, cache, on_error="skip", face=False)
     assert report["redone"] == [1] and report["subjects"] == 1
@@ -245,13 +250,18 @@ def test_bad_mahnob_sessions_fail_or_are_skipped(mahnob_copy, tmp_path):
     with pytest.warns(UserWarning) as caught:
         report = run("mahnob", mahnob_copy, cache, face=False, on_error="skip")
     messages = [str(w.message) for w in caught]
-    assert any(m.startswith(f"skipped subject 1: {bdf}: no Status channel") for m in messages)
-    assert any(m.startswith(f"skipped subject 2: {video}: face video named in") for m in messages)
-    assert report["redone"] == [1, 2] and report["windows"] == 4  # one good session left per subject
-    assert {(s["subject"], s["path"]) for s in report["skipped"]} == {(1, str(bdf)), (2, str(video))}
-    assert any("face video named in" in s["problem"] for s in report["skipped"])
+    assert any(m.startswith(f"skipped subject 1 trial 4: {bdf}: no Status channel") for m in messages)
+    assert report["redone"] == [1] and report["windows"] == 6  # bio-only: the missing video changes nothing
+    assert [(s["unit"], s["subject"], s["trial"], s["path"]) for s in report["skipped"]] == [("trial", 1, 4, str(bdf))]
     assert read_manifest(str(cache))["skipped"] == report["skipped"]
-    assert open_cache(str(cache)).index().trial.tolist() == [2, 2, 132, 132]
+    assert open_cache(str(cache)).index().trial.tolist() == [2, 2, 132, 132, 134, 134]
+    with pytest.warns(UserWarning) as caught:
+        report = run("mahnob", mahnob_copy, tmp_path / "faces", dataset_config("mahnob", frames=1, face_size=32),
+                     on_error="skip")
+    assert any(str(w.message).startswith(f"skipped subject 2 trial 134: {video}: face video named in")
+               for w in caught)
+    assert [(s["unit"], s["subject"], s["trial"]) for s in report["skipped"]] == [("trial", 1, 4), ("trial", 2, 134)]
+    assert open_cache(str(tmp_path / "faces")).index().trial.tolist() == [2, 2, 132, 132]
     # the same damage is reported again by a re-run under "fail", although nothing changed since
     with pytest.raises(DataError, match="no Status channel"):
         run("mahnob", mahnob_copy, cache, face=False)
@@ -260,7 +270,7 @@ def test_bad_mahnob_sessions_fail_or_are_skipped(mahnob_copy, tmp_path):
 def test_subject_without_rated_sessions_is_left_out(mahnob_copy, tmp_path):
     for sid in ("132", "134"):  # subject 2 only has sessions without felt ratings (not an error)
         xml = mahnob_copy / "Sessions" / sid / "session.xml"
-        xml.write_text(xml.read_text().replace("feltVlnc=", "feltVlncX="))
+        xml.write_text(xml.read_text().replace("feltVlnc=", "feltVlncX=").replace("feltArsl=", "feltArslX="))
     with pytest.warns(UserWarning, match="skipped subject 2: .*subject 2 has no rated trials"):
         report = run("mahnob", mahnob_copy, tmp_path / "cache", face=False)
     assert report["redone"] == [1] and [s["subject"] for s in report["skipped"]] == [2]
@@ -341,12 +351,16 @@ def test_rerun_redoes_only_what_changed(deap_copy, tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == sorted(["manifest.json", *now.values()])  # old file gone
     assert stamps(cache)[now["1"]] == times[files["1"]]
 
-    # a new source file of subject 1 (a face video appearing) redoes subject 1 only
+    # a face video appearing does not touch a bio-only cache; a face cache of subject 1 redoes subject 1 only
+    run("deap", deap_copy, tmp_path / "faces")
     order = deap.read_presentation_order(deap_copy / deap.RATINGS_CSV)
     video = deap.video_path(deap_copy, 1, order[1][2])  # the video of Experiment_id 2
     video.parent.mkdir(parents=True)
     clock_video(video, 630)
-    assert run("deap", deap_copy, cache, face=False)["redone"] == [1]
+    assert run("deap", deap_copy, cache, face=False)["redone"] == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the other trials' videos are missing
+        assert run("deap", deap_copy, tmp_path / "faces")["redone"] == [1]
 
     # another preparation config redoes everything
     cfg = dataset_config("deap", threshold=7.0)
@@ -410,8 +424,13 @@ def test_face_frames_follow_the_window_times(mahnob_copy, tmp_path):
     assert report["face_frames"] == 3 * 2 * 2  # three sessions with video, 2 windows x 2 frames each
     assert report["face_fallbacks"] >= 8  # the clock videos hold no face
     assert f"{report['face_fallbacks']} without a detection" in format_report(report)
+    assert [(v["video"], v["fallbacks"]) for v in report["face_fallback_videos"]] == [(str(short), 4), (str(clock), 4)]
+    assert "2 video(s) without a face in more than 20% of their sampled frames" in format_report(report)
+    assert any(w.startswith(f"{clock}: no face found in 4 of 4 sampled frames (100%)") for w in report["warnings"])
+    manifest = read_manifest(str(tmp_path / "cache"))
+    assert manifest["subjects"]["1"]["face_fallback_videos"] == report["face_fallback_videos"]
     assert any(str(short) in w and "check the video/signal sync" in w for w in report["warnings"])
-    assert not any(str(clock) in w for w in report["warnings"])
+    assert not any(str(clock) in w and "sync" in w for w in report["warnings"])
     cache = open_cache(str(tmp_path / "cache"))
     index = cache.index()
     assert index.has_face_rows.tolist() == [True] * 6 + [False] * 2  # session 134 has no video: null face
@@ -447,3 +466,249 @@ def test_cache_at_uris_and_relative_paths(small_deap_corpus, tmp_path, monkeypat
     prepare.main(["--dataset", "deap", "--root", os.path.relpath(small_deap_corpus, tmp_path), "--cache",
                   "rel/cache", "--no-face", "--subjects", "1", "2"])
     assert open_cache("rel/cache").subjects == [1, 2] and (tmp_path / "rel" / "cache" / "manifest.json").exists()
+
+
+# ----------------------------------------------------------------------------- partial downloads, damaged files
+def test_bio_only_mahnob_without_any_video(mahnob_copy, tmp_path):
+    for video in (mahnob_copy / "Sessions").glob("*/*.avi"):
+        video.unlink()  # a download of the signals only
+    for on_error in ("fail", "skip"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            report = run("mahnob", mahnob_copy, tmp_path / on_error, face=False, on_error=on_error)
+        assert (report["subjects"], report["windows"], report["skipped"]) == (2, 8, [])
+    with pytest.raises(DataError, match="face video named in .* is missing"):
+        run("mahnob", mahnob_copy, tmp_path / "faces")
+
+
+def test_rated_session_missing_one_rating_is_named(mahnob_copy, tmp_path):
+    xml = mahnob_copy / "Sessions" / "4" / "session.xml"
+    xml.write_text(xml.read_text().replace("feltVlnc=", "feltVlncX="))  # an emotion session, feltArsl kept
+    with pytest.raises(DataError, match="feltArsl='.' is given but feltVlnc is missing") as info:
+        run("mahnob", mahnob_copy, tmp_path / "cache", face=False)
+    assert info.value.path == str(xml)
+    with pytest.warns(UserWarning, match="skipped subject 1 trial 4: .*feltVlnc is missing"):
+        report = run("mahnob", mahnob_copy, tmp_path / "cache", face=False, on_error="skip")
+    assert [(s["unit"], s["subject"], s["trial"], s["path"]) for s in report["skipped"]] == [("trial", 1, 4, str(xml))]
+    assert "SKIPPED subject 1 trial 4: " in format_report(report)
+    assert read_manifest(str(tmp_path / "cache"))["skipped"] == report["skipped"]
+    assert open_cache(str(tmp_path / "cache")).index().trial.tolist() == [2, 2, 132, 132, 134, 134]
+
+
+def test_copied_session_folder_is_not_prepared_twice(mahnob_copy, tmp_path):
+    original = mahnob_copy / "Sessions" / "132"
+    shutil.copytree(original, mahnob_copy / "Sessions" / "132 (copy)")
+    with pytest.raises(DataError, match=f"sessionId 132 is also the id of {original / 'session.xml'}"):
+        run("mahnob", mahnob_copy, tmp_path / "cache", face=False)
+    with pytest.warns(UserWarning, match="skipped subject 2 trial 132: .*132 \\(copy\\)/session.xml"):
+        report = run("mahnob", mahnob_copy, tmp_path / "cache", face=False, on_error="skip")
+    index = open_cache(str(tmp_path / "cache")).index()
+    keys = list(zip(index.subject.tolist(), index.trial.tolist(), index.window.tolist(), strict=True))
+    assert len(keys) == len(set(keys)) == report["windows"] == 8
+    assert [(s["unit"], s["subject"], s["trial"]) for s in report["skipped"]] == [("trial", 2, 132)]
+
+
+@pytest.fixture
+def deap_with_videos(tmp_path) -> Path:
+    """2 subjects x 2 trials of DEAP with (short, faceless) videos for every trial."""
+    root = tmp_path / "deapv"
+    synthetic.write_deap(root, subjects=2, trials=2, seed=4, video=False)
+    order = deap.read_presentation_order(root / deap.RATINGS_CSV)
+    for s in (1, 2):
+        for trial in order[s].values():
+            video = deap.video_path(root, s, trial)
+            video.parent.mkdir(parents=True, exist_ok=True)
+            clock_video(video, 630)
+    return root
+
+
+def test_broken_ratings_csv_costs_only_the_videos(deap_with_videos, tmp_path):
+    root = deap_with_videos
+    (root / deap.RATINGS_CSV).write_text("Participant_id,Trial\n1,x\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # bio-only never opens the CSV
+        report = run("deap", root, tmp_path / "bio", face=False)
+    assert (report["subjects"], report["skipped"]) == (2, [])
+    with pytest.raises(DataError, match="participant_ratings.csv: line 2: .* must be integers; it aligns the face videos"):
+        run("deap", root, tmp_path / "faces", dataset_config("deap", frames=1, face_size=32))
+    with pytest.warns(UserWarning) as caught:
+        report = run("deap", root, tmp_path / "faces", dataset_config("deap", frames=1, face_size=32),
+                     on_error="skip")
+    assert [str(w.message).split(":")[0] for w in caught if str(w.message).startswith("skipped")] == [
+        "skipped face videos of subject 1", "skipped face videos of subject 2"]
+    assert report["subjects"] == 2
+    assert [(s["unit"], s["subject"], s["trial"]) for s in report["skipped"]] == [("face videos", 1, None),
+                                                                               ("face videos", 2, None)]
+    assert "SKIPPED face videos of subject 2: " in format_report(report)
+    assert not open_cache(str(tmp_path / "faces")).index().has_face  # the report matches the cache
+
+
+def test_skip_records_name_the_smallest_unit(deap_copy, mahnob_copy, tmp_path):
+    with open(deap.dat_path(deap_copy, 2), "rb") as f:
+        stored = pickle.load(f, encoding="latin1")
+    stored["data"][1, 0, 5] = np.nan  # trial 2 of subject 2: a NaN sample
+    stored["labels"][2, 1] = np.nan  # trial 3 of subject 2: a NaN rating
+    synthetic.write_deap_dat(deap.dat_path(deap_copy, 2), stored)
+    with pytest.warns(UserWarning) as caught:
+        report = run("deap", deap_copy, tmp_path / "deap", face=False, on_error="skip")
+    assert [str(w.message).split(":")[0] for w in caught if str(w.message).startswith("skipped")] == [
+        "skipped subject 2 trial 2", "skipped subject 2 trial 3"]
+    assert report["subjects"] == 3 and report["windows"] == 7 * 20  # the subject keeps its good trial
+    assert [(s["unit"], s["subject"], s["trial"]) for s in report["skipped"]] == [("trial", 2, 2), ("trial", 2, 3)]
+    assert "'labels' arousal rating nan is not on the 1-9 scale" in report["skipped"][1]["problem"]
+    assert "SKIPPED subject 2 trial 3: " in format_report(report)
+    bad = mahnob_copy / "Sessions" / "77" / "session.xml"  # a malformed XML: its subject is unknown
+    bad.parent.mkdir()
+    bad.write_text("<session sessionId='77'")
+    with pytest.raises(DataError, match="malformed session XML"):
+        run("mahnob", mahnob_copy, tmp_path / "mahnob", face=False)
+    with pytest.warns(UserWarning, match="skipping .*malformed"):
+        report = run("mahnob", mahnob_copy, tmp_path / "mahnob", face=False, on_error="skip")
+    assert report["subjects"] == 2
+    assert [(s["unit"], s["subject"], s["path"]) for s in report["skipped"]] == [("file", None, str(bad))]
+    assert format_report(report).count("SKIPPED file: ") == 1
+
+
+def test_roots_caches_and_arguments_give_one_line_errors(deap_copy, tmp_path, capsys, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for root, what in ((empty, "holds no data_preprocessed_python"), (tmp_path / "nowhere", "does not exist")):
+        with pytest.raises(SystemExit) as info:
+            prepare.main(["--dataset", "deap", "--root", str(root), "--cache", str(tmp_path / "c"), "--no-face"])
+        assert str(info.value.code).startswith(f"error: {root}: {what}")
+        assert "--root must be the DEAP download folder" in str(info.value.code)
+        assert not (tmp_path / "c").exists()  # no empty cache folder left behind
+    args = ["--dataset", "deap", "--root", str(deap_copy), "--no-face"]
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(SystemExit) as info:
+        prepare.main([*args, "--cache", str(a_file)])
+    assert str(info.value.code) == f"error: {a_file}: --cache is a file; give a folder (or a URI) for the cache"
+
+    def refused(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cache_mod, "write_bytes", refused)  # an unwritable folder (tests may run as root)
+    with pytest.raises(SystemExit) as info:
+        prepare.main([*args, "--cache", str(tmp_path / "ro")])
+    assert str(info.value.code).startswith(f"error: {tmp_path / 'ro'}: cannot write the cache folder")
+    assert "\n" not in str(info.value.code)
+    monkeypatch.undo()
+    for bad, message in ((["--window", "-1"], "window must be > 0"), (["--workers", "0"], "--workers must be >= 1"),
+                         (["--threshold", "12"], "threshold must be within")):
+        with pytest.raises(SystemExit) as info:
+            prepare.main([*args, "--cache", str(tmp_path / "c"), *bad])
+        assert info.value.code == 2 and f"error: {message}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepare.main([*args, "--cache", str(tmp_path / "c"), "--window", "100", "--on-error", "skip"])
+    message = str(info.value.code)
+    assert message.startswith(f"error: {deap_copy}: no subject could be prepared: 9 unit(s) skipped, the first: "
+                              "subject 1 trial 1: ") and "window of 100 s is longer" in message
+    assert len(message) < 400 and not (tmp_path / "c").exists()
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "prepare_dataset", interrupted)
+    with pytest.raises(SystemExit) as info:
+        prepare.main([*args, "--cache", str(tmp_path / "c")])
+    assert info.value.code == 130 and "interrupted: the cache is as it was" in capsys.readouterr().err
+
+
+INTERRUPTIBLE = """
+import sys, time
+from gbvnet import prepare
+real = prepare.prepare_subject
+def slow(*args):  # subject 2 writes its file, then takes long: the run is interrupted then
+    entry = real(*args)
+    if args[2] == 2:
+        time.sleep(120)
+    return entry
+prepare.prepare_subject = slow
+prepare.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT twice", "Ctrl-C twice to the process group"])
+def test_interrupts_leave_only_files_the_manifest_lists(deap_copy, tmp_path, how):
+    cache = tmp_path / "cache"
+    run("deap", deap_copy, cache, face=False)
+    before = snapshot(cache)
+    for s in (1, 2):
+        bump_mtime(deap.dat_path(deap_copy, s))
+    cmd = [sys.executable, "-c", INTERRUPTIBLE, "--dataset", "deap", "--root", str(deap_copy), "--cache", str(cache),
+           "--no-face", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(prepare.__file__).parents[1])})
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(cache.glob("subject_*.arrow"))) < len(before) + 1:  # both new files written
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        if how == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            send = (lambda sig: os.killpg(proc.pid, sig)) if "group" in how else proc.send_signal
+            send(signal.SIGINT)
+            time.sleep(0.3)  # the second one lands while the first is being handled
+            send(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        try:  # workers orphaned by a main process that died without stopping them
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    # 130, or killed by the second signal once the cleanup is over (a shell reports both as 130)
+    assert proc.returncode in (130, -signal.SIGINT, -signal.SIGTERM) and "Traceback" not in err, err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # in-process main() calls left it so
+    assert "interrupted: the cache is as it was before this run" in err
+    assert snapshot(cache) == before  # no file the manifest does not list
+
+
+def moving_face_video(path: Path, fps: float, seconds: float, frame: tuple[int, int]) -> None:
+    """A synthetic face swinging left-right (+-60 px, 4 s period) and up-down at camera-like size."""
+    subj = synthetic._subject(np.random.default_rng(1), deap.DEAP_CHANNELS)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, frame)
+    for k in range(int(seconds * fps)):
+        t = k / fps
+        jitter = (int(50 * np.sin(2 * np.pi * t / 4)), int(12 * np.sin(2 * np.pi * t / 3)))
+        writer.write(synthetic._draw_face(0.0, 0.0, subj, jitter, frame))
+    writer.release()
+
+
+def test_tracked_crops_match_the_per_frame_detector_on_a_moving_face(tmp_path):
+    video, frame = tmp_path / "moving.avi", (360, 288)
+    moving_face_video(video, fps=25.0, seconds=8.0, frame=frame)
+    times = np.sort(np.random.default_rng(0).uniform(0, 8, 40))  # sampled frames ~0.2 s apart on average
+    fast = face_crops(video, times, 48, span=(8.0, 8.0))
+    assert (fast.frames, fast.fallbacks) == (40, 0)
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    frames = read_frames(video, times)
+    for k, image in enumerate(frames):  # the old path: the full-size frame searched, every sampled frame
+        faces = cascade.detectMultiScale(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 1.1, 3, minSize=(36, 36))
+        x, y, w, h = max(faces, key=lambda b: b[2] * b[3])
+        reference = np.array([x + w / 2, y + h / 2, w * 1.5])  # centre, square side with the 25 % margins
+        bx, by, side, _ = fast.boxes[k]
+        assert np.hypot(bx + side / 2 - reference[0], by + side / 2 - reference[1]) < 0.1 * reference[2], k
+        assert 0.8 < side / reference[2] < 1.25, k
+        # each crop is cut from the frame of its own sampled time
+        np.testing.assert_array_equal(fast.crops[k], crop_square(image, tuple(fast.boxes[k]), 48))
+
+
+def test_faceless_video_is_warned_about(tmp_path):
+    video = tmp_path / "clock.avi"
+    clock_video(video, 40, size=96)
+    with pytest.warns(UserWarning, match="clock.avi: no face found in 5 of 5 sampled frames \\(100%\\); .* frontal"):
+        found = face_crops(video, np.linspace(0, 3.9, 5), 32)
+    assert found.fallbacks == 5 and (found.boxes == [0, 0, 96, 96]).all()  # centre crops of a square frame
+
+
+def test_videos_of_one_subject_in_parallel_threads(small_mahnob_corpus, small_mahnob_cache, tmp_path):
+    cfg = dataset_config("mahnob", frames=2, face_size=32)
+    report = run("mahnob", small_mahnob_corpus, tmp_path / "c", cfg, subjects=[2], workers=2)  # 2 video threads
+    assert report["face_frames"] == 2 * 2 * 2
+    threaded, serial = (WindowDataset(open_cache(str(c)), modality="facebio") for c in (tmp_path / "c",
+                                                                                       small_mahnob_cache))
+    rows = np.flatnonzero(open_cache(str(small_mahnob_cache)).index().subject == 2)
+    np.testing.assert_array_equal(threaded._gather(threaded._face, np.arange(4)), serial._gather(serial._face, rows))

@@ -168,7 +168,7 @@ def test_deap_pickle_cannot_run_code(deap_copy, tmp_path_factory):
     ({"data": np.zeros((4, 40, 8000))}, r"'data' has shape \(4, 40, 8000\)"),
     ({"data": np.zeros((40, 8064))}, r"'data' has shape \(40, 8064\)"),
     ({"labels": np.full((4, 3), 5.0)}, r"'labels' has shape \(4, 3\), expected \(4, 4\)"),
-    ({"labels": np.full((4, 4), 12.0)}, "'labels' must be finite ratings on the 1-9 scale"),
+    ({"labels": np.full((4, 4), 12.0)}, r"trial 1 \(Experiment_id\): 'labels' valence rating 12 is not on"),
     ({"data": np.zeros((4, 40, 8064), dtype=np.int32)}, "'data' must be a float array"),
 ])  # fmt: skip
 def test_deap_wrong_arrays(deap_copy, arrays, problem):
@@ -201,7 +201,8 @@ def test_deap_non_finite_samples(deap_copy, bad):
     with pytest.warns(UserWarning, match="skipping .*non-finite"):
         records = deap.read_deap_subject(root, 1, on_error="skip", report=report)
     assert [r.trial for r in records] == [1, 3, 4]
-    assert report.skipped == [(str(path), "trial 2 (Experiment_id): non-finite samples in channel GSR")]
+    assert report.skipped == [{"unit": "trial", "subject": 1, "trial": 2, "path": str(path),
+                               "problem": "trial 2 (Experiment_id): non-finite samples in channel GSR"}]
 
 
 def test_deap_skip_a_broken_subject(deap_corpus, tmp_path):
@@ -215,7 +216,7 @@ def test_deap_skip_a_broken_subject(deap_corpus, tmp_path):
     with pytest.warns(UserWarning, match="skipping"):
         records = list(deap.read_deap(tmp_path, on_error="skip", report=report))
     assert sorted({r.subject for r in records}) == [1, 3]
-    assert [p for p, _ in report.skipped] == [str(bad)]
+    assert [(item["unit"], item["subject"], item["path"]) for item in report.skipped] == [("subject", 2, str(bad))]
     assert deap.deap_subjects(tmp_path) == [1, 2, 3]  # the manifest still lists it
     with pytest.raises(ValueError, match="on_error"):
         list(deap.read_deap(tmp_path, on_error="ignore"))
@@ -241,7 +242,59 @@ def test_deap_malformed_csv(deap_copy):
     with pytest.warns(UserWarning):
         records = deap.read_deap_subject(root, 1, on_error="skip", report=report)
     assert len(records) == 4 and all(r.video is None for r in records)
-    assert report.skipped[0][0] == str(root / deap.RATINGS_CSV)
+    assert [(item["unit"], item["subject"], item["path"]) for item in report.skipped] == [
+        ("face videos", 1, str(root / deap.RATINGS_CSV))]
+    assert "none are attached (fix the CSV, or prepare bio-only with --no-face)" in report.skipped[0]["problem"]
+    with warnings.catch_warnings():  # bio-only reading never opens the CSV
+        warnings.simplefilter("error")
+        records = deap.read_deap_subject(root, 1, face=False)
+    assert len(records) == 4 and all(r.video is None for r in records)
+    assert deap.deap_subject_files(root, face=False) == {1: [deap.dat_path(root, 1)]}
+
+
+@pytest.mark.parametrize("column, value", [(0, np.nan), (1, 0.0), (0, 9.5)])
+def test_deap_bad_rating_costs_one_trial(deap_copy, column, value):
+    root, truth = deap_copy
+    with open(deap.dat_path(root, 1), "rb") as f:
+        labels = pickle.load(f, encoding="latin1")["labels"]
+    labels[2, column] = value
+    path = _replace_dat(root, labels=labels)
+    name = ("valence", "arousal")[column]
+    problem = f"trial 3 (Experiment_id): 'labels' {name} rating {value:g} is not on the 1-9 scale"
+    with pytest.raises(DataError) as info:
+        deap.read_deap_subject(root, 1)
+    assert (info.value.path, info.value.problem) == (str(path), problem)
+    report = ReadReport()
+    with pytest.warns(UserWarning, match="skipping"):
+        records = deap.read_deap_subject(root, 1, on_error="skip", report=report)
+    assert [r.trial for r in records] == [1, 2, 4]
+    assert report.skipped == [{"unit": "trial", "subject": 1, "trial": 3, "path": str(path), "problem": problem}]
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_deap_dat_resaved_by_python3(deap_copy, protocol):
+    """Python 3 re-saves .dat files with _codecs.encode (protocol 2) or numeric._frombuffer (protocol 5)."""
+    root, truth = deap_copy
+    path = deap.dat_path(root, 1)
+    with open(path, "rb") as f:
+        stored = pickle.load(f, encoding="latin1")
+    path.write_bytes(pickle.dumps(stored, protocol=protocol))
+    records = deap.read_deap_subject(root, 1)
+    assert [(r.valence, r.arousal) for r in records] == [(t["valence"], t["arousal"]) for t in truth]
+    for k, r in enumerate(records):
+        np.testing.assert_array_equal(r.bio, stored["data"][k])
+
+
+def test_deap_refusal_says_what_to_do(deap_copy):
+    root, _ = deap_copy
+    path = deap.dat_path(root, 1)
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x06\x00\x00\x00rot_13\x86R.")
+    with pytest.raises(DataError, match="not a valid DEAP pickle .*only latin1"):
+        deap.load_dat(path)
+    path.write_bytes(pickle.dumps({"data": np.float64, "labels": 1}, protocol=2))
+    with pytest.raises(DataError, match=r"refusing to unpickle numpy.float64: a DEAP .dat holds only numpy arrays "
+                                        r".*re-save it as pickle.dump"):
+        deap.load_dat(path)
 
 
 # ---------------------------------------------------------------------------------------------------- MAHNOB
@@ -309,7 +362,7 @@ def test_mahnob_small_session_and_colour_video(tmp_path):
     assert record.video == xml.parent / "P4-Rec1-2009.07.09.17.53.46_C1 trigger _C_Section_2.avi"
 
 
-@pytest.mark.parametrize("attrs", ['', 'feltVlnc="" feltArsl=""', 'feltVlnc="5"', 'feltEmo="3" feltCtrl="2"'])
+@pytest.mark.parametrize("attrs", ['', 'feltVlnc="" feltArsl=""', 'feltEmo="3" feltCtrl="2"'])
 def test_mahnob_unrated_sessions_are_skipped_and_counted(tmp_path, attrs):
     xml = _session(tmp_path, attrs=attrs)
     report = ReadReport()
@@ -324,12 +377,75 @@ def test_mahnob_unrated_sessions_are_skipped_and_counted(tmp_path, attrs):
     ('feltVlnc="7" feltArsl="12"', "feltArsl='12' is outside the 1-9 rating scale"),
     ('feltVlnc="0" feltArsl="3"', "feltVlnc='0' is outside"),
     ('feltVlnc="nan" feltArsl="3"', "feltVlnc='nan' is outside"),
+    ('feltArsl="3" feltEmo="1"', "feltArsl='3' is given but feltVlnc is missing"),
+    ('feltVlnc="5"', "feltVlnc='5' is given but feltArsl is missing"),
+    ('feltVlnc="" feltArsl="3"', "feltArsl='3' is given but feltVlnc is missing"),
 ])  # fmt: skip
 def test_mahnob_malformed_felt_values(tmp_path, attrs, problem):
     xml = _session(tmp_path, attrs=attrs)
     with pytest.raises(DataError, match=problem) as info:
         list(mahnob.read_mahnob(tmp_path))
     assert info.value.path == str(xml)
+    report = ReadReport()  # the session alone is skipped, named by subject and session id
+    with pytest.warns(UserWarning, match="skipping"):
+        assert mahnob.read_mahnob_subject(tmp_path, 4, on_error="skip", report=report) == []
+    assert [(i["unit"], i["subject"], i["trial"], i["path"]) for i in report.skipped] == [("trial", 4, 2, str(xml))]
+    assert report.unrated == []
+
+
+def test_mahnob_duplicate_session_folder(tmp_path):
+    xml = _session(tmp_path, sid=2)
+    copy = tmp_path / "Sessions" / "2 - Copy"
+    shutil.copytree(xml.parent, copy)
+    with pytest.raises(DataError, match=f"sessionId 2 is also the id of {xml}") as info:
+        mahnob.read_mahnob_subject(tmp_path, 4)
+    assert info.value.path == str(copy / "session.xml")
+    report = ReadReport()
+    with pytest.warns(UserWarning, match="skipping"):
+        records = mahnob.read_mahnob_subject(tmp_path, 4, on_error="skip", report=report)
+    assert [r.source_files[0] for r in records] == [xml]  # the first copy (numeric folder) is kept
+    assert [(i["unit"], i["subject"], i["trial"], i["path"]) for i in report.skipped] == [
+        ("trial", 4, 2, str(copy / "session.xml"))]
+
+
+def test_mahnob_bio_only_needs_no_videos(tmp_path):
+    xml = _session(tmp_path, write_video=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (record,) = mahnob.read_mahnob_subject(tmp_path, 4, face=False)
+    assert record.video is None and record.source_files == (xml, xml.parent / "Part_4_S_Trial1_emotion.bdf")
+    assert mahnob.mahnob_subject_files(tmp_path, face=False) == {4: [xml, xml.parent / "Part_4_S_Trial1_emotion.bdf"]}
+    with pytest.raises(DataError, match="face video named in .* is missing .*--no-face"):
+        mahnob.read_mahnob_subject(tmp_path, 4)
+
+
+def test_mahnob_unparsable_xml_belongs_to_no_subject(tmp_path):
+    _session(tmp_path, sid=2)
+    bad = tmp_path / "Sessions" / "9" / "session.xml"
+    bad.parent.mkdir()
+    bad.write_text("<session")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(mahnob.read_mahnob_subject(tmp_path, 4)) == 1  # left to check_root
+    with pytest.raises(DataError, match="malformed session XML") as info:
+        mahnob.check_root(tmp_path)
+    assert info.value.path == str(bad)
+    report = ReadReport()
+    with pytest.warns(UserWarning, match="skipping"):
+        mahnob.check_root(tmp_path, "skip", report)
+    assert [(i["unit"], i["subject"], i["path"]) for i in report.skipped] == [("file", None, str(bad))]
+    for root, what in ((tmp_path / "none", "does not exist"), (tmp_path / "Sessions" / "2", "holds no Sessions")):
+        with pytest.raises(DataError, match=f"{what}.*--root must be the MAHNOB-HCI download folder"):
+            mahnob.check_root(root)
+
+
+def test_deap_check_root(tmp_path, deap_copy):
+    root, _ = deap_copy
+    deap.check_root(root)
+    for folder, what in ((tmp_path / "none", "does not exist"), (root / "metadata_csv", "holds no data_prep")):
+        with pytest.raises(DataError, match=f"{what}.*--root must be the DEAP download folder") as info:
+            deap.check_root(folder)
+        assert info.value.path == str(folder)
 
 
 def test_mahnob_malformed_xml_and_subject(tmp_path):
@@ -383,6 +499,21 @@ def test_mahnob_missing_files(tmp_path):
         list(mahnob.read_mahnob(tmp_path))
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.9, 1.1])  # cut in half, cut after the stimulus, extra bytes
+def test_mahnob_truncated_bdf(tmp_path, keep):
+    xml = _session(tmp_path, triggers=(1.0, 2.0))
+    bdf = xml.parent / "Part_4_S_Trial1_emotion.bdf"
+    data = bdf.read_bytes()
+    header = 256 * (len(mahnob.BDF_CHANNELS) + 1)
+    size = header + int((len(data) - header) * keep)
+    bdf.write_bytes(data[:size] if keep < 1 else data + bytes(size - len(data)))
+    what = "truncated" if keep < 1 else "damaged"
+    with pytest.raises(DataError, match=f"{what} BDF: {size:,} bytes, but its header promises 4 records = "
+                                        f"{len(data):,} bytes; download it again") as info:
+        list(mahnob.read_mahnob(tmp_path))
+    assert info.value.path == str(bdf)
+
+
 def test_mahnob_skip_keeps_the_good_sessions(tmp_path):
     _session(tmp_path, sid=2)
     bad = _session(tmp_path, sid=4, attrs='feltVlnc="x" feltArsl="3"')
@@ -391,6 +522,7 @@ def test_mahnob_skip_keeps_the_good_sessions(tmp_path):
     with pytest.warns(UserWarning, match="skipping"):
         records = mahnob.read_mahnob_subject(tmp_path, 4, on_error="skip", report=report)
     assert [r.trial for r in records] == [2]
-    assert [Path(p).parent.name for p, _ in report.skipped] == ["4", "6"]
-    assert report.skipped[0] == (str(bad), "feltVlnc='x' is not a number")
+    assert [Path(item["path"]).parent.name for item in report.skipped] == ["4", "6"]
+    assert report.skipped[0] == {"unit": "trial", "subject": 4, "trial": 4, "path": str(bad),
+                                 "problem": "feltVlnc='x' is not a number"}
     assert list(mahnob.mahnob_subject_files(tmp_path)) == [4]  # the unparsable XML is left to the reader

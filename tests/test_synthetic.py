@@ -176,3 +176,27 @@ def test_bad_arguments(tmp_path):
         synthetic.write_deap(tmp_path, trials=41)
     with pytest.raises(ValueError, match="duration"):
         synthetic.write_mahnob(tmp_path, duration=0.5)
+
+
+def test_camera_size_videos(tmp_path, capsys):
+    """The writers can record at the real cameras' size and rate (for the preparation bench)."""
+    truth = synthetic.write_mahnob(tmp_path / "m", subjects=1, trials=1, seed=2, duration=1.0,
+                                   video_size=(780, 580), video_fps=60.0)
+    video = tmp_path / "m" / truth["trials"][0]["video"]
+    cap = cv2.VideoCapture(str(video))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (780, 580)
+    assert cap.get(cv2.CAP_PROP_FPS) == 60 and cap.get(cv2.CAP_PROP_FRAME_COUNT) == 60 * (1 + 5)
+    assert mahnob.parse_session(video.parent / "session.xml").video == video
+    assert 'vidRate="60"' in (video.parent / "session.xml").read_text()
+    ok, frame = cap.read()
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    faces = cascade.detectMultiScale(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), 1.1, 5, minSize=(72, 72))
+    assert ok and len(faces) == 1 and 150 < faces[0][3] < 350  # ~40 % of the 580 px height
+    synthetic.main(["--format", "deap", "--out", str(tmp_path / "d"), "--subjects", "1", "--trials", "1",
+                    "--video-size", "camera", "--video-fps", "5"])
+    cap = cv2.VideoCapture(str(next((tmp_path / "d" / "face_video").glob("*/*.avi"))))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT), cap.get(cv2.CAP_PROP_FPS)) == (
+        720, 576, 5)
+    with pytest.raises(SystemExit):
+        synthetic.main(["--format", "deap", "--out", str(tmp_path / "x"), "--video-size", "720"])
+    assert "--video-size must be WIDTHxHEIGHT" in capsys.readouterr().err

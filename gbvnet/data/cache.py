@@ -106,6 +106,14 @@ def delete_quietly(fs: pafs.FileSystem, path: str) -> None:
         pass
 
 
+def delete_quietly_dir(fs: pafs.FileSystem, path: str) -> None:
+    """Delete the folder ``path`` if it can be (cleaning up must not hide the error that made it necessary)."""
+    try:
+        fs.delete_dir(path)
+    except OSError:
+        pass
+
+
 def write_table(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
     """Write ``table`` as an Arrow IPC file at ``path`` via a temporary name; returns bytes written.
 

@@ -12,22 +12,25 @@ Rows of ``data`` are in video order (row ``k`` is ``Experiment_id`` k + 1); the 
 presentation order. A video is attached to a row only through the ratings CSV (the row whose Experiment_id is
 k + 1 names the ``Trial`` number of its video), never by position. Without the CSV no video is attached (with a
 warning): bio-only use is still valid. A subject of 1-22 whose video file is missing gets ``video=None`` and a
-warning.
+warning. With ``face=False`` (bio-only preparation) neither the CSV nor the videos are looked at.
 
 Each ``sNN.dat`` row is 63 s: a 3 s pre-trial baseline, then the 60 s stimulus, so ``stim_start = 3.0`` and
 ``stim_end = 63.0``. Assumption (the dataset does not state the offset): a trial's face video starts with the
 trial recording, i.e. at bio time 0, the start of the baseline, so ``video_start = 0.0``.
 
-The pickles are loaded with a restricted unpickler that admits only what numpy arrays need, so a ``.dat`` from
-the internet cannot run code. Records hold views of the loaded array (float64 as stored), never copies.
+The pickles are loaded with a restricted unpickler that admits only what numpy arrays need (as Python 2 wrote
+them, and as Python 3 re-saves them with any pickle protocol 2-5), so a ``.dat`` from the internet cannot run
+code. Records hold views of the loaded array (float64 as stored), never copies.
 
 Errors: :class:`~gbvnet.data.records.DataError` naming the file and the problem. With ``on_error="skip"`` the
-reader warns, skips the smallest broken unit (a ``.dat`` file, or one trial with non-finite samples; a broken
-CSV only costs the videos) and records it in the optional :class:`~gbvnet.data.records.ReadReport`.
+reader warns, skips the smallest broken unit (a ``.dat`` file; one trial with non-finite samples or a rating off
+the 1-9 scale; a broken CSV only costs the subject's face videos) and records it in the optional
+:class:`~gbvnet.data.records.ReadReport`.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import pickle
 import re
@@ -53,7 +56,17 @@ RATINGS_CSV = Path("metadata_csv") / "participant_ratings.csv"
 
 _DAT_NAME = re.compile(r"s(\d{2})\.dat")
 _reconstruct = np.zeros(1).__reduce__()[0]
+_frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # protocol 5: numpy.(_)core.numeric._frombuffer
 _scalar = np.float64(0).__reduce__()[0]
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """What Python 3 pickles (protocol 2) store ``bytes`` as: ``_codecs.encode(text, "latin1")``; no other codec."""
+    if codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} (only latin1 holds array bytes)")
+    return codecs.encode(text, "latin1")
+
+
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
@@ -61,6 +74,9 @@ _ALLOWED = {
     ("numpy._core.multiarray", "scalar"): _scalar,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("_codecs", "encode"): _latin1_bytes,
 }
 
 
@@ -83,11 +99,15 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise DataError(self._path, f"refusing to unpickle {module}.{name}") from None
+            raise DataError(self._path, f"refusing to unpickle {module}.{name}: a DEAP .dat holds only numpy arrays "
+                                        "(anything else could run code while loading); use the file from the "
+                                        "official download, or re-save it as pickle.dump({'data': ndarray, "
+                                        "'labels': ndarray}, f)") from None
 
 
 def load_dat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(data, labels)`` of one ``sNN.dat``: trials x 40 x 8064 and trials x 4, validated (not for NaN/inf)."""
+    """``(data, labels)`` of one ``sNN.dat``: trials x 40 x 8064 and trials x 4, shapes and types validated
+    (values are checked per trial by the reader: a NaN sample or rating costs one trial, not the file)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -109,8 +129,6 @@ def load_dat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(path, f"'data' has shape {data.shape}, expected (trials, 40, {DEAP_SAMPLES})")
     if labels.shape != (n, 4):
         raise DataError(path, f"'labels' has shape {labels.shape}, expected ({n}, 4) for {n} trials")
-    if not np.isfinite(labels).all() or labels.min() < 1 or labels.max() > 9:
-        raise DataError(path, "'labels' must be finite ratings on the 1-9 scale")
     return data, labels
 
 
@@ -145,18 +163,32 @@ def deap_subjects(root: str | Path) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-def deap_subject_files(root: str | Path) -> dict[int, list[Path]]:
-    """The source files of each subject (``.dat``, the ratings CSV, face videos) for the cache manifest."""
+def deap_subject_files(root: str | Path, face: bool = True) -> dict[int, list[Path]]:
+    """The source files of each subject (``.dat``, and with ``face`` the ratings CSV and face videos) for the
+    cache manifest."""
     root = Path(root)
     csv_file = root / RATINGS_CSV
     files = {}
     for subject in deap_subjects(root):
-        videos = sorted((root / "face_video" / f"s{subject:02d}").glob(f"s{subject:02d}_trial*.avi"))
-        files[subject] = [dat_path(root, subject), *([csv_file] if csv_file.exists() else []), *videos]
+        files[subject] = [dat_path(root, subject)]
+        if face:
+            videos = sorted((root / "face_video" / f"s{subject:02d}").glob(f"s{subject:02d}_trial*.avi"))
+            files[subject] += [*([csv_file] if csv_file.exists() else []), *videos]
     return files
 
 
-def _load_order(root: Path, on_error: str, report: ReadReport | None) -> dict[int, dict[int, int]] | None:
+def check_deap_root(root: str | Path, on_error: str = "fail", report: ReadReport | None = None) -> None:
+    """Raise a :class:`DataError` saying what is expected when ``root`` holds no DEAP subject files."""
+    root = Path(root)
+    if not deap_subjects(root):
+        what = "does not exist" if not root.exists() else "holds no data_preprocessed_python/sNN.dat"
+        raise DataError(root, f"{what}; --root must be the DEAP download folder (data_preprocessed_python/s01.dat "
+                              "... s32.dat, optionally metadata_csv/ and face_video/)")
+
+
+def _load_order(root: Path, on_error: str, report: ReadReport | None,
+                subject: int | None) -> dict[int, dict[int, int]] | None:
+    """The presentation order, or None (no videos attached) when the CSV is missing or, skipped, broken."""
     csv_file = root / RATINGS_CSV
     if not csv_file.exists():
         warnings.warn(f"{csv_file}: missing; DEAP face videos cannot be aligned and are not attached", stacklevel=3)
@@ -164,7 +196,9 @@ def _load_order(root: Path, on_error: str, report: ReadReport | None) -> dict[in
     try:
         return read_presentation_order(csv_file)
     except DataError as exc:
-        skip_or_raise(exc, on_error, report)
+        error = DataError(exc.path, f"{exc.problem}; it aligns the face videos, so none are attached (fix the CSV, "
+                                    "or prepare bio-only with --no-face)")
+        skip_or_raise(error, on_error, report, "face videos", subject)
         return None
 
 
@@ -175,7 +209,7 @@ def _subject_records(
     try:
         data, labels = load_dat(path)
     except DataError as exc:
-        skip_or_raise(exc, on_error, report)
+        skip_or_raise(exc, on_error, report, "subject", subject)
         return []
     presentation = None if order is None else order.get(subject)
     if order is not None and presentation is None:
@@ -188,7 +222,14 @@ def _subject_records(
         if not np.isfinite(bio.sum()):
             channel = DEAP_CHANNELS[int(np.nonzero(~np.isfinite(bio))[0][0])]
             skip_or_raise(DataError(path, f"trial {experiment} (Experiment_id): non-finite samples in channel "
-                                          f"{channel}"), on_error, report)
+                                          f"{channel}"), on_error, report, "trial", subject, experiment)
+            continue
+        bad = [(name, value) for name, value in zip(("valence", "arousal"), labels[row, :2], strict=True)
+               if not 1 <= value <= 9]  # NaN fails too
+        if bad:
+            name, value = bad[0]
+            skip_or_raise(DataError(path, f"trial {experiment} (Experiment_id): 'labels' {name} rating {value:g} "
+                                          "is not on the 1-9 scale"), on_error, report, "trial", subject, experiment)
             continue
         video = None
         sources = [path]
@@ -211,12 +252,16 @@ def _subject_records(
 
 
 def read_deap_subject(
-    root: str | Path, subject: int, on_error: str = "fail", report: ReadReport | None = None
+    root: str | Path, subject: int, on_error: str = "fail", report: ReadReport | None = None, face: bool = True
 ) -> list[TrialRecord]:
-    """All trials of one subject, in Experiment_id order (see the module docstring for errors)."""
+    """All trials of one subject, in Experiment_id order (see the module docstring for errors).
+
+    ``face=False``: no video attached, the ratings CSV not read (bio-only use).
+    """
     check_on_error(on_error)
     root = Path(root)
-    return _subject_records(root, subject, _load_order(root, on_error, report), on_error, report)
+    order = _load_order(root, on_error, report, subject) if face else None
+    return _subject_records(root, subject, order, on_error, report)
 
 
 def read_deap(
@@ -228,7 +273,7 @@ def read_deap(
     """Yield one record per trial for ``subjects`` (default: every ``sNN.dat`` under ``root``)."""
     check_on_error(on_error)
     root = Path(root)
-    order = _load_order(root, on_error, report)
+    order = _load_order(root, on_error, report, None)
     for subject in deap_subjects(root) if subjects is None else subjects:
         yield from _subject_records(root, subject, order, on_error, report)
 
@@ -236,3 +281,4 @@ def read_deap(
 # The uniform reader interface (same names in gbvnet.data.mahnob), as used by gbvnet.prepare.
 subject_files = deap_subject_files
 read_subject = read_deap_subject
+check_root = check_deap_root

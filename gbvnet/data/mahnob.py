@@ -11,7 +11,9 @@ Layout under ``root``::
     Sessions/<id>/*.bdf          BioSemi, 256 Hz, 47 channels: 32 EEG, EXG1-8, GSR1-2, Erg1-2, Resp, Temp, Status
 
 Sessions without felt valence and arousal (the implicit-tagging sessions) are skipped and counted in
-``ReadReport.unrated`` (not an error, no warning). Ratings are on the 1-9 scale. ``trial`` is the session id,
+``ReadReport.unrated`` (not an error, no warning); a session with only one of ``feltVlnc`` / ``feltArsl`` is an
+error. Session ids are unique: a second folder with the same ``sessionId`` (a copied folder) is an error, and
+skipped its first copy (in folder order, numeric names first) is kept. Ratings are on the 1-9 scale. ``trial`` is the session id,
 ``subject`` the ``<subject id>``.
 
 Channels (our choice, the paper's count of 38, ``MAHNOB_CHANNELS``): the 32 EEG electrodes, EXG1-EXG3 (the ECG
@@ -19,7 +21,8 @@ leads), GSR1, Resp and Temp. ``bio`` holds them in SI units as mne returns them 
 
 Stimulus: the official BDFs hold about 30 s before and after the stimulus; the stimulus onset and offset are the
 first two rising edges of the ``Status`` trigger bits (the low 16 bits; BioSemi uses the upper 8 for system
-state). A BDF without ``Status`` or with fewer than two such events is an error.
+state). A BDF without ``Status`` or with fewer than two such events is an error, and so is a BDF shorter than its
+header says (a truncated download), wherever it was cut.
 
 Video: the session's frontal colour camera (the ``<track type="Video" color="1">``, whose file name contains
 "C1 trigger"). Synchronisation is our reading of the release, which does not state it: the colour video starts
@@ -27,11 +30,14 @@ at the stimulus onset, the first Status trigger, so ``video_start = stim_start``
 align it the same way (Idiap's ``bob.db.hci_tagging`` takes the first Status trigger as the video start; others
 report colour videos 1.1-3.3x as long as the stimulus, running on into the self-report, too short to also hold
 the 30 s before it). A session whose XML names a colour video missing on disk is an error naming the file; a
-session whose XML names none gets ``video=None``.
+session whose XML names none gets ``video=None``. With ``face=False`` (bio-only preparation) videos are not
+looked at: a download without them is complete.
 
 Errors: :class:`~gbvnet.data.records.DataError` naming the file and the problem (malformed XML or felt values,
 no subject, missing BDF, missing channels, no Status, missing video). With ``on_error="skip"`` the session is
-skipped with a warning and recorded in the optional :class:`~gbvnet.data.records.ReadReport`.
+skipped with a warning and recorded in the optional :class:`~gbvnet.data.records.ReadReport`; a ``session.xml``
+that cannot be parsed belongs to no known subject, so :func:`check_mahnob_root` reports it once for the corpus
+and the per-subject reader passes over it.
 """
 
 from __future__ import annotations
@@ -60,7 +66,8 @@ TRIGGER_BITS = 0xFFFF
 
 @dataclass(frozen=True)
 class Session:
-    """What one ``session.xml`` says. ``valence``/``arousal`` are None for sessions without felt ratings."""
+    """What one ``session.xml`` says. ``valence``/``arousal`` are None for sessions without felt ratings;
+    ``problem`` says what is wrong with a rated session's ratings (reported when the session is read)."""
 
     session: int
     subject: int
@@ -69,10 +76,11 @@ class Session:
     arousal: float | None
     bdf: Path | None
     video: Path | None
+    problem: str | None = None
 
     @property
     def rated(self) -> bool:
-        return self.valence is not None and self.arousal is not None
+        return self.problem is not None or (self.valence is not None and self.arousal is not None)
 
 
 def _rating(xml: Path, root: ET.Element, name: str) -> float | None:
@@ -116,10 +124,21 @@ def parse_session(xml: str | Path) -> Session:
             bdf = xml.parent / name
         elif track.get("type") == "Video" and video is None and (track.get("color") == "1" or "C1 trigger" in name):
             video = xml.parent / name
+    ratings, problem = {}, None
+    for name in ("feltVlnc", "feltArsl"):
+        try:
+            ratings[name] = _rating(xml, root, name)
+        except DataError as exc:
+            ratings[name], problem = None, problem or exc.problem
+    given = [name for name, value in ratings.items() if value is not None]
+    if problem is None and len(given) == 1:
+        other = "feltArsl" if given == ["feltVlnc"] else "feltVlnc"
+        problem = (f"{given[0]}={root.get(given[0])!r} is given but {other} is missing: a rated session needs both "
+                   "felt valence and arousal")
     return Session(
         session=_integer(xml, root.get("sessionId", xml.parent.name), "sessionId"),
         subject=_integer(xml, subject.get("id"), "subject id"),
-        xml=xml, valence=_rating(xml, root, "feltVlnc"), arousal=_rating(xml, root, "feltArsl"), bdf=bdf, video=video,
+        xml=xml, valence=ratings["feltVlnc"], arousal=ratings["feltArsl"], bdf=bdf, video=video, problem=problem,
     )  # fmt: skip
 
 
@@ -132,26 +151,60 @@ def _session_xmls(root: Path) -> list[Path]:
     return sorted((Path(root) / "Sessions").glob("*/session.xml"), key=key)
 
 
+def _parsed(root: Path) -> tuple[list[Session], list[DataError]]:
+    """Every ``session.xml`` under ``root`` parsed (folder order), and the errors of those that cannot be."""
+    sessions, errors = [], []
+    for xml in _session_xmls(root):
+        try:
+            sessions.append(parse_session(xml))
+        except DataError as exc:
+            errors.append(exc)
+    return sessions, errors
+
+
 def mahnob_sessions(
-    root: str | Path, subjects: Iterable[int] | None = None, on_error: str = "fail", report: ReadReport | None = None
+    root: str | Path, subjects: Iterable[int] | None = None, on_error: str = "fail", report: ReadReport | None = None,
+    unparsable: bool = True,
 ) -> list[Session]:
     """Every session of ``subjects`` (default all), rated or not, sorted by (subject, session id).
 
-    A ``session.xml`` that cannot be parsed is an error (or skipped) whatever ``subjects`` is: its subject is
-    unknown.
+    ``unparsable``: a ``session.xml`` that cannot be parsed is an error (or skipped) whatever ``subjects`` is
+    (its subject is unknown); False passes over them (:func:`check_mahnob_root` reports them). A later folder
+    with an earlier one's ``sessionId`` is an error (or skipped) for its subject.
     """
     check_on_error(on_error)
     wanted = None if subjects is None else set(subjects)
+    parsed, errors = _parsed(Path(root))
+    if unparsable:
+        for exc in errors:
+            skip_or_raise(exc, on_error, report, "file")
+    first: dict[int, Session] = {}
     sessions = []
-    for xml in _session_xmls(Path(root)):
-        try:
-            session = parse_session(xml)
-        except DataError as exc:
-            skip_or_raise(exc, on_error, report)
+    for session in parsed:
+        original = first.setdefault(session.session, session)
+        if wanted is not None and session.subject not in wanted:
             continue
-        if wanted is None or session.subject in wanted:
-            sessions.append(session)
+        if original is not session:
+            skip_or_raise(DataError(session.xml, f"sessionId {session.session} is also the id of {original.xml} "
+                                                 "(a copied session folder?); remove one of them"),
+                          on_error, report, "trial", session.subject, session.session)
+            continue
+        sessions.append(session)
     return sorted(sessions, key=lambda s: (s.subject, s.session))
+
+
+def check_mahnob_root(root: str | Path, on_error: str = "fail", report: ReadReport | None = None) -> None:
+    """Check what belongs to no subject: raise when ``root`` holds no ``Sessions/*/session.xml``; every
+    ``session.xml`` that cannot be parsed is an error (or, skipped, recorded once as a ``"file"``)."""
+    check_on_error(on_error)
+    root = Path(root)
+    parsed, errors = _parsed(root)
+    if not parsed and not errors:
+        what = "does not exist" if not root.exists() else "holds no Sessions/<id>/session.xml"
+        raise DataError(root, f"{what}; --root must be the MAHNOB-HCI download folder (Sessions/<id>/session.xml "
+                              "with the session's BDF and videos)")
+    for exc in errors:
+        skip_or_raise(exc, on_error, report, "file")
 
 
 def _stimulus(path: Path, status: np.ndarray, sfreq: float) -> tuple[float, float]:
@@ -162,11 +215,30 @@ def _stimulus(path: Path, status: np.ndarray, sfreq: float) -> tuple[float, floa
     return rises[0] / sfreq, rises[1] / sfreq
 
 
+def _check_bdf_size(path: Path) -> None:
+    """Raise when the file is shorter (or longer) than its header says: a truncated or damaged download."""
+    with open(path, "rb") as f:
+        head = f.read(256)
+        try:
+            header_bytes, records, signals = int(head[184:192]), int(head[236:244]), int(head[252:256])
+            f.seek(256 + 216 * signals)
+            per_record = sum(int(f.read(8)) for _ in range(signals))
+        except ValueError:
+            raise DataError(path, "cannot read BDF (its header is not a BDF/EDF header)") from None
+    if records < 0:  # -1: the recorder did not know the length; nothing to check against
+        return
+    expected, actual = header_bytes + 3 * records * per_record, path.stat().st_size
+    if actual != expected:
+        raise DataError(path, f"{'truncated' if actual < expected else 'damaged'} BDF: {actual:,} bytes, but its "
+                              f"header promises {records} records = {expected:,} bytes; download it again")
+
+
 def read_bdf(path: str | Path) -> tuple[np.ndarray, float, float, float]:
     """``(bio, sfreq, stim_start, stim_end)`` of one session BDF: ``MAHNOB_CHANNELS`` x samples, SI units."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "BDF file named in session.xml is missing")
+    _check_bdf_size(path)
     try:
         raw = mne.io.read_raw_bdf(path, include=[*MAHNOB_CHANNELS, STATUS], preload=True, verbose="error")
     except Exception as exc:  # mne raises many types for damaged files
@@ -181,19 +253,37 @@ def read_bdf(path: str | Path) -> tuple[np.ndarray, float, float, float]:
     return raw.get_data(picks=list(MAHNOB_CHANNELS)), sfreq, stim_start, stim_end
 
 
-def read_session(session: Session) -> TrialRecord:
-    """The trial of one rated session."""
+def read_session(session: Session, face: bool = True) -> TrialRecord:
+    """The trial of one rated session (``face=False``: without its video, which is not looked for)."""
+    if session.problem is not None:
+        raise DataError(session.xml, session.problem)
     if session.bdf is None:
         raise DataError(session.xml, "names no Physiological (BDF) track")
-    if session.video is not None and not session.video.is_file():
-        raise DataError(session.video, f"face video named in {session.xml} is missing")
+    video = session.video if face else None
+    if video is not None and not video.is_file():
+        raise DataError(video, f"face video named in {session.xml} is missing (prepare bio-only with --no-face, "
+                               "or download it)")
     bio, sfreq, stim_start, stim_end = read_bdf(session.bdf)
-    sources = (session.xml, session.bdf, *([session.video] if session.video else []))
+    sources = (session.xml, session.bdf, *([video] if video else []))
     return TrialRecord(
         subject=session.subject, trial=session.session, bio=bio, channels=list(MAHNOB_CHANNELS), sfreq=sfreq,
         stim_start=stim_start, stim_end=stim_end, valence=float(session.valence), arousal=float(session.arousal),
-        video=session.video, video_start=stim_start, source_files=sources,
+        video=video, video_start=stim_start, source_files=sources,
     )  # fmt: skip
+
+
+def _records(sessions: list[Session], on_error: str, report: ReadReport | None, face: bool) -> Iterator[TrialRecord]:
+    for session in sessions:
+        if not session.rated:
+            if report is not None:
+                report.unrated.append(str(session.xml))
+            continue
+        try:
+            record = read_session(session, face)
+        except DataError as exc:
+            skip_or_raise(exc, on_error, report, "trial", session.subject, session.session)
+            continue
+        yield record
 
 
 def read_mahnob(
@@ -201,42 +291,33 @@ def read_mahnob(
     subjects: Iterable[int] | None = None,
     on_error: str = "fail",
     report: ReadReport | None = None,
+    face: bool = True,
 ) -> Iterator[TrialRecord]:
     """Yield one record per rated session of ``subjects`` (default all), by (subject, session id)."""
-    for session in mahnob_sessions(root, subjects, on_error, report):
-        if not session.rated:
-            if report is not None:
-                report.unrated.append(str(session.xml))
-            continue
-        try:
-            record = read_session(session)
-        except DataError as exc:
-            skip_or_raise(exc, on_error, report)
-            continue
-        yield record
+    yield from _records(mahnob_sessions(root, subjects, on_error, report), on_error, report, face)
 
 
 def read_mahnob_subject(
-    root: str | Path, subject: int, on_error: str = "fail", report: ReadReport | None = None
+    root: str | Path, subject: int, on_error: str = "fail", report: ReadReport | None = None, face: bool = True
 ) -> list[TrialRecord]:
-    """All rated sessions of one subject, by session id."""
-    return list(read_mahnob(root, [subject], on_error, report))
+    """All rated sessions of one subject, by session id (unparsable session XMLs belong to no subject: they are
+    :func:`check_mahnob_root`'s to report)."""
+    sessions = mahnob_sessions(root, [subject], on_error, report, unparsable=False)
+    return list(_records(sessions, on_error, report, face))
 
 
-def mahnob_subject_files(root: str | Path) -> dict[int, list[Path]]:
-    """The source files of each subject (every session.xml, and the BDF / video files that exist) for the cache
-    manifest. Session XMLs that cannot be parsed are left out here; the readers report them."""
+def mahnob_subject_files(root: str | Path, face: bool = True) -> dict[int, list[Path]]:
+    """The source files of each subject (every session.xml, and the BDF and, with ``face``, video files that
+    exist) for the cache manifest. Session XMLs that cannot be parsed are left out here; the readers report
+    them."""
     files: dict[int, list[Path]] = {}
-    for xml in _session_xmls(Path(root)):
-        try:
-            session = parse_session(xml)
-        except DataError:
-            continue
-        found = [p for p in (session.bdf, session.video) if p is not None and p.is_file()]
-        files.setdefault(session.subject, []).extend([xml, *found])
+    for session in _parsed(Path(root))[0]:
+        found = [p for p in (session.bdf, session.video if face else None) if p is not None and p.is_file()]
+        files.setdefault(session.subject, []).extend([session.xml, *found])
     return dict(sorted(files.items()))
 
 
 # The uniform reader interface (same names in gbvnet.data.deap), as used by gbvnet.prepare.
 subject_files = mahnob_subject_files
 read_subject = read_mahnob_subject
+check_root = check_mahnob_root

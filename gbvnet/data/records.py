@@ -66,12 +66,35 @@ class ReadReport:
     """What a reader left out. Pass one to a reader to collect it; the reader also warns for each skip.
 
     Attributes:
-        skipped: ``(path, problem)`` for every file or trial skipped with ``on_error="skip"``.
+        skipped: a skip record (see :func:`skip_record`) for every unit skipped with ``on_error="skip"``.
         unrated: MAHNOB ``session.xml`` files without felt valence/arousal (not an error: skipped and counted).
     """
 
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
     unrated: list[str] = field(default_factory=list)
+
+
+UNITS = ("subject", "trial", "face videos", "file")
+
+
+def skip_record(error: DataError, unit: str, subject: int | None = None, trial: int | None = None) -> dict:
+    """What was skipped and why, as the report and the manifest's ``skipped`` list it.
+
+    ``unit`` names the smallest unit left out: a ``"subject"``, one ``"trial"`` (DEAP Experiment_id, MAHNOB
+    session id), a subject's ``"face videos"`` (its signals are kept), or a ``"file"`` that belongs to no subject
+    (a MAHNOB ``session.xml`` that cannot be parsed).
+    """
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
+    return {"unit": unit, "subject": subject, "trial": trial, "path": error.path, "problem": error.problem}
+
+
+def describe(item: dict) -> str:
+    """One line for a skip record: the unit, then the file and the problem."""
+    subject = f"subject {item['subject']}" if item.get("subject") is not None else "all subjects"
+    unit = {"subject": subject, "trial": f"{subject} trial {item['trial']}", "face videos": f"face videos of {subject}",
+            "file": "file"}[item["unit"]]
+    return f"{unit}: {item['path']}: {item['problem']}"
 
 
 def check_on_error(on_error: str) -> None:
@@ -79,10 +102,11 @@ def check_on_error(on_error: str) -> None:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
 
 
-def skip_or_raise(error: DataError, on_error: str, report: ReadReport | None) -> None:
+def skip_or_raise(error: DataError, on_error: str, report: ReadReport | None, unit: str,
+                  subject: int | None = None, trial: int | None = None) -> None:
     """Raise ``error`` (``on_error="fail"``) or warn and record it in ``report`` (``on_error="skip"``)."""
     if on_error == "fail":
         raise error
     warnings.warn(f"skipping {error}", stacklevel=3)
     if report is not None:
-        report.skipped.append((error.path, error.problem))
+        report.skipped.append(skip_record(error, unit, subject, trial))

@@ -22,7 +22,9 @@ MAHNOB-HCI (:func:`write_mahnob`), session ids laid out as in the real release (
                                                         after its end (see gbvnet.data.mahnob on sync)
 
 plus, per subject, one implicit-tagging session without felt ratings (readers skip and count it). Videos are
-96 x 96 MJPG at 10 fps; ``synthetic_truth.json`` at the root (not part of the official layouts) holds the
+MJPG, by default 96 x 96 at 10 fps (small and fast for tests); ``video_size`` / ``video_fps`` (``--video-size``,
+``--video-fps``) write them at the cameras' size instead, ``CAMERA["deap"]`` (720 x 576 at 50 fps) and
+``CAMERA["mahnob"]`` (780 x 580 at 60 fps), with the face at ~40 % of the frame height; ``synthetic_truth.json`` at the root (not part of the official layouts) holds the
 manifest the writers return.
 
 The signal. Per subject and target, half the trials are rated high (> 5) and half low (DEAP: continuous ratings
@@ -68,6 +70,8 @@ from gbvnet.data.mahnob import BDF_CHANNELS
 
 VIDEO_SIZE = 96
 VIDEO_FPS = 10.0
+CAMERA = {"deap": ((720, 576), 50.0), "mahnob": ((780, 580), 60.0)}  # (width, height), fps of the real cameras
+CAMERA_FACE = 0.4  # face height (before the subject's scale) as a share of a camera-size frame's height
 MAHNOB_SFREQ = 256
 MAHNOB_PRE = 30.0  # seconds of recording before the stimulus (as in the official BDFs)
 MAHNOB_POST = 30.0
@@ -287,11 +291,23 @@ def _mahnob_trial(rng, subj: _Subject, xv: float, xa: float, duration: float) ->
 
 
 # --------------------------------------------------------------------------------------------------- faces
-def _draw_face(v: float, a: float, subj: _Subject, jitter: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """A cartoon face that OpenCV's frontal-face Haar cascade detects: mouth curvature ~ v, brows/eyes ~ a."""
-    size, s = VIDEO_SIZE, VIDEO_SIZE * subj.scale
-    img = np.repeat(np.linspace(40, 90, size, dtype=np.uint8)[:, None], size, 1)[..., None].repeat(3, 2)
-    cx, cy = size // 2 + subj.dx + jitter[0], size // 2 + subj.dy + jitter[1] + int(0.04 * size)
+def _face_px(frame: tuple[int, int]) -> int:
+    """The unscaled face size in a ``(width, height)`` frame: the whole default frame, 40 % of a camera's."""
+    return VIDEO_SIZE if frame == (VIDEO_SIZE, VIDEO_SIZE) else int(CAMERA_FACE * frame[1])
+
+
+def _draw_face(v: float, a: float, subj: _Subject, jitter: tuple[int, int] = (0, 0),
+               frame: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE)) -> np.ndarray:
+    """A cartoon face that OpenCV's frontal-face Haar cascade detects: mouth curvature ~ v, brows/eyes ~ a.
+
+    ``frame``: (width, height); ``jitter`` and the subject's offsets are in units of 1/96 of the face size.
+    """
+    width, height = frame
+    size = _face_px(frame)
+    s, unit = size * subj.scale, size / VIDEO_SIZE
+    img = np.repeat(np.linspace(40, 90, height, dtype=np.uint8)[:, None], width, 1)[..., None].repeat(3, 2)
+    cx = width // 2 + int(unit * (subj.dx + jitter[0]))
+    cy = height // 2 + int(unit * (subj.dy + jitter[1])) + int(0.04 * size)
     shade = tuple(int(c * 0.7) for c in subj.skin)
     cv2.ellipse(img, (cx, cy - int(0.12 * s)), (int(0.30 * s) + 3, int(0.40 * s)), 0, 180, 360, subj.hair, -1,
                 cv2.LINE_AA)
@@ -307,7 +323,8 @@ def _draw_face(v: float, a: float, subj: _Subject, jitter: tuple[int, int] = (0,
         cv2.line(img, (ex - int(0.06 * s), brow_y + int(0.01 * s)), (ex + int(0.06 * s), brow_y), (30, 30, 40),
                  max(1, int(0.025 * s)), cv2.LINE_AA)
     nose_y = cy + int(0.06 * s)
-    cv2.line(img, (cx, eye_y + int(0.02 * s)), (cx - int(0.02 * s), nose_y), shade, 2, cv2.LINE_AA)
+    cv2.line(img, (cx, eye_y + int(0.02 * s)), (cx - int(0.02 * s), nose_y), shade, max(2, int(0.02 * s)),
+             cv2.LINE_AA)
     xs = np.linspace(-1, 1, 21)
     mouth = np.stack([cx + xs * 0.11 * s, cy + 0.20 * s - v * 0.06 * s * (2 * xs**2 - 1)], 1)
     cv2.polylines(img, [mouth.astype(np.int32)], False, (40, 30, 120), max(1, int(0.03 * s)), cv2.LINE_AA)
@@ -315,19 +332,19 @@ def _draw_face(v: float, a: float, subj: _Subject, jitter: tuple[int, int] = (0,
 
 
 def _write_video(path: Path, rng, subj: _Subject, xv: float, xa: float, start: float, end: float,
-                 length: float) -> None:
+                 length: float, frame: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE), fps: float = VIDEO_FPS) -> None:
     """``length`` seconds of face video; the expression shows between ``start`` and ``end`` (video time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     variants = {}
     for expressive in (False, True):
         v, a = subj.offset_v + xv * expressive, subj.offset_a + xa * expressive
         variants[expressive] = [_draw_face(v + rng.normal(0, 0.05), a + rng.normal(0, 0.05), subj,
-                                           tuple(int(j) for j in rng.integers(-1, 2, 2))) for _ in range(4)]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), VIDEO_FPS, (VIDEO_SIZE, VIDEO_SIZE))
+                                           tuple(int(j) for j in rng.integers(-1, 2, 2)), frame) for _ in range(4)]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, frame)
     if not writer.isOpened():
         raise RuntimeError(f"{path}: OpenCV cannot write MJPG video")
-    for k in range(int(round(length * VIDEO_FPS))):
-        t = k / VIDEO_FPS
+    for k in range(int(round(length * fps))):
+        t = k / fps
         writer.write(variants[start <= t < end][int(rng.integers(4))])
     writer.release()
 
@@ -339,8 +356,10 @@ def _write_truth(out: Path, truth: dict) -> dict:
 
 
 def write_deap(out: str | Path, subjects: int = 3, trials: int = 40, seed: int = 0, video: bool = True,
-               label_noise: float = 0.1) -> dict:
-    """Write a DEAP-layout corpus for subjects 1..``subjects`` (videos for 1-22); return the truth manifest.
+               label_noise: float = 0.1, video_size: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE),
+               video_fps: float = VIDEO_FPS) -> dict:
+    """Write a DEAP-layout corpus for subjects 1..``subjects`` (videos for 1-22, ``video_size`` = (width,
+    height) at ``video_fps``); return the truth manifest.
 
     The manifest: ``{"format", "seed", "label_noise", "trials": [{"subject", "trial" (Experiment_id),
     "presentation" (Trial), "valence", "arousal", "noisy_valence", "noisy_arousal", "video" (relative path or
@@ -363,7 +382,8 @@ def write_deap(out: str | Path, subjects: int = 3, trials: int = 40, seed: int =
             vid = None
             if video and s <= 22:
                 vid = deap_video_path(out, s, int(presentation[k]))
-                _write_video(vid, rng, subj, xv, xa, DEAP_STIM_START, 1e9, DEAP_SAMPLES / DEAP_SFREQ)
+                _write_video(vid, rng, subj, xv, xa, DEAP_STIM_START, 1e9, DEAP_SAMPLES / DEAP_SFREQ, video_size,
+                             video_fps)
             rows.append([s, int(presentation[k]), k + 1, int(presentation[k]) * 90_000_000, *labels[k],
                          int(rng.integers(1, 5))])
             truth.append({"subject": s, "trial": k + 1, "presentation": int(presentation[k]),
@@ -391,8 +411,10 @@ def _session_xml(path: Path, attrs: dict[str, str], subject: int, tracks: list[d
 
 
 def write_mahnob(out: str | Path, subjects: int = 2, trials: int = 20, seed: int = 0, duration: float = 12.0,
-                 video: bool = True, label_noise: float = 0.1) -> dict:
-    """Write a MAHNOB-HCI-layout corpus (``duration`` s stimuli); return the truth manifest.
+                 video: bool = True, label_noise: float = 0.1, video_size: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE),
+                 video_fps: float = VIDEO_FPS) -> dict:
+    """Write a MAHNOB-HCI-layout corpus (``duration`` s stimuli; colour videos of ``video_size`` = (width,
+    height) at ``video_fps``); return the truth manifest.
 
     The manifest: ``{"format", "seed", "label_noise", "trials": [{"subject", "trial" (session id), "valence",
     "arousal", "noisy_valence", "noisy_arousal", "bdf", "video" (relative paths; video may be None)}, ...],
@@ -418,13 +440,14 @@ def write_mahnob(out: str | Path, subjects: int = 2, trials: int = 20, seed: int
             vid = None
             if video:
                 vid = folder / f"P{s}-Rec1-2009.07.09.17.53.46_C1 trigger _C_Section_{2 * k}.avi"
-                _write_video(vid, rng, subj, xv, xa, 0.0, duration, duration + MAHNOB_SELF_REPORT)
+                _write_video(vid, rng, subj, xv, xa, 0.0, duration, duration + MAHNOB_SELF_REPORT, video_size,
+                             video_fps)
                 tracks.insert(0, {"type": "Video", "id": "1", "color": "1", "filename": vid.name})
             felt = {"valence": int(r["valence"][0][k - 1]), "arousal": int(r["arousal"][0][k - 1])}
             _session_xml(folder / "session.xml", {
                 "cutNr": str(2 * k), "isStim": "1", "experimentType": "emotion", "sessionId": str(sid),
                 "date": "2009-07-09", "mediaFile": f"{k}.avi", "cutLenSec": f"{duration:g}",
-                "vidRate": f"{VIDEO_FPS:g}", "feltEmo": str(int(rng.integers(0, 7))),
+                "vidRate": f"{video_fps:g}", "feltEmo": str(int(rng.integers(0, 7))),
                 "feltArsl": str(felt["arousal"]), "feltVlnc": str(felt["valence"]),
                 "feltCtrl": str(int(rng.integers(1, 10))), "feltPred": str(int(rng.integers(1, 10))),
             }, s, tracks)  # fmt: skip
@@ -450,9 +473,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=12.0, help="MAHNOB stimulus length in seconds")
     p.add_argument("--label-noise", type=float, default=0.1, help="fraction of trials whose signal contradicts")
     p.add_argument("--no-video", action="store_true", help="write no face videos")
+    p.add_argument("--video-size", default=f"{VIDEO_SIZE}x{VIDEO_SIZE}",
+                   help="WIDTHxHEIGHT of the face videos, or 'camera' for the real camera's (DEAP 720x576, MAHNOB "
+                        "780x580)")
+    p.add_argument("--video-fps", type=float, help="frames per second (default: 10, or the camera's with "
+                                                   "--video-size camera: DEAP 50, MAHNOB 60)")
     args = p.parse_args(argv)
+    camera_size, camera_fps = CAMERA[args.format]
+    if args.video_size == "camera":
+        size, fps = camera_size, args.video_fps or camera_fps
+    else:
+        try:
+            size = tuple(int(v) for v in args.video_size.lower().split("x"))
+        except ValueError:
+            size = ()
+        if len(size) != 2 or min(size) < 48:
+            p.error(f"--video-size must be WIDTHxHEIGHT (each >= 48) or 'camera', got {args.video_size!r}")
+        fps = args.video_fps or VIDEO_FPS
+    if fps <= 0:
+        p.error(f"--video-fps must be > 0, got {fps}")
     common = {"subjects": args.subjects, "seed": args.seed, "video": not args.no_video,
-              "label_noise": args.label_noise}
+              "label_noise": args.label_noise, "video_size": size, "video_fps": fps}
     if args.format == "deap":
         truth = write_deap(args.out, trials=args.trials or 40, **common)
     else:
