@@ -14,6 +14,8 @@ Each trial is a Tune function that builds and fits a ``TorchTrainer`` and report
 TPE (seeded) proposes configurations, at most ``--concurrent`` at a time. ``--resume`` restores an interrupted
 search from its storage without re-running finished trials. The best configuration is written to ``--output``
 (YAML with ``model``, ``train`` and ``search`` sections), the format ``evaluation.loso --config`` reads.
+While it runs, a table of the trials (epoch, validation macro-F1, elapsed and remaining time) is printed every
+30 s (:mod:`gbvnet.progress`; ``--quiet`` turns it off).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from evaluation.run import DATASETS
 from evaluation.tracking import Tracker, tracking_uri
 from gbvnet.config import TARGETS, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache, write_text
+from gbvnet.progress import ProgressTable
 from gbvnet.splits import Fold
 from gbvnet.train import (
     fit_model_to_cache,
@@ -91,13 +94,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrent", type=int, default=2)
     p.add_argument("--search-subjects", type=int, nargs="+", default=None)
     p.add_argument("--storage", default=None, help="Ray results path or URI (default ./runs/ray)")
-    p.add_argument("--name", default=None, help="search name (default search-<dataset>-<target>-<algo>-seed<S>)")
+    p.add_argument("--name", default=None,
+                   help="search name (default search-<dataset>-<modality>-<target>-<algo>-seed<S>)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--output", default="best.yaml")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--algo", choices=("optuna", "random"), default="optuna",
                    help="optuna: TPE + ASHA early stopping (default); random: random search, no early stopping")
+    p.add_argument("--quiet", action="store_true", help="no progress table while the trials run")
     return p.parse_args(argv)
 
 
@@ -117,13 +122,14 @@ def main(argv: list[str] | None = None) -> dict:
     train = TrainConfig(target=args.target, epochs=args.max_epochs, patience=args.max_epochs, seed=args.seed)
     make_job(cache, model, train, fold)  # validate cache, configs and the fold before anything is scheduled
     storage = storage_path(args.storage)
-    name = args.name or f"search-{args.dataset}-{args.target}-{args.algo}-seed{args.seed}"
+    name = args.name or f"search-{args.dataset}-{args.modality}-{args.target}-{args.algo}-seed{args.seed}"
     base = {"model": model, "train": train, "cache": cache, "fold": fold.to_dict(),
             "workers": args.workers_per_trial, "gpus_per_worker": args.gpus_per_worker}
 
-    init_ray()
+    init_ray(log_to_driver=False)  # the progress table reports the trials
     tracker = Tracker(tracking_uri(args.tracking_uri), f"gbvnet-{args.dataset}-search", name, run_name=name,
                       resume=args.resume)
+    tracker.log_cache(cache, index, context="search")
     tracker.log_params({"dataset": args.dataset, "target": args.target, "modality": args.modality,
                         "space": space_kind, "num_samples": args.num_samples, "max_epochs": args.max_epochs,
                         "seed": args.seed, "search_subjects": search_subjects, "train_subjects": train_subjects,
@@ -131,7 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, base=base, storage=storage, experiment=name), tune_trial_resources())
     path = f"{storage.rstrip('/')}/{name}"
-    if args.resume and tune.Tuner.can_restore(path):
+    progress = [] if args.quiet else [ProgressTable(total=args.num_samples, max_epochs=args.max_epochs,
+                                                    concurrency=args.concurrent, title="search")]
+    if args.resume and tune.Tuner.can_restore(path):  # the restored run keeps its own callbacks (progress)
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
                                         grace_period=args.grace_epochs, reduction_factor=2)
                 if args.algo == "optuna" else None,
                 num_samples=args.num_samples),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=progress,
                                       failure_config=tune.FailureConfig(max_failures=1)),
         )
     grid = tuner.fit()
