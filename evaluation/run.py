@@ -238,7 +238,7 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
     model = model_preset(preset, modality=args.modality, fusion=args.fusion)
     train = TrainConfig(target=args.target, seed=args.seed)
     if args.synthetic:  # a small corpus and the smoke model: fewer epochs at a higher rate
-        train.epochs, train.patience, train.lr = 8, 4, 1e-3
+        train.epochs, train.patience, train.lr = 10, 5, 1e-3
     searched: list[int] = []
     if args.config:
         config = load_yaml(args.config)

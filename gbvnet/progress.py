@@ -10,9 +10,10 @@ heartbeat reporter: one line when a fold or trial starts, ends or fails, and eve
 
 per fold/trial: its state, epoch of epochs, validation macro-F1 of the last epoch and the best so far, time since
 it started and the time it still needs. Estimates: a running trial needs ``max_epochs - epoch`` more epochs at its
-mean time per epoch so far (an upper bound: early stopping or ASHA may end it sooner); a waiting one needs the
-mean duration of the finished ones (else the projected duration of the running ones); ``concurrency`` run at a
-time. ``?`` means not known yet (no trial has reported two epochs).
+mean time per epoch so far (an upper bound: early stopping or ASHA may end it sooner), or, before its second
+epoch, the mean duration of the finished ones less its elapsed time; a waiting one needs the mean duration of the
+finished ones (else the projected duration of the running ones); ``concurrency`` run at a time. ``?`` means not
+known yet (nothing has finished and no trial has reported two epochs).
 
 Why not Tune's reporters: with Ray 2.60's default output engine a ``progress_reporter`` (``CLIReporter``) given to
 ``RunConfig`` is ignored, and the engine's own table lists every config value and Tune's ``training_iteration``,
@@ -130,26 +131,31 @@ class ProgressTable(tune.Callback):
         row.status, row.ended = status, self.now()
         return row
 
+    def _finished_mean(self) -> float | None:
+        durations = [r.ended - r.started for r in self.rows.values() if r.status == "done"]
+        return sum(durations) / len(durations) if durations else None
+
     def _left(self, row: _Row) -> float | None:
+        """Time ``row`` still needs: its remaining epochs at its pace so far, else (before its second epoch) the
+        mean duration of the finished ones less its elapsed time; ``None`` when neither is known."""
         if row.status in ("done", "failed"):
             return 0.0
-        per_epoch = row.epoch_seconds()
-        return None if per_epoch is None else (self.max_epochs - row.epoch) * per_epoch
+        per_epoch, mean = row.epoch_seconds(), self._finished_mean()
+        if per_epoch is not None:
+            return (self.max_epochs - row.epoch) * per_epoch
+        return None if mean is None else max(0.0, mean - (self.now() - row.started))
 
     def time_left(self) -> float | None:
         """Estimated time until every fold/trial has finished (``None``: not known yet)."""
         now = self.now()
         rows = list(self.rows.values())
         active = [r for r in rows if r.status in ("starting", "running")]
-        finished = [r.ended - r.started for r in rows if r.status == "done"]
         waiting = max(0, self.total - self.done_before - len(rows))
         lefts = [self._left(r) for r in active]
         if None in lefts:
             return None
-        duration = None
-        if finished:
-            duration = sum(finished) / len(finished)
-        elif active:
+        duration = self._finished_mean()
+        if duration is None and active:
             duration = sum(now - r.started + left for r, left in zip(active, lefts, strict=True)) / len(active)
         if waiting and duration is None:
             return None

@@ -89,6 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=16)
     p.add_argument("--max-epochs", type=int, default=20)
     p.add_argument("--grace-epochs", type=int, default=1, help="ASHA grace period (epochs)")
+    p.add_argument("--reduction-factor", type=int, default=2,
+                   help="ASHA: keeps the best 1/factor of the trials at each rung")
     p.add_argument("--workers-per-trial", type=int, default=1)
     p.add_argument("--gpus-per-worker", type=float, default=0)
     p.add_argument("--concurrent", type=int, default=2)
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
             tune_config=tune.TuneConfig(
                 search_alg=make_search_alg(args.seed, args.concurrent, args.algo),
                 scheduler=ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=args.max_epochs,
-                                        grace_period=args.grace_epochs, reduction_factor=2)
+                                        grace_period=args.grace_epochs, reduction_factor=args.reduction_factor)
                 if args.algo == "optuna" else None,
                 num_samples=args.num_samples),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=progress,
