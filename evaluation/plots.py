@@ -36,7 +36,7 @@ def per_subject_figure(summary: dict, baselines: dict[str, dict]) -> plt.Figure:
     series = {"model": summary, **baselines}
     subjects = [r["subject"] for r in summary["per_subject"]]
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(5, 0.25 * len(subjects) * len(series) + 2), 3))
+    fig, ax = plt.subplots(figsize=(max(5, 0.25 * len(subjects) * len(series) + 2) + 1.5, 3))
     for k, (name, s) in enumerate(series.items()):
         scores = {r["subject"]: r["accuracy"] for r in s["per_subject"]}
         ax.bar(np.arange(len(subjects)) + (k - (len(series) - 1) / 2) * width,
@@ -44,7 +44,7 @@ def per_subject_figure(summary: dict, baselines: dict[str, dict]) -> plt.Figure:
     ax.axhline(0.5, color="grey", lw=1, ls="--")
     ax.set_xticks(np.arange(len(subjects)), [str(subject) for subject in subjects])
     ax.set(xlabel="test subject", ylabel="accuracy", ylim=(0, 1), title="Per-subject test accuracy")
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
     fig.tight_layout()
     return fig
 
