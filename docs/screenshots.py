@@ -13,7 +13,9 @@ run). A helper for the documentation, not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -89,13 +91,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         wait_for(f"{base}/health")
         page = f"{base}/#/experiments/{experiment.experiment_id}"
-        screenshot(args.browser, f"{page}{WORKFLOW}", out / "mlflow-runs.png", (1400, 700))
+        screenshot(args.browser, f"{page}{WORKFLOW}", out / "mlflow-runs.png", (2000, 520))
         for artifact, name in (("per_subject_accuracy.png", "mlflow-per-subject.png"),
                                ("learning_curves.png", "mlflow-learning-curves.png")):
             screenshot(args.browser, f"{page}/runs/{run_id}/artifacts/{artifact}{WORKFLOW}", out / name, (1400, 700))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    finally:  # the server and its workers: one process group
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ per fold/trial: its state, epoch of epochs, validation macro-F1 of the last epoc
 it started and the time it still needs. Estimates: a running trial needs ``max_epochs - epoch`` more epochs at its
 mean time per epoch so far (an upper bound: early stopping or ASHA may end it sooner), or, before its second
 epoch, the mean duration of the finished ones less its elapsed time; a waiting one needs the mean duration of the
-finished ones (else the projected duration of the running ones); ``concurrency`` run at a time. ``?`` means not
-known yet (nothing has finished and no trial has reported two epochs).
+finished ones (else the projected duration of the running ones); ``concurrency`` run at a time, and the run
+lasts at least as long as its slowest running trial. ``?`` means not known yet (nothing has finished and no trial
+has reported two epochs).
 
 Why not Tune's reporters: with Ray 2.60's default output engine a ``progress_reporter`` (``CLIReporter``) given to
 ``RunConfig`` is ignored, and the engine's own table lists every config value and Tune's ``training_iteration``,
@@ -159,7 +160,7 @@ class ProgressTable(tune.Callback):
             duration = sum(now - r.started + left for r, left in zip(active, lefts, strict=True)) / len(active)
         if waiting and duration is None:
             return None
-        return (sum(lefts) + waiting * (duration or 0.0)) / self.concurrency
+        return max([(sum(lefts) + waiting * (duration or 0.0)) / self.concurrency, *lefts])  # >= the longest
 
     def table(self) -> str:
         now = self.now()

@@ -55,6 +55,8 @@ def test_running_folds_show_epoch_score_elapsed_and_time_left():
     table.on_trial_start(3, trials, trials[2])
     now.t += 15  # no epoch yet: expected to take as long as subject-1 did (60 s), 15 s of it gone
     assert table.table().splitlines()[-1].split()[-1] == "0:00:45"
+    table.total = 3  # nothing waiting: the run lasts as long as its slowest fold (subject-2: 6 epochs x 10 s)
+    assert table.time_left() == 60
 
 
 def test_table_is_printed_every_interval_while_folds_run():
