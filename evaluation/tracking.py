@@ -5,8 +5,9 @@ to reach the tracking server. Default tracking URI: a local SQLite file ``runs/m
 ``runs/mlartifacts``); ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` point anywhere else.
 
 What the MLflow UI shows: every experiment the project creates is tagged as a model-training experiment
-(``mlflow.experimentKind = custom_model_development``), so the UI opens it on its runs table rather than on the
-GenAI views; each parent run carries MLflow's source tags (``mlflow.source.name``, and
+(``mlflow.experimentKind = custom_model_development``; MLflow 3.17's UI nevertheless picks an experiment's view from
+its global "GenAI / Model training" switch, ``?workflowType=machine_learning`` in the URL, not from this tag); each
+parent run carries MLflow's source tags (``mlflow.source.name``, and
 ``mlflow.source.git.commit`` when the code runs from a git checkout: the Source column) and the window cache as a
 dataset input (name, digest = cache manifest hash, source URI, row count: the Dataset column).
 
@@ -38,7 +39,7 @@ from mlflow.utils.mlflow_tags import (
 
 PARENT_TAG = "gbvnet.invocation"
 TRIAL_TAG = "gbvnet.trial"
-KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # the UI opens such experiments on runs
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow's kind for model training
 PROJECT = Path(__file__).resolve().parents[1]
 
 
@@ -56,7 +57,7 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     """The experiment ``name``, created if missing; tagged as a model-training experiment unless it has a kind."""
     found = client.get_experiment_by_name(name)
     if found is not None:
-        if KIND_TAG not in found.tags:  # created by an older version: make the UI open it on its runs too
+        if KIND_TAG not in found.tags:  # created by an older version of this project
             client.set_experiment_tag(found.experiment_id, KIND_TAG, KIND)
         return found.experiment_id
     location = None
