@@ -3,10 +3,12 @@
 :class:`ProgressTable` is a Ray Tune callback (``tune.RunConfig(callbacks=[...])``) in the style of Tune's own
 heartbeat reporter: one line when a fold or trial starts, ends or fails, and every ``interval`` seconds a table::
 
-    [loso 0:02:10] folds: 1 done, 2 running, 1 waiting; about 0:01:40 left
-      fold        status     epoch  val macro-F1   best  elapsed     left
-      subject-1   done         8/8         0.690  0.744  0:01:05        -
-      subject-2   running      3/8         0.500  0.610  0:00:52  0:01:10
+    [loso 0:03:00] folds: 2 done, 2 running, 2 waiting; about 0:03:26 left
+      fold       status      epoch val macro-F1   best  elapsed     left
+      subject-1  done        10/10        0.862  0.862  0:02:26        -
+      subject-2  done         7/10        0.810  0.899  0:01:26        -
+      subject-3  running      3/10        0.697  0.697  0:01:13  0:01:25
+      subject-4  starting     0/10            -      -  0:00:21  0:01:35
 
 per fold/trial: its state, epoch of epochs, validation macro-F1 of the last epoch and the best so far, time since
 it started and the time it still needs. Estimates: a running trial needs ``max_epochs - epoch`` more epochs at its
