@@ -1,4 +1,5 @@
-"""Plots logged with every evaluation: per-subject accuracy, summed confusion matrix, learning curves."""
+"""Plots logged with every evaluation: per-subject accuracy (model beside every baseline), summed confusion matrix,
+learning curves (training loss and the model-selection metric, validation macro-F1)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,45 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+SELECTION_METRIC = "val_macro_f1"  # what early stopping selects the epoch on (gbvnet.train)
 
-def make_all(summary: dict, histories: dict[str, list[dict]]) -> list[Path]:
-    """Write the PNGs into a temporary folder and return their paths."""
+
+def make_all(summary: dict, histories: dict[str, list[dict]], baselines: dict[str, dict] | None = None
+             ) -> list[Path]:
+    """Write the PNGs into a temporary folder and return their paths.
+
+    ``summary`` and each of ``baselines`` (name -> summary on the same folds) are
+    :func:`evaluation.aggregate.summarise` outputs; ``histories`` maps a fold to its per-epoch results.
+    """
     out = Path(tempfile.mkdtemp(prefix="gbvnet-plots-"))
-    paths = [out / "per_subject_accuracy.png", out / "confusion_matrix.png", out / "learning_curves.png"]
+    figures = {"per_subject_accuracy.png": per_subject_figure(summary, baselines or {}),
+               "confusion_matrix.png": confusion_figure(summary), "learning_curves.png": learning_curves(histories)}
+    for name, fig in figures.items():
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+    return [out / name for name in figures]
 
-    fig, ax = plt.subplots(figsize=(max(4, 0.4 * len(summary["per_subject"])), 3))
-    subjects = [str(r["subject"]) for r in summary["per_subject"]]
-    ax.bar(subjects, [r["accuracy"] for r in summary["per_subject"]], color="tab:blue")
+
+def per_subject_figure(summary: dict, baselines: dict[str, dict]) -> plt.Figure:
+    """Test accuracy per subject: one bar for the model and one for each baseline (same folds), chance line."""
+    series = {"model": summary, **baselines}
+    subjects = [r["subject"] for r in summary["per_subject"]]
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(5, 0.25 * len(subjects) * len(series) + 2) + 1.5, 3))
+    for k, (name, s) in enumerate(series.items()):
+        scores = {r["subject"]: r["accuracy"] for r in s["per_subject"]}
+        ax.bar(np.arange(len(subjects)) + (k - (len(series) - 1) / 2) * width,
+               [scores.get(subject, np.nan) for subject in subjects], width, label=name)
     ax.axhline(0.5, color="grey", lw=1, ls="--")
+    ax.set_xticks(np.arange(len(subjects)), [str(subject) for subject in subjects])
     ax.set(xlabel="test subject", ylabel="accuracy", ylim=(0, 1), title="Per-subject test accuracy")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
     fig.tight_layout()
-    fig.savefig(paths[0], dpi=100)
-    plt.close(fig)
+    return fig
 
+
+def confusion_figure(summary: dict) -> plt.Figure:
+    """The test confusion matrix summed over folds."""
     cm = np.asarray(summary["confusion"])
     fig, ax = plt.subplots(figsize=(3, 3))
     ax.imshow(cm, cmap="Blues")
@@ -34,19 +59,22 @@ def make_all(summary: dict, histories: dict[str, list[dict]]) -> list[Path]:
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["low", "high"], yticklabels=["low", "high"],
            xlabel="predicted", ylabel="true", title="Test confusion (all folds)")
     fig.tight_layout()
-    fig.savefig(paths[1], dpi=100)
-    plt.close(fig)
+    return fig
 
+
+def learning_curves(histories: dict[str, list[dict]]) -> plt.Figure:
+    """Per fold: training loss, and validation macro-F1 (the metric that selects the tested epoch, marked)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3))
     for name, history in histories.items():
         epochs = [row["epoch"] for row in history]
         ax1.plot(epochs, [row["train_loss"] for row in history], label=name)
-        ax2.plot(epochs, [row["val_f1"] for row in history], label=name)
+        line, = ax2.plot(epochs, [row[SELECTION_METRIC] for row in history], label=name)
+        best = max(history, key=lambda row: row[SELECTION_METRIC])  # the first best epoch: the one tested
+        ax2.plot(best["epoch"], best[SELECTION_METRIC], "o", color=line.get_color(), ms=4)
     ax1.set(xlabel="epoch", ylabel="train loss", title="Training loss")
-    ax2.set(xlabel="epoch", ylabel="validation F1", title="Validation F1", ylim=(0, 1))
+    ax2.set(xlabel="epoch", ylabel="validation macro-F1", title="Validation macro-F1 (selects the epoch)",
+            ylim=(0, 1))
     if len(histories) <= 12:
         ax2.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(paths[2], dpi=100)
-    plt.close(fig)
-    return paths
+    return fig

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from evaluation.audit import audit_folds, check_normalizers, check_search_subjec
 from evaluation.baselines import baseline_confusions, bio_features
 from evaluation.protocols import PROTOCOLS
 from evaluation.stats import versus_baselines
-from evaluation.tracking import Tracker, tracking_uri
+from evaluation.tracking import Tracker, git_commit, tracking_uri
 from gbvnet.cli import add_compute_arguments, apply_compute_arguments
 from gbvnet.config import (
     FUSIONS,
@@ -42,6 +41,7 @@ from gbvnet.config import (
     to_dict,
 )
 from gbvnet.data.cache import open_cache, write_text
+from gbvnet.progress import ProgressTable
 from gbvnet.splits import ROW_RULES, Fold, folds_digest, subjects_with_rows, usable_rows
 from gbvnet.train import init_ray, make_job, storage_path, tune_fold, tune_trial_resources
 
@@ -67,6 +67,8 @@ class EvalSpec:
     search: dict | None = None  # from --config: the search's provenance (dataset, target, cache, subjects)
     allow_searched_test_subjects: bool = False
     rows: str = "modality"  # gbvnet.splits.usable_rows: the modality's rows, or "face" rows for any modality
+    preset: str = "paper"  # where the model config came from: a preset name or the --config file's stem
+    quiet: bool = False  # no progress table while the folds run
 
     @property
     def leaky(self) -> bool:
@@ -81,13 +83,11 @@ class EvalSpec:
                              sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    def run_name(self, key: str) -> str:
+        """The MLflow parent run's name: protocol, modality, fusion, target, preset and the invocation ``key``'s
+        first 6 characters (a hash of the whole config and cache), so that different configurations differ."""
+        return (f"{self.protocol}-{self.model.modality}-{self.model.fusion.kind}-{self.train.target}-{self.preset}-"
+                f"{key[:6]}")
 
 
 def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> list[tune.Result]:
@@ -97,14 +97,17 @@ def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> l
     trainable = tune.with_parameters(tune_fold, jobs=jobs, names=names, storage=storage, prefix=experiment)
     trainable = tune.with_resources(trainable, tune_trial_resources(spec.train))
     path = f"{storage.rstrip('/')}/{experiment}"
-    if spec.resume and tune.Tuner.can_restore(path):
+    progress = [] if spec.quiet else [ProgressTable(
+        total=len(jobs), max_epochs=spec.train.epochs, concurrency=min(spec.folds_in_parallel, len(jobs)),
+        kind="fold", title=spec.protocol, name=lambda trial: names[trial.config["fold"]])]
+    if spec.resume and tune.Tuner.can_restore(path):  # the restored run keeps its own callbacks (progress)
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
             param_space={"fold": tune.grid_search(list(range(len(jobs))))},
             tune_config=tune.TuneConfig(max_concurrent_trials=spec.folds_in_parallel),
-            run_config=tune.RunConfig(name=experiment, storage_path=storage,
+            run_config=tune.RunConfig(name=experiment, storage_path=storage, callbacks=progress,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                       failure_config=tune.FailureConfig(max_failures=2), verbose=0),
         )
@@ -147,8 +150,8 @@ def evaluate(spec: EvalSpec) -> dict:
     key = spec.invocation_key(index.manifest_hash)
     experiment = spec.experiment or f"gbvnet-{spec.dataset}-{spec.protocol}"
     tracker = Tracker(tracking_uri(spec.tracking_uri), experiment, key,
-                      run_name=f"{spec.model.modality}-{spec.model.fusion.kind}-{spec.train.target}",
-                      resume=spec.resume)
+                      run_name=spec.run_name(key), resume=spec.resume)
+    tracker.log_cache(spec.cache, index, context="evaluation")
     tracker.log_params({"protocol": spec.protocol, "dataset": spec.dataset, "cache": spec.cache,
                         "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
                         "seed": spec.train.seed, "model": to_dict(spec.model), "train": to_dict(spec.train),
@@ -194,7 +197,7 @@ def evaluate(spec: EvalSpec) -> dict:
     tracker.log_json(summary["per_subject"], "per_subject.json")
     tracker.log_json(summary["folds"], "folds_metrics.json")
     tracker.log_json({"baselines": baselines, "comparisons": comparisons}, "baselines.json")
-    for path in plots.make_all(summary, histories):
+    for path in plots.make_all(summary, histories, baselines):
         tracker.log_file(path)
     tracker.finish()
     return {"protocol": spec.protocol, "leaky": spec.leaky, "dataset": spec.dataset, "target": spec.train.target,
@@ -241,6 +244,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default=None, help="write per-fold and aggregate metrics as JSON here")
     p.add_argument("--allow-searched-test-subjects", action="store_true")
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="bad input while preparing")
+    p.add_argument("--quiet", action="store_true", help="no progress table while the folds run")
     add_compute_arguments(p, workers_flag="--workers-per-fold")
 
 
@@ -251,13 +255,14 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
     model = model_preset(preset, modality=args.modality, fusion=args.fusion)
     train = TrainConfig(target=args.target, seed=args.seed)
     if args.synthetic:  # a small corpus and the smoke model: fewer epochs at a higher rate
-        train.epochs, train.patience, train.lr = 8, 4, 1e-3
+        train.epochs, train.patience, train.lr = 10, 5, 1e-3
     search = None
     if args.config:
         config = load_yaml(args.config)
         search = search_provenance(config, args.config)
         if "model" in config:
             model = from_dict(ModelConfig, config["model"])
+            preset = Path(args.config).stem
             model.modality, model.fusion.kind = args.modality, args.fusion
         if "train" in config:  # a searched config's epochs and patience were the search's: the evaluation's own
             own = ("epochs", "patience") if search else ()
@@ -280,7 +285,8 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
                     folds_in_parallel=args.folds_in_parallel,
                     resume=args.resume, tracking_uri=args.tracking_uri, experiment=args.experiment,
                     storage=args.storage, search=search,
-                    allow_searched_test_subjects=args.allow_searched_test_subjects, rows=args.rows)
+                    allow_searched_test_subjects=args.allow_searched_test_subjects, rows=args.rows,
+                    preset=preset, quiet=args.quiet)
 
 
 def cli(protocol: str, description: str, extra=None, argv: list[str] | None = None) -> dict:

@@ -4,6 +4,13 @@ Everything is logged from the driver through ``MlflowClient`` (no global active 
 to reach the tracking server. Default tracking URI: a local SQLite file ``runs/mlflow.db`` (artifacts under
 ``runs/mlartifacts``); ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` point anywhere else.
 
+What the MLflow UI shows: every experiment the project creates is tagged as a model-training experiment
+(``mlflow.experimentKind = custom_model_development``; MLflow 3.17's UI nevertheless picks an experiment's view from
+its global "GenAI / Model training" switch, ``?workflowType=machine_learning`` in the URL, not from this tag); each
+parent run carries MLflow's source tags (``mlflow.source.name``, and
+``mlflow.source.git.commit`` when the code runs from a git checkout: the Source column) and the window cache as a
+dataset input (name, digest = cache manifest hash, source URI, row count: the Dataset column).
+
 Each Tune trial (a fold, or a search trial) becomes a nested run named after it, with its per-epoch metrics
 (``step`` = epoch), logged from Tune's results once the trial has finished. On ``--resume`` the parent run is
 found again by its invocation key and folds already logged are kept, so no duplicates appear.
@@ -13,16 +20,27 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_DATASET_CONTEXT,
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+)
 
 PARENT_TAG = "gbvnet.invocation"
 TRIAL_TAG = "gbvnet.trial"
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow's kind for model training
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 def tracking_uri(cli_value: str | None = None) -> str:
@@ -36,13 +54,48 @@ def tracking_uri(cli_value: str | None = None) -> str:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment ``name``, created if missing; tagged as a model-training experiment unless it has a kind."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if KIND_TAG not in found.tags:  # created by an older version of this project
+            client.set_experiment_tag(found.experiment_id, KIND_TAG, KIND)
         return found.experiment_id
     location = None
     if client.tracking_uri.startswith("sqlite:"):
         location = Path("runs/mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
+
+
+def git_commit(path: str | Path = PROJECT) -> str:
+    """The HEAD commit of the git checkout holding ``path`` (default: this code), or ``"unknown"``."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=path).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def source_tags(entry: str | None = None, code: str | Path = PROJECT) -> dict[str, str]:
+    """MLflow's source tags: ``entry`` (default: the running script, relative to the project when inside it),
+    type ``LOCAL``, and the git commit of ``code`` when it is a git checkout (none otherwise)."""
+    entry = entry or sys.argv[0]
+    if Path(entry).is_absolute() and Path(entry).resolve().is_relative_to(PROJECT):
+        entry = str(Path(entry).resolve().relative_to(PROJECT))
+    tags = {MLFLOW_SOURCE_NAME: entry, MLFLOW_SOURCE_TYPE: "LOCAL"}
+    commit = git_commit(code)
+    if commit != "unknown":
+        tags[MLFLOW_GIT_COMMIT] = commit
+    return tags
+
+
+def cache_input(uri: str, manifest_hash: str, rows: int, subjects: int, context: str) -> DatasetInput:
+    """The window cache as an MLflow dataset input: name = the cache folder's name, digest = manifest hash,
+    source = its URI (type ``local`` or the URI's scheme), profile = rows (windows) and subjects."""
+    scheme = urlparse(uri).scheme if "://" in uri else ""
+    dataset = Dataset(name=uri.rstrip("/").rsplit("/", 1)[-1], digest=manifest_hash,
+                      source_type=scheme if scheme not in ("", "file") else "local", source=json.dumps({"uri": uri}),
+                      profile=json.dumps({"num_rows": rows, "subjects": subjects}))
+    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
 
 
 def flat_params(prefix: str, value: Any) -> dict[str, str]:
@@ -73,6 +126,7 @@ class Tracker:
     """The parent run of one invocation (found again by its invocation key on resume)."""
 
     def __init__(self, uri: str, experiment: str, invocation: str, run_name: str, resume: bool):
+        """Find (``resume``) or create the parent run; a new one gets :func:`source_tags`."""
         self.client = MlflowClient(uri)
         self.experiment_id = experiment_id(self.client, experiment)
         self.invocation = invocation
@@ -83,7 +137,13 @@ class Tracker:
             self.client.update_run(self.run_id, status="RUNNING")
         else:
             self.run_id = self.client.create_run(self.experiment_id, run_name=run_name,
-                                                 tags={PARENT_TAG: invocation}).info.run_id
+                                                 tags={PARENT_TAG: invocation, **source_tags()}).info.run_id
+
+    def log_cache(self, uri: str, index, context: str) -> None:
+        """Record the window cache (:func:`cache_input`; ``index`` its :class:`~gbvnet.data.cache.CacheIndex`) as
+        this run's dataset input; logging the same cache again (``--resume``) adds nothing."""
+        rows, subjects = len(index.subject), len(set(index.subject.tolist()))
+        self.client.log_inputs(self.run_id, [cache_input(uri, index.manifest_hash, rows, subjects, context)])
 
     def log_params(self, params: dict[str, Any]) -> None:
         flat = flat_params("", params)

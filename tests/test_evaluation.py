@@ -15,6 +15,7 @@ from conftest import run_module
 from mlflow.tracking import MlflowClient
 
 from evaluation import loso, subject_dependent
+from gbvnet.data.cache import open_cache
 
 
 def common(mahnob_cache, tmp_path, *extra):
@@ -30,14 +31,24 @@ def nested_runs(tmp_path, experiment, parent):
     return client, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
 
 
-def test_loso_folds_mlflow_structure_and_output(ray_session, mahnob_cache, tmp_path):
+def test_loso_folds_mlflow_structure_and_output(ray_session, mahnob_cache, tmp_path, capsys):
     doc = loso.main(common(mahnob_cache, tmp_path, "--modality", "bio", "--epochs", "2", "--test-subjects", "2", "4"))
+    printed = capsys.readouterr().out
+    for fold in ("subject-2", "subject-4"):  # progress while the folds ran
+        assert f"fold {fold} started" in printed
+        assert f"fold {fold} done after epoch 2/2: best val_macro_f1" in printed
+    assert "[loso " in printed and "folds: 2 done, 0 running, 0 waiting" in printed
     assert [f["test_subjects"] for f in doc["folds"]] == [[2], [4]]  # each trained on the 3 other subjects
     assert not doc["leaky"]
     client, children = nested_runs(tmp_path, "gbvnet-mahnob-loso", doc["mlflow_run_id"])
     assert sorted(r.info.run_name for r in children) == ["subject-2", "subject-4"]
     assert all(len(client.get_metric_history(r.info.run_id, "val_macro_f1")) == 2 for r in children)
     parent = client.get_run(doc["mlflow_run_id"])
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert parent.info.run_name.startswith("loso-bio-gated-valence-smoke-")
+    [dataset] = [d.dataset for d in parent.inputs.dataset_inputs]
+    assert dataset.digest == open_cache(str(mahnob_cache)).index().manifest_hash
+    assert json.loads(dataset.source) == {"uri": str(mahnob_cache)}
     for name in ("test_accuracy_mean", "test_accuracy_std", "test_f1_mean", "test_precision_mean",
                  "test_recall_mean"):
         assert name in parent.data.metrics
@@ -51,9 +62,11 @@ def test_loso_folds_mlflow_structure_and_output(ray_session, mahnob_cache, tmp_p
     assert written["aggregate"]["test_accuracy_mean"] == pytest.approx(np.mean([f["accuracy"] for f in doc["folds"]]))
 
 
-def test_subject_dependent_folds_split_trials(ray_session, mahnob_cache, tmp_path):
+def test_subject_dependent_folds_split_trials(ray_session, mahnob_cache, tmp_path, capsys):
     doc = subject_dependent.main(common(mahnob_cache, tmp_path, "--modality", "bio", "--epochs", "1", "--k", "2",
-                                        "--test-subjects", "1", "2"))
+                                        "--test-subjects", "1", "2", "--quiet"))
+    printed = capsys.readouterr().out
+    assert "started" not in printed and "done after epoch" not in printed  # --quiet: only the final table
     assert len(doc["folds"]) == 4  # 2 subjects x 2 folds
     assert {tuple(f["test_subjects"]) for f in doc["folds"]} == {(1,), (2,)}
     _, children = nested_runs(tmp_path, "gbvnet-mahnob-subject-dependent", doc["mlflow_run_id"])

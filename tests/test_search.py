@@ -30,8 +30,12 @@ def search_args(cache, tmp_path, *extra):
             "--output", str(tmp_path / "best.yaml"), *extra]
 
 
-def test_smoke_search_writes_a_config_that_loso_accepts(ray_session, mahnob_cache, tmp_path):
+def test_smoke_search_writes_a_config_that_loso_accepts(ray_session, mahnob_cache, tmp_path, capsys):
     doc = search.main(search_args(mahnob_cache, tmp_path))
+    printed = capsys.readouterr().out
+    assert printed.count(" started\n") == 4 and "[search " in printed  # progress of the 4 trials
+    parent = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(doc["search"]["mlflow_run_id"])
+    assert parent.inputs.dataset_inputs[0].dataset.digest == doc["search"]["cache_manifest_hash"]
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert best == json.loads(json.dumps(doc))
     assert best["search"]["subjects"] == [1, 2] and best["search"]["trials"] == 4

@@ -21,6 +21,8 @@ search from its storage without re-running finished trials. The best configurati
 ``search`` section is its provenance (dataset, target, modality, cache manifest hash, subjects, label threshold,
 face weights); ``train`` leaves out what the evaluation decides for itself (epochs, early-stopping patience, target,
 seed). ``--pretrained`` / ``--face-checkpoint PATH`` start the face backbone from timm's or local weights.
+While it runs, a table of the trials (epoch, validation macro-F1, elapsed and remaining time) is printed every
+30 s (:mod:`gbvnet.progress`; ``--quiet`` turns it off).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from evaluation.tracking import Tracker, tracking_uri
 from gbvnet.cli import COMPUTE_FIELDS, add_compute_arguments, apply_compute_arguments
 from gbvnet.config import TARGETS, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache, write_text
+from gbvnet.progress import ProgressTable
 from gbvnet.splits import Fold, subjects_with_rows, usable_rows
 from gbvnet.train import (
     fit_model_to_cache,
@@ -106,6 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=16)
     p.add_argument("--max-epochs", type=int, default=20)
     p.add_argument("--grace-epochs", type=int, default=1, help="ASHA grace period (epochs)")
+    p.add_argument("--reduction-factor", type=int, default=2,
+                   help="ASHA: keeps the best 1/factor of the trials at each rung")
     p.add_argument("--concurrent", type=int, default=2)
     p.add_argument("--search-subjects", type=int, nargs="+", default=None,
                    help="default: the first half of the subjects with rows for --modality")
@@ -114,13 +119,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          help="start the face backbone from timm's pretrained weights (downloads them)")
     weights.add_argument("--face-checkpoint", metavar="PATH", help="start the face backbone from this weights file")
     p.add_argument("--storage", default=None, help="Ray results path or URI (default ./runs/ray)")
-    p.add_argument("--name", default=None, help="search name (default search-<dataset>-<target>-<algo>-seed<S>)")
+    p.add_argument("--name", default=None,
+                   help="search name (default search-<dataset>-<modality>-<target>-<algo>-seed<S>)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--output", default="best.yaml")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--algo", choices=("optuna", "random"), default="optuna",
                    help="optuna: TPE + ASHA early stopping (default); random: random search, no early stopping")
+    p.add_argument("--quiet", action="store_true", help="no progress table while the trials run")
     add_compute_arguments(p, workers_flag="--workers-per-trial")
     return p.parse_args(argv)
 
@@ -149,12 +156,13 @@ def main(argv: list[str] | None = None) -> dict:
                                                       patience=args.max_epochs, seed=args.seed))
     make_job(cache, model, train, fold)  # validate cache, configs and the fold before anything is scheduled
     storage = storage_path(args.storage)
-    name = args.name or f"search-{args.dataset}-{args.target}-{args.algo}-seed{args.seed}"
+    name = args.name or f"search-{args.dataset}-{args.modality}-{args.target}-{args.algo}-seed{args.seed}"
     base = {"model": model, "train": train, "cache": cache, "fold": fold.to_dict()}
 
-    init_ray()
+    init_ray(log_to_driver=False)  # the progress table reports the trials
     tracker = Tracker(tracking_uri(args.tracking_uri), f"gbvnet-{args.dataset}-search", name, run_name=name,
                       resume=args.resume)
+    tracker.log_cache(cache, index, context="search")
     tracker.log_params({"dataset": args.dataset, "target": args.target, "modality": args.modality,
                         "space": space_kind, "num_samples": args.num_samples, "max_epochs": args.max_epochs,
                         "seed": args.seed, "search_subjects": search_subjects, "train_subjects": train_subjects,
@@ -165,7 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
         tune.with_parameters(search_trial, base=base, storage=storage, experiment=name),
         tune_trial_resources(train))
     path = f"{storage.rstrip('/')}/{name}"
-    if args.resume and tune.Tuner.can_restore(path):
+    progress = [] if args.quiet else [ProgressTable(total=args.num_samples, max_epochs=args.max_epochs,
+                                                    concurrency=args.concurrent, title="search")]
+    if args.resume and tune.Tuner.can_restore(path):  # the restored run keeps its own callbacks (progress)
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -174,10 +184,10 @@ def main(argv: list[str] | None = None) -> dict:
             tune_config=tune.TuneConfig(
                 search_alg=make_search_alg(args.seed, args.concurrent, args.algo),
                 scheduler=ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=args.max_epochs,
-                                        grace_period=args.grace_epochs, reduction_factor=2)
+                                        grace_period=args.grace_epochs, reduction_factor=args.reduction_factor)
                 if args.algo == "optuna" else None,
                 num_samples=args.num_samples),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=progress,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                       failure_config=tune.FailureConfig(max_failures=1)),
         )
