@@ -343,6 +343,9 @@ def init_ray(**local_options) -> None:
     guesses the cluster and fails when a machine runs more than one Ray instance; training runs would then leak
     their placement groups and later runs would wait for CPUs forever.
     """
+    # Tune keeps 2 checkpoints per trial, which makes it snapshot the experiment state at every epoch's checkpoint
+    # and warn each time; a few kB per epoch is the price of resuming exactly, so the warning is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
