@@ -104,10 +104,10 @@ def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_pat
 
 @pytest.fixture(scope="module")
 def clean_mahnob_cache(tmp_path_factory):
-    """A clear signal: no label noise, 16 trials per subject (so a within-subject fold trains on 6 of them)."""
+    """A clear signal: no label noise, 24 trials per subject (so a within-subject fold trains on 9 of them)."""
     root, cache = tmp_path_factory.mktemp("mahnob_clean"), tmp_path_factory.mktemp("mahnob_clean_cache")
     run_module("gbvnet.data.synthetic", "--format", "mahnob", "--out", str(root), "--subjects", "2",
-               "--trials", "16", "--seed", "0", "--duration", "9", "--label-noise", "0")
+               "--trials", "24", "--seed", "0", "--duration", "9", "--label-noise", "0")
     run_module("gbvnet.prepare", "--dataset", "mahnob", "--root", str(root), "--cache", str(cache),
                "--frames", "4", "--face-size", "64")
     return cache

@@ -661,7 +661,8 @@ def test_interrupts_leave_only_files_the_manifest_lists(deap_copy, tmp_path, how
             pass
     # 130, or killed by the second signal once the cleanup is over (a shell reports both as 130)
     assert proc.returncode in (130, -signal.SIGINT, -signal.SIGTERM) and "Traceback" not in err, err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # in-process main() calls left it so
+    # in-process main() calls must not leave SIGINT ignored: children inherit that, and the next run would hang
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
     assert "interrupted: the cache is as it was before this run" in err
     assert snapshot(cache) == before  # no file the manifest does not list
 
