@@ -44,7 +44,7 @@ from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
 from gbvnet.models import GBVNet
-from gbvnet.models.__main__ import count_flops
+from gbvnet.models.summary import count_flops
 from gbvnet.steps import Forward, make_optimizer, train_epoch
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from evaluation.tracking import PARENT_TAG, tracking_uri
+from gbvnet.tracking import PARENT_TAG, tracking_uri
 
 # MLflow 3.17's UI picks an experiment's view from its global "GenAI / Model training" switch (this URL parameter,
 # else the browser's last choice, else GenAI), not from the experiment's mlflow.experimentKind tag.

@@ -37,8 +37,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from evaluation.stats import paired_comparison
-from evaluation.tracking import PARENT_TAG, log_json, tracking_uri
 from gbvnet.data.cache import write_text
+from gbvnet.tracking import PARENT_TAG, log_json, tracking_uri
 
 BASELINES = ("majority", "stratified", "bandpower_logreg")
 MODALITY_ROWS = ((("bio", "", "all"), "bio"), (("bio", "", "face"), "bio (face windows only)"),

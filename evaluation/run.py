@@ -27,7 +27,6 @@ from evaluation.audit import audit_folds, check_normalizers, check_search_subjec
 from evaluation.baselines import baseline_confusions, bio_features
 from evaluation.protocols import PROTOCOLS
 from evaluation.stats import versus_baselines
-from evaluation.tracking import Tracker, git_commit, tracking_uri
 from gbvnet.cli import add_compute_arguments, apply_compute_arguments
 from gbvnet.config import (
     FUSIONS,
@@ -41,11 +40,11 @@ from gbvnet.config import (
     to_dict,
 )
 from gbvnet.data.cache import open_cache, write_text
+from gbvnet.datasets import DATASETS
 from gbvnet.progress import ProgressTable
 from gbvnet.splits import ROW_RULES, Fold, folds_digest, subjects_with_rows, usable_rows
+from gbvnet.tracking import Tracker, git_commit, tracking_uri
 from gbvnet.train import init_ray, make_job, storage_path, tune_fold, tune_trial_resources
-
-DATASETS = ("deap", "mahnob")
 
 
 @dataclass
@@ -249,7 +248,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict) -> EvalSpec:
-    from evaluation.data import resolve_cache
+    from gbvnet.datasets import resolve_cache
 
     preset = args.preset or ("smoke" if args.synthetic else "paper")
     model = model_preset(preset, modality=args.modality, fusion=args.fusion)

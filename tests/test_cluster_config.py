@@ -498,7 +498,7 @@ def test_runtime_env_excludes_are_anchored_and_spare_the_package():
     excluded = _get_excludes(REPO, excludes)
     for path in (".git", ".venv", "data", "runs", "mlruns", "gbvnet/__pycache__", "cluster/mlflow/.env"):
         assert excluded(REPO / path), path
-    for path in ("gbvnet/data", "gbvnet/data/cache.py", "evaluation/data.py", "tune/search.py",
+    for path in ("gbvnet/data", "gbvnet/data/cache.py", "gbvnet/datasets.py", "tune/search.py",
                  "cluster/runtime_env.yaml", "pyproject.toml"):
         assert not excluded(REPO / path), path
     assert all(isinstance(v, str) for v in env["env_vars"].values())

@@ -7,7 +7,7 @@ import torch
 
 from gbvnet.config import ConfigError, model_preset
 from gbvnet.models import create_model
-from gbvnet.models.__main__ import count_flops, example_inputs, parameter_counts
+from gbvnet.models.summary import count_flops, example_inputs, parameter_counts
 
 C, T = 6, 64
 VARIANTS = [("face", "gated"), ("bio", "gated"), ("facebio", "gated"), ("facebio", "attn-concat"),

@@ -11,9 +11,9 @@ from mlflow.tracking import MlflowClient
 
 from evaluation import plots
 from evaluation.run import EvalSpec
-from evaluation.tracking import KIND, KIND_TAG, PROJECT, Tracker, source_tags
 from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
+from gbvnet.tracking import KIND, KIND_TAG, PROJECT, Tracker, source_tags
 
 
 @pytest.fixture

@@ -41,14 +41,13 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from evaluation.data import resolve_cache
-from evaluation.run import DATASETS
-from evaluation.tracking import Tracker, tracking_uri
 from gbvnet.cli import COMPUTE_FIELDS, add_compute_arguments, apply_compute_arguments
 from gbvnet.config import TARGETS, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache, write_text
+from gbvnet.datasets import DATASETS, resolve_cache
 from gbvnet.progress import ProgressTable
 from gbvnet.splits import Fold, subjects_with_rows, usable_rows
+from gbvnet.tracking import Tracker, tracking_uri
 from gbvnet.train import (
     fit_model_to_cache,
     init_ray,

@@ -1,4 +1,5 @@
-"""Where an evaluation's window cache comes from: a prepared cache, a real download, or a synthetic corpus.
+"""The datasets the front-ends (``evaluation.*``, ``tune/search.py``) offer, and where a run's window cache comes
+from: a prepared cache, a real download, or a synthetic corpus.
 
 ``--synthetic`` writes a small corpus in the dataset's official layout once (``data/synthetic/<dataset>``) and
 prepares it with the real readers; ``--root`` prepares a user's download (incrementally: unchanged subjects are
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
+DATASETS = ("deap", "mahnob")  # gbvnet.prepare.READERS holds their readers
 
 # The demo corpus: small enough for a LOSO run on 2 CPU cores within minutes, large enough to learn from (MAHNOB:
 # 6 subjects x 10 trials of 24 s = 80 windows per subject; 6 subjects let a one-sided Wilcoxon test reach p < 0.05).
