@@ -44,7 +44,7 @@ from gbvnet.datasets import DATASETS
 from gbvnet.progress import ProgressTable
 from gbvnet.splits import ROW_RULES, Fold, folds_digest, subjects_with_rows, usable_rows
 from gbvnet.tracking import Tracker, git_commit, tracking_uri
-from gbvnet.train import init_ray, make_job, storage_path, tune_fold, tune_trial_resources
+from gbvnet.train import init_ray, make_job, run_tuner, storage_path, tune_fold, tune_trial_resources
 
 
 @dataclass
@@ -95,22 +95,13 @@ def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> l
     experiment = f"eval-{spec.protocol}-{spec.dataset}-{key}"
     trainable = tune.with_parameters(tune_fold, jobs=jobs, names=names, storage=storage, prefix=experiment)
     trainable = tune.with_resources(trainable, tune_trial_resources(spec.train))
-    path = f"{storage.rstrip('/')}/{experiment}"
     progress = [] if spec.quiet else [ProgressTable(
         total=len(jobs), max_epochs=spec.train.epochs, concurrency=min(spec.folds_in_parallel, len(jobs)),
         kind="fold", title=spec.protocol, name=lambda trial: names[trial.config["fold"]])]
-    if spec.resume and tune.Tuner.can_restore(path):  # the restored run keeps its own callbacks (progress)
-        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"fold": tune.grid_search(list(range(len(jobs))))},
-            tune_config=tune.TuneConfig(max_concurrent_trials=spec.folds_in_parallel),
-            run_config=tune.RunConfig(name=experiment, storage_path=storage, callbacks=progress,
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                      failure_config=tune.FailureConfig(max_failures=2), verbose=0),
-        )
-    grid = tuner.fit()
+    grid = run_tuner(trainable, experiment, storage, resume=spec.resume,
+                     param_space={"fold": tune.grid_search(list(range(len(jobs))))},
+                     tune_config=tune.TuneConfig(max_concurrent_trials=spec.folds_in_parallel),
+                     callbacks=progress, max_failures=2)
     results: list[tune.Result | None] = [None] * len(jobs)
     for result in grid:
         if result.error:

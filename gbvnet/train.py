@@ -329,6 +329,25 @@ def tune_fold(config: dict, jobs: list[dict], names: list[str], storage: str, pr
     fit_in_tune(jobs[i], f"{prefix}-{names[i]}", storage=storage)
 
 
+def run_tuner(trainable, name: str, storage: str, *, resume: bool, param_space: dict, tune_config,
+              callbacks: list, max_failures: int):
+    """Fit the Tune experiment ``name`` under ``storage`` and return its ``ResultGrid``: restored (finished trials
+    kept, errored ones retried) when ``resume`` and a previous run is there, else created. Each trial keeps its
+    last 2 checkpoints and is retried ``max_failures`` times from its latest one. A restored run keeps the
+    callbacks it was created with."""
+    from ray import tune
+
+    path = f"{storage.rstrip('/')}/{name}"
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable, resume_errored=True).fit()
+    return tune.Tuner(
+        trainable, param_space=param_space, tune_config=tune_config,
+        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
+    ).fit()
+
+
 def storage_path(storage: str | None = None) -> str:
     """Where Ray keeps results and checkpoints: ``storage``, else ``GBVNET_STORAGE``, else ``./runs/ray`` (a path
     or URI; local paths made absolute, since trials run in their own directories)."""

@@ -52,6 +52,7 @@ from gbvnet.train import (
     fit_model_to_cache,
     init_ray,
     make_job,
+    run_tuner,
     storage_path,
     tune_trial_resources,
 )
@@ -171,26 +172,16 @@ def main(argv: list[str] | None = None) -> dict:
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, base=base, storage=storage, experiment=name),
         tune_trial_resources(train))
-    path = f"{storage.rstrip('/')}/{name}"
     progress = [] if args.quiet else [ProgressTable(total=args.num_samples, max_epochs=args.max_epochs,
                                                     concurrency=args.concurrent, title="search")]
-    if args.resume and tune.Tuner.can_restore(path):  # the restored run keeps its own callbacks (progress)
-        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=search_space(space_kind),
-            tune_config=tune.TuneConfig(
-                search_alg=make_search_alg(args.seed, args.concurrent, args.algo),
-                scheduler=ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=args.max_epochs,
-                                        grace_period=args.grace_epochs, reduction_factor=args.reduction_factor)
-                if args.algo == "optuna" else None,
-                num_samples=args.num_samples),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=progress,
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                      failure_config=tune.FailureConfig(max_failures=1)),
-        )
-    grid = tuner.fit()
+    tune_config = tune.TuneConfig(
+        search_alg=make_search_alg(args.seed, args.concurrent, args.algo),
+        scheduler=ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=args.max_epochs,
+                                grace_period=args.grace_epochs, reduction_factor=args.reduction_factor)
+        if args.algo == "optuna" else None,
+        num_samples=args.num_samples)
+    grid = run_tuner(trainable, name, storage, resume=args.resume, param_space=search_space(space_kind),
+                     tune_config=tune_config, callbacks=progress, max_failures=1)
     finished = [r for r in grid if r.error is None and r.metrics and METRIC in r.metrics]
     if not finished:
         tracker.finish("FAILED")
