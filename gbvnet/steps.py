@@ -113,7 +113,8 @@ def evaluate(model: nn.Module, batches: Iterable[dict], transform: BatchTransfor
     """Confusion matrix, summed loss and summed face-gate weight over ``batches`` (eager ``model``)."""
     model.eval()
     device = transform.device
-    counts, loss_sum, gate_sum = torch.zeros(4, device=device), torch.zeros((), device=device), None
+    counts = torch.zeros(4, device=device)
+    loss_sum, gate_sum = torch.zeros((), device=device), torch.zeros((), device=device)
     for batch in batches:
         y = batch["label"]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -122,7 +123,6 @@ def evaluate(model: nn.Module, batches: Iterable[dict], transform: BatchTransfor
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         counts += torch.bincount(y * 2 + logits.argmax(1), minlength=4)
         if "gates" in out:
-            gates = out["gates"][:, 0].float().mean(1).sum()
-            gate_sum = gates if gate_sum is None else gate_sum + gates
+            gate_sum += out["gates"][:, 0].float().mean(1).sum()
     cm = counts.cpu().numpy().astype(np.float64).reshape(2, 2)  # rows: true class, columns: predicted
-    return cm, float(loss_sum), 0.0 if gate_sum is None else float(gate_sum)
+    return cm, float(loss_sum), float(gate_sum)

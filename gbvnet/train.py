@@ -322,7 +322,8 @@ def fit_in_tune(job: dict, name: str, *, storage: str) -> None:
 def tune_fold(config: dict, jobs: list[dict], names: list[str], storage: str, prefix: str) -> None:
     """Tune trainable of the evaluations: fit fold ``config["fold"]`` of ``jobs``.
 
-    The trainer's name is fixed per fold, so a retried fold resumes from its own last checkpoint. It lives here,
+    A retried fold resumes from its own last checkpoint: the trial's (one worker), or that of the trainer, whose
+    name is fixed per fold (several workers). It lives here,
     not in ``evaluation.run``, so that each trial's process imports the training code only (no MLflow, sklearn).
     """
     i = config["fold"]
