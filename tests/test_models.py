@@ -127,13 +127,25 @@ def test_pretrained_goes_through_timms_normal_path(monkeypatch):
 
 def test_attn_concat_differs_from_gated_only_by_the_gate():
     """The gate ablation keeps gated fusion's cross-attention (same parameters) and swaps the gate for a concat."""
-    gated, attn_concat = smoke("facebio", "gated").fusion, smoke("facebio", "attn-concat").fusion
-    cross = {n: p.shape for n, p in gated.named_parameters() if n.startswith("cross.")}
-    assert cross and cross == {n: p.shape for n, p in attn_concat.named_parameters() if n.startswith("cross.")}
-    assert hasattr(gated, "gate") and not hasattr(attn_concat, "gate")
+    gated, attn_concat = smoke("facebio", "gated"), smoke("facebio", "attn-concat")
+    cross = {n: p.shape for n, p in gated.fusion.named_parameters() if n.startswith("cross.")}
+    assert cross and cross == {n: p.shape for n, p in attn_concat.fusion.named_parameters() if n.startswith("cross.")}
+    assert hasattr(gated.fusion, "gate") and not hasattr(attn_concat.fusion, "gate")
     assert not any(n.startswith("cross.") for n, _ in smoke("facebio", "concat").fusion.named_parameters())
     head_in = {name: m.head[0].normalized_shape[0] for name, m in (("gated", gated), ("attn", attn_concat))}
-    assert head_in == {"gated": gated.cross.norm_face.normalized_shape[0], "attn": 2 * head_in["gated"]}
+    assert head_in == {"gated": gated.cfg.fusion.dim, "attn": 2 * gated.cfg.fusion.dim}
+
+
+@pytest.mark.parametrize("modality,fusion", VARIANTS)
+def test_forward_is_features_then_head(modality, fusion):
+    """timm's split: forward = forward_head(forward_features(...)); the model owns the one classifier."""
+    model = smoke(modality, fusion).eval()
+    inputs = example_inputs(model, batch=3)
+    features, gates = model.forward_features(**inputs)
+    assert features.shape == (3, model.num_features)
+    torch.testing.assert_close(model.forward_head(features), model(**inputs)["logits"])
+    assert (gates is not None) == (modality == "facebio" and fusion == "gated")
+    assert not any(".head" in n for n, _ in model.named_modules() if not n.startswith("face.backbone"))
 
 
 def test_flops_and_parameter_counts_are_real():
@@ -141,7 +153,7 @@ def test_flops_and_parameter_counts_are_real():
     assert 0 < count_flops(bio) < count_flops(both)
     assert count_flops(bio, batch=2) == 2 * count_flops(bio)
     counts = parameter_counts(both)
-    assert counts["total"] == counts["face"] + counts["bio"] + counts["fusion"]
+    assert counts["total"] == counts["face"] + counts["bio"] + counts["fusion"] + counts["head"]
 
 
 @pytest.mark.parametrize("modality", ["bio", "facebio"])

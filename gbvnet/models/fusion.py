@@ -3,9 +3,12 @@
 Gated attention is our reading of PAPER.md ("adaptively learns and modulates the contribution weight of each
 modality"): each modality attends to the other's tokens (one multi-head cross-attention layer each way, with a
 residual), both are mean-pooled, and a gate network on ``[f_face, f_bio]`` outputs one weight per modality and
-feature, a softmax over the two modalities (so the weights sum to 1 per feature). The fused vector
-``w_face * f_face + w_bio * f_bio`` goes through LayerNorm, dropout and an MLP classifier (d -> d/2 -> classes).
-The gate weights are returned so they can be logged and plotted.
+feature, a softmax over the two modalities (so the weights sum to 1 per feature), and the fused vector is
+``w_face * f_face + w_bio * f_bio``. The gate weights are returned so they can be logged and plotted.
+
+A fusion module turns the two token sequences into one pooled feature vector of ``out_dim`` features; the
+classifier (:func:`classifier`) belongs to the model (:class:`gbvnet.models.gbvnet.GBVNet`, timm's
+``forward_features`` / ``forward_head`` split).
 
 The ablations (``fusion.kind``):
 
@@ -50,43 +53,42 @@ class CrossAttention(nn.Module):
 
 
 class GatedAttentionFusion(nn.Module):
-    def __init__(self, cfg: FusionConfig, num_classes: int):
+    def __init__(self, cfg: FusionConfig):
         super().__init__()
-        d = cfg.dim
+        d = self.out_dim = cfg.dim
         self.cross = CrossAttention(cfg)
         self.gate = nn.Sequential(nn.Linear(2 * d, cfg.gate_hidden), nn.GELU(), nn.Linear(cfg.gate_hidden, 2 * d))
-        self.head = classifier(d, num_classes, cfg.dropout)
 
     def forward(self, face: torch.Tensor, bio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``face`` ``(B, F, d)`` and ``bio`` ``(B, T', d)`` tokens -> logits ``(B, K)``, gates ``(B, 2, d)``."""
+        """``face`` ``(B, F, d)`` and ``bio`` ``(B, T', d)`` tokens -> fused features ``(B, d)``, gates
+        ``(B, 2, d)``."""
         f_face, f_bio = self.cross(face, bio)
         gates = self.gate(torch.cat([f_face, f_bio], -1)).view(-1, 2, f_face.shape[-1]).softmax(1)
-        fused = gates[:, 0] * f_face + gates[:, 1] * f_bio
-        return self.head(fused), gates
+        return gates[:, 0] * f_face + gates[:, 1] * f_bio, gates
 
 
 class AttentionConcatFusion(nn.Module):
-    """Ablation of the gate: the cross-attention of :class:`GatedAttentionFusion`, then an MLP on
-    ``[f_face, f_bio]``."""
+    """Ablation of the gate: the cross-attention of :class:`GatedAttentionFusion`, then ``[f_face, f_bio]``
+    concatenated (no gate)."""
 
-    def __init__(self, cfg: FusionConfig, num_classes: int):
+    def __init__(self, cfg: FusionConfig):
         super().__init__()
+        self.out_dim = 2 * cfg.dim
         self.cross = CrossAttention(cfg)
-        self.head = classifier(2 * cfg.dim, num_classes, cfg.dropout)
 
     def forward(self, face: torch.Tensor, bio: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.head(torch.cat(self.cross(face, bio), -1)), None
+        return torch.cat(self.cross(face, bio), -1), None
 
 
 class ConcatFusion(nn.Module):
-    """Baseline: an MLP on the concatenated pooled features ``[f_face, f_bio]`` (no cross-attention)."""
+    """Baseline: the concatenated pooled features ``[f_face, f_bio]`` (no cross-attention, no gate)."""
 
-    def __init__(self, cfg: FusionConfig, num_classes: int):
+    def __init__(self, cfg: FusionConfig):
         super().__init__()
-        self.head = classifier(2 * cfg.dim, num_classes, cfg.dropout)
+        self.out_dim = 2 * cfg.dim
 
     def forward(self, face: torch.Tensor, bio: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.head(torch.cat([face.mean(1), bio.mean(1)], -1)), None
+        return torch.cat([face.mean(1), bio.mean(1)], -1), None
 
 
 FUSION_MODULES = {"gated": GatedAttentionFusion, "attn-concat": AttentionConcatFusion, "concat": ConcatFusion}

@@ -4,6 +4,10 @@
 other. ``fusion`` (``gated`` | ``attn-concat`` | ``concat``, see :mod:`gbvnet.models.fusion`) applies to
 ``facebio`` only. Use :func:`create_model`.
 
+Like timm's models, the forward pass is :meth:`GBVNet.forward_features` (branches, then fusion or pooling, to one
+feature vector per sample, plus the gate weights of gated fusion) followed by :meth:`GBVNet.forward_head` (the
+model's classifier: LayerNorm, dropout and an MLP ``d -> d/2 -> classes``).
+
 Example:
     >>> import torch
     >>> model = create_model("smoke", modality="bio", bio_channels=8, bio_samples=64)
@@ -34,23 +38,35 @@ class GBVNet(nn.Module):
             if cfg.face.dim != cfg.fusion.dim or cfg.bio.dim != cfg.fusion.dim:
                 raise ValueError(f"face.dim ({cfg.face.dim}) and bio.dim ({cfg.bio.dim}) must equal "
                                  f"fusion.dim ({cfg.fusion.dim})")
-            self.fusion = FUSION_MODULES[cfg.fusion.kind](cfg.fusion, cfg.num_classes)
+            self.fusion = FUSION_MODULES[cfg.fusion.kind](cfg.fusion)
+            self.num_features = self.fusion.out_dim
         else:
-            dim = cfg.face.dim if uses_face else cfg.bio.dim
-            self.head = classifier(dim, cfg.num_classes, cfg.fusion.dropout)
+            self.num_features = cfg.face.dim if uses_face else cfg.bio.dim
+        self.head = classifier(self.num_features, cfg.num_classes, cfg.fusion.dropout)
 
-    def forward(self, face: torch.Tensor | None = None, bio: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Returns ``{"logits": (B, K)}`` plus ``"gates": (B, 2, d)`` (face, bio) for gated fusion."""
+    def forward_features(self, face: torch.Tensor | None = None, bio: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features ``(B, num_features)``: the fused vector (``facebio``) or the mean-pooled tokens of the one
+        branch; and the gate weights ``(B, 2, d)`` (face, bio) of gated fusion, else None."""
         for name, branch, x in (("face", self.face, face), ("bio", self.bio, bio)):
             if branch is not None and x is None:
                 raise ValueError(f"modality {self.cfg.modality!r} needs a {name} input")
             if branch is None and x is not None:
                 raise ValueError(f"modality {self.cfg.modality!r} takes no {name} input")
         if self.cfg.modality == "facebio":
-            logits, gates = self.fusion(self.face(face), self.bio(bio))
-            return {"logits": logits} if gates is None else {"logits": logits, "gates": gates}
+            return self.fusion(self.face(face), self.bio(bio))
         tokens = self.face(face) if self.face is not None else self.bio(bio)
-        return {"logits": self.head(tokens.mean(1))}
+        return tokens.mean(1), None
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, K)`` from :meth:`forward_features`' features."""
+        return self.head(features)
+
+    def forward(self, face: torch.Tensor | None = None, bio: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Returns ``{"logits": (B, K)}`` plus ``"gates": (B, 2, d)`` (face, bio) for gated fusion."""
+        features, gates = self.forward_features(face, bio)
+        logits = self.forward_head(features)
+        return {"logits": logits} if gates is None else {"logits": logits, "gates": gates}
 
 
 def create_model(preset: str | ModelConfig = "smoke", **overrides) -> GBVNet:
