@@ -106,9 +106,9 @@ def measure(cache: Path, trials: int, workers: int) -> dict:
     out = {"driver": CountingFileSystem.bytes_read, "trials": []}
     for _ in range(trials):
         CountingFileSystem.bytes_read = 0
-        job = make_job(uri, model, train, fold)  # the trial's process (tune.space.search_trial)
+        make_job(uri, model, train, fold)  # the trial's process (gbvnet.launch.search_trial)
         for rank in range(workers):  # its Ray Train workers (gbvnet.train.train_loop_per_worker)
-            cache_w = open_cache(job["cache"])
+            cache_w = open_cache(uri)  # the job's cache (URIs are kept as given), whichever revision's job type
             ds = WindowDataset(cache_w, modality="facebio", normalizer=fit_normalizer(cache_w, fold.train))
             for rows in (fold.train[rank::workers], fold.val[rank::workers]):
                 for start in range(0, len(rows), 32):

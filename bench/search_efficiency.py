@@ -27,7 +27,7 @@ import numpy as np
 import ray
 
 from bench.common import machine, write_section
-from gbvnet.train import init_ray
+from gbvnet.launch import init_ray
 from tune import search
 
 ALGOS = ("optuna", "random")

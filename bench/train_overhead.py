@@ -29,9 +29,10 @@ from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
+from gbvnet.launch import init_ray, make_trainer
 from gbvnet.models import GBVNet
 from gbvnet.steps import Forward, make_optimizer, train_epoch
-from gbvnet.train import fit_model_to_cache, init_ray, make_job, make_trainer, subject_fold
+from gbvnet.train import fit_model_to_cache, make_job, subject_fold
 
 CPU = torch.device("cpu")
 

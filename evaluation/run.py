@@ -41,10 +41,11 @@ from gbvnet.config import (
 )
 from gbvnet.data.cache import open_cache, write_text
 from gbvnet.datasets import DATASETS
+from gbvnet.launch import init_ray, run_tuner, storage_path, tune_fold, tune_trial_resources
 from gbvnet.progress import ProgressTable
 from gbvnet.splits import ROW_RULES, Fold, folds_digest, subjects_with_rows, usable_rows
 from gbvnet.tracking import Tracker, git_commit, tracking_uri
-from gbvnet.train import init_ray, make_job, run_tuner, storage_path, tune_fold, tune_trial_resources
+from gbvnet.train import Job, make_job
 
 
 @dataclass
@@ -89,7 +90,7 @@ class EvalSpec:
                 f"{key[:6]}")
 
 
-def run_folds(spec: EvalSpec, jobs: list[dict], names: list[str], key: str) -> list[tune.Result]:
+def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str) -> list[tune.Result]:
     """Run every fold as a Tune trial; return each fold's Tune result (in fold order)."""
     storage = storage_path(spec.storage)
     experiment = f"eval-{spec.protocol}-{spec.dataset}-{key}"

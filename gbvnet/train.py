@@ -1,25 +1,27 @@
-"""Training on Ray Train: one per-worker loop for 1..N workers (DDP), CPU or GPU, with checkpoints and resume.
+"""The training loop: one per-worker loop for 1..N workers (DDP), CPU or GPU, with checkpoints and resume.
 
-``train_loop_per_worker(job)`` is what every evaluation fold, search trial and single run executes: as the
-worker function of a Ray Train ``TorchTrainer`` (:class:`TrainWorkerSession`), or, for the one-worker folds and
-trials of the evaluations and the search, directly inside the Tune trial's process (:class:`TuneTrialSession`),
-which saves starting a Train controller and a worker process per fold or trial (:func:`fit_in_tune`). ``job`` is a
-plain dict (see :func:`make_job`): the cache location, the model and training configs and a
-:class:`~gbvnet.splits.Fold` (train / val / test rows of the cache). Per epoch the loop trains on its shard of the
-training rows (each window once per epoch across workers; the last few are repeated to give every worker the
-same number of steps, as ``DistributedSampler`` does), evaluates on the validation rows (sharded, confusion
-matrices summed across workers), early-stops on validation macro-F1 (our choice over the positive-class F1 of
-PAPER.md: a constant "always high" predictor scores a high F1 but a poor macro-F1) and reports metrics with a checkpoint through
-``ray.train.report`` (written to a local temporary folder that is deleted once Ray has copied it to the run's
-storage, see :func:`report`). After a worker failure Ray restarts the workers and the loop resumes from the latest
-checkpoint (epoch counter continues). At the end the model of the best *validation* epoch is scored once on the
-test rows (``test_*`` metrics): the test set never steers training or model selection.
+``train_loop_per_worker(config)`` is what every evaluation fold, search trial and single run executes. ``config``
+is the plain-dict form of a :class:`Job` (built and checked by :func:`make_job`): the cache location, the model
+and training configs and a :class:`~gbvnet.splits.Fold` (train / val / test rows of the cache). The loop runs as
+the worker function of a Ray Train ``TorchTrainer`` (:class:`TrainWorkerSession`) or in a Tune trial's own process
+(:class:`TuneTrialSession`); which one, with which resources, is decided by :mod:`gbvnet.launch`.
+
+Per epoch the loop trains on its shard of the training rows (each window once per epoch across workers; the last
+few are repeated to give every worker the same number of steps, as ``DistributedSampler`` does), evaluates on the
+validation rows (sharded, confusion matrices summed across workers), early-stops on validation macro-F1 (our
+choice over the positive-class F1 of PAPER.md: a constant "always high" predictor scores a high F1 but a poor
+macro-F1) and reports metrics with a checkpoint through the session (written to a local temporary folder that is
+deleted once Ray has copied it to the run's storage, see :func:`report`). After a worker failure Ray restarts the
+workers and the loop resumes from the latest checkpoint (epoch counter continues). At the end the model of the
+best *validation* epoch is scored once on the test rows (``test_*`` metrics): the test set never steers training
+or model selection. The stages are the methods of :class:`WorkerState`: :meth:`~WorkerState.build` (data, model,
+optimiser), :meth:`~WorkerState.restore`, :meth:`~WorkerState.run_epoch`, :meth:`~WorkerState.test_metrics` and
+:meth:`~WorkerState.checkpoint`.
 
 The passes themselves are :mod:`gbvnet.steps` (also run by the benchmarks without Ray): batches travel to the
 device as cached (faces ``uint8``), read and copied in the background while the device works, and become model
 inputs there (normalisation, augmentation); ``torch.compile`` is on by default on CUDA. Each worker runs torch
-with ``cpus_per_worker`` threads and holds ``gpus_per_worker`` GPUs (a share such as 0.25 packs four one-worker
-runs onto one GPU): :func:`scaling`.
+with ``cpus_per_worker`` threads on the device its session gives it.
 
 Normalisation statistics (per bio channel) are fitted on the training rows only. Checkpoints are read with
 ``torch.load(weights_only=True)``: no arbitrary unpickling.
@@ -37,9 +39,9 @@ import math
 import os
 import re
 import shutil
-import socket
 import tempfile
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -62,7 +64,7 @@ from gbvnet.config import (
     to_dict,
 )
 from gbvnet.data.cache import absolute, open_cache
-from gbvnet.data.dataset import WindowDataset, fit_normalizer
+from gbvnet.data.dataset import Normalizer, WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
 from gbvnet.metrics import binary_metrics, prefixed
@@ -84,8 +86,33 @@ def fit_model_to_cache(model: ModelConfig, manifest: dict) -> ModelConfig:
     return model.validate()
 
 
-def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, allow_leaky: bool = False) -> dict:
-    """Validate everything and build the plain-dict job every worker receives.
+@dataclass
+class Job:
+    """One training run as every worker receives it: the cache, what to train and on which rows.
+
+    Built and checked by :func:`make_job`. Ray Train's ``train_loop_config`` must be plain data, so the loop
+    receives :meth:`to_dict` and reads it back with :meth:`from_dict`.
+    """
+
+    cache: str  # absolute path or URI: the workers run in other directories
+    model: ModelConfig  # input sizes fitted to the cache
+    train: TrainConfig
+    fold: Fold
+    allow_leaky: bool
+
+    def to_dict(self) -> dict:
+        return {"cache": self.cache, "model": to_dict(self.model), "train": to_dict(self.train),
+                "fold": self.fold.to_dict(), "allow_leaky": self.allow_leaky}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Job:
+        return cls(data["cache"], from_dict(ModelConfig, data["model"]).validate(),
+                   from_dict(TrainConfig, data["train"]).validate(), Fold.from_dict(data["fold"]),
+                   data["allow_leaky"])
+
+
+def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, allow_leaky: bool = False) -> Job:
+    """Validate everything and build the job every worker receives.
 
     Refuses (``ConfigError`` / ``LeakageError``) unknown modalities, empty training sets, a modality that needs
     faces on a cache without them, and folds that share subjects/trials between their parts.
@@ -99,8 +126,8 @@ def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, all
     check_fold(fold, index.subject, index.trial, allow_leaky=allow_leaky)
     if fold.val.size == 0:
         raise ConfigError(f"fold {fold.name}: empty validation set (early stopping needs one)")
-    return {"cache": absolute(cache), "model": to_dict(model), "train": to_dict(train), "fold": fold.to_dict(),
-            "allow_leaky": allow_leaky}
+    # a copy of ``train``: callers build several jobs from one config, and a job must not change with it
+    return Job(absolute(cache), model, copy.deepcopy(train), fold, allow_leaky)
 
 
 # --------------------------------------------------------------------------------------------------- sessions
@@ -209,226 +236,145 @@ def load_state(checkpoint: ray.train.Checkpoint) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------- the loop
-def train_loop_per_worker(job: dict[str, Any], session=None) -> None:
-    """The training loop (see the module docstring): a Ray Train worker function, or, with a
-    :class:`TuneTrialSession`, the body of a one-worker Tune trial."""
-    session = session or TrainWorkerSession()
-    tc: TrainConfig = from_dict(TrainConfig, job["train"]).validate()
-    mc: ModelConfig = from_dict(ModelConfig, job["model"]).validate()
-    fold = Fold.from_dict(job["fold"])
-    rank, world, device = session.rank, session.world, session.device
-    torch.set_num_threads(max(1, int(tc.cpus_per_worker)))  # Ray leaves a worker one thread unless told
+@dataclass
+class WorkerState:
+    """One worker's run of a :class:`Job`: data, model, optimiser and schedule (:meth:`build`), and the
+    early-stopping progress that a checkpoint carries across restarts (:meth:`checkpoint`, :meth:`restore`)."""
 
-    cache = open_cache(job["cache"])
-    normalizer = fit_normalizer(cache, fold.train) if mc.modality != "face" else None
-    ds = WindowDataset(cache, target=tc.target, modality=mc.modality)
-    transform = BatchTransform(mc.modality, device, normalizer)
-    labels = ds.labels
+    job: Job
+    session: Any  # TrainWorkerSession or TuneTrialSession
+    dataset: WindowDataset
+    transform: BatchTransform
+    normalizer: Normalizer | None  # None for the face model (no bio channels)
+    model: nn.Module  # as the session prepared it (DDP-wrapped with several workers)
+    forward: Forward
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    weight: torch.Tensor | None  # class weights of the training loss
+    best_model: dict = field(default_factory=dict)  # state of the best validation epoch's model
+    progress: dict = field(default_factory=lambda: {"epoch": 0, "best_score": -1.0, "best_epoch": -1,
+                                                    "bad_epochs": 0})
 
-    def batches(rows: np.ndarray) -> BatchLoader:
-        return BatchLoader(ds, rows, tc.batch_size, device)
+    @classmethod
+    def build(cls, job: Job, session) -> WorkerState:
+        """Torch threads, data (normalisation fitted on the training rows only) and the seeded model."""
+        tc, mc, device = job.train, job.model, session.device
+        torch.set_num_threads(max(1, int(tc.cpus_per_worker)))  # Ray leaves a worker one thread unless told
+        cache = open_cache(job.cache)
+        normalizer = fit_normalizer(cache, job.fold.train) if mc.modality != "face" else None
+        dataset = WindowDataset(cache, target=tc.target, modality=mc.modality)
+        transform = BatchTransform(mc.modality, device, normalizer)
 
-    torch.manual_seed(tc.seed)
-    model = GBVNet(mc)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    model = session.prepare(model)
-    core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    forward = Forward(model, compile=use_compile(tc.compile, device))
+        torch.manual_seed(tc.seed)
+        model = GBVNet(mc)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        model = session.prepare(model)
+        forward = Forward(model, compile=use_compile(tc.compile, device))
+        steps_per_epoch = math.ceil(math.ceil(len(job.fold.train) / session.world) / tc.batch_size)
+        optimizer, scheduler = make_optimizer(model, tc, device, steps_per_epoch)
+        weight = None
+        if tc.class_weights:
+            counts = np.bincount(dataset.labels[job.fold.train], minlength=2).astype(np.float64)
+            weight = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+        worker = cls(job, session, dataset, transform, normalizer, model, forward, optimizer, scheduler, weight)
+        worker.best_model = copy.deepcopy(worker.core.state_dict())
+        return worker
 
-    steps_per_epoch = math.ceil(math.ceil(len(fold.train) / world) / tc.batch_size)
-    optimizer, scheduler = make_optimizer(model, tc, device, steps_per_epoch)
-    weight = None
-    if tc.class_weights:
-        counts = np.bincount(labels[fold.train], minlength=2).astype(np.float64)
-        weight = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    @property
+    def core(self) -> nn.Module:
+        """The bare model (without its DDP wrapper): what is evaluated and checkpointed."""
+        return self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
 
-    progress = {"epoch": 0, "best_score": -1.0, "best_epoch": -1, "bad_epochs": 0}
-    best_model = copy.deepcopy(core.state_dict())
-    remove_orphaned_checkpoints(session)
-    checkpoint = session.checkpoint()
-    if checkpoint:
+    def restore(self, checkpoint: ray.train.Checkpoint | None) -> None:
+        """Continue where ``checkpoint`` (if any) left off: weights, optimiser, schedule, best model, progress."""
+        if not checkpoint:
+            return
         state = load_state(checkpoint)
-        core.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        best_model, progress = state["best_model"], state["progress"]
+        self.core.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.best_model, self.progress = state["best_model"], state["progress"]
 
-    start_epoch = progress["epoch"]  # > 0 after a restart: reported, so a resume is visible
-    for epoch in range(start_epoch, tc.epochs):
+    def checkpoint(self) -> dict:
+        """What :meth:`restore` reads back."""
+        return {"model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "best_model": self.best_model, "progress": self.progress}
+
+    def batches(self, rows: np.ndarray, rng: np.random.Generator | None = None) -> BatchLoader:
+        """Batches of this worker's shard of ``rows`` (shuffled and padded with ``rng``, see :func:`_shard`)."""
+        shard = _shard(rows, self.session.rank, self.session.world, rng)
+        return BatchLoader(self.dataset, shard, self.job.train.batch_size, self.session.device)
+
+    def run_epoch(self, epoch: int, start_epoch: int) -> dict:
+        """Train ``epoch``, validate (summed across workers) and track early stopping; the epoch's metrics."""
+        tc, fold, rank = self.job.train, self.job.fold, self.session.rank
         started = time.perf_counter()
-        shard = _shard(fold.train, rank, world, np.random.default_rng([tc.seed, epoch]))
-        generator = torch.Generator(device).manual_seed(tc.seed * 1_000_003 + epoch * 1009 + rank)
-        loss_sum, seen = train_epoch(forward, batches(shard), transform, tc, optimizer, scheduler, generator,
-                                     weight)
+        generator = torch.Generator(self.session.device).manual_seed(tc.seed * 1_000_003 + epoch * 1009 + rank)
+        loss_sum, seen = train_epoch(self.forward, self.batches(fold.train, np.random.default_rng([tc.seed, epoch])),
+                                     self.transform, tc, self.optimizer, self.scheduler, generator, self.weight)
         train_time = time.perf_counter() - started
 
-        cm, val_loss, gate = evaluate(core, batches(_shard(fold.val, rank, world, None)), transform)
+        cm, val_loss, gate = evaluate(self.core, self.batches(fold.val), self.transform)
         totals = _all_reduce(np.concatenate([cm.ravel(), [val_loss, gate, loss_sum, seen]]))
         cm, (val_loss, gate, loss_sum, seen) = totals[:4].reshape(2, 2), totals[4:]
         n_val = cm.sum()
-        val = binary_metrics(cm)
-        if val["macro_f1"] > progress["best_score"]:
-            best_model = copy.deepcopy(core.state_dict())
-            progress.update(best_score=val["macro_f1"], best_epoch=epoch, bad_epochs=0)
-        else:
-            progress["bad_epochs"] += 1
-        progress["epoch"] = epoch + 1
-        finished = progress["epoch"] == tc.epochs or progress["bad_epochs"] >= tc.patience
-
+        finished = self._track(binary_metrics(cm)["macro_f1"], epoch)
+        progress = self.progress
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss / max(n_val, 1),
                    **prefixed(cm, "val"), "best_val_macro_f1": progress["best_score"],
                    "best_epoch": progress["best_epoch"] + 1,
-                   "lr": scheduler.get_last_lr()[0], "train_time_s": train_time,
+                   "lr": self.scheduler.get_last_lr()[0], "train_time_s": train_time,
                    "epoch_time_s": time.perf_counter() - started, "threads": torch.get_num_threads(),
-                   "compiled": forward.compiled is not None,
+                   "compiled": self.forward.compiled is not None,
                    "start_epoch": start_epoch, "done": finished}
-        if mc.modality == "facebio" and mc.fusion.kind == "gated":
+        if self.job.model.modality == "facebio" and self.job.model.fusion.kind == "gated":
             metrics["val_gate_face"] = gate / max(n_val, 1)
-        if normalizer is not None:
-            metrics["normalizer_digest"] = rows_digest(normalizer.fitted_rows)  # checked by the leakage audit
-        if finished and fold.test.size:
-            core.load_state_dict(best_model)
-            test_cm, _, _ = evaluate(core, batches(_shard(fold.test, rank, world, None)), transform)
-            metrics.update(prefixed(_all_reduce(test_cm), "test"))
+        if self.normalizer is not None:
+            metrics["normalizer_digest"] = rows_digest(self.normalizer.fitted_rows)  # checked by the leakage audit
+        return metrics
+
+    def _track(self, score: float, epoch: int) -> bool:
+        """Early stopping: keep the model of the best validation ``score``; whether training is finished."""
+        progress = self.progress
+        if score > progress["best_score"]:
+            self.best_model = copy.deepcopy(self.core.state_dict())
+            progress.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+        else:
+            progress["bad_epochs"] += 1
+        progress["epoch"] = epoch + 1
+        return progress["epoch"] == self.job.train.epochs or progress["bad_epochs"] >= self.job.train.patience
+
+    def test_metrics(self) -> dict:
+        """``test_*`` metrics of the best validation epoch's model, which stays loaded (and checkpointed)."""
+        self.core.load_state_dict(self.best_model)
+        cm, _, _ = evaluate(self.core, self.batches(self.job.fold.test), self.transform)
+        return prefixed(_all_reduce(cm), "test")
+
+
+def train_loop_per_worker(config: dict, session=None) -> None:
+    """The training loop (see the module docstring) of the job ``config`` (:meth:`Job.to_dict`): a Ray Train
+    worker function, or, with a :class:`TuneTrialSession`, the body of a one-worker Tune trial."""
+    session = session or TrainWorkerSession()
+    worker = WorkerState.build(Job.from_dict(config), session)
+    remove_orphaned_checkpoints(session)
+    worker.restore(session.checkpoint())
+    job = worker.job
+    start_epoch = worker.progress["epoch"]  # > 0 after a restart: reported, so a resume is visible
+    for epoch in range(start_epoch, job.train.epochs):
+        metrics = worker.run_epoch(epoch, start_epoch)
+        if metrics["done"] and job.fold.test.size:
+            metrics.update(worker.test_metrics())
         state = None
-        if rank == 0:
-            state = {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "best_model": best_model, "progress": progress}
-            print(f"[{fold.name}] epoch {epoch + 1}/{tc.epochs} loss {metrics['train_loss']:.4f} "
-                  f"val acc {val['accuracy']:.3f} macro-F1 {val['macro_f1']:.3f}"
+        if session.rank == 0:
+            state = worker.checkpoint()
+            print(f"[{job.fold.name}] epoch {epoch + 1}/{job.train.epochs} loss {metrics['train_loss']:.4f} "
+                  f"val acc {metrics['val_accuracy']:.3f} macro-F1 {metrics['val_macro_f1']:.3f}"
                   + (f" | test acc {metrics['test_accuracy']:.3f}" if "test_accuracy" in metrics else ""),
                   flush=True)
         report(session, metrics, state)
-        if finished:
+        if metrics["done"]:
             break
-
-
-# --------------------------------------------------------------------------------------------------- driver
-def fit_in_tune(job: dict, name: str, *, storage: str) -> None:
-    """Fit ``job`` from inside a Tune function trainable reserving :func:`tune_trial_resources`.
-
-    One worker: the loop runs right here, in the trial's process (:class:`TuneTrialSession`). Several: a
-    ``TorchTrainer`` named ``name`` whose metrics reach Tune through ``TuneReportCallback``.
-    """
-    if from_dict(TrainConfig, job["train"]).num_workers == 1:
-        train_loop_per_worker(job, TuneTrialSession())
-        return
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    make_trainer(job, name, storage=storage, callbacks=[TuneReportCallback()], in_tune=True).fit()
-
-
-def tune_fold(config: dict, jobs: list[dict], names: list[str], storage: str, prefix: str) -> None:
-    """Tune trainable of the evaluations: fit fold ``config["fold"]`` of ``jobs``.
-
-    A retried fold resumes from its own last checkpoint: the trial's (one worker), or that of the trainer, whose
-    name is fixed per fold (several workers). It lives here,
-    not in ``evaluation.run``, so that each trial's process imports the training code only (no MLflow, sklearn).
-    """
-    i = config["fold"]
-    fit_in_tune(jobs[i], f"{prefix}-{names[i]}", storage=storage)
-
-
-def run_tuner(trainable, name: str, storage: str, *, resume: bool, param_space: dict, tune_config,
-              callbacks: list, max_failures: int):
-    """Fit the Tune experiment ``name`` under ``storage`` and return its ``ResultGrid``: restored (finished trials
-    kept, errored ones retried) when ``resume`` and a previous run is there, else created. Each trial keeps its
-    last 2 checkpoints and is retried ``max_failures`` times from its latest one. A restored run keeps the
-    callbacks it was created with."""
-    from ray import tune
-
-    path = f"{storage.rstrip('/')}/{name}"
-    if resume and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable, resume_errored=True).fit()
-    return tune.Tuner(
-        trainable, param_space=param_space, tune_config=tune_config,
-        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
-    ).fit()
-
-
-def storage_path(storage: str | None = None) -> str:
-    """Where Ray keeps results and checkpoints: ``storage``, else ``GBVNET_STORAGE``, else ``./runs/ray`` (a path
-    or URI; local paths made absolute, since trials run in their own directories)."""
-    return absolute(storage or os.environ.get("GBVNET_STORAGE") or "runs/ray")
-
-
-def init_ray(**local_options) -> None:
-    """Connect to ``RAY_ADDRESS`` when set (a cluster); otherwise start a local Ray with ``local_options``.
-
-    A local instance gets its dashboard on a free port, and every worker learns that address
-    (``RAY_API_SERVER_ADDRESS``): Ray Train's placement-group cleaner queries the state API, which otherwise
-    guesses the cluster and fails when a machine runs more than one Ray instance; training runs would then leak
-    their placement groups and later runs would wait for CPUs forever.
-    """
-    # Tune keeps 2 checkpoints per trial, which makes it snapshot the experiment state at every epoch's checkpoint
-    # and warn each time; a few kB per epoch is the price of resuming exactly, so the warning is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=local_options.get("log_to_driver", True))
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             runtime_env={"env_vars": env}, **local_options)
-
-
-# A Tune trial whose function only waits on its TorchTrainer reserves this sliver of a CPU (Ray refuses
-# zero-resource trials) and its workers take the rest, so one trial occupies exactly its workers' CPUs.
-DRIVER_CPU = 0.01
-
-
-def gpus_per_worker(tc: TrainConfig) -> float:
-    """``tc.gpus_per_worker``, with ``None`` resolved: 1 when the Ray cluster has GPUs, else 0."""
-    if tc.gpus_per_worker is not None:
-        return float(tc.gpus_per_worker)
-    return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-
-
-def tune_trial_resources(tc: TrainConfig) -> dict:
-    """Resources of a Tune trial running :func:`fit_in_tune` for ``tc``: the worker's own CPUs and GPU share
-    when it trains in the trial's process (one worker), else the sliver of a trainer's driver."""
-    if tc.num_workers == 1:
-        return {"cpu": tc.cpus_per_worker, "gpu": gpus_per_worker(tc)}
-    return {"cpu": DRIVER_CPU}
-
-
-def scaling(tc: TrainConfig, in_tune: bool = False) -> ray.train.ScalingConfig:
-    """Workers and their resources, from the job's ``TrainConfig``: ``num_workers`` workers of
-    ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs each (``None``: 1 GPU when the cluster has GPUs).
-
-    A GPU share below 1 is what Ray reserves, so e.g. four one-worker trials at 0.25 run at once on one GPU.
-    ``in_tune``: the trainer runs inside a Tune trial reserving :func:`tune_trial_resources`; its workers then
-    take ``DRIVER_CPU / num_workers`` CPU less each, so a trial occupies exactly its workers' CPUs.
-    """
-    gpus = gpus_per_worker(tc)
-    cpus = tc.cpus_per_worker - (DRIVER_CPU / tc.num_workers if in_tune else 0)
-    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
-    return ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=gpus > 0, resources_per_worker=resources)
-
-
-def make_trainer(job: dict, name: str, *, storage: str | None = None, callbacks=(),
-                 in_tune: bool = False) -> ray.train.torch.TorchTrainer:
-    """A ``TorchTrainer`` for ``job``: workers, resources and failure retries from its ``TrainConfig``
-    (see :func:`scaling`)."""
-    tc = from_dict(TrainConfig, job["train"]).validate()
-    return ray.train.torch.TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=job,
-        scaling_config=scaling(tc, in_tune),
-        run_config=ray.train.RunConfig(
-            name=name, storage_path=storage_path(storage),
-            failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=list(callbacks),
-        ),
-    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -468,6 +414,9 @@ def subject_fold(index, train: list[int], val: list[int], test: list[int]) -> Fo
 
 
 def main(argv: list[str] | None = None) -> dict:
+    # imported here: gbvnet.launch imports this module (the loop it launches)
+    from gbvnet.launch import init_ray, make_trainer
+
     args = parse_args(argv)
     model = model_preset(args.preset, modality=args.modality, fusion=args.fusion)
     train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.epochs,

@@ -54,7 +54,7 @@ def ray_session():
     """One local Ray instance (2 CPUs) shared by every test that needs Ray."""
     import ray
 
-    from gbvnet.train import init_ray
+    from gbvnet.launch import init_ray
 
     init_ray(num_cpus=2, log_to_driver=False, configure_logging=False)
     yield ray

@@ -19,8 +19,9 @@ import pytest
 
 from gbvnet.config import ConfigError, TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
+from gbvnet.launch import make_trainer
 from gbvnet.splits import Fold, LeakageError
-from gbvnet.train import CHECKPOINT_PREFIX, make_job, make_trainer, subject_fold
+from gbvnet.train import CHECKPOINT_PREFIX, make_job, subject_fold
 
 
 def bio_job(cache, epochs=3, seed=0, **train):
@@ -51,7 +52,7 @@ def test_same_seed_same_metrics(ray_session, mahnob_cache, tmp_path, monkeypatch
     # the second run with relative paths, as users type them: workers run elsewhere, so they must be resolved
     monkeypatch.chdir(mahnob_cache.parent)
     job = bio_job(mahnob_cache.name, epochs=2, seed=3)
-    assert job["cache"] == str(mahnob_cache)
+    assert job.cache == str(mahnob_cache)
     result = make_trainer(job, "seed-b", storage=os.path.relpath(tmp_path)).fit()
     assert result.path.startswith(str(tmp_path))
     b = result.metrics
@@ -126,11 +127,10 @@ def test_killed_one_worker_trial_resumes_from_its_checkpoint(ray_session, mahnob
     from ray import tune
     from ray.util.state import list_actors
 
-    from gbvnet.config import from_dict
-    from gbvnet.train import tune_fold, tune_trial_resources
+    from gbvnet.launch import tune_fold, tune_trial_resources
 
     job = bio_job(mahnob_cache, epochs=20)
-    resources = tune_trial_resources(from_dict(TrainConfig, job["train"]))
+    resources = tune_trial_resources(job.train)
     assert resources == {"cpu": 1.0, "gpu": 0.0}  # the trial holds the worker's resources itself
     trainable = tune.with_resources(tune.with_parameters(tune_fold, jobs=[job], names=["fold"],
                                                          storage=str(tmp_path), prefix="trial"), resources)

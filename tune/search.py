@@ -45,18 +45,12 @@ from gbvnet.cli import COMPUTE_FIELDS, add_compute_arguments, apply_compute_argu
 from gbvnet.config import TARGETS, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache, write_text
 from gbvnet.datasets import DATASETS, resolve_cache
+from gbvnet.launch import init_ray, run_tuner, search_trial, storage_path, tune_trial_resources
 from gbvnet.progress import ProgressTable
 from gbvnet.splits import Fold, subjects_with_rows, usable_rows
 from gbvnet.tracking import Tracker, tracking_uri
-from gbvnet.train import (
-    fit_model_to_cache,
-    init_ray,
-    make_job,
-    run_tuner,
-    storage_path,
-    tune_trial_resources,
-)
-from tune.space import apply, search_space, search_trial
+from gbvnet.train import fit_model_to_cache, make_job
+from tune.space import apply, search_space
 
 METRIC = "val_macro_f1"
 

@@ -1,8 +1,8 @@
 """The hyper-parameter search space of GBV-Net, as dotted keys into the model and training configs.
 
 Keys are ``model.<section>.<field>`` (:class:`gbvnet.config.ModelConfig`) or ``train.<field>``
-(:class:`gbvnet.config.TrainConfig`); :func:`apply` writes a sampled point into copies of the base configs and
-:func:`search_trial` (the search's Tune trainable) trains one point.
+(:class:`gbvnet.config.TrainConfig`); :func:`apply` writes a sampled point into copies of the base configs, and
+the search's Tune trainable (:func:`gbvnet.launch.search_trial`) trains one point.
 
 | key | prior | why |
 | --- | --- | --- |
@@ -40,8 +40,6 @@ from typing import Any
 from ray import tune
 
 from gbvnet.config import ModelConfig, TrainConfig
-from gbvnet.splits import Fold
-from gbvnet.train import fit_in_tune, make_job
 
 WIDTH = "width"  # one sampled value sets face.dim, bio.dim and fusion.dim (they must agree)
 
@@ -100,13 +98,3 @@ def apply(point: dict[str, Any], model: ModelConfig, train: TrainConfig) -> tupl
             value = tuple(int(v) for v in value.split(","))  # tuple choices travel as "1,2,4" (Optuna wants scalars)
         setattr(target, path[-1], tuple(value) if isinstance(value, list) else value)
     return model.validate(), train.validate()
-
-
-def search_trial(config: dict, base: dict, storage: str, experiment: str) -> None:
-    """Tune trainable of ``tune/search.py``: one sampled configuration, trained as a ``TorchTrainer`` run.
-
-    Kept here, with the space, so that each trial's process imports the training code only (no MLflow, Optuna).
-    """
-    model, train = apply(config, base["model"], base["train"])
-    job = make_job(base["cache"], model, train, Fold.from_dict(base["fold"]))
-    fit_in_tune(job, f"{experiment}-{tune.get_context().get_trial_id()}", storage=storage)

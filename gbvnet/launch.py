@@ -1,0 +1,172 @@
+"""Launching training on Ray: the cluster connection, resources, trainers, and the Tune trainables of the
+evaluations and the search.
+
+Every run executes the loop of :mod:`gbvnet.train` on a :class:`~gbvnet.train.Job`, in one of two ways:
+
+- a single run (``python -m gbvnet.train``), and every fold or trial with 2+ workers, is a Ray Train
+  ``TorchTrainer`` (:func:`make_trainer`): a controller and ``num_workers`` worker processes training with DDP, a
+  restarted worker resuming from the latest checkpoint;
+- a one-worker fold or trial trains directly in its Tune trial's process (:func:`fit_in_tune`), which saves
+  starting a controller and a worker process per fold or trial. Tune then handles its reports, checkpoints,
+  retries and schedulers (ASHA) as it does a trainer's.
+
+Resources (:func:`scaling`, :func:`tune_trial_resources`): each worker reserves ``cpus_per_worker`` CPUs and
+``gpus_per_worker`` GPUs, ``None`` meaning 1 GPU where the cluster has GPUs. A GPU share below 1 is what Ray
+reserves, so four one-worker trials at 0.25 train at once on one GPU (shares need one worker per run: DDP needs a
+GPU per worker). A one-worker trial reserves its worker's resources itself; a trial that only waits on its
+trainer reserves a sliver of a CPU (:data:`DRIVER_CPU`), which its workers leave out.
+
+The Tune trainables :func:`tune_fold` (evaluations) and :func:`search_trial` (search) live here rather than next
+to their drivers so that each trial's process imports the training code only (no MLflow, Optuna or sklearn).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import ray
+import ray.train
+import ray.train.torch
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from gbvnet.config import TrainConfig
+from gbvnet.data.cache import absolute
+from gbvnet.splits import Fold
+from gbvnet.train import Job, TuneTrialSession, make_job, train_loop_per_worker
+
+# A Tune trial whose function only waits on its TorchTrainer reserves this sliver of a CPU (Ray refuses
+# zero-resource trials) and its workers take the rest, so one trial occupies exactly its workers' CPUs.
+DRIVER_CPU = 0.01
+
+
+# --------------------------------------------------------------------------------------------------- Ray
+def init_ray(**local_options) -> None:
+    """Connect to ``RAY_ADDRESS`` when set (a cluster); otherwise start a local Ray with ``local_options``.
+
+    A local instance gets its dashboard on a free port, and every worker learns that address
+    (``RAY_API_SERVER_ADDRESS``): Ray Train's placement-group cleaner queries the state API, which otherwise
+    guesses the cluster and fails when a machine runs more than one Ray instance; training runs would then leak
+    their placement groups and later runs would wait for CPUs forever.
+    """
+    # Tune keeps 2 checkpoints per trial, which makes it snapshot the experiment state at every epoch's checkpoint
+    # and warn each time; a few kB per epoch is the price of resuming exactly, so the warning is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=local_options.get("log_to_driver", True))
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+             runtime_env={"env_vars": env}, **local_options)
+
+
+def storage_path(storage: str | None = None) -> str:
+    """Where Ray keeps results and checkpoints: ``storage``, else ``GBVNET_STORAGE``, else ``./runs/ray`` (a path
+    or URI; local paths made absolute, since trials run in their own directories)."""
+    return absolute(storage or os.environ.get("GBVNET_STORAGE") or "runs/ray")
+
+
+# --------------------------------------------------------------------------------------------------- resources
+def gpus_per_worker(tc: TrainConfig) -> float:
+    """``tc.gpus_per_worker``, with ``None`` resolved: 1 when the Ray cluster has GPUs, else 0."""
+    if tc.gpus_per_worker is not None:
+        return float(tc.gpus_per_worker)
+    return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def tune_trial_resources(tc: TrainConfig) -> dict:
+    """Resources of a Tune trial running :func:`fit_in_tune` for ``tc``: the worker's own CPUs and GPU share
+    when it trains in the trial's process (one worker), else the sliver of a trainer's driver."""
+    if tc.num_workers == 1:
+        return {"cpu": tc.cpus_per_worker, "gpu": gpus_per_worker(tc)}
+    return {"cpu": DRIVER_CPU}
+
+
+def scaling(tc: TrainConfig, in_tune: bool = False) -> ray.train.ScalingConfig:
+    """Workers and their resources, from the job's ``TrainConfig``: ``num_workers`` workers of
+    ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs each (``None``: 1 GPU when the cluster has GPUs).
+
+    A GPU share below 1 is what Ray reserves, so e.g. four one-worker trials at 0.25 run at once on one GPU.
+    ``in_tune``: the trainer runs inside a Tune trial reserving :func:`tune_trial_resources`; its workers then
+    take ``DRIVER_CPU / num_workers`` CPU less each, so a trial occupies exactly its workers' CPUs.
+    """
+    gpus = gpus_per_worker(tc)
+    cpus = tc.cpus_per_worker - (DRIVER_CPU / tc.num_workers if in_tune else 0)
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    return ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=gpus > 0, resources_per_worker=resources)
+
+
+# --------------------------------------------------------------------------------------------------- launch
+def make_trainer(job: Job, name: str, *, storage: str | None = None, callbacks=(),
+                 in_tune: bool = False) -> ray.train.torch.TorchTrainer:
+    """A ``TorchTrainer`` for ``job``: workers, resources and failure retries from its ``TrainConfig``
+    (see :func:`scaling`)."""
+    tc = job.train
+    return ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=job.to_dict(),
+        scaling_config=scaling(tc, in_tune),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage_path(storage),
+            failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=list(callbacks),
+        ),
+    )
+
+
+def fit_in_tune(job: Job, name: str, *, storage: str) -> None:
+    """Fit ``job`` from inside a Tune function trainable reserving :func:`tune_trial_resources`.
+
+    One worker: the loop runs right here, in the trial's process (:class:`~gbvnet.train.TuneTrialSession`).
+    Several: a ``TorchTrainer`` named ``name`` whose metrics reach Tune through ``TuneReportCallback``.
+    """
+    if job.train.num_workers == 1:
+        train_loop_per_worker(job.to_dict(), TuneTrialSession())
+        return
+    make_trainer(job, name, storage=storage, callbacks=[TuneReportCallback()], in_tune=True).fit()
+
+
+def run_tuner(trainable, name: str, storage: str, *, resume: bool, param_space: dict, tune_config,
+              callbacks: list, max_failures: int):
+    """Fit the Tune experiment ``name`` under ``storage`` and return its ``ResultGrid``: restored (finished trials
+    kept, errored ones retried) when ``resume`` and a previous run is there, else created. Each trial keeps its
+    last 2 checkpoints and is retried ``max_failures`` times from its latest one. A restored run keeps the
+    callbacks it was created with."""
+    path = f"{storage.rstrip('/')}/{name}"
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable, resume_errored=True).fit()
+    return tune.Tuner(
+        trainable, param_space=param_space, tune_config=tune_config,
+        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
+    ).fit()
+
+
+# --------------------------------------------------------------------------------------------------- trainables
+def tune_fold(config: dict, jobs: list[Job], names: list[str], storage: str, prefix: str) -> None:
+    """Tune trainable of the evaluations: fit fold ``config["fold"]`` of ``jobs``.
+
+    A retried fold resumes from its own last checkpoint: the trial's (one worker), or that of the trainer, whose
+    name is fixed per fold (several workers).
+    """
+    i = config["fold"]
+    fit_in_tune(jobs[i], f"{prefix}-{names[i]}", storage=storage)
+
+
+def search_trial(config: dict, base: dict, storage: str, experiment: str) -> None:
+    """Tune trainable of ``tune/search.py``: the sampled point ``config`` written into the ``base`` model and
+    training configs (:func:`tune.space.apply`), trained on the search fold."""
+    # imported here: the gbvnet library does not depend on the tune/ scripts, only this trainable does
+    from tune.space import apply
+
+    model, train = apply(config, base["model"], base["train"])
+    job = make_job(base["cache"], model, train, Fold.from_dict(base["fold"]))
+    fit_in_tune(job, f"{experiment}-{tune.get_context().get_trial_id()}", storage=storage)
