@@ -30,8 +30,9 @@ from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
 from gbvnet.models import GBVNet
+from gbvnet.splits import subject_fold
 from gbvnet.steps import Forward, make_optimizer, train_epoch
-from gbvnet.train import fit_model_to_cache, init_ray, make_job, make_trainer, subject_fold
+from gbvnet.train import fit_model_to_cache, init_ray, make_job, make_trainer
 
 CPU = torch.device("cpu")
 

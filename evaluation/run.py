@@ -3,7 +3,8 @@
 The CLIs ``evaluation.loso`` and ``evaluation.subject_dependent`` only choose the protocol; everything else is
 here. Steps: resolve the window cache (``--synthetic`` writes and prepares a small official-format corpus once;
 ``--root`` prepares a real download incrementally; ``--cache`` uses a prepared cache), generate folds (each
-checked by the leakage guard before anything trains), run them as a Tune grid over the fold index with a fixed
+checked once by the leakage guard as :mod:`gbvnet.splits` builds it, before anything trains; the audit records
+the verdicts), run them as a Tune grid over the fold index with a fixed
 model config (parallel when resources allow, failed folds retried, ``--resume`` continues an interrupted run),
 then aggregate test metrics per fold and per subject, log them to the MLflow parent run with plots, print the
 final table and write ``--output`` JSON.
@@ -25,7 +26,6 @@ from ray import tune
 from evaluation import aggregate, plots
 from evaluation.audit import audit_folds, check_normalizers, check_search_subjects, search_provenance
 from evaluation.baselines import baseline_confusions, bio_features
-from evaluation.protocols import PROTOCOLS
 from evaluation.stats import versus_baselines
 from gbvnet.cli import add_compute_arguments, apply_compute_arguments
 from gbvnet.config import (
@@ -42,7 +42,7 @@ from gbvnet.config import (
 from gbvnet.data.cache import open_cache, write_text
 from gbvnet.datasets import DATASETS
 from gbvnet.progress import ProgressTable
-from gbvnet.splits import ROW_RULES, Fold, folds_digest, subjects_with_rows, usable_rows
+from gbvnet.splits import PROTOCOLS, ROW_RULES, folds_digest, subjects_with_rows, usable_rows
 from gbvnet.tracking import Tracker, git_commit, tracking_uri
 from gbvnet.train import init_ray, make_job, run_tuner, storage_path, tune_fold, tune_trial_resources
 
@@ -121,16 +121,13 @@ def evaluate(spec: EvalSpec) -> dict:
     if not rows.size:
         raise ValueError(f"cache {spec.cache} has no rows for modality {spec.model.modality!r} (rows {spec.rows!r})")
     target_labels = index.labels(spec.train.target)
-    X = np.stack([index.subject[rows], index.trial[rows]], 1)
-    protocol = PROTOCOLS[spec.protocol](**spec.protocol_args)
-    folds = [Fold(f.name, f.level, rows[f.train], rows[f.val], rows[f.test], val_level=f.val_level)
-             for f in protocol.folds(X, target_labels[rows])]
+    folds = PROTOCOLS[spec.protocol](**spec.protocol_args).cache_folds(index, rows, spec.train.target)
     if spec.test_subjects is not None:
         folds = [f for f in folds if set(np.unique(index.subject[f.test]).tolist()) <= set(spec.test_subjects)]
         if not folds:
             raise ValueError(f"no fold tests only on subjects {spec.test_subjects}")
     tested = subjects_with_rows(index, np.concatenate([f.test for f in folds]))
-    audit = {**audit_folds(folds, index.subject, index.trial, allow_leaky=spec.leaky),
+    audit = {**audit_folds(folds),
              **check_search_subjects(spec.search, spec.dataset, spec.train.target, index.manifest_hash, tested,
                                      spec.allow_searched_test_subjects)}
     jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky) for f in folds]

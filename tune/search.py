@@ -9,9 +9,10 @@ cache's subjects that have rows for ``--modality``, sorted). Which rows a modali
 evaluations use (:func:`gbvnet.splits.usable_rows`: face modalities only windows with face frames, so in DEAP
 subjects 1-22); search subjects without such rows are left out with a warning, and a search left with fewer than
 2 subjects stops before Ray starts, naming them. Among them, a seeded 25 % (at least one) are *validation
-subjects*; the rest train. The objective is validation macro-F1 on those held-out subjects, so it measures
-cross-subject generalisation and never touches the subjects an evaluation tests on. Both lists are recorded in MLflow and in the best config, and
-``evaluation.loso --config`` refuses to test on a searched subject unless told otherwise.
+subjects*; the rest train (:func:`gbvnet.splits.search_fold`, which checks the fold once; every trial trains on
+it as checked). The objective is validation macro-F1 on those held-out subjects, so it measures cross-subject
+generalisation and never touches the subjects an evaluation tests on. Both lists are recorded in MLflow and in
+the best config, and ``evaluation.loso --config`` refuses to test on a searched subject unless told otherwise.
 
 Each trial is a Tune function that builds and fits a ``TorchTrainer`` and reports through
 ``TuneReportCallback`` (the Ray Train V2 way); ASHA stops poor trials early on ``val_macro_f1`` per epoch; Optuna's
@@ -28,9 +29,7 @@ While it runs, a table of the trials (epoch, validation macro-F1, elapsed and re
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +45,7 @@ from gbvnet.config import TARGETS, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache, write_text
 from gbvnet.datasets import DATASETS, resolve_cache
 from gbvnet.progress import ProgressTable
-from gbvnet.splits import Fold, subjects_with_rows, usable_rows
+from gbvnet.splits import search_fold, subjects_with_rows, usable_rows
 from gbvnet.tracking import Tracker, tracking_uri
 from gbvnet.train import (
     fit_model_to_cache,
@@ -59,31 +58,6 @@ from gbvnet.train import (
 from tune.space import apply, search_space, search_trial
 
 METRIC = "val_macro_f1"
-
-
-def search_fold(index, search_subjects: list[int], seed: int, modality: str = "bio") -> Fold:
-    """Train / validation rows from the search subjects only (validation: a seeded 25 % of them), restricted to
-    the rows ``modality`` can use; search subjects without any are left out (with a warning)."""
-    known = set(np.unique(index.subject).tolist())
-    if set(search_subjects) - known:
-        raise ValueError(f"search subjects {sorted(set(search_subjects) - known)} are not in the cache")
-    rows = usable_rows(index, modality)
-    have = subjects_with_rows(index, rows)
-    without = sorted(set(search_subjects) - set(have))
-    kept = sorted(set(search_subjects) & set(have))
-    if len(kept) < 2:
-        reason = (f": search subjects {without} have no face frames (modality {modality!r}); subjects with faces: "
-                  f"{have} (choose --search-subjects among them, or --modality bio)" if without else "")
-        raise ValueError(f"the search needs at least 2 subjects (some train, some validate), got {kept}{reason}")
-    if without:
-        warnings.warn(f"search subjects {without} have no face frames: modality {modality!r} searches on {kept}",
-                      stacklevel=2)
-    rng = np.random.default_rng(seed)
-    n_val = max(1, math.ceil(0.25 * len(kept)))
-    val = sorted(rng.choice(kept, n_val, replace=False).tolist())
-    train = sorted(set(kept) - set(val))
-    return Fold("search", "subject", rows[np.isin(index.subject[rows], train)],
-                rows[np.isin(index.subject[rows], val)])
 
 
 def make_search_alg(seed: int, concurrent: int, algo: str = "optuna"):
@@ -154,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     label_threshold = index.manifest["config"]["threshold"]
     train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.max_epochs,
                                                       patience=args.max_epochs, seed=args.seed))
-    make_job(cache, model, train, fold)  # validate cache, configs and the fold before anything is scheduled
+    make_job(cache, model, train, fold)  # validate cache and configs before anything is scheduled
     storage = storage_path(args.storage)
     name = args.name or f"search-{args.dataset}-{args.modality}-{args.target}-{args.algo}-seed{args.seed}"
     base = {"model": model, "train": train, "cache": cache, "fold": fold.to_dict()}
