@@ -18,7 +18,8 @@ The module has four sections:
   names the subjects that keep rows under it.
 * **Folds from subject lists**: :func:`subject_fold` (``gbvnet.train --train-subjects/--val-subjects``) and
   :func:`search_fold` (the search subjects of ``tune/search.py``).
-* **Evaluation protocols**: split generators with validation from training data only (:data:`PROTOCOLS`, below).
+* **Evaluation protocols**: split generators with validation from training data only (:data:`PROTOCOLS`; see
+  their base class, ``_Protocol``).
 
 Each fold is checked once, by the builder that makes it: :func:`check_fold` returns the fold with the guard's
 verdict recorded (:attr:`Fold.check`: what was checked and a digest of the rows and levels it was checked on).
@@ -44,7 +45,7 @@ ROW_RULES = ("modality", "face")  # rows of --modality's own rule, or the face r
 PARTS = ("train", "val", "test")
 
 
-# --------------------------------------------------------------------------------------------- folds and the guard
+# -------------------------------------------------------------------------------------- folds and the guard
 class LeakageError(ValueError):
     """A fold shares subjects, trials or windows between its parts, or never passed the check."""
 
@@ -151,13 +152,13 @@ def require_checked(fold: Fold, allow_leaky: bool = False) -> None:
     """Refuse (:class:`LeakageError`) a fold that has not passed :func:`check_fold` as it is now: no verdict, rows
     or levels changed since, or leaky without ``allow_leaky``. Compares digests; checks nothing again."""
     if fold.check is None:
-        raise LeakageError(f"fold {fold.name}: never checked by the leakage guard (build folds with gbvnet.splits)")
+        raise LeakageError(f"fold {fold.name}: never checked by the leakage guard (build it with gbvnet.splits)")
     if fold.check["rows"] != fold.digest:
         raise LeakageError(f"fold {fold.name}: rows or levels changed after the leakage guard checked it")
     _refuse_leaky(fold, allow_leaky)
 
 
-# --------------------------------------------------------------------------------------------- rows a modality uses
+# ------------------------------------------------------------------------------------- rows a modality uses
 def usable_rows(index, modality: str, rows: str = "modality") -> np.ndarray:
     """Row numbers of the cache ``index`` that a ``modality`` model uses (see the module docstring)."""
     if rows not in ROW_RULES:
@@ -173,7 +174,7 @@ def subjects_with_rows(index, rows: np.ndarray) -> list[int]:
     return sorted(np.unique(index.subject[rows]).tolist())
 
 
-# --------------------------------------------------------------------------------------------- folds from subjects
+# -------------------------------------------------------------------------------------- folds from subjects
 def subject_fold(index, train: list[int], val: list[int], test: list[int]) -> Fold:
     """A subject-level fold from subject lists (``gbvnet.train``); overlapping or unknown subjects are refused."""
     parts = {"train": set(train), "val": set(val), "test": set(test)}
@@ -211,11 +212,12 @@ def search_fold(index, search_subjects: list[int], seed: int, modality: str = "b
     n_val = max(1, math.ceil(0.25 * len(kept)))
     val = sorted(rng.choice(kept, n_val, replace=False).tolist())
     train = sorted(set(kept) - set(val))
-    fold = Fold("search", "subject", rows[np.isin(index.subject[rows], train)], rows[np.isin(index.subject[rows], val)])
+    fold = Fold("search", "subject", rows[np.isin(index.subject[rows], train)],
+                rows[np.isin(index.subject[rows], val)])
     return check_fold(fold, index.subject, index.trial)
 
 
-# --------------------------------------------------------------------------------------------- evaluation protocols
+# ------------------------------------------------------------------------------------- evaluation protocols
 def _as_index(X, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[1] != 2:
@@ -254,7 +256,7 @@ def _rows_of_trials(subjects, trials, rows, chosen: np.ndarray) -> np.ndarray:
 
 
 class _Protocol:
-    """Evaluation protocols: split generators over the window cache's rows, with validation from training data only.
+    """Evaluation protocols: split generators over the cache's rows, with validation from training data only.
 
     They follow scikit-learn's cross-validator interface (``split(X, y)`` yields ``(train, test)`` row index
     arrays; ``get_n_splits``), where ``X`` is an ``(n_rows, 2)`` array of ``(subject, trial)`` per window and ``y``
