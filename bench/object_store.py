@@ -96,7 +96,8 @@ def measure(cache: Path, trials: int, workers: int) -> dict:
     from gbvnet.config import TrainConfig, model_preset
     from gbvnet.data.cache import open_cache
     from gbvnet.data.dataset import WindowDataset, fit_normalizer
-    from gbvnet.train import make_job, subject_fold
+    from gbvnet.splits import subject_fold
+    from gbvnet.train import make_job
 
     uri = f"counting://{cache}"
     model, train = model_preset("smoke", modality="facebio"), TrainConfig(batch_size=32)

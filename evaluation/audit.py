@@ -1,7 +1,9 @@
 """Leakage audit: checks run on every evaluation and recorded in MLflow (``audit.json``, tag ``leakage_audit``).
 
-1. Folds: no subject (LOSO) or trial (subject-dependent) in two parts (:func:`gbvnet.splits.check_fold`);
-   a window-level (leaky) protocol is allowed only when the user asked for it, and is then labelled leaky.
+1. Folds: no subject (LOSO) or trial (subject-dependent) in two parts; a window-level (leaky) protocol is allowed
+   only when the user asked for it, and is then labelled leaky. Each fold is checked once, as
+   :mod:`gbvnet.splits` builds it (:func:`gbvnet.splits.check_fold`), and training refuses a fold without that
+   check; the audit records each fold's verdict (:func:`audit_folds`) rather than checking again.
 2. Normalisation: every fold's worker reports a digest of the rows its normaliser was fitted on; it must equal
    the digest of the fold's training rows (checked from what training actually did, not assumed).
 3. Search: a config from ``tune/search.py`` carries its provenance (``search:``: dataset, target, cache manifest
@@ -23,21 +25,19 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np
-
-from gbvnet.splits import Fold, LeakageError, check_fold, rows_digest
+from gbvnet.splits import Fold, LeakageError, rows_digest
 
 __all__ = ["audit_folds", "check_normalizers", "check_search_subjects", "rows_digest", "search_provenance"]
 
 SEARCH_FIELDS = ("dataset", "target", "cache_manifest_hash", "subjects")
 
 
-def audit_folds(folds: list[Fold], subjects: np.ndarray, trials: np.ndarray, allow_leaky: bool) -> dict:
-    for fold in folds:
-        check_fold(fold, subjects, trials, allow_leaky=allow_leaky)
+def audit_folds(folds: list[Fold]) -> dict:
+    """The leakage guard's verdicts on ``folds`` (recorded when they were built, :attr:`gbvnet.splits.Fold.check`),
+    with the digest of the rows each verdict was given on."""
     levels = sorted({f.level for f in folds})
     return {"folds": "passed" if not any(f.leaky for f in folds) else "LEAKY (allowed by the user)",
-            "fold_levels": levels, "n_folds": len(folds)}
+            "fold_levels": levels, "n_folds": len(folds), "fold_checks": {f.name: f.check for f in folds}}
 
 
 def check_normalizers(folds: list[Fold], digests: list[str | None]) -> dict:

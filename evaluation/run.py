@@ -2,11 +2,12 @@
 
 The CLIs ``evaluation.loso`` and ``evaluation.subject_dependent`` only choose the protocol; everything else is
 here. Steps: resolve the window cache (``--synthetic`` writes and prepares a small official-format corpus once;
-``--root`` prepares a real download incrementally; ``--cache`` uses a prepared cache), generate folds (each
-checked by the leakage guard before anything trains), run them as a Tune grid over the fold index with a fixed
-model config (parallel when resources allow, failed folds retried, ``--resume`` continues an interrupted run),
-then aggregate test metrics per fold and per subject, log them to the MLflow parent run with plots, print the
-final table and write ``--output`` JSON.
+``--root`` prepares a real download incrementally; ``--cache`` uses a prepared cache), generate folds with the
+protocol of :mod:`gbvnet.splits` (each checked once by the leakage guard as it is built, before anything trains;
+the audit records the verdicts), run them as a Tune grid over the fold index with a fixed model config (parallel
+when resources allow, failed folds retried, ``--resume`` continues an interrupted run), then score test metrics
+per fold and per subject against the baselines, log them to the MLflow parent run with plots, print the final
+table and write ``--output`` JSON (:func:`evaluate`, one function per stage).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from ray import tune
 from evaluation import aggregate, plots
 from evaluation.audit import audit_folds, check_normalizers, check_search_subjects, search_provenance
 from evaluation.baselines import baseline_confusions, bio_features
-from evaluation.protocols import PROTOCOLS
 from evaluation.stats import versus_baselines
 from gbvnet.cli import add_compute_arguments, apply_compute_arguments
 from gbvnet.config import (
@@ -43,7 +43,7 @@ from gbvnet.data.cache import open_cache, write_text
 from gbvnet.datasets import DATASETS
 from gbvnet.launch import init_ray, run_tuner, storage_path, tune_fold, tune_trial_resources
 from gbvnet.progress import ProgressTable
-from gbvnet.splits import ROW_RULES, Fold, folds_digest, subjects_with_rows, usable_rows
+from gbvnet.splits import PROTOCOLS, ROW_RULES, Fold, folds_digest, subjects_with_rows, usable_rows
 from gbvnet.tracking import Tracker, git_commit, tracking_uri
 from gbvnet.train import Job, make_job
 
@@ -83,6 +83,11 @@ class EvalSpec:
                              sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+    @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment: ``experiment``, else ``gbvnet-<dataset>-<protocol>``."""
+        return self.experiment or f"gbvnet-{self.dataset}-{self.protocol}"
+
     def run_name(self, key: str) -> str:
         """The MLflow parent run's name: protocol, modality, fusion, target, preset and the invocation ``key``'s
         first 6 characters (a hash of the whole config and cache), so that different configurations differ."""
@@ -114,33 +119,23 @@ def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str) -> li
     return results  # type: ignore[return-value]
 
 
-def evaluate(spec: EvalSpec) -> dict:
-    """Run the evaluation described by ``spec``; returns the ``--output`` document."""
-    cache = open_cache(spec.cache)
-    index = cache.index()
-    rows = usable_rows(index, spec.model.modality, spec.rows)  # face models: windows with face frames
+def plan_folds(spec: EvalSpec, index) -> list[Fold]:
+    """The protocol's folds over the rows the model uses (face models: windows with face frames), each checked
+    by the leakage guard as it is built; only those testing ``spec.test_subjects`` when given."""
+    rows = usable_rows(index, spec.model.modality, spec.rows)
     if not rows.size:
         raise ValueError(f"cache {spec.cache} has no rows for modality {spec.model.modality!r} (rows {spec.rows!r})")
-    target_labels = index.labels(spec.train.target)
-    X = np.stack([index.subject[rows], index.trial[rows]], 1)
-    protocol = PROTOCOLS[spec.protocol](**spec.protocol_args)
-    folds = [Fold(f.name, f.level, rows[f.train], rows[f.val], rows[f.test], val_level=f.val_level)
-             for f in protocol.folds(X, target_labels[rows])]
+    folds = PROTOCOLS[spec.protocol](**spec.protocol_args).cache_folds(index, rows, spec.train.target)
     if spec.test_subjects is not None:
         folds = [f for f in folds if set(np.unique(index.subject[f.test]).tolist()) <= set(spec.test_subjects)]
         if not folds:
             raise ValueError(f"no fold tests only on subjects {spec.test_subjects}")
-    tested = subjects_with_rows(index, np.concatenate([f.test for f in folds]))
-    audit = {**audit_folds(folds, index.subject, index.trial, allow_leaky=spec.leaky),
-             **check_search_subjects(spec.search, spec.dataset, spec.train.target, index.manifest_hash, tested,
-                                     spec.allow_searched_test_subjects)}
-    jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky) for f in folds]
-    names = [f.name for f in folds]
-    init_ray(log_to_driver=False)  # only now: every refusal above costs no cluster start
+    return folds
 
-    key = spec.invocation_key(index.manifest_hash)
-    experiment = spec.experiment or f"gbvnet-{spec.dataset}-{spec.protocol}"
-    tracker = Tracker(tracking_uri(spec.tracking_uri), experiment, key,
+
+def start_run(spec: EvalSpec, index, folds: list[Fold], tested: list[int], key: str) -> Tracker:
+    """The MLflow parent run of the evaluation, with its parameters, tags and folds logged."""
+    tracker = Tracker(tracking_uri(spec.tracking_uri), spec.experiment_name, key,
                       run_name=spec.run_name(key), resume=spec.resume)
     tracker.log_cache(spec.cache, index, context="evaluation")
     tracker.log_params({"protocol": spec.protocol, "dataset": spec.dataset, "cache": spec.cache,
@@ -154,47 +149,80 @@ def evaluate(spec: EvalSpec) -> dict:
     tracker.set_tags({"tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested), "rows": spec.rows,
                       "folds_digest": folds_digest(folds, index.manifest_hash)})  # the ablation table's keys
     tracker.log_json([f.to_dict() for f in folds], "folds.json")
-    try:
-        results = run_folds(spec, jobs, names, key)
-        audit.update(check_normalizers(folds, [r.metrics.get("normalizer_digest") for r in results]))
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
+    return tracker
+
+
+def score(spec: EvalSpec, cache, index, folds: list[Fold], results: list[tune.Result]) -> dict:
+    """Test metrics per fold and per subject, the baselines on the same folds and the model-vs-baseline tests:
+    the ``folds``, ``per_subject``, ``aggregate``, ``confusion``, ``baselines`` and ``comparisons`` of the
+    output document."""
+    summary = aggregate.summarise(folds, [r.metrics["test_confusion"] for r in results], index)
+    for row, result in zip(summary["folds"], results, strict=True):
+        row["best_epoch"] = int(result.metrics["best_epoch"])
+    confusions = baseline_confusions(folds, index.labels(spec.train.target), bio_features(cache), spec.train.seed)
+    baselines = {name: aggregate.summarise(folds, cms, index) for name, cms in confusions.items()}
+    comparisons = {}
+    if len(summary["per_subject"]) >= 2:
+        comparisons = versus_baselines(aggregate.per_subject_scores(summary),
+                                       {name: aggregate.per_subject_scores(b) for name, b in baselines.items()})
+    return {**summary, "baselines": baselines, "comparisons": comparisons}
+
+
+def log_results(tracker: Tracker, spec: EvalSpec, index, folds: list[Fold], results: list[tune.Result],
+                scores: dict, audit: dict) -> None:
+    """Log each fold's history (child runs), the scores, the audit and the plots to the parent run."""
     histories = {}
     for fold, result in zip(folds, results, strict=True):
         history = result.metrics_dataframe.to_dict("records")
         histories[fold.name] = history
         tracker.log_child(fold.name, history, params={"fold": fold.name, "test_subjects":
                                                       np.unique(index.subject[fold.test]).tolist()})
-    summary = aggregate.summarise(folds, [r.metrics["test_confusion"] for r in results], index)
-    for row, result in zip(summary["folds"], results, strict=True):
-        row["best_epoch"] = int(result.metrics["best_epoch"])
-    features = bio_features(cache)
-    baselines = {name: aggregate.summarise(folds, cms, index)
-                 for name, cms in baseline_confusions(folds, target_labels, features, spec.train.seed).items()}
-    comparisons = {}
-    if len(summary["per_subject"]) >= 2:
-        comparisons = versus_baselines(aggregate.per_subject_scores(summary),
-                                       {name: aggregate.per_subject_scores(b) for name, b in baselines.items()})
-    tracker.log_metrics(summary["aggregate"])
-    for name, b in baselines.items():
+    tracker.log_metrics(scores["aggregate"])
+    for name, b in scores["baselines"].items():
         tracker.log_metrics({f"baseline_{name}_{k}": v for k, v in b["aggregate"].items() if k != "n_folds"})
-    for name, cmp in comparisons.items():
+    for name, cmp in scores["comparisons"].items():
         tracker.log_metrics({f"vs_{name}_p_value": cmp["p_value"], f"vs_{name}_effect_size": cmp["effect_size"],
                              f"vs_{name}_mean_difference": cmp["mean_difference"], f"vs_{name}_p_holm": cmp["p_holm"],
                              f"vs_{name}_n": cmp["n"], f"vs_{name}_min_p": cmp["min_p"]})
     tracker.set_tags({"leakage_audit": "passed" if not spec.leaky else "LEAKY protocol (allowed)"})
     tracker.log_json(audit, "audit.json")
-    tracker.log_json(summary["per_subject"], "per_subject.json")
-    tracker.log_json(summary["folds"], "folds_metrics.json")
-    tracker.log_json({"baselines": baselines, "comparisons": comparisons}, "baselines.json")
-    for path in plots.make_all(summary, histories, baselines):
+    tracker.log_json(scores["per_subject"], "per_subject.json")
+    tracker.log_json(scores["folds"], "folds_metrics.json")
+    tracker.log_json({"baselines": scores["baselines"], "comparisons": scores["comparisons"]}, "baselines.json")
+    for path in plots.make_all(scores, histories, scores["baselines"]):
         tracker.log_file(path)
+
+
+def evaluate(spec: EvalSpec) -> dict:
+    """Run the evaluation described by ``spec``; returns the ``--output`` document.
+
+    Stages: folds (:func:`plan_folds`; jobs and the audit before Ray starts, so every refusal is cheap), run
+    (:func:`run_folds`), score (:func:`score`), log (:func:`log_results`).
+    """
+    cache = open_cache(spec.cache)
+    index = cache.index()
+    folds = plan_folds(spec, index)
+    tested = subjects_with_rows(index, np.concatenate([f.test for f in folds]))
+    jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky) for f in folds]
+    audit = {**audit_folds(folds),
+             **check_search_subjects(spec.search, spec.dataset, spec.train.target, index.manifest_hash, tested,
+                                     spec.allow_searched_test_subjects)}
+    init_ray(log_to_driver=False)  # only now: every refusal above costs no cluster start
+
+    key = spec.invocation_key(index.manifest_hash)
+    tracker = start_run(spec, index, folds, tested, key)
+    try:
+        results = run_folds(spec, jobs, [f.name for f in folds], key)
+        audit.update(check_normalizers(folds, [r.metrics.get("normalizer_digest") for r in results]))
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    scores = score(spec, cache, index, folds, results)
+    log_results(tracker, spec, index, folds, results, scores, audit)
     tracker.finish()
     return {"protocol": spec.protocol, "leaky": spec.leaky, "dataset": spec.dataset, "target": spec.train.target,
             "modality": spec.model.modality, "fusion": spec.model.fusion.kind, "mlflow_run_id": tracker.run_id,
-            "mlflow_experiment": experiment, "cache": spec.cache, **summary, "baselines": baselines,
-            "comparisons": comparisons, "audit": audit}
+            "mlflow_experiment": spec.experiment_name, "cache": spec.cache, **scores, "audit": audit}
 
 
 # ------------------------------------------------------------------------------------------------- CLI

@@ -69,7 +69,7 @@ from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
 from gbvnet.metrics import binary_metrics, prefixed
 from gbvnet.models import GBVNet
-from gbvnet.splits import Fold, check_fold, rows_digest
+from gbvnet.splits import Fold, require_checked, rows_digest, subject_fold
 from gbvnet.steps import Forward, evaluate, make_optimizer, train_epoch, use_compile
 
 CHECKPOINT_FILE = "state.pt"
@@ -115,7 +115,7 @@ def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, all
     """Validate everything and build the job every worker receives.
 
     Refuses (``ConfigError`` / ``LeakageError``) unknown modalities, empty training sets, a modality that needs
-    faces on a cache without them, and folds that share subjects/trials between their parts.
+    faces on a cache without them, and folds the leakage guard did not pass (:func:`gbvnet.splits.require_checked`).
     """
     train.validate()
     index = open_cache(cache).index()
@@ -123,7 +123,7 @@ def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, all
     if model.modality != "bio" and not index.has_face:
         raise ConfigError(f"modality {model.modality!r} needs face frames but cache {cache} has none "
                           "(prepared with --no-face, or no videos); use --modality bio")
-    check_fold(fold, index.subject, index.trial, allow_leaky=allow_leaky)
+    require_checked(fold, allow_leaky=allow_leaky)
     if fold.val.size == 0:
         raise ConfigError(f"fold {fold.name}: empty validation set (early stopping needs one)")
     # a copy of ``train``: callers build several jobs from one config, and a job must not change with it
@@ -396,21 +396,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default=None)
     add_compute_arguments(p)
     return p.parse_args(argv)
-
-
-def subject_fold(index, train: list[int], val: list[int], test: list[int]) -> Fold:
-    """A subject-level fold from subject lists; overlapping or unknown subjects are refused."""
-    parts = {"train": set(train), "val": set(val), "test": set(test)}
-    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-        if parts[a] & parts[b]:
-            raise ConfigError(f"subject(s) {sorted(parts[a] & parts[b])} in both {a} and {b} subjects")
-    known = set(np.unique(index.subject).tolist())
-    for part, subjects in parts.items():
-        if subjects - known:
-            raise ConfigError(f"{part} subject(s) {sorted(subjects - known)} not in the cache (has {sorted(known)})")
-    rows = np.arange(len(index.subject))
-    pick = {p: rows[np.isin(index.subject, sorted(s))] for p, s in parts.items()}
-    return Fold("subjects", "subject", pick["train"], pick["val"], pick["test"])
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -40,7 +40,11 @@ def test_loso_folds_mlflow_structure_and_output(ray_session, mahnob_cache, tmp_p
     assert "[loso " in printed and "folds: 2 done, 0 running, 0 waiting" in printed
     assert [f["test_subjects"] for f in doc["folds"]] == [[2], [4]]  # each trained on the 3 other subjects
     assert not doc["leaky"]
+    checks = doc["audit"]["fold_checks"]  # the guard's verdict on each fold, given once when it was built
+    assert sorted(checks) == ["subject-2", "subject-4"]
+    assert {c["verdict"] for c in checks.values()} == {"passed: no subject in two of train, val and test"}
     client, children = nested_runs(tmp_path, "gbvnet-mahnob-loso", doc["mlflow_run_id"])
+    assert json.loads(open(client.download_artifacts(doc["mlflow_run_id"], "audit.json")).read()) == doc["audit"]
     assert sorted(r.info.run_name for r in children) == ["subject-2", "subject-4"]
     assert all(len(client.get_metric_history(r.info.run_id, "val_macro_f1")) == 2 for r in children)
     parent = client.get_run(doc["mlflow_run_id"])
@@ -71,6 +75,28 @@ def test_subject_dependent_folds_split_trials(ray_session, mahnob_cache, tmp_pat
     assert {tuple(f["test_subjects"]) for f in doc["folds"]} == {(1,), (2,)}
     _, children = nested_runs(tmp_path, "gbvnet-mahnob-subject-dependent", doc["mlflow_run_id"])
     assert len(children) == 4
+
+
+def test_each_fold_is_checked_once_before_ray_starts(mahnob_cache, monkeypatch):
+    """The leakage guard runs once per fold, where gbvnet.splits builds it; make_job and the audit use its verdict."""
+    from evaluation import run
+    from gbvnet import splits
+
+    checked = []
+    check_fold = splits.check_fold
+    monkeypatch.setattr(splits, "check_fold",
+                        lambda fold, *args, **kw: checked.append(fold.name) or check_fold(fold, *args, **kw))
+
+    class Planned(Exception):
+        pass
+
+    def stop(**_):
+        raise Planned
+
+    monkeypatch.setattr(run, "init_ray", stop)
+    with pytest.raises(Planned):
+        subject_dependent.main(["--dataset", "mahnob", "--cache", str(mahnob_cache), "--modality", "bio", "--k", "2"])
+    assert len(checked) == len(set(checked)) == 8  # 4 subjects x 2 folds, each once
 
 
 def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_path):

@@ -20,8 +20,8 @@ import pytest
 from gbvnet.config import ConfigError, TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
 from gbvnet.launch import make_trainer
-from gbvnet.splits import Fold, LeakageError
-from gbvnet.train import CHECKPOINT_PREFIX, make_job, subject_fold
+from gbvnet.splits import Fold, LeakageError, subject_fold
+from gbvnet.train import CHECKPOINT_PREFIX, make_job
 
 
 def bio_job(cache, epochs=3, seed=0, **train):
@@ -165,10 +165,12 @@ def test_bad_configs_are_refused(mahnob_cache):
         subject_fold(index, [1, 2], [2], [])
     with pytest.raises(ConfigError, match="not in the cache"):
         subject_fold(index, [1, 99], [3], [])
-    rows = np.arange(len(index.subject))
-    empty = Fold("empty", "subject", [], rows[index.subject == 3])
     with pytest.raises(LeakageError, match="empty training set"):
-        make_job(cache, model_preset("smoke", modality="bio"), TrainConfig(), empty)
+        subject_fold(index, [], [3], [])
+    rows = np.arange(len(index.subject))
+    unchecked = Fold("by hand", "subject", rows[index.subject == 1], rows[index.subject == 1])  # shares subject 1
+    with pytest.raises(LeakageError, match="never checked by the leakage guard"):
+        make_job(cache, model_preset("smoke", modality="bio"), TrainConfig(), unchecked)
     with pytest.raises(ConfigError, match="target"):
         make_job(cache, model_preset("smoke", modality="bio"), TrainConfig(target="dominance"),
                  subject_fold(index, [1], [2], []))

@@ -9,9 +9,10 @@ cache's subjects that have rows for ``--modality``, sorted). Which rows a modali
 evaluations use (:func:`gbvnet.splits.usable_rows`: face modalities only windows with face frames, so in DEAP
 subjects 1-22); search subjects without such rows are left out with a warning, and a search left with fewer than
 2 subjects stops before Ray starts, naming them. Among them, a seeded 25 % (at least one) are *validation
-subjects*; the rest train. The objective is validation macro-F1 on those held-out subjects, so it measures
-cross-subject generalisation and never touches the subjects an evaluation tests on. Both lists are recorded in MLflow and in the best config, and
-``evaluation.loso --config`` refuses to test on a searched subject unless told otherwise.
+subjects*; the rest train (:func:`gbvnet.splits.search_fold`, which checks the fold once; every trial trains on
+it as checked). The objective is validation macro-F1 on those held-out subjects, so it measures cross-subject
+generalisation and never touches the subjects an evaluation tests on. Both lists are recorded in MLflow and in
+the best config, and ``evaluation.loso --config`` refuses to test on a searched subject unless told otherwise.
 
 Each trial is a Tune function that builds and fits a ``TorchTrainer`` and reports through
 ``TuneReportCallback`` (the Ray Train V2 way); ASHA stops poor trials early on ``val_macro_f1`` per epoch; Optuna's
@@ -23,14 +24,15 @@ face weights); ``train`` leaves out what the evaluation decides for itself (epoc
 seed). ``--pretrained`` / ``--face-checkpoint PATH`` start the face backbone from timm's or local weights.
 While it runs, a table of the trials (epoch, validation macro-F1, elapsed and remaining time) is printed every
 30 s (:mod:`gbvnet.progress`; ``--quiet`` turns it off).
+
+``main`` only parses the flags into a :class:`SearchSpec`; :func:`search` runs it, one function per stage.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,42 +44,17 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from gbvnet.cli import COMPUTE_FIELDS, add_compute_arguments, apply_compute_arguments
-from gbvnet.config import TARGETS, TrainConfig, model_preset, to_dict
+from gbvnet.config import TARGETS, ModelConfig, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache, write_text
 from gbvnet.datasets import DATASETS, resolve_cache
 from gbvnet.launch import init_ray, run_tuner, search_trial, storage_path, tune_trial_resources
 from gbvnet.progress import ProgressTable
-from gbvnet.splits import Fold, subjects_with_rows, usable_rows
+from gbvnet.splits import Fold, search_fold, subjects_with_rows, usable_rows
 from gbvnet.tracking import Tracker, tracking_uri
 from gbvnet.train import fit_model_to_cache, make_job
 from tune.space import apply, search_space
 
 METRIC = "val_macro_f1"
-
-
-def search_fold(index, search_subjects: list[int], seed: int, modality: str = "bio") -> Fold:
-    """Train / validation rows from the search subjects only (validation: a seeded 25 % of them), restricted to
-    the rows ``modality`` can use; search subjects without any are left out (with a warning)."""
-    known = set(np.unique(index.subject).tolist())
-    if set(search_subjects) - known:
-        raise ValueError(f"search subjects {sorted(set(search_subjects) - known)} are not in the cache")
-    rows = usable_rows(index, modality)
-    have = subjects_with_rows(index, rows)
-    without = sorted(set(search_subjects) - set(have))
-    kept = sorted(set(search_subjects) & set(have))
-    if len(kept) < 2:
-        reason = (f": search subjects {without} have no face frames (modality {modality!r}); subjects with faces: "
-                  f"{have} (choose --search-subjects among them, or --modality bio)" if without else "")
-        raise ValueError(f"the search needs at least 2 subjects (some train, some validate), got {kept}{reason}")
-    if without:
-        warnings.warn(f"search subjects {without} have no face frames: modality {modality!r} searches on {kept}",
-                      stacklevel=2)
-    rng = np.random.default_rng(seed)
-    n_val = max(1, math.ceil(0.25 * len(kept)))
-    val = sorted(rng.choice(kept, n_val, replace=False).tolist())
-    train = sorted(set(kept) - set(val))
-    return Fold("search", "subject", rows[np.isin(index.subject[rows], train)],
-                rows[np.isin(index.subject[rows], val)])
 
 
 def make_search_alg(seed: int, concurrent: int, algo: str = "optuna"):
@@ -126,95 +103,188 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    space_kind = args.space or ("smoke" if args.synthetic else "paper")
-    cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
-                          need_face=args.modality != "bio")
-    index = open_cache(cache).index()
-    subjects = subjects_with_rows(index, usable_rows(index, args.modality))
-    requested = args.search_subjects or subjects[: max(2, len(subjects) // 2)]
-    fold = search_fold(index, requested, args.seed, args.modality)  # before Ray: a bad choice costs no start-up
+@dataclass
+class SearchSpec:
+    """Everything one search needs (built from the CLI by :func:`spec_from_args`)."""
+
+    dataset: str
+    cache: str
+    model: ModelConfig  # the configuration a sampled point changes: the space's preset, the face weights
+    train: TrainConfig  # target, seed, compute; epochs (= patience): the most a trial trains
+    space: str = "paper"
+    num_samples: int = 16
+    grace_epochs: int = 1  # ASHA
+    reduction_factor: int = 2  # ASHA
+    concurrent: int = 2
+    search_subjects: list[int] | None = None  # default: the first half of the subjects with rows for the modality
+    algo: str = "optuna"
+    resume: bool = False
+    storage: str | None = None
+    name: str | None = None
+    tracking_uri: str | None = None
+    output: str = "best.yaml"
+    quiet: bool = False  # no progress table while the trials run
+
+    @property
+    def run_name(self) -> str:
+        """The Tune experiment's and MLflow run's name: ``name``, else
+        ``search-<dataset>-<modality>-<target>-<algo>-seed<S>``."""
+        return self.name or (f"search-{self.dataset}-{self.model.modality}-{self.train.target}-{self.algo}-"
+                             f"seed{self.train.seed}")
+
+
+@dataclass
+class Provenance:
+    """Who the search saw (subjects) and what it searched on, as recorded in MLflow and the best config."""
+
+    subjects: list[int]  # the search subjects that have rows for the modality
+    excluded_subjects: list[int]  # requested ones that have none
+    train_subjects: list[int]
+    val_subjects: list[int]
+    label_threshold: float
+    face_weights: str
+
+
+def plan(spec: SearchSpec, index) -> tuple[Fold, Provenance]:
+    """The search's fold (:func:`gbvnet.splits.search_fold`) and provenance; refusals here cost no Ray start."""
+    subjects = subjects_with_rows(index, usable_rows(index, spec.model.modality))
+    requested = spec.search_subjects or subjects[: max(2, len(subjects) // 2)]
+    fold = search_fold(index, requested, spec.train.seed, spec.model.modality)
     train_subjects = np.unique(index.subject[fold.train]).tolist()
     val_subjects = np.unique(index.subject[fold.val]).tolist()
-    search_subjects = sorted(train_subjects + val_subjects)
-    if args.face_checkpoint and not Path(args.face_checkpoint).is_file():
-        raise ValueError(f"--face-checkpoint {args.face_checkpoint}: no such file")
+    searched = sorted(train_subjects + val_subjects)
+    return fold, Provenance(searched, sorted(set(requested) - set(searched)), train_subjects, val_subjects,
+                            index.manifest["config"]["threshold"],
+                            spec.model.face.weights if spec.model.modality != "bio" else "none")
 
-    model = model_preset("smoke" if space_kind == "smoke" else "paper", modality=args.modality)
-    model.face.pretrained = args.pretrained
-    model.face.checkpoint = str(Path(args.face_checkpoint).resolve()) if args.face_checkpoint else None
-    face_weights = model.face.weights if args.modality != "bio" else "none"
-    label_threshold = index.manifest["config"]["threshold"]
-    train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.max_epochs,
-                                                      patience=args.max_epochs, seed=args.seed))
-    make_job(cache, model, train, fold)  # validate cache, configs and the fold before anything is scheduled
-    storage = storage_path(args.storage)
-    name = args.name or f"search-{args.dataset}-{args.modality}-{args.target}-{args.algo}-seed{args.seed}"
-    base = {"model": model, "train": train, "cache": cache, "fold": fold.to_dict()}
 
-    init_ray(log_to_driver=False)  # the progress table reports the trials
-    tracker = Tracker(tracking_uri(args.tracking_uri), f"gbvnet-{args.dataset}-search", name, run_name=name,
-                      resume=args.resume)
-    tracker.log_cache(cache, index, context="search")
-    tracker.log_params({"dataset": args.dataset, "target": args.target, "modality": args.modality,
-                        "space": space_kind, "num_samples": args.num_samples, "max_epochs": args.max_epochs,
-                        "seed": args.seed, "search_subjects": search_subjects, "train_subjects": train_subjects,
-                        "val_subjects": val_subjects, "cache_manifest_hash": index.manifest_hash,
-                        "excluded_subjects": sorted(set(requested) - set(search_subjects)),
-                        "label_threshold": label_threshold, "face_weights": face_weights})
+def start_run(spec: SearchSpec, index, provenance: Provenance) -> Tracker:
+    """The MLflow parent run of the search, with the cache and the search's parameters logged."""
+    tracker = Tracker(tracking_uri(spec.tracking_uri), f"gbvnet-{spec.dataset}-search", spec.run_name,
+                      run_name=spec.run_name, resume=spec.resume)
+    tracker.log_cache(spec.cache, index, context="search")
+    tracker.log_params({"dataset": spec.dataset, "target": spec.train.target, "modality": spec.model.modality,
+                        "space": spec.space, "num_samples": spec.num_samples, "max_epochs": spec.train.epochs,
+                        "seed": spec.train.seed, "search_subjects": provenance.subjects,
+                        "train_subjects": provenance.train_subjects, "val_subjects": provenance.val_subjects,
+                        "cache_manifest_hash": index.manifest_hash,
+                        "excluded_subjects": provenance.excluded_subjects,
+                        "label_threshold": provenance.label_threshold, "face_weights": provenance.face_weights})
+    return tracker
+
+
+def run_trials(spec: SearchSpec, fold: Fold) -> tune.ResultGrid:
+    """Run the trials (proposed by :func:`make_search_alg`, stopped early by ASHA with ``algo="optuna"``)."""
+    storage = storage_path(spec.storage)
+    base = {"model": spec.model, "train": spec.train, "cache": spec.cache, "fold": fold.to_dict()}
     trainable = tune.with_resources(
-        tune.with_parameters(search_trial, base=base, storage=storage, experiment=name),
-        tune_trial_resources(train))
-    progress = [] if args.quiet else [ProgressTable(total=args.num_samples, max_epochs=args.max_epochs,
-                                                    concurrency=args.concurrent, title="search")]
+        tune.with_parameters(search_trial, base=base, storage=storage, experiment=spec.run_name),
+        tune_trial_resources(spec.train))
+    progress = [] if spec.quiet else [ProgressTable(total=spec.num_samples, max_epochs=spec.train.epochs,
+                                                    concurrency=spec.concurrent, title="search")]
     tune_config = tune.TuneConfig(
-        search_alg=make_search_alg(args.seed, args.concurrent, args.algo),
-        scheduler=ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=args.max_epochs,
-                                grace_period=args.grace_epochs, reduction_factor=args.reduction_factor)
-        if args.algo == "optuna" else None,
-        num_samples=args.num_samples)
-    grid = run_tuner(trainable, name, storage, resume=args.resume, param_space=search_space(space_kind),
+        search_alg=make_search_alg(spec.train.seed, spec.concurrent, spec.algo),
+        scheduler=ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=spec.train.epochs,
+                                grace_period=spec.grace_epochs, reduction_factor=spec.reduction_factor)
+        if spec.algo == "optuna" else None,
+        num_samples=spec.num_samples)
+    return run_tuner(trainable, spec.run_name, storage, resume=spec.resume, param_space=search_space(spec.space),
                      tune_config=tune_config, callbacks=progress, max_failures=1)
+
+
+def rank_trials(grid: tune.ResultGrid, tracker: Tracker) -> list[tuple[float, tune.Result]]:
+    """The finished trials with their best epoch's score, best first, each logged as a child run."""
     finished = [r for r in grid if r.error is None and r.metrics and METRIC in r.metrics]
     if not finished:
         tracker.finish("FAILED")
         raise RuntimeError(f"no search trial finished; errors: {[str(r.error) for r in grid if r.error]}")
-    rows = []
+    ranked = []
     for r in finished:
         history = r.metrics_dataframe.to_dict("records")
-        best_epoch_score = max(row[METRIC] for row in history)
-        rows.append((best_epoch_score, r))
+        ranked.append((max(row[METRIC] for row in history), r))
         tracker.log_child(f"trial-{r.metrics['trial_id']}", history, params=r.config)
-    rows.sort(key=lambda item: -item[0])
-    best_score, best = rows[0]
-    best_model, best_train = apply(best.config, fit_model_to_cache(model, index.manifest), train)
-    document = {
+    ranked.sort(key=lambda item: -item[0])
+    return ranked
+
+
+def best_config(spec: SearchSpec, index, provenance: Provenance, ranked: list[tuple[float, tune.Result]],
+                grid: tune.ResultGrid, run_id: str) -> dict:
+    """The best trial's configuration as the ``--output`` document: ``model``, ``train`` (without what the
+    evaluation decides for itself) and ``search`` (the provenance the evaluation's audit checks)."""
+    best_score, best = ranked[0]
+    best_model, best_train = apply(best.config, fit_model_to_cache(spec.model, index.manifest), spec.train)
+    return {
         "model": to_dict(best_model),
         "train": {k: v for k, v in to_dict(best_train).items()
                   if k not in ("target", "seed", "epochs", "patience", *COMPUTE_FIELDS)},  # the evaluation's own
-        "search": {"dataset": args.dataset, "target": args.target, "modality": args.modality,
-                   "subjects": search_subjects, "excluded_subjects": sorted(set(requested) - set(search_subjects)),
-                   "label_threshold": label_threshold, "face_weights": face_weights,
-                   "train_subjects": train_subjects, "val_subjects": val_subjects, "metric": METRIC,
+        "search": {"dataset": spec.dataset, "target": spec.train.target, "modality": spec.model.modality,
+                   "subjects": provenance.subjects, "excluded_subjects": provenance.excluded_subjects,
+                   "label_threshold": provenance.label_threshold, "face_weights": provenance.face_weights,
+                   "train_subjects": provenance.train_subjects, "val_subjects": provenance.val_subjects,
+                   "metric": METRIC,
                    "best_val_macro_f1": float(best_score), "trial_id": best.metrics["trial_id"],
                    "trials": len(grid), "trial_epochs": int(sum(r.metrics.get("epoch", 0) for r in grid)),
-                   "algo": args.algo, "cache_manifest_hash": index.manifest_hash,
-                   "mlflow_run_id": tracker.run_id},
+                   "algo": spec.algo, "cache_manifest_hash": index.manifest_hash, "mlflow_run_id": run_id},
     }
-    tracker.log_metrics({"best_val_macro_f1": float(best_score), "trials": len(grid)})
-    tracker.log_json(document, "best_config.json")
-    tracker.finish()
-    write_text(args.output, yaml.safe_dump(document, sort_keys=False))
 
+
+def print_ranking(ranked: list[tuple[float, tune.Result]], provenance: Provenance, output: str) -> None:
+    """The five best trials, the subjects searched on and where the best config went."""
     print(f"{'rank':>4} {'trial':>10} {'best val macro-F1':>17} {'epochs':>6}  config")
-    for rank, (f1, r) in enumerate(rows[:5], 1):
+    for rank, (f1, r) in enumerate(ranked[:5], 1):
         shown = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                           for k, v in r.config.items())
         print(f"{rank:>4} {r.metrics['trial_id']:>10} {f1:>17.3f} {int(r.metrics['epoch']):>6}  {shown}")
-    print(f"searched on subjects {search_subjects} (validation {val_subjects}); best config -> {args.output}")
+    print(f"searched on subjects {provenance.subjects} (validation {provenance.val_subjects}); "
+          f"best config -> {output}")
     sys.stdout.flush()
+
+
+def search(spec: SearchSpec) -> dict:
+    """Run the search ``spec`` describes; returns the best-config document, also written to ``spec.output``.
+
+    Stages: plan (:func:`plan`, and the job validated: cache, configs, fold) before Ray starts, run
+    (:func:`run_trials`), rank (:func:`rank_trials`), then the best config logged, written and printed.
+    """
+    index = open_cache(spec.cache).index()
+    fold, provenance = plan(spec, index)
+    make_job(spec.cache, spec.model, spec.train, fold)  # validate cache and configs before anything is scheduled
+    init_ray(log_to_driver=False)  # the progress table reports the trials
+    tracker = start_run(spec, index, provenance)
+    grid = run_trials(spec, fold)
+    ranked = rank_trials(grid, tracker)
+    document = best_config(spec, index, provenance, ranked, grid, tracker.run_id)
+    tracker.log_metrics({"best_val_macro_f1": document["search"]["best_val_macro_f1"], "trials": len(grid)})
+    tracker.log_json(document, "best_config.json")
+    tracker.finish()
+    write_text(spec.output, yaml.safe_dump(document, sort_keys=False))
+    print_ranking(ranked, provenance, spec.output)
     return document
+
+
+def spec_from_args(args: argparse.Namespace) -> SearchSpec:
+    """The search the flags ask for: the cache resolved (``--synthetic`` / ``--root`` prepare it) and the base
+    model of the space's preset with the face weights, whose file must exist."""
+    space = args.space or ("smoke" if args.synthetic else "paper")
+    cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
+                          need_face=args.modality != "bio")
+    if args.face_checkpoint and not Path(args.face_checkpoint).is_file():
+        raise ValueError(f"--face-checkpoint {args.face_checkpoint}: no such file")
+    model = model_preset("smoke" if space == "smoke" else "paper", modality=args.modality)
+    model.face.pretrained = args.pretrained
+    model.face.checkpoint = str(Path(args.face_checkpoint).resolve()) if args.face_checkpoint else None
+    train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.max_epochs,
+                                                      patience=args.max_epochs, seed=args.seed))
+    return SearchSpec(dataset=args.dataset, cache=cache, model=model, train=train, space=space,
+                      num_samples=args.num_samples, grace_epochs=args.grace_epochs,
+                      reduction_factor=args.reduction_factor, concurrent=args.concurrent,
+                      search_subjects=args.search_subjects, algo=args.algo, resume=args.resume,
+                      storage=args.storage, name=args.name, tracking_uri=args.tracking_uri, output=args.output,
+                      quiet=args.quiet)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return search(spec_from_args(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,20 @@
-"""Split generators and the leakage guard."""
+"""Folds (gbvnet.splits): the protocols, the folds from subject lists, the leakage guard and its recorded verdicts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from evaluation.protocols import LeaveOneSubjectOut, SegmentRandomKFold, SubjectDependentKFold
-from gbvnet.splits import Fold, LeakageError, check_fold
+from gbvnet.splits import (
+    Fold,
+    LeakageError,
+    LeaveOneSubjectOut,
+    SegmentRandomKFold,
+    SubjectDependentKFold,
+    check_fold,
+    require_checked,
+    search_fold,
+)
 
 
 def index(n_subjects=4, n_trials=8, windows=6):
@@ -53,11 +61,74 @@ def test_same_seed_same_folds_and_different_seed_differs():
 
 
 def test_sklearn_interface():
+    from sklearn.dummy import DummyClassifier
+    from sklearn.model_selection import cross_val_score
+
     X, y = index(n_subjects=3)
     cv = LeaveOneSubjectOut()
     assert cv.get_n_splits(X, y) == 3
     for train, test in cv.split(X, y):
         assert len(np.intersect1d(train, test)) == 0
+    assert len(cross_val_score(DummyClassifier(), X, y, cv=cv)) == 3  # scikit-learn takes it as a splitter
+
+
+def test_splits_does_not_import_sklearn():
+    """Training processes import gbvnet.splits (for Fold): scikit-learn would cost each of them its import time."""
+    import subprocess
+    import sys
+
+    code = "import sys, gbvnet.splits; print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_the_guard_records_its_verdict_and_training_needs_it():
+    X, y = index(n_subjects=3)
+    s, t = X[:, 0], X[:, 1]
+    rows = np.arange(len(X))
+    unchecked = Fold("f", "subject", rows[s == 1], rows[s == 2], rows[s == 3], val_level="trial")
+    with pytest.raises(LeakageError, match="never checked"):
+        require_checked(unchecked)
+    fold = check_fold(unchecked, s, t)
+    assert unchecked.check is None  # the checked fold is a new one
+    assert fold.check == {"verdict": "passed: no subject in test and train or val, no trial in both train and val",
+                          "rows": fold.digest}
+    require_checked(Fold.from_dict(fold.to_dict()))  # the verdict travels with the fold (jobs, trials)
+    moved = Fold.from_dict({**fold.to_dict(), "train": rows[s != 2].tolist()})
+    with pytest.raises(LeakageError, match="changed after"):
+        require_checked(moved)
+    leaky = check_fold(Fold("w", "window", rows[:10], rows[10:20], rows[20:30]), s, t, allow_leaky=True)
+    assert leaky.check["verdict"] == "LEAKY (allowed by the user): no window in two of train, val and test"
+    with pytest.raises(LeakageError, match="leaky"):
+        require_checked(leaky)
+    require_checked(leaky, allow_leaky=True)
+
+
+def test_search_fold_validates_on_a_seeded_quarter_of_the_search_subjects():
+    from types import SimpleNamespace
+
+    idx = SimpleNamespace(subject=np.repeat([1, 2, 3, 4, 5], 4), trial=np.tile([1, 2, 3, 4], 5),
+                          has_face_rows=np.ones(20, dtype=bool))
+    fold = search_fold(idx, [1, 2, 3, 4], seed=0)
+    train_s, val_s = set(idx.subject[fold.train].tolist()), set(idx.subject[fold.val].tolist())
+    assert len(val_s) == 1 and train_s | val_s == {1, 2, 3, 4} and fold.test.size == 0  # subject 5 unseen
+    assert fold.check["verdict"] == "passed: no subject in two of train, val and test"
+
+
+def test_cache_folds_name_cache_rows_and_match_the_protocol_on_those_rows():
+    """The evaluation's folds over a subset of a cache's rows are the protocol's folds on that subset."""
+    from types import SimpleNamespace
+
+    X, y = index(n_subjects=4)
+    cache = SimpleNamespace(subject=X[:, 0], trial=X[:, 1], labels=lambda target: y)
+    rows = np.flatnonzero(X[:, 1] != 2)  # e.g. the windows with face frames
+    protocol = SubjectDependentKFold(k=3, seed=2)
+    expected = protocol.folds(X[rows], y[rows])
+    got = protocol.cache_folds(cache, rows, "valence")
+    assert [f.name for f in got] == [f.name for f in expected]
+    for a, b in zip(got, expected, strict=True):
+        for part in ("train", "val", "test"):
+            assert getattr(a, part).tolist() == rows[getattr(b, part)].tolist()
+        require_checked(a)
 
 
 def test_guard_rejects_crafted_leaky_folds():
