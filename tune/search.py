@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.face.pretrained = args.pretrained
     model.face.checkpoint = str(Path(args.face_checkpoint).resolve()) if args.face_checkpoint else None
     face_weights = model.face.weights if args.modality != "bio" else "none"
-    label_threshold = index.manifest["config"]["threshold"]
+    label_threshold = index.manifest.config.threshold
     train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.max_epochs,
                                                       patience=args.max_epochs, seed=args.seed))
     make_job(cache, model, train, fold)  # validate cache, configs and the fold before anything is scheduled
