@@ -84,7 +84,7 @@ def test_write_bdf_round_trip(tmp_path):
     np.testing.assert_array_equal(got[3, :700], data[3].astype(int) & 0xFFFF)  # mne keeps the trigger bits
 
 
-@pytest.mark.parametrize("fmt", ["deap", "mahnob"])
+@pytest.mark.parametrize("fmt", list(SIZES))
 def test_haar_cascade_finds_generated_faces(fmt, corpus):
     root, truth = corpus(fmt, **SIZES[fmt])
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
