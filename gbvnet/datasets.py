@@ -64,9 +64,10 @@ class Dataset:
 # The demo corpora: small enough for a LOSO run on 2 CPU cores within minutes, large enough to learn from (MAHNOB:
 # 6 subjects x 10 trials of 24 s = 80 windows per subject; 6 subjects let a one-sided Wilcoxon test reach p < 0.05).
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
-    Dataset("deap", "gbvnet.data.deap", {"h_freq": None}, "write_deap", {"subjects": 4, "trials": 8, "seed": 0}),
-    Dataset("mahnob", "gbvnet.data.mahnob", {"h_freq": 45.0}, "write_mahnob",
-            {"subjects": 6, "trials": 10, "duration": 24.0, "seed": 0}),
+    Dataset(name="deap", reader_module="gbvnet.data.deap", prepare_defaults={"h_freq": None},
+            synthetic_writer="write_deap", demo_size={"subjects": 4, "trials": 8, "seed": 0}),
+    Dataset(name="mahnob", reader_module="gbvnet.data.mahnob", prepare_defaults={"h_freq": 45.0},
+            synthetic_writer="write_mahnob", demo_size={"subjects": 6, "trials": 10, "duration": 24.0, "seed": 0}),
 )}
 
 # The demo corpus's preparation: the dataset's defaults with 2 face frames of 32 x 32 (the face branch costs ~20x

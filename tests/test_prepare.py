@@ -3,6 +3,7 @@ atomicity (failed or interrupted runs leave the old cache byte-for-byte), increm
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from gbvnet.data.dataset import WindowDataset
 from gbvnet.data.records import DataError, TrialRecord
 from gbvnet.data.video import crop_square, face_crops, read_frames
 from gbvnet.data.windows import cut, windows
-from gbvnet.datasets import DATASETS
+from gbvnet.datasets import DATASETS, SYNTHETIC_PREPARE, get_dataset, resolve_cache
 from gbvnet.prepare import format_report, prepare_dataset
 
 INDEX_TYPES = {"subject": pa.int32(), "trial": pa.int32(), "window": pa.int32(), "t_start": pa.float32(),
@@ -740,3 +741,35 @@ def test_videos_of_one_subject_in_parallel_threads(small_mahnob_corpus, small_ma
                                                                                        small_mahnob_cache))
     rows = np.flatnonzero(open_cache(str(small_mahnob_cache)).index().subject == 2)
     np.testing.assert_array_equal(threaded._gather(threaded._face, np.arange(4)), serial._gather(serial._face, rows))
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+def test_datasets_come_from_the_registry(capsys):
+    with pytest.raises(ValueError, match="^unknown dataset 'seed'; known: deap, mahnob$"):
+        get_dataset("seed")
+    assert DATASETS["deap"].prepare_config().h_freq is None and DATASETS["mahnob"].prepare_config().h_freq == 45.0
+    assert DATASETS["mahnob"].prepare_config(frames=2).frames == 2 and DATASETS["deap"].reader is deap
+    with pytest.raises(SystemExit):
+        prepare.main(["--dataset", "seed", "--root", "r", "--cache", "c"])
+    assert "invalid choice: 'seed' (choose from 'deap', 'mahnob')" in capsys.readouterr().err
+
+
+def test_synthetic_demo_is_written_once_then_prepared(tmp_path, monkeypatch):
+    """``--synthetic``: the demo corpus is written at data/synthetic/<dataset> (under a temporary name first) and
+    prepared with the demo's settings into data/cache/<dataset>-synthetic; a re-run reuses both."""
+    small = {"subjects": 2, "trials": 2, "seed": 0, "video": False}
+    monkeypatch.setitem(DATASETS, "deap", dataclasses.replace(DATASETS["deap"], demo_size=small))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "synthetic" / "deap.partial").mkdir(parents=True)  # an interrupted write: not reused
+    (tmp_path / "data" / "synthetic" / "deap.partial" / "junk").write_text("x")
+    cache = resolve_cache("deap", root=None, synthetic=True, cache=None, need_face=False)
+    assert cache == "data/cache/deap-synthetic"
+    assert sorted(p.name for p in (tmp_path / "data" / "synthetic").iterdir()) == ["deap"]
+    manifest = open_cache(cache).manifest
+    assert sorted(manifest.subjects) == [1, 2] and manifest.config == DATASETS["deap"].prepare_config(
+        **SYNTHETIC_PREPARE) and not manifest.face
+    before = snapshot(tmp_path / cache)
+    assert resolve_cache("deap", root=None, synthetic=True, cache=None, need_face=False) == cache
+    assert snapshot(tmp_path / cache) == before
+    with pytest.raises(ValueError, match="give --root"):
+        resolve_cache("deap", root=None, synthetic=False, cache=None)
