@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import machine, write_section
-from gbvnet.config import TrainConfig, model_preset
+from gbvnet.config import PrepareConfig, TrainConfig, model_preset
 from gbvnet.data import cache as cache_mod
-from gbvnet.data.cache import open_cache
+from gbvnet.data.cache import Manifest, SubjectEntry, open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
@@ -54,6 +54,7 @@ def write_random_cache(path: Path, windows: int, channels: int, samples: int, fr
     512 windows."""
     rng = np.random.default_rng(0)
     n_bio, n_face = channels * samples, frames * size * size * 3 if face else 0
+    names = [f"ch{i}" for i in range(channels)]
     subjects = {}
     for s, start in enumerate(range(0, windows, per_file), start=1):
         n = min(per_file, windows - start)
@@ -69,13 +70,15 @@ def write_random_cache(path: Path, windows: int, channels: int, samples: int, fr
         arrays += [pa.FixedSizeListArray.from_arrays(pa.array(bio.ravel()), n_bio),
                    pa.FixedSizeListArray.from_arrays(pa.array(faces.ravel()), n_face) if face else pa.nulls(n)]
         name = f"subject_{s:02d}.arrow"
-        cache_mod.write_table(*cache_mod.filesystem(str(path / name)), pa.table(arrays, schema=types))
-        subjects[str(s)] = {"file": name, "rows": n}
-    manifest = {"schema_version": cache_mod.SCHEMA_VERSION, "dataset": "random", "channels": [f"ch{i}" for i in
-                range(channels)], "rate": 128.0, "window_samples": samples, "frames": frames, "face_size": size,
-                "subjects": subjects, "skipped": []}
-    fs, base = cache_mod.filesystem(str(path))
-    cache_mod.write_json(fs, cache_mod.join(base, cache_mod.MANIFEST), manifest)
+        written = cache_mod.write_table(*cache_mod.filesystem(str(path / name)), pa.table(arrays, schema=types))
+        subjects[s] = SubjectEntry(file=name, rows=n, trials=(n + 19) // 20, bytes=written, raw_bytes=bio.nbytes,
+                                   channels=names, face_rows=n if face else 0, face_frames=0, face_fallbacks=0,
+                                   face_fallback_videos=[], skipped=[], warnings=[], seconds=0.0, sources=[])
+    cfg = PrepareConfig(window=samples / 128.0, frames=frames, face_size=size)
+    manifest = Manifest(dataset="random", root="", config=cfg, config_hash="", face=face, channels=names,
+                        rate=cfg.rate, window_samples=samples, frames=frames, face_size=size, subjects=subjects,
+                        skipped=[])
+    cache_mod.write_manifest(*cache_mod.filesystem(str(path)), manifest)
     return str(path)
 
 
@@ -100,9 +103,9 @@ def matmul_peak_tflops(device: torch.device, n: int = 8192, iters: int = 20) -> 
 
 
 def build(cache, modality: str, preset: str, tc: TrainConfig, device: torch.device, compile: bool, steps: int):
-    mc = model_preset(preset, modality=modality, bio_channels=len(cache.manifest["channels"]),
-                      bio_samples=int(cache.manifest["window_samples"]), frames=int(cache.manifest["frames"]),
-                      image_size=int(cache.manifest["face_size"]))
+    m = cache.manifest
+    mc = model_preset(preset, modality=modality, bio_channels=len(m.channels), bio_samples=m.window_samples,
+                      frames=m.frames, image_size=m.face_size)
     torch.manual_seed(0)
     model = GBVNet(mc).to(device)
     if device.type == "cuda":

@@ -80,13 +80,11 @@ fsspec.register_implementation("counting", CountingFileSystem, clobber=True)
 
 def prepared_cache(folder: Path) -> Path:
     """A synthetic MAHNOB cache (4 subjects x 6 sessions, 4 face frames of 64 x 64) under ``folder``."""
-    from gbvnet.data import synthetic
-    from gbvnet.prepare import dataset_config, prepare_dataset
+    from gbvnet.datasets import synthetic_cache
 
-    synthetic.write_mahnob(folder / "corpus", subjects=4, trials=6, seed=0, duration=12)
-    prepare_dataset("mahnob", folder / "corpus", str(folder / "cache"),
-                    dataset_config("mahnob", frames=4, face_size=64), progress=False)
-    return folder / "cache"
+    return Path(synthetic_cache("mahnob", folder / "corpus", str(folder / "cache"),
+                                size={"subjects": 4, "trials": 6, "seed": 0, "duration": 12},
+                                prepare={"frames": 4, "face_size": 64}, progress=False))
 
 
 def measure(cache: Path, trials: int, workers: int) -> dict:

@@ -44,12 +44,13 @@ import cv2
 import numpy as np
 
 from bench.common import machine, write_section
-from gbvnet.data import deap, mahnob, synthetic
+from gbvnet.data import deap, synthetic
 from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.data.video import CASCADE, face_crops, opencv_threads, read_frames
 from gbvnet.data.windows import cut, windows
-from gbvnet.prepare import dataset_config, prepare_dataset, prepare_subject
+from gbvnet.datasets import DATASETS
+from gbvnet.prepare import prepare_dataset, prepare_subject
 
 
 def best_of(repeats: int, fn, cleanup=None) -> tuple[float, object]:
@@ -111,10 +112,9 @@ def per_frame_detector(jobs: list[tuple], size: int) -> int:
 
 def face_rows(dataset: str, root: Path, repeats: int, reference: bool, tmp: Path) -> tuple[list[str], float]:
     """The face-bench rows of one corpus, and the face path's seconds per second of video."""
-    cfg = dataset_config(dataset, frames=8, face_size=112)
-    reader = {"deap": deap, "mahnob": mahnob}[dataset]
+    cfg = DATASETS[dataset].prepare_config(frames=8, face_size=112)
     jobs = []
-    for rec in reader.read_subject(root, 1):
+    for rec in DATASETS[dataset].reader.read_subject(root, 1):
         w = windows(rec, cfg)
         jobs.append((rec.video, (w.frame_times - rec.video_start).ravel(),
                      (rec.stim_end - rec.video_start, rec.duration - rec.video_start)))
@@ -164,11 +164,9 @@ def faces_main(args) -> str:
             size, fps = synthetic.CAMERA[dataset]
             root = corpora[dataset] = tmp / dataset
             print(f"writing {trials} camera-size {dataset} video(s) ...", flush=True)
-            if dataset == "deap":
-                synthetic.write_deap(root, subjects=1, trials=trials, video_size=size, video_fps=fps)
-            else:
-                synthetic.write_mahnob(root, subjects=1, trials=trials, duration=20.0 if args.quick else 60.0,
-                                       video_size=size, video_fps=fps)
+            stimulus = {"duration": 20.0 if args.quick else 60.0} if dataset == "mahnob" else {}  # DEAP's: 60 s
+            DATASETS[dataset].write_synthetic(root, subjects=1, trials=trials, video_size=size, video_fps=fps,
+                                              **stimulus)
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         lines = [f"Machine: {machine()}; 1-minute load average at the start: {load:.1f} (other jobs share the "
                  "cores, so timings vary between runs)", "",
@@ -207,7 +205,7 @@ def main() -> None:
         return
     subjects = 2 if args.quick else args.subjects
     repeats = 1 if args.quick else 5
-    cfg = dataset_config("deap")
+    cfg = DATASETS["deap"].prepare_config()
     tmp = Path(tempfile.mkdtemp(prefix="bench-prepare-"))
     try:
         root = tmp / "deap"

@@ -55,7 +55,7 @@ def bandpower_features(bio: np.ndarray, rate: float) -> np.ndarray:
 def bio_features(cache, chunk: int = 2048) -> np.ndarray:
     """:func:`bandpower_features` of every window of ``cache`` (read in chunks)."""
     ds = WindowDataset(cache, modality="bio")
-    rate = float(cache.manifest["rate"])
+    rate = float(cache.manifest.rate)
     return np.concatenate([bandpower_features(ds.bio_array(np.arange(i, min(i + chunk, len(ds)))), rate)
                            for i in range(0, len(ds), chunk)])
 

@@ -142,7 +142,7 @@ def start_run(spec: EvalSpec, index, folds: list[Fold], tested: list[int], key: 
                         "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
                         "seed": spec.train.seed, "model": to_dict(spec.model), "train": to_dict(spec.train),
                         "protocol_args": spec.protocol_args, "leaky": spec.leaky, "folds": len(folds),
-                        "label_threshold": index.manifest["config"]["threshold"], "rows": spec.rows,
+                        "label_threshold": index.manifest.config.threshold, "rows": spec.rows,
                         "face_weights": spec.model.face.weights if spec.model.modality != "bio" else "none"})
     tracker.set_tags({"protocol": spec.protocol, "dataset": spec.dataset, "modality": spec.model.modality,
                       "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky": spec.leaky})

@@ -23,8 +23,14 @@ report and in the manifest's ``skipped`` as a record naming its unit (``subject 
 fewer subjects to redo than workers, each subject crops its videos in ``N // subjects`` threads.
 Ctrl-C (once or more) and SIGTERM stop the workers and remove every file this run wrote (exit code 130).
 
-Dataset defaults: DEAP's ``data_preprocessed_python`` is already band-passed (4-45 Hz) and at 128 Hz, so it is
-not filtered again; MAHNOB-HCI raw BDFs are low-passed at 45 Hz and resampled from 256 to 128 Hz.
+Each dataset's reader and preparation defaults come from the registry, :mod:`gbvnet.datasets` (DEAP's
+``data_preprocessed_python`` is already band-passed and at 128 Hz, so it is not filtered again; MAHNOB-HCI raw
+BDFs are low-passed at 45 Hz and resampled from 256 to 128 Hz). The window cache and its manifest
+(:class:`gbvnet.data.cache.Manifest`) are :mod:`gbvnet.data.cache`'s.
+
+Code: :func:`prepare_subject` makes one subject's file (read and cut its trials, crop the faces, build the
+table, write it); :func:`prepare_dataset` plans (what to redo), runs (the subjects to redo, in a pool) and
+commits (the manifest, then the report).
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,12 +56,11 @@ from tqdm import tqdm
 
 from gbvnet.config import ConfigError, PrepareConfig, to_dict
 from gbvnet.data import cache as cache_mod
-from gbvnet.data import deap, mahnob
-from gbvnet.data.records import DataError, ReadReport, check_on_error, describe, skip_record
+from gbvnet.data.cache import Manifest, SubjectEntry
+from gbvnet.data.records import DataError, ReadReport, TrialRecord, check_on_error, describe, skip_record
 from gbvnet.data.video import FALLBACK_WARN, face_crops, opencv_threads
-from gbvnet.data.windows import binarise, windows
-
-READERS = {"deap": deap, "mahnob": mahnob}
+from gbvnet.data.windows import TrialWindows, binarise, windows
+from gbvnet.datasets import DATASETS, get_dataset
 
 
 class SubjectSkipped(DataError):
@@ -75,7 +82,7 @@ class _WorkerDataError(DataError):
         return type(self), (self.path, self.problem)
 
 
-def _subject_job(*args) -> dict:
+def _subject_job(*args) -> SubjectEntry:
     """:func:`prepare_subject` as a worker process runs it (errors made picklable)."""
     try:
         return prepare_subject(*args)
@@ -83,12 +90,6 @@ def _subject_job(*args) -> dict:
         raise
     except DataError as exc:
         raise _WorkerDataError(exc.path, exc.problem) from None
-
-
-def dataset_config(dataset: str, **overrides) -> PrepareConfig:
-    """The preparation defaults of ``dataset`` (see the module docstring) with ``overrides``."""
-    base = {"deap": {"h_freq": None}, "mahnob": {"h_freq": 45.0}}[dataset]
-    return PrepareConfig(**{**base, **overrides}).validate()
 
 
 def config_hash(dataset: str, cfg: PrepareConfig, face: bool) -> str:
@@ -110,9 +111,23 @@ def subject_file_name(subject: int, token: str) -> str:
     return f"subject_{subject:02d}-{token}.arrow"
 
 
+# ------------------------------------------------------------------------------------------------ one subject
+BadTrial = Callable[[DataError, int], None]  # a broken trial: raised under on_error="fail", else recorded
+Kept = list[tuple[TrialRecord, TrialWindows, np.ndarray | None]]  # trials with their windows and face crops
+
+
+@dataclass
+class _FaceStats:
+    """What cropping a subject's faces found (the manifest entry's ``face_*`` fields)."""
+
+    frames: int = 0
+    fallbacks: int = 0
+    poor_videos: list[dict] = field(default_factory=list)  # videos where most sampled frames had no detection
+
+
 def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, face: bool, cache_uri: str,
                     on_error: str = "fail", files: list[Path] | None = None, token: str | None = None,
-                    video_threads: int = 1) -> dict:
+                    video_threads: int = 1) -> SubjectEntry:
     """Process one subject into a new Arrow file in the cache; returns its manifest entry (file not yet live).
 
     ``on_error="skip"`` skips broken trials (reader errors, stimulus shorter than a window, unreadable video)
@@ -122,7 +137,7 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
     """
     started = time.perf_counter()
     check_on_error(on_error)
-    reader = READERS[dataset]
+    reader = get_dataset(dataset).reader
     skipped: list[dict] = []
 
     def bad(exc: DataError, trial: int) -> None:
@@ -136,51 +151,93 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
         read_report = ReadReport()
         records = reader.read_subject(root, subject, on_error, read_report, face=face)
         skipped += read_report.skipped
-        face_frames = face_fallbacks = 0
-        poor_videos = []  # videos where most sampled frames had no detection
-        n_face = cfg.frames * cfg.face_size * cfg.face_size * 3
-        channels = records[0].channels if records else []
-        cut = []  # (record, windows)
-        for rec in records:
-            try:
-                if rec.channels != channels:
-                    raise DataError(rec.source_files[0] if rec.source_files else root,
-                                    f"channels of trial {rec.trial} differ from the subject's first trial: "
-                                    f"{rec.channels}")
-                cut.append((rec, windows(rec, cfg)))
-            except DataError as exc:
-                bad(exc, rec.trial)
-        # videos in parallel threads (OpenCV decodes and detects without the GIL), each by one OpenCV thread
-        kept = []  # (record, windows, face crops (n, n_face) or None)
-        with opencv_threads(1):
-            threads = ThreadPoolExecutor(video_threads)
-            try:
-                found = [threads.submit(face_crops, rec.video, (w.frame_times - rec.video_start).ravel(),
-                                        cfg.face_size, (rec.stim_end - rec.video_start, rec.duration - rec.video_start))
-                         if face and rec.video is not None else None for rec, w in cut]
-                for (rec, w), future in zip(cut, found, strict=True):
-                    crops = None
-                    if future is not None:
-                        try:
-                            faces = future.result()
-                        except DataError as exc:
-                            bad(exc, rec.trial)
-                            continue
-                        crops = faces.crops.reshape(len(w.t_start), n_face)
-                        face_frames, face_fallbacks = face_frames + faces.frames, face_fallbacks + faces.fallbacks
-                        if faces.fallbacks > FALLBACK_WARN * faces.frames:
-                            poor_videos.append({"video": str(rec.video), "trial": rec.trial,
-                                                "frames": faces.frames, "fallbacks": faces.fallbacks})
-                    kept.append((rec, w, crops))
-            finally:  # an error or Ctrl-C waits for the videos being read, not for the queued ones
-                threads.shutdown(wait=True, cancel_futures=True)
+        channels, cut = _cut_trials(records, root, cfg, bad)
+        kept, faces = _crop_faces(cut, cfg, face, video_threads, bad)
     if not kept:
-        if skipped:
-            raise SubjectSkipped(skipped[0]["path"], f"subject {subject}: every trial skipped "
-                                                     f"({skipped[0]['problem']})", skipped)
-        item = skip_record(DataError(root, f"subject {subject} has no rated trials"), "subject", subject)
-        raise SubjectSkipped(root, item["problem"], [item])
+        raise _no_trials(root, subject, skipped)
+    table = _subject_table(kept, channels, cfg)
+    fs, base = cache_mod.filesystem(cache_uri)
+    name = subject_file_name(subject, token or secrets.token_hex(4))
+    written = cache_mod.write_table(fs, cache_mod.join(base, name), table)
+    if files is None:
+        files = reader.subject_files(root).get(subject, [])
+    sources = sorted({str(p) for r, _, _ in kept for p in r.source_files} | {str(p) for p in files})
+    notes = [str(w.message) for w in caught if not str(w.message).startswith("skipping ")]  # in "skipped"
+    return SubjectEntry(
+        file=name, rows=table.num_rows, trials=len(kept), bytes=written,
+        raw_bytes=int(sum(r.bio.nbytes for r, _, _ in kept)), channels=channels,
+        face_rows=table.num_rows - table.column("face").null_count, face_frames=faces.frames,
+        face_fallbacks=faces.fallbacks, face_fallback_videos=faces.poor_videos, skipped=skipped, warnings=notes,
+        seconds=time.perf_counter() - started, sources=describe_sources([Path(p) for p in sources]))
 
+
+def _cut_trials(records: list[TrialRecord], root: str, cfg: PrepareConfig,
+                bad: BadTrial) -> tuple[list[str], list[tuple[TrialRecord, TrialWindows]]]:
+    """The subject's channels (its first trial's) and each trial's windows; a trial with other channels, or a
+    stimulus shorter than a window, is bad."""
+    channels = records[0].channels if records else []
+    cut = []
+    for rec in records:
+        try:
+            if rec.channels != channels:
+                raise DataError(rec.source_files[0] if rec.source_files else root,
+                                f"channels of trial {rec.trial} differ from the subject's first trial: "
+                                f"{rec.channels}")
+            cut.append((rec, windows(rec, cfg)))
+        except DataError as exc:
+            bad(exc, rec.trial)
+    return channels, cut
+
+
+def _crop_faces(cut: list[tuple[TrialRecord, TrialWindows]], cfg: PrepareConfig, face: bool, video_threads: int,
+                bad: BadTrial) -> tuple[Kept, _FaceStats]:
+    """The trials kept, each with its windows' face crops (``(windows, frames * size * size * 3)``, or None
+    without a video or with ``face=False``); a trial whose video cannot be read is bad.
+
+    Videos are read in ``video_threads`` parallel threads (OpenCV decodes and detects without the GIL), each by
+    one OpenCV thread.
+    """
+    n_face = cfg.frames * cfg.face_size * cfg.face_size * 3
+    kept: Kept = []
+    stats = _FaceStats()
+    with opencv_threads(1):
+        threads = ThreadPoolExecutor(video_threads)
+        try:
+            found = [threads.submit(face_crops, rec.video, (w.frame_times - rec.video_start).ravel(),
+                                    cfg.face_size, (rec.stim_end - rec.video_start, rec.duration - rec.video_start))
+                     if face and rec.video is not None else None for rec, w in cut]
+            for (rec, w), future in zip(cut, found, strict=True):
+                crops = None
+                if future is not None:
+                    try:
+                        faces = future.result()
+                    except DataError as exc:
+                        bad(exc, rec.trial)
+                        continue
+                    crops = faces.crops.reshape(len(w.t_start), n_face)
+                    stats.frames, stats.fallbacks = stats.frames + faces.frames, stats.fallbacks + faces.fallbacks
+                    if faces.fallbacks > FALLBACK_WARN * faces.frames:
+                        stats.poor_videos.append({"video": str(rec.video), "trial": rec.trial,
+                                                  "frames": faces.frames, "fallbacks": faces.fallbacks})
+                kept.append((rec, w, crops))
+        finally:  # an error or Ctrl-C waits for the videos being read, not for the queued ones
+            threads.shutdown(wait=True, cancel_futures=True)
+    return kept, stats
+
+
+def _no_trials(root: str, subject: int, skipped: list[dict]) -> SubjectSkipped:
+    """Why a subject kept no trial: all were skipped, or it has no rated trials (not an error)."""
+    if skipped:
+        return SubjectSkipped(skipped[0]["path"], f"subject {subject}: every trial skipped "
+                                                  f"({skipped[0]['problem']})", skipped)
+    item = skip_record(DataError(root, f"subject {subject} has no rated trials"), "subject", subject)
+    return SubjectSkipped(root, item["problem"], [item])
+
+
+def _subject_table(kept: Kept, channels: list[str], cfg: PrepareConfig) -> pa.Table:
+    """The subject file: one row per window of the kept trials, in the columns of :func:`gbvnet.data.cache.schema`
+    (``face`` null where a trial has no crops, of type null where none has)."""
+    n_face = cfg.frames * cfg.face_size * cfg.face_size * 3
     counts = np.array([len(w.t_start) for _, w, _ in kept])
     n, ends = int(counts.sum()), np.cumsum(counts)
     bio = np.empty((n, len(channels), cfg.window_samples), np.float32)
@@ -201,8 +258,8 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
     arrays = {name: pa.array(columns[name].astype(types.field(name).type.to_pandas_dtype(), copy=False))
               for name in cache_mod.INDEX_COLUMNS}
     arrays["bio"] = pa.FixedSizeListArray.from_arrays(pa.array(bio.reshape(-1)), bio[0].size)
-    valid = np.repeat([c is not None for _, _, c in kept], counts)
     if has_face:
+        valid = np.repeat([c is not None for _, _, c in kept], counts)
         faces = np.concatenate([c if c is not None else np.zeros((k, n_face), np.uint8)
                                 for (_, _, c), k in zip(kept, counts, strict=True)])
         validity = pa.array(valid).buffers()[1]  # a bool array's data is a validity bitmap
@@ -210,39 +267,26 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
                                                null_count=int(n - valid.sum()), children=[pa.array(faces.ravel())])
     else:
         arrays["face"] = pa.nulls(n, pa.null())
-    table = pa.table([arrays[f.name] for f in types], schema=types)
-    fs, base = cache_mod.filesystem(cache_uri)
-    name = subject_file_name(subject, token or secrets.token_hex(4))
-    written = cache_mod.write_table(fs, cache_mod.join(base, name), table)
-    if files is None:
-        files = reader.subject_files(root).get(subject, [])
-    sources = sorted({str(p) for r, _, _ in kept for p in r.source_files} | {str(p) for p in files})
-    notes = [str(w.message) for w in caught if not str(w.message).startswith("skipping ")]  # in "skipped"
-    return {"file": name, "rows": n, "trials": len(kept), "bytes": written,
-            "raw_bytes": int(sum(r.bio.nbytes for r, _, _ in kept)), "channels": channels,
-            "face_rows": int(valid.sum()), "face_frames": face_frames, "face_fallbacks": face_fallbacks,
-            "face_fallback_videos": poor_videos, "skipped": skipped, "warnings": notes,
-            "seconds": time.perf_counter() - started, "sources": describe_sources([Path(p) for p in sources])}
+    return pa.table([arrays[f.name] for f in types], schema=types)
 
 
-def _unchanged(entry: dict | None, fs, base: str, files: list[Path], on_error: str) -> bool:
+def _unchanged(entry: SubjectEntry | None, fs, base: str, files: list[Path], on_error: str) -> bool:
     """Whether ``entry`` (from the old manifest) still stands: its file exists, its sources and the subject's
     current source files are the same set with the same sizes and mtimes, and (under ``on_error="fail"``) it
     skipped nothing."""
-    if entry is None or fs.get_file_info(cache_mod.join(base, entry["file"])).type == pafs.FileType.NotFound:
+    if entry is None or fs.get_file_info(cache_mod.join(base, entry.file)).type == pafs.FileType.NotFound:
         return False
-    if "face_fallback_videos" not in entry:  # written before skip units and per-video fallbacks were recorded
+    if on_error == "fail" and entry.skipped:
         return False
-    if on_error == "fail" and entry.get("skipped"):
-        return False
-    recorded = [s["path"] for s in entry["sources"]]
+    recorded = [s["path"] for s in entry.sources]
     current = sorted(set(recorded) | {str(p) for p in files})
     try:
-        return entry["sources"] == describe_sources([Path(p) for p in current])
+        return entry.sources == describe_sources([Path(p) for p in current])
     except OSError:
         return False
 
 
+# --------------------------------------------------------------------------------- worker processes, cleanup
 class _Lazy:
     """A future for the one-process path: the work runs when ``result()`` is first called."""
 
@@ -261,6 +305,18 @@ class _Inline:
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         pass
+
+
+def _pool(workers: int, subjects: int) -> ProcessPoolExecutor | _Inline:
+    """Worker processes for ``subjects`` subjects to prepare, or this process where one worker is asked for or
+    one subject is to be done.
+
+    The platform's default start method (fork on Linux before Python 3.14): workers start at once, without
+    re-importing the caller's __main__ (torch, for a training script); they run numpy/pyarrow/OpenCV only.
+    """
+    if workers > 1 and subjects > 1:
+        return ProcessPoolExecutor(min(workers, subjects), initializer=_worker_signals)
+    return _Inline()
 
 
 def _worker_signals() -> None:
@@ -320,6 +376,30 @@ def _nothing_prepared(root: str, skipped: list[dict]) -> DataError:
                            f"{describe(skipped[0])}")
 
 
+# ------------------------------------------------------------------------------------------------ the dataset
+@dataclass
+class _Plan:
+    """What a preparation run (re)does, and where it writes."""
+
+    dataset: str
+    root: str
+    cache: str
+    cfg: PrepareConfig
+    face: bool
+    on_error: str
+    files: dict[int, list[Path]]  # every subject's source files, as its reader lists them
+    wanted: list[int]  # the subjects the cache is to hold
+    unchanged: dict[int, SubjectEntry]  # the old manifest's entries that still stand
+    todo: list[int]  # the subjects to (re)do
+    skipped: list[dict]  # what checking the root skipped
+    old: Manifest | None
+    config_hash: str
+    fs: pafs.FileSystem
+    base: str
+    token: str  # in the name of every file this run writes
+    created: bool  # whether this run created the cache folder
+
+
 def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConfig | None = None, *,
                     on_error: str = "fail", face: bool = True, subjects: list[int] | None = None,
                     workers: int = 1, progress: bool = True) -> dict:
@@ -333,20 +413,45 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
     removed. The manifest's ``skipped`` lists what ``on_error="skip"`` left out and why (one record per smallest
     unit, see :func:`gbvnet.data.records.skip_record`); the report adds what was redone, the warnings and the
     face-detection fallbacks. ``face=False`` never opens a video or the DEAP ratings CSV.
+
+    Stages: :func:`_plan` (what to redo), :func:`_run` (the subjects to redo, in worker processes),
+    :func:`_commit` (the manifest), then the files the manifest no longer lists are deleted and :func:`_report`.
     """
     check_on_error(on_error)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    cfg = (cfg or dataset_config(dataset)).validate()
-    root = str(Path(root).expanduser().absolute())
-    reader = READERS[dataset]
+    cfg = (cfg or get_dataset(dataset).prepare_config()).validate()
+    plan = _plan(dataset, str(Path(root).expanduser().absolute()), cache, cfg, on_error, face, subjects)
+    started = time.perf_counter()
+    pool = _pool(workers, len(plan.todo))
+    video_threads = max(1, workers // max(1, len(plan.todo)))  # fewer subjects than workers: videos in parallel
+    try:
+        redone, skipped = _run(plan, pool, video_threads, progress)
+        manifest = _commit(plan, {**plan.unchanged, **redone}, skipped)
+    except BaseException:
+        _undo(plan, pool)
+        raise
+    pool.shutdown(wait=True)
+    live = {e.file for e in manifest.subjects.values()}
+    for info in plan.fs.get_file_info(pafs.FileSelector(plan.base, allow_not_found=True)):
+        if info.base_name.startswith("subject_") and info.base_name not in live:
+            cache_mod.delete_quietly(plan.fs, info.path)  # replaced files, and leftovers of killed runs (SIGKILL)
+    return _report(plan, manifest, time.perf_counter() - started)
+
+
+def _plan(dataset: str, root: str, cache: str, cfg: PrepareConfig, on_error: str, face: bool,
+          subjects: list[int] | None) -> _Plan:
+    """Check the root and the subjects asked for (before the cache is touched), open the cache folder, and
+    compare the old manifest with the sources: a subject is redone unless its entry still stands
+    (:func:`_unchanged`, same config hash)."""
+    reader = get_dataset(dataset).reader
     root_report = ReadReport()
     reader.check_root(root, on_error, root_report)
-    all_files = reader.subject_files(root, face)
-    wanted = sorted(subjects or all_files)
-    unknown = set(wanted) - set(all_files)
+    files = reader.subject_files(root, face)
+    wanted = sorted(subjects or files)
+    unknown = set(wanted) - set(files)
     if unknown:
-        raise DataError(root, f"subject(s) {sorted(unknown)} not found (found: {sorted(all_files)})")
+        raise DataError(root, f"subject(s) {sorted(unknown)} not found (found: {sorted(files)})")
     token = secrets.token_hex(4)
     fs, base = cache_mod.filesystem(cache)
     created = _open_cache_folder(fs, base, cache, token)
@@ -354,77 +459,86 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
     try:
         old = cache_mod.read_manifest(cache)
     except ValueError as exc:  # another schema version, or a damaged manifest: prepare everything again
-        warnings.warn(f"{cache}: ignoring the old manifest ({exc})", stacklevel=2)
+        warnings.warn(f"{cache}: ignoring the old manifest ({exc})", stacklevel=3)
         old = None
-    old_subjects = old["subjects"] if old and old.get("config_hash") == chash else {}
-    entries = {s: old_subjects[str(s)] for s in wanted
-               if _unchanged(old_subjects.get(str(s)), fs, base, all_files[s], on_error)}
-    todo = [s for s in wanted if s not in entries]
-    skipped: list[dict] = list(root_report.skipped)
-    started = time.perf_counter()
-    parallel = workers > 1 and len(todo) > 1
-    video_threads = max(1, workers // max(1, len(todo)))  # fewer subjects than workers: videos in parallel
-    # The platform's default start method (fork on Linux before Python 3.14): workers start at once, without
-    # re-importing the caller's __main__ (torch, for a training script); they run numpy/pyarrow/OpenCV only.
-    pool = (ProcessPoolExecutor(min(workers, len(todo)), initializer=_worker_signals) if parallel
-            else _Inline())
-    futures = {}
+    old_subjects = old.subjects if old and old.config_hash == chash else {}
+    unchanged = {s: old_subjects[s] for s in wanted if _unchanged(old_subjects.get(s), fs, base, files[s], on_error)}
+    return _Plan(dataset=dataset, root=root, cache=cache, cfg=cfg, face=face, on_error=on_error, files=files,
+                 wanted=wanted, unchanged=unchanged, todo=[s for s in wanted if s not in unchanged],
+                 skipped=list(root_report.skipped), old=old, config_hash=chash, fs=fs, base=base, token=token,
+                 created=created)
+
+
+def _run(plan: _Plan, pool: ProcessPoolExecutor | _Inline, video_threads: int,
+         progress: bool) -> tuple[dict[int, SubjectEntry], list[dict]]:
+    """Prepare the subjects to redo in ``pool``; returns their entries and the skip records of the subjects left
+    out (``on_error="skip"``, or no rated trials). Their files are written, not yet live."""
+    job = _subject_job if isinstance(pool, ProcessPoolExecutor) else prepare_subject
+    futures = {s: pool.submit(job, plan.dataset, plan.root, s, plan.cfg, plan.face, plan.cache, plan.on_error,
+                              plan.files[s], plan.token, video_threads) for s in plan.todo}
+    entries: dict[int, SubjectEntry] = {}
+    skipped: list[dict] = []
+    for s in tqdm(plan.todo, desc=f"prepare {plan.dataset}", unit="subject", disable=not progress or not plan.todo,
+                  file=sys.stderr):
+        try:
+            entries[s] = futures[s].result()
+            for item in entries[s].skipped:
+                warnings.warn(f"skipped {describe(item)}", stacklevel=3)
+        except SubjectSkipped as exc:  # under "fail" only a subject without rated trials gets here
+            warnings.warn(f"skipped subject {s}: {exc}", stacklevel=3)
+            skipped += exc.items
+        except DataError as exc:
+            if plan.on_error == "fail":
+                raise
+            warnings.warn(f"skipped subject {s}: {exc}", stacklevel=3)
+            skipped.append(skip_record(exc, "subject", s))
+    return entries, skipped
+
+
+def _commit(plan: _Plan, entries: dict[int, SubjectEntry], skipped: list[dict]) -> Manifest:
+    """The manifest of ``entries`` (every subject the cache is to hold), written in place of the old one: the
+    commit point. An unchanged cache is left untouched, manifest included."""
+    skipped = plan.skipped + skipped
+    if not entries:
+        raise _nothing_prepared(plan.root, skipped)
+    channel_sets = {tuple(e.channels) for e in entries.values()}
+    if len(channel_sets) > 1:
+        raise DataError(plan.root, f"subjects have different channel lists: {channel_sets}")
+    cfg = plan.cfg
+    manifest = Manifest(
+        dataset=plan.dataset, root=plan.root, config=cfg, config_hash=plan.config_hash, face=plan.face,
+        channels=list(channel_sets.pop()), rate=cfg.rate, window_samples=cfg.window_samples, frames=cfg.frames,
+        face_size=cfg.face_size, subjects={s: entries[s] for s in sorted(entries)},
+        skipped=skipped + [item for s in sorted(entries) for item in entries[s].skipped])
+    if manifest != plan.old:
+        cache_mod.write_manifest(plan.fs, plan.base, manifest)
+    return manifest
+
+
+def _undo(plan: _Plan, pool: ProcessPoolExecutor | _Inline) -> None:
+    """After an error or an interruption: stop the workers and drop what this run wrote (the old manifest stays
+    the truth), with Ctrl-C and SIGTERM ignored meanwhile."""
+    release = _signals_ignored()
     try:
-        for s in todo:
-            futures[s] = pool.submit(_subject_job if parallel else prepare_subject, dataset, root, s, cfg, face,
-                                     cache, on_error, all_files[s], token, video_threads)
-        for s in tqdm(todo, desc=f"prepare {dataset}", unit="subject", disable=not progress or not todo,
-                      file=sys.stderr):
-            try:
-                entries[s] = futures[s].result()
-                for item in entries[s]["skipped"]:
-                    warnings.warn(f"skipped {describe(item)}", stacklevel=2)
-            except SubjectSkipped as exc:  # under "fail" only a subject without rated trials gets here
-                warnings.warn(f"skipped subject {s}: {exc}", stacklevel=2)
-                skipped += exc.items
-            except DataError as exc:
-                if on_error == "fail":
-                    raise
-                warnings.warn(f"skipped subject {s}: {exc}", stacklevel=2)
-                skipped.append(skip_record(exc, "subject", s))
-        if not entries:
-            raise _nothing_prepared(root, skipped)
-        channel_sets = {tuple(e["channels"]) for e in entries.values()}
-        if len(channel_sets) > 1:
-            raise DataError(root, f"subjects have different channel lists: {channel_sets}")
-        manifest = {
-            "schema_version": cache_mod.SCHEMA_VERSION, "dataset": dataset, "root": root, "config": to_dict(cfg),
-            "config_hash": chash, "face": face, "channels": list(channel_sets.pop()), "rate": cfg.rate,
-            "window_samples": cfg.window_samples, "frames": cfg.frames, "face_size": cfg.face_size,
-            "subjects": {str(s): entries[s] for s in sorted(entries)},
-            "skipped": skipped + [item for s in sorted(entries) for item in entries[s].get("skipped", [])],
-        }
-        if manifest != old:  # an unchanged cache is left untouched, manifest included
-            cache_mod.write_json(fs, cache_mod.join(base, cache_mod.MANIFEST), manifest)
-    except BaseException:
-        release = _signals_ignored()
-        try:  # the old manifest stays the truth; drop what this run wrote
-            _stop(pool)
-            _remove_run_files(fs, base, token)
-            if created and not fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
-                cache_mod.delete_quietly_dir(fs, base)  # a failed first run leaves no empty cache folder behind
-        finally:
-            release()
-        raise
-    pool.shutdown(wait=True)
-    live = {e["file"] for e in entries.values()}
-    for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
-        if info.base_name.startswith("subject_") and info.base_name not in live:
-            cache_mod.delete_quietly(fs, info.path)  # replaced files, and leftovers of killed runs (SIGKILL)
-    redone = [entries[s] for s in todo if s in entries]
+        _stop(pool)
+        _remove_run_files(plan.fs, plan.base, plan.token)
+        if plan.created and not plan.fs.get_file_info(pafs.FileSelector(plan.base, allow_not_found=True)):
+            cache_mod.delete_quietly_dir(plan.fs, plan.base)  # a failed first run leaves no empty cache folder behind
+    finally:
+        release()
+
+
+def _report(plan: _Plan, manifest: Manifest, seconds: float) -> dict:
+    """What the run did (see :func:`format_report`)."""
+    entries = manifest.subjects
+    redone = [entries[s] for s in plan.todo if s in entries]
     return {
-        "subjects": len(entries), "redone": [s for s in todo if s in entries],
-        "unchanged": [s for s in wanted if s not in todo], "windows": sum(e["rows"] for e in entries.values()),
-        "windows_redone": sum(e["rows"] for e in redone), "raw_mb_redone": sum(e["raw_bytes"] for e in redone) / 1e6,
-        "face_frames": sum(e["face_frames"] for e in redone),
-        "face_fallbacks": sum(e["face_fallbacks"] for e in redone),
-        "face_fallback_videos": [v for e in redone for v in e["face_fallback_videos"]], "skipped": manifest["skipped"],
-        "warnings": [w for e in redone for w in e["warnings"]], "seconds": time.perf_counter() - started,
+        "subjects": len(entries), "redone": [s for s in plan.todo if s in entries], "unchanged": list(plan.unchanged),
+        "windows": sum(e.rows for e in entries.values()), "windows_redone": sum(e.rows for e in redone),
+        "raw_mb_redone": sum(e.raw_bytes for e in redone) / 1e6, "face_frames": sum(e.face_frames for e in redone),
+        "face_fallbacks": sum(e.face_fallbacks for e in redone),
+        "face_fallback_videos": [v for e in redone for v in e.face_fallback_videos], "skipped": manifest.skipped,
+        "warnings": [w for e in redone for w in e.warnings], "seconds": seconds,
     }
 
 
@@ -449,7 +563,7 @@ def format_report(report: dict, max_warnings: int = 20) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m gbvnet.prepare", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=sorted(READERS), required=True)
+    p.add_argument("--dataset", choices=DATASETS, required=True)
     p.add_argument("--root", required=True, help="the dataset folder as downloaded")
     p.add_argument("--cache", required=True, help="cache folder or URI (s3://...)")
     p.add_argument("--window", type=float, default=PrepareConfig.window)
@@ -467,9 +581,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
     try:
-        cfg = dataset_config(args.dataset, window=args.window, stride=args.stride, rate=args.rate,
-                             frames=args.frames, face_size=args.face_size, threshold=args.threshold,
-                             baseline_norm=args.baseline_norm)
+        cfg = get_dataset(args.dataset).prepare_config(
+            window=args.window, stride=args.stride, rate=args.rate, frames=args.frames, face_size=args.face_size,
+            threshold=args.threshold, baseline_norm=args.baseline_norm)
     except ConfigError as exc:
         p.error(str(exc))
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}

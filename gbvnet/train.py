@@ -63,7 +63,7 @@ from gbvnet.config import (
     model_preset,
     to_dict,
 )
-from gbvnet.data.cache import absolute, open_cache
+from gbvnet.data.cache import Manifest, absolute, open_cache
 from gbvnet.data.dataset import Normalizer, WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
@@ -76,13 +76,13 @@ CHECKPOINT_FILE = "state.pt"
 
 
 # --------------------------------------------------------------------------------------------------- job spec
-def fit_model_to_cache(model: ModelConfig, manifest: dict) -> ModelConfig:
+def fit_model_to_cache(model: ModelConfig, manifest: Manifest) -> ModelConfig:
     """Set the model's input sizes (bio channels/samples, frames, face size) from the cache manifest."""
     model = copy.deepcopy(model)
-    model.bio.channels = len(manifest["channels"])
-    model.bio.samples = int(manifest["window_samples"])
-    model.face.frames = int(manifest["frames"])
-    model.face.image_size = int(manifest["face_size"])
+    model.bio.channels = len(manifest.channels)
+    model.bio.samples = manifest.window_samples
+    model.face.frames = manifest.frames
+    model.face.image_size = manifest.face_size
     return model.validate()
 
 

@@ -1,20 +1,23 @@
-"""Shared fixtures: one local Ray instance per test session, small synthetic corpora and prepared caches.
+"""Shared fixtures: one local Ray instance per test session, synthetic corpora and prepared caches.
 
-Corpora are written and prepared through the real command-line entry points (the same code paths a user runs).
+Tests take their corpora from :func:`corpus` and their prepared caches from :func:`prepared_cache` (the registry's
+synthetic writers, the real readers and preparation); both write once per session and set of arguments.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from gbvnet.datasets import get_dataset
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # as on a real head node
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -41,14 +44,6 @@ def _session_ray_token() -> None:
 _session_ray_token()
 
 
-def run_module(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m <args>`` with this interpreter; output captured, failures shown in full."""
-    proc = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance (2 CPUs) shared by every test that needs Ray."""
@@ -61,51 +56,79 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def mahnob_corpus(tmp_path_factory) -> Path:
-    """4 subjects x 6 sessions in the official MAHNOB-HCI layout (12 s stimuli, face videos)."""
-    root = tmp_path_factory.mktemp("mahnob")
-    run_module("gbvnet.data.synthetic", "--format", "mahnob", "--out", str(root), "--subjects", "4",
-               "--trials", "6", "--seed", "0", "--duration", "12")
-    return root
+# Corpora and caches: written and prepared once per session and set of arguments, shared read-only (a test that
+# damages a corpus works on a copy of it).
+MAHNOB = {"subjects": 4, "trials": 6, "seed": 0, "duration": 12}  # 12 s stimuli, face videos
+SMALL_DEAP = {"subjects": 3, "trials": 3, "seed": 3, "video": False}  # no face videos
+SMALL_MAHNOB = {"subjects": 2, "trials": 2, "seed": 5, "duration": 6.0}  # 6 s stimuli, face videos
+
+
+def _key(*args) -> str:
+    return json.dumps(args, sort_keys=True, default=repr)
 
 
 @pytest.fixture(scope="session")
-def mahnob_cache(mahnob_corpus, tmp_path_factory) -> Path:
-    """The MAHNOB corpus prepared with faces: 3 s windows, 4 frames of 64 x 64."""
-    cache = tmp_path_factory.mktemp("mahnob_cache")
-    run_module("gbvnet.prepare", "--dataset", "mahnob", "--root", str(mahnob_corpus), "--cache", str(cache),
-               "--frames", "4", "--face-size", "64")
-    return cache
+def corpus(tmp_path_factory) -> Callable[..., tuple[Path, dict]]:
+    """``corpus(dataset, **size) -> (root, truth)``: a synthetic corpus in the dataset's official layout, written
+    by the registry's writer (:meth:`gbvnet.datasets.Dataset.write_synthetic`) with ``size``."""
+    written: dict[str, tuple[Path, dict]] = {}
 
+    def write(dataset: str, **size) -> tuple[Path, dict]:
+        key = _key(dataset, size)
+        if key not in written:
+            root = tmp_path_factory.mktemp(dataset)
+            written[key] = root, get_dataset(dataset).write_synthetic(root, **size)
+        return written[key]
 
-# Small corpora for the preparation, cache and dataset tests (written through the Python API: faster).
-@pytest.fixture(scope="session")
-def small_deap_corpus(tmp_path_factory) -> Path:
-    """3 subjects x 3 trials in the official DEAP layout, without face videos (tests copy it to damage it)."""
-    from gbvnet.data import synthetic
-
-    root = tmp_path_factory.mktemp("deap_small")
-    synthetic.write_deap(root, subjects=3, trials=3, seed=3, video=False)
-    return root
+    return write
 
 
 @pytest.fixture(scope="session")
-def small_mahnob_corpus(tmp_path_factory) -> Path:
-    """2 subjects x 2 sessions in the official MAHNOB-HCI layout: 6 s stimuli, face videos."""
-    from gbvnet.data import synthetic
+def prepared_cache(corpus, tmp_path_factory) -> Callable[..., Path]:
+    """``prepared_cache(dataset, size, edit=None, face=True, subjects=None, **config) -> cache``: the corpus
+    ``corpus(dataset, **size)`` prepared with the dataset's defaults and the ``config`` overrides (``face`` and
+    ``subjects`` as :func:`gbvnet.prepare.prepare_dataset` takes them); ``edit(root)`` first changes a copy of the
+    corpus (a partial download, a damaged file)."""
+    from gbvnet.prepare import prepare_dataset
 
-    root = tmp_path_factory.mktemp("mahnob_small")
-    synthetic.write_mahnob(root, subjects=2, trials=2, seed=5, duration=6.0)
-    return root
+    prepared: dict[str, Path] = {}
+
+    def prepare(dataset: str, size: dict, edit: Callable[[Path], None] | None = None, face: bool = True,
+                subjects: list[int] | None = None, **config) -> Path:
+        key = _key(dataset, size, edit, face, subjects, config)
+        if key not in prepared:
+            root = corpus(dataset, **size)[0]
+            if edit is not None:
+                root = shutil.copytree(root, tmp_path_factory.mktemp(f"{dataset}_edited") / dataset)
+                edit(root)
+            cache = tmp_path_factory.mktemp(f"{dataset}_cache")
+            prepare_dataset(dataset, root, str(cache), get_dataset(dataset).prepare_config(**config), face=face,
+                            subjects=subjects, progress=False)
+            prepared[key] = cache
+        return prepared[key]
+
+    return prepare
 
 
 @pytest.fixture(scope="session")
-def small_mahnob_cache(small_mahnob_corpus, tmp_path_factory) -> Path:
-    """``small_mahnob_corpus`` prepared with faces: 3 s windows, 2 frames of 32 x 32 (read-only)."""
-    from gbvnet.prepare import dataset_config, prepare_dataset
+def mahnob_cache(prepared_cache) -> Path:
+    """:data:`MAHNOB` prepared with faces: 3 s windows, 4 frames of 64 x 64."""
+    return prepared_cache("mahnob", MAHNOB, frames=4, face_size=64)
 
-    cache = tmp_path_factory.mktemp("mahnob_small_cache")
-    prepare_dataset("mahnob", small_mahnob_corpus, str(cache), dataset_config("mahnob", frames=2, face_size=32),
-                    progress=False)
-    return cache
+
+@pytest.fixture(scope="session")
+def small_deap_corpus(corpus) -> Path:
+    """:data:`SMALL_DEAP`: 3 subjects x 3 trials in the official DEAP layout, without face videos."""
+    return corpus("deap", **SMALL_DEAP)[0]
+
+
+@pytest.fixture(scope="session")
+def small_mahnob_corpus(corpus) -> Path:
+    """:data:`SMALL_MAHNOB`: 2 subjects x 2 sessions in the official MAHNOB-HCI layout: 6 s stimuli, face videos."""
+    return corpus("mahnob", **SMALL_MAHNOB)[0]
+
+
+@pytest.fixture(scope="session")
+def small_mahnob_cache(prepared_cache) -> Path:
+    """``small_mahnob_corpus`` prepared with faces: 3 s windows, 2 frames of 32 x 32."""
+    return prepared_cache("mahnob", SMALL_MAHNOB, frames=2, face_size=32)

@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_DEAP
 
 from gbvnet.data import deap, synthetic
 from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import IMAGENET_MEAN, IMAGENET_STD, Augmentation, BatchTransform
-from gbvnet.prepare import prepare_dataset
 
 ROWS = np.array([5, 0, 7, 1, 2])  # unsorted, both subjects, a run of consecutive rows of subject 1
 
@@ -104,9 +104,8 @@ def test_normaliser_uses_the_given_rows_only(cache):
         fit_normalizer(cache, np.array([], dtype=int))
 
 
-def test_bio_only_cache_refuses_face_modalities(small_deap_corpus, tmp_path):
-    prepare_dataset("deap", small_deap_corpus, str(tmp_path / "c"), face=False, subjects=[1], progress=False)
-    c = open_cache(str(tmp_path / "c"))
+def test_bio_only_cache_refuses_face_modalities(prepared_cache):
+    c = open_cache(str(prepared_cache("deap", SMALL_DEAP, face=False, subjects=[1])))
     assert not c.index().has_face and WindowDataset(c, modality="bio").batch(np.arange(3))["bio"].shape == (3, 40, 384)
     for modality in ("face", "facebio"):
         with pytest.raises(ValueError, match=r"needs face frames, but no subject in"):
@@ -115,15 +114,16 @@ def test_bio_only_cache_refuses_face_modalities(small_deap_corpus, tmp_path):
         WindowDataset(c, modality="audio")
 
 
-def test_normaliser_leaves_a_constant_channel_unscaled(small_deap_corpus, tmp_path):
-    root = tmp_path / "deap"
-    shutil.copytree(small_deap_corpus, root)
+def constant_temperature(root: Path) -> None:
+    """Subject 1's temperature sensor (channel 39) never moves."""
     data, labels = deap.load_dat(deap.dat_path(root, 1))
     data = data.copy()
-    data[:, 39] = 32.5  # a temperature sensor that never moves
+    data[:, 39] = 32.5
     synthetic.write_deap_dat(deap.dat_path(root, 1), {"labels": labels, "data": data})
-    prepare_dataset("deap", root, str(tmp_path / "c"), face=False, subjects=[1], progress=False)
-    c = open_cache(str(tmp_path / "c"))
+
+
+def test_normaliser_leaves_a_constant_channel_unscaled(prepared_cache):
+    c = open_cache(str(prepared_cache("deap", SMALL_DEAP, edit=constant_temperature, face=False, subjects=[1])))
     norm = fit_normalizer(c, np.arange(40), chunk=7)
     assert norm.mean[39] == np.float32(32.5) and norm.std[39] == 1.0
     assert np.isfinite(norm.std).all() and (norm.std[:39] != 1.0).all()

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_module
 from mlflow.tracking import MlflowClient
 
 from evaluation import loso, subject_dependent
@@ -129,14 +128,10 @@ def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def clean_mahnob_cache(tmp_path_factory):
+def clean_mahnob_cache(prepared_cache):
     """A clear signal: no label noise, 24 trials per subject (so a within-subject fold trains on 9 of them)."""
-    root, cache = tmp_path_factory.mktemp("mahnob_clean"), tmp_path_factory.mktemp("mahnob_clean_cache")
-    run_module("gbvnet.data.synthetic", "--format", "mahnob", "--out", str(root), "--subjects", "2",
-               "--trials", "24", "--seed", "0", "--duration", "9", "--label-noise", "0")
-    run_module("gbvnet.prepare", "--dataset", "mahnob", "--root", str(root), "--cache", str(cache),
-               "--frames", "4", "--face-size", "64")
-    return cache
+    return prepared_cache("mahnob", {"subjects": 2, "trials": 24, "seed": 0, "duration": 9, "label_noise": 0},
+                          frames=4, face_size=64)
 
 
 def test_facebio_beats_chance_by_a_wide_margin(ray_session, clean_mahnob_cache, tmp_path):

@@ -27,8 +27,7 @@ def remote_cache(small_mahnob_cache, tmp_path, monkeypatch):
 
 
 def subject_bytes(uri: str) -> int:
-    manifest = open_cache(uri).manifest
-    return sum(e["bytes"] for e in manifest["subjects"].values())
+    return sum(e.bytes for e in open_cache(uri).manifest.subjects.values())
 
 
 def test_remote_index_reads_only_the_small_columns(remote_cache, small_mahnob_cache):

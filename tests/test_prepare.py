@@ -3,9 +3,12 @@ atomicity (failed or interrupted runs leave the old cache byte-for-byte), increm
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -29,7 +32,8 @@ from gbvnet.data.dataset import WindowDataset
 from gbvnet.data.records import DataError, TrialRecord
 from gbvnet.data.video import crop_square, face_crops, read_frames
 from gbvnet.data.windows import cut, windows
-from gbvnet.prepare import dataset_config, format_report, prepare_dataset
+from gbvnet.datasets import DATASETS, SYNTHETIC_PREPARE, get_dataset, resolve_cache
+from gbvnet.prepare import format_report, prepare_dataset
 
 INDEX_TYPES = {"subject": pa.int32(), "trial": pa.int32(), "window": pa.int32(), "t_start": pa.float32(),
                "stim_start": pa.float32(), "stim_end": pa.float32(), "valence": pa.float32(),
@@ -83,7 +87,7 @@ def mahnob_copy(small_mahnob_corpus, tmp_path) -> Path:
 
 # --------------------------------------------------------------------------------------------- cache contents
 def test_deap_cache_matches_the_reader(small_deap_corpus, tmp_path):
-    cfg = dataset_config("deap", window=4.0, stride=2.5, threshold=6.0)
+    cfg = DATASETS["deap"].prepare_config(window=4.0, stride=2.5, threshold=6.0)
     report = run("deap", small_deap_corpus, tmp_path / "c", cfg)  # face=True, but the corpus has no videos
     cache = open_cache(str(tmp_path / "c"))
     size, per_trial = 512, (8064 - 384 - 512) // 320 + 1  # 4 s at 128 Hz; stride 2.5 s = 320 samples
@@ -94,7 +98,7 @@ def test_deap_cache_matches_the_reader(small_deap_corpus, tmp_path):
         assert table.schema.field("face").type == pa.null()  # no videos: null, no bytes
         assert table.column("bio").num_chunks == 1
     m = cache.manifest
-    assert (m["channels"], m["window_samples"], m["rate"], m["face"]) == (list(deap.DEAP_CHANNELS), size, 128.0, True)
+    assert (m.channels, m.window_samples, m.rate, m.face) == (list(deap.DEAP_CHANNELS), size, 128.0, True)
     index = cache.index()
     assert not index.has_face
     with warnings.catch_warnings():
@@ -127,8 +131,8 @@ def test_deap_cache_matches_the_reader(small_deap_corpus, tmp_path):
 
 def test_mahnob_cache_matches_the_reader(small_mahnob_corpus, small_mahnob_cache):
     cache = open_cache(str(small_mahnob_cache))
-    cfg = dataset_config("mahnob", frames=2, face_size=32)
-    assert cache.manifest["config"] == {k: getattr(cfg, k) for k in cache.manifest["config"]}
+    cfg = DATASETS["mahnob"].prepare_config(frames=2, face_size=32)
+    assert cache.manifest.config == cfg
     for table in cache.tables:
         assert {name: table.schema.field(name).type for name in INDEX_TYPES} == INDEX_TYPES
         assert table.schema.field("bio").type == pa.list_(pa.float32(), 38 * 384)
@@ -151,7 +155,7 @@ def test_mahnob_cache_matches_the_reader(small_mahnob_corpus, small_mahnob_cache
     assert index.has_face_rows.all()
     faces = ds._gather(ds._face, np.arange(len(ds)))
     assert faces.shape == (8, 2, 32, 32, 3) and faces.dtype == np.uint8 and faces.std() > 10
-    assert cache.manifest["subjects"]["1"]["face_frames"] == 2 * 2 * 2
+    assert cache.manifest.subjects[1].face_frames == 2 * 2 * 2
 
 
 @pytest.mark.parametrize("window, stride, start, end, sfreq", [
@@ -184,10 +188,9 @@ def test_windows_lie_inside_the_stimulus(window, stride, start, end, sfreq):
 
 # ------------------------------------------------------------------------------------------------ bad input
 @pytest.fixture
-def short_second_subject(mahnob_copy, tmp_path) -> Path:
+def short_second_subject(mahnob_copy, corpus) -> Path:
     """The MAHNOB copy with subject 2's sessions replaced by 2 s stimuli (no videos)."""
-    short = tmp_path / "short"
-    synthetic.write_mahnob(short, subjects=2, trials=2, seed=6, duration=2.0, video=False)
+    short = corpus("mahnob", subjects=2, trials=2, seed=6, duration=2.0, video=False)[0]
     for sid in ("132", "134"):
         shutil.rmtree(mahnob_copy / "Sessions" / sid)
         shutil.copytree(short / "Sessions" / sid, mahnob_copy / "Sessions" / sid)
@@ -206,7 +209,7 @@ def test_window_longer_than_the_stimulus(short_second_subject, tmp_path):
     assert report["redone"] == [1] and report["subjects"] == 1
     assert [(s["subject"], s["trial"]) for s in report["skipped"]] == [(2, 132), (2, 134)]
     assert all("longer than the stimulus" in s["problem"] for s in report["skipped"])
-    assert read_manifest(str(cache))["skipped"] == report["skipped"]
+    assert read_manifest(str(cache)).skipped == report["skipped"]
     text = format_report(report)
     assert "SKIPPED subject 2 trial 132: " in text and "SKIPPED subject 2 trial 134: " in text
 
@@ -229,9 +232,9 @@ def test_corrupt_dat_leaves_the_old_cache_or_is_skipped(deap_copy, tmp_path, wor
     assert report["redone"] == [2, 3] and report["subjects"] == 2
     assert [(s["subject"], s["path"]) for s in report["skipped"]] == [(1, str(dat))]
     manifest = read_manifest(str(cache))
-    assert sorted(manifest["subjects"]) == ["2", "3"] and manifest["skipped"] == report["skipped"]
+    assert sorted(manifest.subjects) == [2, 3] and manifest.skipped == report["skipped"]
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        ["manifest.json", *(manifest["subjects"][s]["file"] for s in ("2", "3"))])
+        ["manifest.json", *(manifest.subjects[s].file for s in (2, 3))])
     assert sorted(set(open_cache(str(cache)).index().subject.tolist())) == [2, 3]
 
 
@@ -253,10 +256,10 @@ def test_bad_mahnob_sessions_fail_or_are_skipped(mahnob_copy, tmp_path):
     assert any(m.startswith(f"skipped subject 1 trial 4: {bdf}: no Status channel") for m in messages)
     assert report["redone"] == [1] and report["windows"] == 6  # bio-only: the missing video changes nothing
     assert [(s["unit"], s["subject"], s["trial"], s["path"]) for s in report["skipped"]] == [("trial", 1, 4, str(bdf))]
-    assert read_manifest(str(cache))["skipped"] == report["skipped"]
+    assert read_manifest(str(cache)).skipped == report["skipped"]
     assert open_cache(str(cache)).index().trial.tolist() == [2, 2, 132, 132, 134, 134]
     with pytest.warns(UserWarning) as caught:
-        report = run("mahnob", mahnob_copy, tmp_path / "faces", dataset_config("mahnob", frames=1, face_size=32),
+        report = run("mahnob", mahnob_copy, tmp_path / "faces", DATASETS["mahnob"].prepare_config(frames=1, face_size=32),
                      on_error="skip")
     assert any(str(w.message).startswith(f"skipped subject 2 trial 134: {video}: face video named in")
                for w in caught)
@@ -337,7 +340,7 @@ def test_rerun_redoes_only_what_changed(deap_copy, tmp_path):
     cache = tmp_path / "cache"
     first = run("deap", deap_copy, cache, face=False)
     assert first["redone"] == [1, 2, 3]
-    files = {s: e["file"] for s, e in read_manifest(str(cache))["subjects"].items()}
+    files = {s: e.file for s, e in read_manifest(str(cache)).subjects.items()}
     before, times = snapshot(cache), stamps(cache)
     again = run("deap", deap_copy, cache, face=False)
     assert again["redone"] == [] and again["unchanged"] == [1, 2, 3] and again["windows"] == first["windows"]
@@ -346,10 +349,10 @@ def test_rerun_redoes_only_what_changed(deap_copy, tmp_path):
     bump_mtime(deap.dat_path(deap_copy, 2))  # touching one subject's source
     report = run("deap", deap_copy, cache, face=False)
     assert report["redone"] == [2] and report["unchanged"] == [1, 3] and report["windows_redone"] == 60
-    now = {s: e["file"] for s, e in read_manifest(str(cache))["subjects"].items()}
-    assert now["1"] == files["1"] and now["3"] == files["3"] and now["2"] != files["2"]
+    now = {s: e.file for s, e in read_manifest(str(cache)).subjects.items()}
+    assert now[1] == files[1] and now[3] == files[3] and now[2] != files[2]
     assert sorted(p.name for p in cache.iterdir()) == sorted(["manifest.json", *now.values()])  # old file gone
-    assert stamps(cache)[now["1"]] == times[files["1"]]
+    assert stamps(cache)[now[1]] == times[files[1]]
 
     # a face video appearing does not touch a bio-only cache; a face cache of subject 1 redoes subject 1 only
     run("deap", deap_copy, tmp_path / "faces")
@@ -363,12 +366,11 @@ def test_rerun_redoes_only_what_changed(deap_copy, tmp_path):
         assert run("deap", deap_copy, tmp_path / "faces")["redone"] == [1]
 
     # another preparation config redoes everything
-    cfg = dataset_config("deap", threshold=7.0)
+    cfg = DATASETS["deap"].prepare_config(threshold=7.0)
     report = run("deap", deap_copy, cache, cfg, face=False)
     assert report["redone"] == [1, 2, 3]
     manifest = read_manifest(str(cache))
-    assert manifest["config"]["threshold"] == 7.0 and not set(now.values()) & {e["file"] for e in
-                                                                              manifest["subjects"].values()}
+    assert manifest.config.threshold == 7.0 and not set(now.values()) & {e.file for e in manifest.subjects.values()}
     assert len(list(cache.iterdir())) == 4
     truth = truth_of(deap_copy)
     index = open_cache(str(cache)).index()
@@ -381,12 +383,39 @@ def test_old_schema_or_damaged_manifest_is_prepared_again(deap_copy, tmp_path):
     run("deap", deap_copy, cache, face=False, subjects=[1])
     manifest = cache / cache_mod.MANIFEST
     data = json.loads(manifest.read_text())
-    manifest.write_text(json.dumps({**data, "schema_version": 0}))
-    with pytest.raises(ValueError, match="schema version 0"):
+    entry = data["subjects"]["1"]
+    for damaged, problem in (({**data, "schema_version": 0}, "cache schema version 0 is not 1"),
+                             ({k: v for k, v in data.items() if k != "face"}, "no field 'face'"),
+                             ({**data, "rate": "128"}, "field 'rate' is a str, not float"),
+                             ({**data, "extra": 1}, "unknown field 'extra'"),
+                             ({**data, "config": {**data["config"], "window": None}},
+                              "config: field 'window' is a NoneType, not float"),
+                             ({**data, "subjects": {"1": {k: v for k, v in entry.items() if k != "face_rows"}}},
+                              "subject 1: no field 'face_rows'"),
+                             ({**data, "subjects": {"one": entry}}, "subject 'one' is not a subject number")):
+        manifest.write_text(json.dumps(damaged))
+        with pytest.raises(ValueError, match=f"^{re.escape(f'{manifest}: {problem}')}") as info:
+            open_cache(str(cache))
+        assert "\n" not in str(info.value) and "prepare the cache again" in str(info.value)
+    manifest.write_text("{")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(manifest))}: not JSON"):
         open_cache(str(cache))
     with pytest.warns(UserWarning, match="ignoring the old manifest"):
         assert run("deap", deap_copy, cache, face=False, subjects=[1])["redone"] == [1]
     assert len(list(cache.iterdir())) == 2 and open_cache(str(cache)).subjects == [1]
+
+
+def test_manifest_reads_back_to_the_json_on_disk(small_mahnob_cache, tmp_path):
+    """The typed manifest round-trips the file exactly, so a cache's digest is that of its manifest's content
+    (logged to MLflow, checked by the search-provenance audit: it must not change with the code reading it)."""
+    path = small_mahnob_cache / cache_mod.MANIFEST
+    data = json.loads(path.read_text())
+    manifest = read_manifest(str(small_mahnob_cache))
+    assert manifest.to_dict() == data and cache_mod.Manifest.from_dict(manifest.to_dict()) == manifest
+    assert open_cache(str(small_mahnob_cache)).index().manifest_hash == hashlib.sha256(
+        json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    cache_mod.write_manifest(*cache_mod.filesystem(str(tmp_path)), manifest)
+    assert (tmp_path / cache_mod.MANIFEST).read_bytes() == path.read_bytes()
 
 
 # ---------------------------------------------------------------------------------------------- face frames
@@ -419,7 +448,7 @@ def test_face_frames_follow_the_window_times(mahnob_copy, tmp_path):
     clock_video(short, 20)  # 2 s: shorter than the 6 s stimulus by more than the tolerance
     xml = sessions / "134" / "session.xml"
     xml.write_text("\n".join(line for line in xml.read_text().splitlines() if 'type="Video"' not in line))
-    cfg = dataset_config("mahnob", frames=2, face_size=32)
+    cfg = DATASETS["mahnob"].prepare_config(frames=2, face_size=32)
     report = run("mahnob", mahnob_copy, tmp_path / "cache", cfg)
     assert report["face_frames"] == 3 * 2 * 2  # three sessions with video, 2 windows x 2 frames each
     assert report["face_fallbacks"] >= 8  # the clock videos hold no face
@@ -428,7 +457,7 @@ def test_face_frames_follow_the_window_times(mahnob_copy, tmp_path):
     assert "2 video(s) without a face in more than 20% of their sampled frames" in format_report(report)
     assert any(w.startswith(f"{clock}: no face found in 4 of 4 sampled frames (100%)") for w in report["warnings"])
     manifest = read_manifest(str(tmp_path / "cache"))
-    assert manifest["subjects"]["1"]["face_fallback_videos"] == report["face_fallback_videos"]
+    assert manifest.subjects[1].face_fallback_videos == report["face_fallback_videos"]
     assert any(str(short) in w and "check the video/signal sync" in w for w in report["warnings"])
     assert not any(str(clock) in w and "sync" in w for w in report["warnings"])
     cache = open_cache(str(tmp_path / "cache"))
@@ -491,7 +520,7 @@ def test_rated_session_missing_one_rating_is_named(mahnob_copy, tmp_path):
         report = run("mahnob", mahnob_copy, tmp_path / "cache", face=False, on_error="skip")
     assert [(s["unit"], s["subject"], s["trial"], s["path"]) for s in report["skipped"]] == [("trial", 1, 4, str(xml))]
     assert "SKIPPED subject 1 trial 4: " in format_report(report)
-    assert read_manifest(str(tmp_path / "cache"))["skipped"] == report["skipped"]
+    assert read_manifest(str(tmp_path / "cache")).skipped == report["skipped"]
     assert open_cache(str(tmp_path / "cache")).index().trial.tolist() == [2, 2, 132, 132, 134, 134]
 
 
@@ -509,10 +538,9 @@ def test_copied_session_folder_is_not_prepared_twice(mahnob_copy, tmp_path):
 
 
 @pytest.fixture
-def deap_with_videos(tmp_path) -> Path:
+def deap_with_videos(corpus, tmp_path) -> Path:
     """2 subjects x 2 trials of DEAP with (short, faceless) videos for every trial."""
-    root = tmp_path / "deapv"
-    synthetic.write_deap(root, subjects=2, trials=2, seed=4, video=False)
+    root = shutil.copytree(corpus("deap", subjects=2, trials=2, seed=4, video=False)[0], tmp_path / "deapv")
     order = deap.read_presentation_order(root / deap.RATINGS_CSV)
     for s in (1, 2):
         for trial in order[s].values():
@@ -530,9 +558,9 @@ def test_broken_ratings_csv_costs_only_the_videos(deap_with_videos, tmp_path):
         report = run("deap", root, tmp_path / "bio", face=False)
     assert (report["subjects"], report["skipped"]) == (2, [])
     with pytest.raises(DataError, match="participant_ratings.csv: line 2: .* must be integers; it aligns the face videos"):
-        run("deap", root, tmp_path / "faces", dataset_config("deap", frames=1, face_size=32))
+        run("deap", root, tmp_path / "faces", DATASETS["deap"].prepare_config(frames=1, face_size=32))
     with pytest.warns(UserWarning) as caught:
-        report = run("deap", root, tmp_path / "faces", dataset_config("deap", frames=1, face_size=32),
+        report = run("deap", root, tmp_path / "faces", DATASETS["deap"].prepare_config(frames=1, face_size=32),
                      on_error="skip")
     assert [str(w.message).split(":")[0] for w in caught if str(w.message).startswith("skipped")] == [
         "skipped face videos of subject 1", "skipped face videos of subject 2"]
@@ -706,10 +734,42 @@ def test_faceless_video_is_warned_about(tmp_path):
 
 
 def test_videos_of_one_subject_in_parallel_threads(small_mahnob_corpus, small_mahnob_cache, tmp_path):
-    cfg = dataset_config("mahnob", frames=2, face_size=32)
+    cfg = DATASETS["mahnob"].prepare_config(frames=2, face_size=32)
     report = run("mahnob", small_mahnob_corpus, tmp_path / "c", cfg, subjects=[2], workers=2)  # 2 video threads
     assert report["face_frames"] == 2 * 2 * 2
     threaded, serial = (WindowDataset(open_cache(str(c)), modality="facebio") for c in (tmp_path / "c",
                                                                                        small_mahnob_cache))
     rows = np.flatnonzero(open_cache(str(small_mahnob_cache)).index().subject == 2)
     np.testing.assert_array_equal(threaded._gather(threaded._face, np.arange(4)), serial._gather(serial._face, rows))
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+def test_datasets_come_from_the_registry(capsys):
+    with pytest.raises(ValueError, match="^unknown dataset 'seed'; known: deap, mahnob$"):
+        get_dataset("seed")
+    assert DATASETS["deap"].prepare_config().h_freq is None and DATASETS["mahnob"].prepare_config().h_freq == 45.0
+    assert DATASETS["mahnob"].prepare_config(frames=2).frames == 2 and DATASETS["deap"].reader is deap
+    with pytest.raises(SystemExit):
+        prepare.main(["--dataset", "seed", "--root", "r", "--cache", "c"])
+    assert "invalid choice: 'seed' (choose from 'deap', 'mahnob')" in capsys.readouterr().err
+
+
+def test_synthetic_demo_is_written_once_then_prepared(tmp_path, monkeypatch):
+    """``--synthetic``: the demo corpus is written at data/synthetic/<dataset> (under a temporary name first) and
+    prepared with the demo's settings into data/cache/<dataset>-synthetic; a re-run reuses both."""
+    small = {"subjects": 2, "trials": 2, "seed": 0, "video": False}
+    monkeypatch.setitem(DATASETS, "deap", dataclasses.replace(DATASETS["deap"], demo_size=small))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "synthetic" / "deap.partial").mkdir(parents=True)  # an interrupted write: not reused
+    (tmp_path / "data" / "synthetic" / "deap.partial" / "junk").write_text("x")
+    cache = resolve_cache("deap", root=None, synthetic=True, cache=None, need_face=False)
+    assert cache == "data/cache/deap-synthetic"
+    assert sorted(p.name for p in (tmp_path / "data" / "synthetic").iterdir()) == ["deap"]
+    manifest = open_cache(cache).manifest
+    assert sorted(manifest.subjects) == [1, 2] and manifest.config == DATASETS["deap"].prepare_config(
+        **SYNTHETIC_PREPARE) and not manifest.face
+    before = snapshot(tmp_path / cache)
+    assert resolve_cache("deap", root=None, synthetic=True, cache=None, need_face=False) == cache
+    assert snapshot(tmp_path / cache) == before
+    with pytest.raises(ValueError, match="give --root"):
+        resolve_cache("deap", root=None, synthetic=False, cache=None)

@@ -17,16 +17,14 @@ from gbvnet.data.records import DataError, ReadReport
 DURATION = 5.0
 
 
-@pytest.fixture(scope="module")
-def deap_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("deap")
-    return root, synthetic.write_deap(root, subjects=3, trials=4, seed=11)
+@pytest.fixture
+def deap_corpus(corpus):
+    return corpus("deap", subjects=3, trials=4, seed=11)
 
 
-@pytest.fixture(scope="module")
-def mahnob_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mahnob")
-    return root, synthetic.write_mahnob(root, subjects=2, trials=3, seed=11, duration=DURATION)
+@pytest.fixture
+def mahnob_corpus(corpus):
+    return corpus("mahnob", subjects=2, trials=3, seed=11, duration=DURATION)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_module
 from mlflow.tracking import MlflowClient
 from scipy.stats import wilcoxon
 
@@ -21,13 +20,9 @@ SUBJECTS = 6  # the fewest for which a one-sided Wilcoxon test, Holm-corrected f
 
 
 @pytest.fixture(scope="module")
-def deap_bio_cache(tmp_path_factory):
-    root, cache = tmp_path_factory.mktemp("deap_clean"), tmp_path_factory.mktemp("deap_clean_cache")
-    run_module("gbvnet.data.synthetic", "--format", "deap", "--out", str(root), "--subjects", str(SUBJECTS),
-               "--trials", "8", "--seed", "3", "--label-noise", "0", "--no-video")
-    run_module("gbvnet.prepare", "--dataset", "deap", "--root", str(root), "--cache", str(cache), "--no-face",
-               "--baseline-norm")
-    return cache
+def deap_bio_cache(prepared_cache):
+    return prepared_cache("deap", {"subjects": SUBJECTS, "trials": 8, "seed": 3, "label_noise": 0, "video": False},
+                          face=False, baseline_norm=True)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,19 +76,15 @@ def test_interrupted_search_resumes_to_the_same_trial_count(mahnob_cache, tmp_pa
     assert best["search"]["trials"] == 4
 
 
-@pytest.fixture(scope="module")
-def deap_partly_filmed(tmp_path_factory):
-    """DEAP layout, 4 subjects x 3 trials, face videos for subjects 1-3 only (as the real DEAP: 1-22 of 32)."""
-    import shutil
-
-    from gbvnet.data import synthetic
-    from gbvnet.prepare import dataset_config, prepare_dataset
-
-    root, cache = tmp_path_factory.mktemp("deap_partly_filmed"), tmp_path_factory.mktemp("deap_partly_filmed_cache")
-    synthetic.write_deap(root, subjects=4, trials=3, seed=3)
+def without_videos_of_subject_4(root: Path) -> None:
     shutil.rmtree(root / "face_video" / "s04")
-    prepare_dataset("deap", root, str(cache), dataset_config("deap", frames=4, face_size=64), progress=False)
-    return cache
+
+
+@pytest.fixture(scope="module")
+def deap_partly_filmed(prepared_cache):
+    """DEAP layout, 4 subjects x 3 trials, face videos for subjects 1-3 only (as the real DEAP: 1-22 of 32)."""
+    return prepared_cache("deap", {"subjects": 4, "trials": 3, "seed": 3}, edit=without_videos_of_subject_4, frames=4,
+                          face_size=64)
 
 
 def deap_search_args(cache, tmp_path, *extra):

@@ -15,22 +15,12 @@ from scipy.signal import welch
 from gbvnet.data import deap, mahnob, synthetic
 
 DURATION = 6.0
+SIZES = {"deap": {"subjects": 2, "trials": 4, "seed": 3},  # this module's corpora (the corpus fixture's sizes)
+         "mahnob": {"subjects": 2, "trials": 4, "seed": 3, "duration": DURATION}}
 
 
-@pytest.fixture(scope="module")
-def deap_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("deap")
-    return root, synthetic.write_deap(root, subjects=2, trials=4, seed=3)
-
-
-@pytest.fixture(scope="module")
-def mahnob_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mahnob")
-    return root, synthetic.write_mahnob(root, subjects=2, trials=4, seed=3, duration=DURATION)
-
-
-def test_deap_layout(deap_root):
-    root, truth = deap_root
+def test_deap_layout(corpus):
+    root, truth = corpus("deap", **SIZES["deap"])
     assert json.loads((root / synthetic.TRUTH_FILE).read_text()) == truth
     for s in (1, 2):
         assert (root / "data_preprocessed_python" / f"s{s:02d}.dat").is_file()
@@ -50,8 +40,8 @@ def test_deap_layout(deap_root):
     assert any(t["presentation"] != t["trial"] for t in truth["trials"])
 
 
-def test_deap_dat_is_a_python2_numpy_pickle(deap_root):
-    root, truth = deap_root
+def test_deap_dat_is_a_python2_numpy_pickle(corpus):
+    root, truth = corpus("deap", **SIZES["deap"])
     raw = (root / "data_preprocessed_python" / "s01.dat").read_bytes()
     assert raw[:2] == b"\x80\x02" and raw.endswith(b".")
     assert b"cnumpy.core.multiarray\n_reconstruct\n" in raw and b"_codecs" not in raw
@@ -62,8 +52,8 @@ def test_deap_dat_is_a_python2_numpy_pickle(deap_root):
     np.testing.assert_array_equal(obj["labels"][:, :2], expected)
 
 
-def test_mahnob_layout(mahnob_root):
-    root, truth = mahnob_root
+def test_mahnob_layout(corpus):
+    root, truth = corpus("mahnob", **SIZES["mahnob"])
     assert len(truth["trials"]) == 8 and len(truth["unrated"]) == 2
     t = truth["trials"][5]
     assert t["trial"] == 130 + 2 * 2 and t["subject"] == 2
@@ -94,9 +84,9 @@ def test_write_bdf_round_trip(tmp_path):
     np.testing.assert_array_equal(got[3, :700], data[3].astype(int) & 0xFFFF)  # mne keeps the trigger bits
 
 
-@pytest.mark.parametrize("fmt", ["deap", "mahnob"])
-def test_haar_cascade_finds_generated_faces(fmt, deap_root, mahnob_root):
-    root, truth = deap_root if fmt == "deap" else mahnob_root
+@pytest.mark.parametrize("fmt", list(SIZES))
+def test_haar_cascade_finds_generated_faces(fmt, corpus):
+    root, truth = corpus(fmt, **SIZES[fmt])
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     checked = 0
     for t in truth["trials"][:4]:

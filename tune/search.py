@@ -154,7 +154,7 @@ def plan(spec: SearchSpec, index) -> tuple[Fold, Provenance]:
     val_subjects = np.unique(index.subject[fold.val]).tolist()
     searched = sorted(train_subjects + val_subjects)
     return fold, Provenance(searched, sorted(set(requested) - set(searched)), train_subjects, val_subjects,
-                            index.manifest["config"]["threshold"],
+                            index.manifest.config.threshold,
                             spec.model.face.weights if spec.model.modality != "bio" else "none")
 
 

@@ -13,6 +13,11 @@ buffer *is* the ``(n, channels, samples)`` array. Columns::
 A subject file without any face frames (``--no-face``, or no videos) stores ``face`` as a column of Arrow type
 ``null``: all rows null, no bytes on disk (a fixed-size list column would store its null rows as zeros).
 
+``manifest.json`` says which files make up the cache and how they were prepared; it is read and written as a
+:class:`Manifest` (one :class:`SubjectEntry` per subject) whose :meth:`Manifest.to_dict` gives back exactly the
+JSON read, so a cache's digest (:attr:`CacheIndex.manifest_hash`) is that of its manifest's content. A manifest
+of another schema version, or a damaged one, is a one-line ``ValueError`` naming the file and the field.
+
 Atomicity: subject files are named by content generation (``subject_07-<token>.arrow``) and never overwritten;
 ``manifest.json`` (written to a temporary name and moved) is the single commit point that says which files
 make up the cache; files it no longer names are deleted afterwards. A failed or interrupted preparation leaves
@@ -34,13 +39,19 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+import types
+import typing
+from dataclasses import dataclass, fields, is_dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
+
+from gbvnet.config import PrepareConfig
+from gbvnet.config import to_dict as plain_dict
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -162,17 +173,132 @@ def read_text(uri: str) -> str:
         return f.read().decode()
 
 
-def read_manifest(uri: str) -> dict | None:
+def _is(value: Any, hint: Any) -> bool:
+    """Whether the JSON value ``value`` fits the annotation ``hint`` (containers: their type only)."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return any(_is(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):  # JSON has one kind of number; a bool is not one
+        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+    if is_dataclass(hint):
+        return isinstance(value, dict)
+    return isinstance(value, typing.get_origin(hint) or hint)
+
+
+def _fields(cls: type, data: Any, where: str) -> dict[str, Any]:
+    """The values of ``data`` (parsed JSON) for the fields of the dataclass ``cls``, each checked against its
+    annotation: a missing, unknown or mistyped field is a one-line ``ValueError`` naming ``where`` and the field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    missing = [name for name in names if name not in data]
+    wrong = [name for name in names if name in data and not _is(data[name], hints[name])]
+    unknown = sorted(set(data) - set(names))
+    if missing:
+        problem = f"no field {missing[0]!r}"
+    elif wrong:
+        hint = hints[wrong[0]]
+        problem = f"field {wrong[0]!r} is a {type(data[wrong[0]]).__name__}, not {getattr(hint, '__name__', hint)}"
+    elif unknown:
+        problem = f"unknown field {unknown[0]!r}"
+    else:
+        return {name: data[name] for name in names}
+    raise ValueError(f"{where}: {problem}; written by another version of gbvnet, or damaged: prepare the cache again")
+
+
+@dataclass(frozen=True)
+class SubjectEntry:
+    """One subject of the cache: its Arrow file and what its preparation found (a value of the manifest's
+    ``subjects``)."""
+
+    file: str  # the file's name in the cache folder (subject_NN-<token>.arrow)
+    rows: int  # windows
+    trials: int
+    bytes: int  # the file's size
+    raw_bytes: int  # the signals read to make it
+    channels: list[str]
+    face_rows: int  # windows with face frames
+    face_frames: int  # frames cropped
+    face_fallbacks: int  # frames without a detected face
+    face_fallback_videos: list[dict]  # videos without a face in more than FALLBACK_WARN of their sampled frames
+    skipped: list[dict]  # skip records (gbvnet.data.records.skip_record) of its trials
+    warnings: list[str]
+    seconds: float  # preparation time
+    sources: list[dict]  # the source files it was made from: path, size, mtime_ns
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "subject") -> SubjectEntry:
+        return cls(**_fields(cls, data, where))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json``: which files make up the cache, and how they were prepared (see the module docstring).
+
+    On disk it is :meth:`to_dict` as JSON (plus ``schema_version``); reading it back gives the same dict, so the
+    cache's digest (:attr:`CacheIndex.manifest_hash`) is that of the file's content.
+    """
+
+    dataset: str
+    root: str  # the dataset download it was prepared from
+    config: PrepareConfig
+    config_hash: str  # of the dataset, config and face flag (gbvnet.prepare.config_hash): a change redoes all
+    face: bool  # prepared with face frames (--no-face: False)
+    channels: list[str]
+    rate: float  # Hz
+    window_samples: int
+    frames: int  # face frames per window
+    face_size: int
+    subjects: dict[int, SubjectEntry]
+    skipped: list[dict]  # every skip record: the dataset's, the subjects' and their trials'
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {"schema_version": SCHEMA_VERSION, **data, "config": plain_dict(self.config),
+                "subjects": {str(s): e.to_dict() for s, e in self.subjects.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = MANIFEST) -> Manifest:
+        """The manifest of the parsed JSON ``data``. A manifest of another schema version, or one with a missing,
+        unknown or mistyped field (another version of gbvnet, or damage), is a one-line ``ValueError`` naming
+        ``source`` (the file) and the field."""
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"{source}: cache schema version {version} is not {SCHEMA_VERSION}; prepare the cache "
+                             "again")
+        values = _fields(cls, {k: v for k, v in data.items() if k != "schema_version"}, source)
+        subjects = {}
+        for key, entry in values["subjects"].items():
+            if not key.isdigit():
+                raise ValueError(f"{source}: subject {key!r} is not a subject number; prepare the cache again")
+            subjects[int(key)] = SubjectEntry.from_dict(entry, f"{source}: subject {key}")
+        return cls(**{**values, "config": PrepareConfig(**_fields(PrepareConfig, values["config"],
+                                                                    f"{source}: config")),
+                      "subjects": subjects})
+
+
+def read_manifest(uri: str) -> Manifest | None:
+    """The manifest of the cache at ``uri``, or None where there is none."""
     fs, base = filesystem(uri)
     path = join(base, MANIFEST)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return None
     with fs.open_input_stream(path) as f:
-        manifest = json.loads(f.read())
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: cache schema version {manifest.get('schema_version')} is not "
-                         f"{SCHEMA_VERSION}; prepare the cache again")
-    return manifest
+        try:
+            data = json.loads(f.read())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not JSON ({exc}); prepare the cache again") from None
+    return Manifest.from_dict(data, path)
+
+
+def write_manifest(fs: pafs.FileSystem, base: str, manifest: Manifest) -> None:
+    """Replace the manifest of the cache folder ``base`` (atomically: this is the cache's commit point)."""
+    write_json(fs, join(base, MANIFEST), manifest.to_dict())
 
 
 @dataclass
@@ -188,7 +314,7 @@ class CacheIndex:
     label_valence: np.ndarray
     label_arousal: np.ndarray
     has_face_rows: np.ndarray
-    manifest: dict
+    manifest: Manifest
 
     def labels(self, target: str) -> np.ndarray:
         return {"valence": self.label_valence, "arousal": self.label_arousal}[target].astype(np.int64)
@@ -199,7 +325,7 @@ class CacheIndex:
 
     @property
     def manifest_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.manifest, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.manifest.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Cache:
@@ -212,11 +338,11 @@ class Cache:
             raise FileNotFoundError(f"{self.uri}: no {MANIFEST}; run python -m gbvnet.prepare first")
         self.manifest = manifest
         self.fs, self.base = filesystem(self.uri)
-        self.subjects = sorted(int(s) for s in manifest["subjects"])
+        self.subjects = sorted(manifest.subjects)
 
     def path(self, subject: int) -> str:
         """The subject's Arrow file (a path on ``self.fs``)."""
-        return join(self.base, self.manifest["subjects"][str(subject)]["file"])
+        return join(self.base, self.manifest.subjects[subject].file)
 
     @property
     def is_local(self) -> bool:
@@ -227,26 +353,26 @@ class Cache:
         :func:`local_copy_root`, downloaded (under a lock, to a temporary name) only if this machine lacks it."""
         if self.is_local:
             return self.path(subject)
-        entry = self.manifest["subjects"][str(subject)]
+        entry = self.manifest.subjects[subject]
         folder = local_copy_root() / hashlib.sha256(self.uri.rstrip("/").encode()).hexdigest()[:16]
-        target = folder / entry["file"]
-        if target.is_file() and target.stat().st_size == entry["bytes"]:
+        target = folder / entry.file
+        if target.is_file() and target.stat().st_size == entry.bytes:
             return str(target)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(folder / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one download per file and machine; the others wait, then reuse it
-            if not (target.is_file() and target.stat().st_size == entry["bytes"]):
+            if not (target.is_file() and target.stat().st_size == entry.bytes):
                 tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
                 try:
                     with self.fs.open_input_stream(self.path(subject)) as src, open(tmp, "wb") as dst:
                         shutil.copyfileobj(src, dst, 16 * 2**20)
-                    if tmp.stat().st_size != entry["bytes"]:
+                    if tmp.stat().st_size != entry.bytes:
                         raise ValueError(f"{self.path(subject)}: read {tmp.stat().st_size} bytes, but {MANIFEST} "
-                                         f"says bytes={entry['bytes']}; the cache changed while read, or is damaged")
+                                         f"says bytes={entry.bytes}; the cache changed while read, or is damaged")
                     os.replace(tmp, target)
                 finally:
                     tmp.unlink(missing_ok=True)
-                generation = entry["file"].rsplit("-", 1)[0]
+                generation = entry.file.rsplit("-", 1)[0]
                 for stale in folder.glob(f"{generation}-*.arrow"):
                     if stale != target:
                         stale.unlink(missing_ok=True)
@@ -261,8 +387,8 @@ class Cache:
     def _index_columns(self, subject: int) -> pa.Table:
         """The index columns of one subject file (plus ``face`` when only some of its rows have faces): a column
         projection, so a remote cache transfers just these columns' bytes."""
-        entry = self.manifest["subjects"][str(subject)]
-        names = INDEX_COLUMNS + (["face"] if 0 < entry["face_rows"] < entry["rows"] else [])
+        entry = self.manifest.subjects[subject]
+        names = INDEX_COLUMNS + (["face"] if 0 < entry.face_rows < entry.rows else [])
         options = pa.ipc.IpcReadOptions(included_fields=[FIELDS.index(n) for n in names])
         path = self.path(subject)
         source = pa.memory_map(path, "r") if self.is_local else self.fs.open_input_file(path)
@@ -275,11 +401,11 @@ class Cache:
         cols = {name: np.concatenate([t.column(name).to_numpy() for t in tables]) for name in INDEX_COLUMNS}
         has_face = []
         for subject, table in zip(self.subjects, tables, strict=True):
-            entry = self.manifest["subjects"][str(subject)]
+            entry = self.manifest.subjects[subject]
             if "face" in table.column_names:
                 has_face.append(table.column("face").is_valid().to_numpy(zero_copy_only=False))
             else:
-                has_face.append(np.full(table.num_rows, entry["face_rows"] == entry["rows"]))
+                has_face.append(np.full(table.num_rows, entry.face_rows == entry.rows))
         return CacheIndex(subject=cols["subject"], trial=cols["trial"], window=cols["window"],
                           t_start=cols["t_start"], stim_start=cols["stim_start"], stim_end=cols["stim_end"],
                           label_valence=cols["label_valence"], label_arousal=cols["label_arousal"],

@@ -39,8 +39,8 @@ class WindowDataset(torch.utils.data.Dataset):
     def __init__(self, cache: Cache, target: str = "valence", modality: str = "facebio"):
         self.cache, self.modality = cache, modality
         m = cache.manifest
-        self.channels, self.samples = len(m["channels"]), int(m["window_samples"])
-        self.frames, self.face_size = int(m["frames"]), int(m["face_size"])
+        self.channels, self.samples = len(m.channels), m.window_samples
+        self.frames, self.face_size = m.frames, m.face_size
         self.offsets = np.cumsum([0] + [t.num_rows for t in cache.tables])
         self.labels = np.concatenate([t.column(f"label_{target}").to_numpy() for t in cache.tables]).astype(np.int64)
         self.subjects = np.concatenate([t.column("subject").to_numpy() for t in cache.tables])

@@ -55,6 +55,7 @@ import csv
 import json
 import struct
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -350,6 +351,16 @@ def _write_video(path: Path, rng, subj: _Subject, xv: float, xa: float, start: f
 
 
 # -------------------------------------------------------------------------------------------------- corpora
+def _subjects(seed: int, subjects: int, channels: tuple[str, ...], trials: int, label_noise: float,
+              integer: bool) -> Iterator[tuple[int, np.random.Generator, _Subject, dict]]:
+    """For subjects 1..``subjects``: the number, the corpus's generator (``seed``), the subject's traits and its
+    trials' ratings. Each subject's traits and ratings are drawn before the caller draws its trials, so a corpus
+    is a function of its seed."""
+    rng = np.random.default_rng(seed)
+    for s in range(1, subjects + 1):
+        yield s, rng, _subject(rng, channels), _ratings(rng, trials, label_noise, integer=integer)
+
+
 def _write_truth(out: Path, truth: dict) -> dict:
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=1))
     return truth
@@ -368,11 +379,8 @@ def write_deap(out: str | Path, subjects: int = 3, trials: int = 40, seed: int =
     if not 1 <= trials <= 40 or subjects < 1:
         raise ValueError(f"need subjects >= 1 and 1 <= trials <= 40, got {subjects} and {trials}")
     out = Path(out)
-    rng = np.random.default_rng(seed)
     rows, truth = [], []
-    for s in range(1, subjects + 1):
-        subj = _subject(rng, DEAP_CHANNELS)
-        r = _ratings(rng, trials, label_noise, integer=False)
+    for s, rng, subj, r in _subjects(seed, subjects, DEAP_CHANNELS, trials, label_noise, integer=False):
         presentation = rng.permutation(trials) + 1  # presentation[k] = Trial of Experiment_id k + 1
         data = np.empty((trials, len(DEAP_CHANNELS), DEAP_SAMPLES))
         labels = np.column_stack([r["valence"][0], r["arousal"][0], rng.uniform(1, 9, (trials, 2)).round(2)])
@@ -424,11 +432,8 @@ def write_mahnob(out: str | Path, subjects: int = 2, trials: int = 20, seed: int
         raise ValueError(f"need subjects >= 1, 1 <= trials <= 64 and duration >= 1 s, got {subjects}, {trials}, "
                          f"{duration}")
     out = Path(out)
-    rng = np.random.default_rng(seed)
     truth, unrated = [], []
-    for s in range(1, subjects + 1):
-        subj = _subject(rng, BDF_CHANNELS)
-        r = _ratings(rng, trials, label_noise, integer=True)
+    for s, rng, subj, r in _subjects(seed, subjects, BDF_CHANNELS, trials, label_noise, integer=True):
         base = 130 * (s - 1)
         for k in range(1, trials + 1):
             sid = base + 2 * k
