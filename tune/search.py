@@ -1,4 +1,4 @@
-"""Hyper-parameter search for GBV-Net: Ray Tune + Optuna (TPE) + ASHA, each trial a Ray Train run.
+"""Hyper-parameter search for GBV-Net: Ray Tune + Optuna (TPE) + ASHA, each trial one training run.
 
     ray job submit --working-dir . -- python tune/search.py --dataset mahnob --synthetic --num-samples 8
     python tune/search.py --dataset deap --root ~/data/deap --num-samples 64 --workers-per-trial 2 --gpus-per-worker 1
@@ -14,9 +14,10 @@ it as checked). The objective is validation macro-F1 on those held-out subjects,
 generalisation and never touches the subjects an evaluation tests on. Both lists are recorded in MLflow and in
 the best config, and ``evaluation.loso --config`` refuses to test on a searched subject unless told otherwise.
 
-Each trial is a Tune function that builds and fits a ``TorchTrainer`` and reports through
-``TuneReportCallback`` (the Ray Train V2 way); ASHA stops poor trials early on ``val_macro_f1`` per epoch; Optuna's
-TPE (seeded) proposes configurations, at most ``--concurrent`` at a time. ``--resume`` restores an interrupted
+Each trial trains one sampled configuration (:func:`gbvnet.launch.search_trial`: with one worker inside the
+trial's own process, with several as a ``TorchTrainer``) and reports every epoch to Tune; ASHA stops poor trials
+early on ``val_macro_f1`` per epoch; Optuna's TPE (seeded) proposes configurations, at most ``--concurrent`` at a
+time. ``--resume`` restores an interrupted
 search from its storage without re-running finished trials. The best configuration is written to ``--output``
 (YAML with ``model``, ``train`` and ``search`` sections), the format ``evaluation.loso --config`` reads. The
 ``search`` section is its provenance (dataset, target, modality, cache manifest hash, subjects, label threshold,
