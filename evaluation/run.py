@@ -1,4 +1,4 @@
-"""Run an evaluation protocol: folds as Ray Tune trials, each a Ray Train run, all logged to MLflow.
+"""Run an evaluation protocol: folds as Ray Tune trials (each one training run, see gbvnet.launch), logged to MLflow.
 
 The CLIs ``evaluation.loso`` and ``evaluation.subject_dependent`` only choose the protocol; everything else is
 here. Steps: resolve the window cache (``--synthetic`` writes and prepares a small official-format corpus once;
