@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmarks: the machine description and RESULTS.md section updates."""
+"""Shared helpers of the benchmarks: the machine description and their output (printed, and in RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,11 @@ def write_section(title: str, body: str) -> None:
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     RESULTS.write_text(text.rstrip() + "\n")
+
+
+def publish(title: str, body: str, write: bool) -> None:
+    """Print a benchmark's ``body`` and, with ``write`` (its ``--write`` flag), make it RESULTS.md's ``title``
+    section."""
+    print(body, flush=True)
+    if write:
+        write_section(title, body)

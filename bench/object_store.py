@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure(Path(args.measure), args.trials, args.workers)))
         return
 
-    from bench.common import machine, write_section
+    from bench.common import machine, publish
 
     with tempfile.TemporaryDirectory(prefix="gbvnet-bench-store-") as tmp:
         tmp = Path(tmp)
@@ -177,9 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {name} | {mb(r['driver'])} | {mb(r['trials'][0])} | "
                      f"{mb(max(later))} | {mb(r['driver'] + sum(r['trials']))} |")
     body = "\n".join(lines)
-    print(body)
-    if args.write:
-        write_section("Object storage reads (bench/object_store.py)", body)
+    publish("Object storage reads (bench/object_store.py)", body, args.write)
 
 
 if __name__ == "__main__":

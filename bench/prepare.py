@@ -43,7 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.common import machine, write_section
+from bench.common import machine, publish
 from gbvnet.data import deap, synthetic
 from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
@@ -199,9 +199,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.faces:
         text = faces_main(args)
-        print(text)
-        if args.write:
-            write_section("prepare: faces at camera size (bench/prepare.py --faces)", text)
+        publish("prepare: faces at camera size (bench/prepare.py --faces)", text, args.write)
         return
     subjects = 2 if args.quick else args.subjects
     repeats = 1 if args.quick else 5
@@ -266,9 +264,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     text = "\n".join(lines)
-    print(text)
-    if args.write:
-        write_section("prepare", text)
+    publish("prepare", text, args.write)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from bench.common import machine, write_section
+from bench.common import machine, publish
 from gbvnet.launch import init_ray
 from tune import search
 
@@ -108,9 +108,7 @@ def main() -> None:
     lines += ["", f"Efficiency ratio Optuna+ASHA / random: {np.mean(ratios):.2f} (mean over {args.seeds} seeds; "
               f"per seed {', '.join(f'{r:.2f}' for r in ratios)})"]
     report = "\n".join(lines)
-    print(report)
-    if args.write:
-        write_section("Search efficiency: Optuna+ASHA vs random (bench/search_efficiency.py)", report)
+    publish("Search efficiency: Optuna+ASHA vs random (bench/search_efficiency.py)", report, args.write)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 import ray
 import torch
 
-from bench.common import machine, write_section
+from bench.common import machine, publish
 from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
@@ -102,9 +102,7 @@ def main() -> None:
                 print(lines[-1], flush=True)
         ray.shutdown()
     report = "\n".join(lines)
-    print(report)
-    if args.write:
-        write_section("Training overhead: Ray Train vs bare PyTorch (bench/train_overhead.py)", report)
+    publish("Training overhead: Ray Train vs bare PyTorch (bench/train_overhead.py)", report, args.write)
 
 
 if __name__ == "__main__":
