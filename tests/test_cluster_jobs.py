@@ -72,14 +72,18 @@ def two_nodes():
         ray_cli("start", "--address", GCS, "--dashboard-agent-listen-port", "52398", "--resources", '{"node2": 1}',
                 "--temp-dir", temp_dirs[1], *common, env=env)
         deadline = time.time() + 60
-        while "2 node" not in ray_cli("status", "--address", GCS, env=env).stdout.replace("nodes", "node") \
-                and time.time() < deadline:
+        while len(alive_nodes(env)) < 2 and time.time() < deadline:
             time.sleep(1)
         yield env
     finally:
         stop_own_processes(temp_dirs)
         for d in temp_dirs:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def alive_nodes(env: dict) -> list[dict]:
+    nodes = json.loads(ray_cli("list", "nodes", "--address", GCS, "--format", "json", env=env).stdout)
+    return [n for n in nodes if n["state"] == "ALIVE"]
 
 
 def submit(env: dict, *entrypoint: str) -> str:
@@ -104,8 +108,7 @@ def actors_by_node(env: dict) -> dict[str, int]:
 
 def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path):
     env = two_nodes
-    nodes = [n for n in json.loads(ray_cli("list", "nodes", "--address", GCS, "--format", "json",
-                                           env=env).stdout) if n["state"] == "ALIVE"]
+    nodes = alive_nodes(env)
     assert len(nodes) == 2
     job_api = f"http://127.0.0.1:{DASHBOARD_PORT}"
     for client, what in (({"RAY_AUTH_MODE": "disabled"}, "without a token"),

@@ -131,7 +131,7 @@ def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_pat
 def clean_mahnob_cache(prepared_cache):
     """A clear signal: no label noise, 24 trials per subject (so a within-subject fold trains on 9 of them)."""
     return prepared_cache("mahnob", {"subjects": 2, "trials": 24, "seed": 0, "duration": 9, "label_noise": 0},
-                          frames=4, face_size=64)
+                          frames=4, face_size=32)
 
 
 def test_facebio_beats_chance_by_a_wide_margin(ray_session, clean_mahnob_cache, tmp_path):
