@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import machine, write_section
-from gbvnet.config import PrepareConfig, TrainConfig, model_preset
+from gbvnet.config import PRESETS, PrepareConfig, TrainConfig, model_preset
 from gbvnet.data import cache as cache_mod
 from gbvnet.data.cache import Manifest, SubjectEntry, open_cache
 from gbvnet.data.dataset import WindowDataset, fit_normalizer
@@ -237,7 +237,7 @@ def row(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m bench.gpu_train", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=("paper", "smoke"), default="paper")
+    p.add_argument("--preset", choices=PRESETS, default="paper")
     p.add_argument("--modalities", nargs="+", default=["face", "bio", "facebio"])
     p.add_argument("--batches", type=int, nargs="+", default=[64, 256])
     p.add_argument("--windows", type=int, default=2048, help="windows in the random cache (a multiple of the "

@@ -6,10 +6,11 @@ See :mod:`evaluation.run` for the options shared with ``evaluation.subject_depen
 """
 
 from evaluation.run import cli
+from gbvnet.splits import LeaveOneSubjectOut
 
 
 def _extra(parser) -> None:
-    parser.add_argument("--validation", choices=("subjects", "trials"), default="subjects",
+    parser.add_argument("--validation", choices=LeaveOneSubjectOut.VALIDATION, default="subjects",
                         help="early stopping on held-out training subjects (default) or on held-out trials of "
                              "the training subjects (rewards within-subject fit)")
 

@@ -31,6 +31,7 @@ from gbvnet.cli import add_compute_arguments, apply_compute_arguments
 from gbvnet.config import (
     FUSIONS,
     MODALITIES,
+    PRESETS,
     TARGETS,
     ModelConfig,
     TrainConfig,
@@ -40,6 +41,7 @@ from gbvnet.config import (
     to_dict,
 )
 from gbvnet.data.cache import open_cache, write_text
+from gbvnet.data.records import ON_ERROR
 from gbvnet.datasets import DATASETS
 from gbvnet.launch import init_ray, run_tuner, storage_path, tune_fold, tune_trial_resources
 from gbvnet.progress import ProgressTable
@@ -238,7 +240,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="gated (the model); attn-concat: same cross-attention, concat instead of the gate; "
                         "concat: no cross-attention")
     p.add_argument("--target", choices=TARGETS, default="valence")
-    p.add_argument("--preset", choices=("smoke", "paper"), default=None,
+    p.add_argument("--preset", choices=PRESETS, default=None,
                    help="model size preset (default: smoke with --synthetic, paper otherwise)")
     p.add_argument("--config", help="YAML with 'model' / 'train' / 'search' sections (the best config of "
                                     "tune/search.py; a hand-written one says 'search: none')")
@@ -262,7 +264,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=None, help="Ray results path or URI (default ./runs/ray)")
     p.add_argument("--output", default=None, help="write per-fold and aggregate metrics as JSON here")
     p.add_argument("--allow-searched-test-subjects", action="store_true")
-    p.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="bad input while preparing")
+    p.add_argument("--on-error", choices=ON_ERROR, default="fail", help="bad input while preparing")
     p.add_argument("--quiet", action="store_true", help="no progress table while the folds run")
     add_compute_arguments(p, workers_flag="--workers-per-fold")
 

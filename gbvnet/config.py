@@ -24,6 +24,7 @@ MODALITIES = ("face", "bio", "facebio")
 # concatenation instead of the gate (isolates the gate); concat: pooled features concatenated, no cross-attention.
 FUSIONS = ("gated", "attn-concat", "concat")
 TARGETS = ("valence", "arousal")
+PRESETS = ("smoke", "paper")  # model_preset names
 
 
 class ConfigError(ValueError):
@@ -231,7 +232,7 @@ def model_preset(name: str, **overrides: Any) -> ModelConfig:
             fusion=FusionConfig(dim=32, heads=2, gate_hidden=32, dropout=0.0),
         )
     else:
-        raise ConfigError(f"unknown preset {name!r}: choose 'smoke' or 'paper'")
+        raise ConfigError(f"unknown preset {name!r}: choose one of {PRESETS}")
     mapping = {"modality": ("modality",), "fusion": ("fusion", "kind"), "bio_channels": ("bio", "channels"),
                "bio_samples": ("bio", "samples"), "frames": ("face", "frames"), "image_size": ("face", "image_size")}
     for key, value in overrides.items():

@@ -57,7 +57,15 @@ from tqdm import tqdm
 from gbvnet.config import ConfigError, PrepareConfig, to_dict
 from gbvnet.data import cache as cache_mod
 from gbvnet.data.cache import Manifest, SubjectEntry
-from gbvnet.data.records import DataError, ReadReport, TrialRecord, check_on_error, describe, skip_record
+from gbvnet.data.records import (
+    ON_ERROR,
+    DataError,
+    ReadReport,
+    TrialRecord,
+    check_on_error,
+    describe,
+    skip_record,
+)
 from gbvnet.data.video import FALLBACK_WARN, face_crops, opencv_threads
 from gbvnet.data.windows import TrialWindows, binarise, windows
 from gbvnet.datasets import DATASETS, get_dataset
@@ -576,7 +584,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-face", action="store_true", help="bio-only cache (no video decoding)")
     p.add_argument("--subjects", type=int, nargs="+")
     p.add_argument("--workers", type=int, default=1, help="processes (one subject each)")
-    p.add_argument("--on-error", choices=("fail", "skip"), default="fail")
+    p.add_argument("--on-error", choices=ON_ERROR, default="fail")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")

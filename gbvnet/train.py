@@ -56,6 +56,8 @@ from gbvnet.cli import add_compute_arguments, apply_compute_arguments
 from gbvnet.config import (
     FUSIONS,
     MODALITIES,
+    PRESETS,
+    TARGETS,
     ConfigError,
     ModelConfig,
     TrainConfig,
@@ -382,8 +384,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", required=True, help="window cache directory or URI (python -m gbvnet.prepare)")
     p.add_argument("--modality", choices=MODALITIES, default="facebio")
     p.add_argument("--fusion", choices=FUSIONS, default="gated")
-    p.add_argument("--target", choices=("valence", "arousal"), default="valence")
-    p.add_argument("--preset", choices=("smoke", "paper"), default="smoke")
+    p.add_argument("--target", choices=TARGETS, default="valence")
+    p.add_argument("--preset", choices=PRESETS, default="smoke")
     p.add_argument("--train-subjects", type=int, nargs="+", required=True)
     p.add_argument("--val-subjects", type=int, nargs="+", required=True)
     p.add_argument("--test-subjects", type=int, nargs="*", default=[])

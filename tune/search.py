@@ -45,7 +45,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from gbvnet.cli import COMPUTE_FIELDS, add_compute_arguments, apply_compute_arguments
-from gbvnet.config import TARGETS, ModelConfig, TrainConfig, model_preset, to_dict
+from gbvnet.config import MODALITIES, TARGETS, ModelConfig, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache, write_text
 from gbvnet.datasets import DATASETS, resolve_cache
 from gbvnet.launch import init_ray, run_tuner, search_trial, storage_path, tune_trial_resources
@@ -53,7 +53,7 @@ from gbvnet.progress import ProgressTable
 from gbvnet.splits import Fold, search_fold, subjects_with_rows, usable_rows
 from gbvnet.tracking import Tracker, tracking_uri
 from gbvnet.train import fit_model_to_cache, make_job
-from tune.space import apply, search_space
+from tune.space import SPACES, apply, search_space
 
 METRIC = "val_macro_f1"
 
@@ -75,8 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--synthetic", action="store_true")
     p.add_argument("--cache")
     p.add_argument("--target", choices=TARGETS, default="valence")
-    p.add_argument("--modality", choices=("face", "bio", "facebio"), default="facebio")
-    p.add_argument("--space", choices=("paper", "smoke"), default=None,
+    p.add_argument("--modality", choices=MODALITIES, default="facebio")
+    p.add_argument("--space", choices=SPACES, default=None,
                    help="search space (default: smoke with --synthetic, paper otherwise)")
     p.add_argument("--num-samples", type=int, default=16)
     p.add_argument("--max-epochs", type=int, default=20)

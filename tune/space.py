@@ -41,6 +41,7 @@ from ray import tune
 
 from gbvnet.config import ModelConfig, TrainConfig
 
+SPACES = ("paper", "smoke")  # search_space kinds
 WIDTH = "width"  # one sampled value sets face.dim, bio.dim and fusion.dim (they must agree)
 
 
@@ -63,7 +64,7 @@ def search_space(kind: str = "paper") -> dict[str, Any]:
                 "model.face.depth": tune.choice([1, 2]),
                 "train.batch_size": tune.choice([16, 32])}
     if kind != "paper":
-        raise ValueError(f"unknown search space {kind!r}: choose 'paper' or 'smoke'")
+        raise ValueError(f"unknown search space {kind!r}: choose one of {SPACES}")
     return {**common,
             "model.fusion.gate_hidden": tune.choice([32, 64, 128, 256]),
             "model.face.backbone": tune.choice(["convnextv2_atto", "convnextv2_femto", "convnextv2_pico"]),

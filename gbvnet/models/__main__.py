@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from gbvnet.config import FUSIONS, MODALITIES
+from gbvnet.config import FUSIONS, MODALITIES, PRESETS
 from gbvnet.models.gbvnet import create_model
 from gbvnet.models.summary import count_flops, parameter_counts
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gbvnet.models", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=("smoke", "paper"), default="paper")
+    parser.add_argument("--preset", choices=PRESETS, default="paper")
     parser.add_argument("--modality", choices=MODALITIES, default="facebio")
     parser.add_argument("--fusion", choices=FUSIONS, default="gated")
     parser.add_argument("--bio-channels", type=int, default=40)
