@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 
 import ray
 import ray.train
@@ -161,12 +162,10 @@ def tune_fold(config: dict, jobs: list[Job], names: list[str], storage: str, pre
     fit_in_tune(jobs[i], f"{prefix}-{names[i]}", storage=storage)
 
 
-def search_trial(config: dict, base: dict, storage: str, experiment: str) -> None:
+def search_trial(config: dict, base: dict, apply: Callable, storage: str, experiment: str) -> None:
     """Tune trainable of ``tune/search.py``: the sampled point ``config`` written into the ``base`` model and
-    training configs (:func:`tune.space.apply`), trained on the search fold."""
-    # imported here: the gbvnet library does not depend on the tune/ scripts, only this trainable does
-    from tune.space import apply
-
+    training configs by ``apply`` (the search's :func:`tune.space.apply`, passed in: the library does not import
+    the front-ends), trained on the search fold."""
     model, train = apply(config, base["model"], base["train"])
     job = make_job(base["cache"], model, train, Fold.from_dict(base["fold"]))
     fit_in_tune(job, f"{experiment}-{tune.get_context().get_trial_id()}", storage=storage)

@@ -7,12 +7,15 @@ synthetic writers, the real readers and preparation); both write once per sessio
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import json
 import os
 import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -132,3 +135,39 @@ def small_mahnob_corpus(corpus) -> Path:
 def small_mahnob_cache(prepared_cache) -> Path:
     """``small_mahnob_corpus`` prepared with faces: 3 s windows, 2 frames of 32 x 32."""
     return prepared_cache("mahnob", SMALL_MAHNOB, frames=2, face_size=32)
+
+
+@dataclass
+class Evaluations:
+    uri: str  # the MLflow tracking URI
+    docs: dict[str, dict]  # target -> the evaluation's --output document
+    printed: dict[str, str]  # target -> what it printed
+    cache: Path
+    out: Path  # --output files and Ray storage (out / "ray")
+    subjects: int = 6  # the fewest for which a one-sided Wilcoxon test, Holm-corrected for 3 baselines, reaches p<0.05
+
+
+@pytest.fixture(scope="session")
+def evaluations(ray_session, prepared_cache, tmp_path_factory) -> Evaluations:
+    """LOSO bio runs, computed once and shared by the evaluation and report tests: valence on every subject and
+    arousal on subjects 1 and 2 (for 2 epochs: it feeds tests of how numbers are shown, not of their size), in one
+    MLflow database.
+
+    The corpus is DEAP-format, bio only, with a clean signal and per-subject offsets that the pre-stimulus
+    baseline normalisation removes, so the model should beat the majority baseline on every subject.
+    """
+    from evaluation import loso
+
+    cache = prepared_cache("deap", {"subjects": Evaluations.subjects, "trials": 8, "seed": 3, "label_noise": 0,
+                                    "video": False}, face=False, baseline_norm=True)
+    out = tmp_path_factory.mktemp("evaluations")
+    uri = f"sqlite:///{out}/mlflow.db"
+    docs, printed = {}, {}
+    for target, extra in (("valence", ["--epochs", "5"]), ("arousal", ["--epochs", "2", "--test-subjects", "1", "2"])):
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            docs[target] = loso.main(["--dataset", "deap", "--cache", str(cache), "--preset", "smoke", "--modality",
+                                      "bio", "--target", target, "--lr", "2e-3", "--tracking-uri", uri,
+                                      "--storage", str(out / "ray"), "--output", str(out / f"{target}.json"), *extra])
+        printed[target] = stdout.getvalue()
+    return Evaluations(uri, docs, printed, cache, out)

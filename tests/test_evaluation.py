@@ -23,35 +23,36 @@ def common(mahnob_cache, tmp_path, *extra):
             "--output", str(tmp_path / "out.json"), *extra]
 
 
-def nested_runs(tmp_path, experiment, parent):
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+def nested_runs(uri, experiment, parent):
+    client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id])
     return client, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
 
 
-def test_loso_folds_mlflow_structure_and_output(ray_session, mahnob_cache, tmp_path, capsys):
-    doc = loso.main(common(mahnob_cache, tmp_path, "--modality", "bio", "--epochs", "2", "--test-subjects", "2", "4"))
-    printed = capsys.readouterr().out
-    for fold in ("subject-2", "subject-4"):  # progress while the folds ran
+def test_loso_folds_mlflow_structure_and_output(evaluations):
+    """The shared LOSO run (tests/conftest.py): progress, folds, audit, MLflow parent and nested runs, --output."""
+    doc, printed, subjects = evaluations.docs["valence"], evaluations.printed["valence"], evaluations.subjects
+    names = [f"subject-{s}" for s in range(1, subjects + 1)]
+    for fold in names:  # progress while the folds ran
         assert f"fold {fold} started" in printed
-        assert f"fold {fold} done after epoch 2/2: best val_macro_f1" in printed
-    assert "[loso " in printed and "folds: 2 done, 0 running, 0 waiting" in printed
-    assert [f["test_subjects"] for f in doc["folds"]] == [[2], [4]]  # each trained on the 3 other subjects
+        assert f"fold {fold} done after epoch 5/5: best val_macro_f1" in printed
+    assert "[loso " in printed and f"folds: {subjects} done, 0 running, 0 waiting" in printed
+    assert [f["test_subjects"] for f in doc["folds"]] == [[s] for s in range(1, subjects + 1)]
     assert not doc["leaky"]
     checks = doc["audit"]["fold_checks"]  # the guard's verdict on each fold, given once when it was built
-    assert sorted(checks) == ["subject-2", "subject-4"]
+    assert sorted(checks) == names
     assert {c["verdict"] for c in checks.values()} == {"passed: no subject in two of train, val and test"}
-    client, children = nested_runs(tmp_path, "gbvnet-mahnob-loso", doc["mlflow_run_id"])
+    client, children = nested_runs(evaluations.uri, "gbvnet-deap-loso", doc["mlflow_run_id"])
     assert json.loads(open(client.download_artifacts(doc["mlflow_run_id"], "audit.json")).read()) == doc["audit"]
-    assert sorted(r.info.run_name for r in children) == ["subject-2", "subject-4"]
-    assert all(len(client.get_metric_history(r.info.run_id, "val_macro_f1")) == 2 for r in children)
+    assert sorted(r.info.run_name for r in children) == names
+    assert all(len(client.get_metric_history(r.info.run_id, "val_macro_f1")) == 5 for r in children)
     parent = client.get_run(doc["mlflow_run_id"])
     assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.info.run_name.startswith("loso-bio-gated-valence-smoke-")
     [dataset] = [d.dataset for d in parent.inputs.dataset_inputs]
-    assert dataset.digest == open_cache(str(mahnob_cache)).index().manifest_hash
-    assert json.loads(dataset.source) == {"uri": str(mahnob_cache)}
+    assert dataset.digest == open_cache(str(evaluations.cache)).index().manifest_hash
+    assert json.loads(dataset.source) == {"uri": str(evaluations.cache)}
     for name in ("test_accuracy_mean", "test_accuracy_std", "test_f1_mean", "test_precision_mean",
                  "test_recall_mean"):
         assert name in parent.data.metrics
@@ -59,9 +60,9 @@ def test_loso_folds_mlflow_structure_and_output(ray_session, mahnob_cache, tmp_p
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"per_subject.json", "per_subject_accuracy.png", "confusion_matrix.png",
             "learning_curves.png"} <= artifacts
-    written = json.loads((tmp_path / "out.json").read_text())
+    written = json.loads((evaluations.out / "valence.json").read_text())
     assert written["mlflow_run_id"] == doc["mlflow_run_id"]
-    assert len(written["per_subject"]) == 2
+    assert len(written["per_subject"]) == subjects
     assert written["aggregate"]["test_accuracy_mean"] == pytest.approx(np.mean([f["accuracy"] for f in doc["folds"]]))
 
 
@@ -72,7 +73,7 @@ def test_subject_dependent_folds_split_trials(ray_session, mahnob_cache, tmp_pat
     assert "started" not in printed and "done after epoch" not in printed  # --quiet: only the final table
     assert len(doc["folds"]) == 4  # 2 subjects x 2 folds
     assert {tuple(f["test_subjects"]) for f in doc["folds"]} == {(1,), (2,)}
-    _, children = nested_runs(tmp_path, "gbvnet-mahnob-subject-dependent", doc["mlflow_run_id"])
+    _, children = nested_runs(f"sqlite:///{tmp_path}/mlflow.db", "gbvnet-mahnob-subject-dependent", doc["mlflow_run_id"])
     assert len(children) == 4
 
 
@@ -123,7 +124,7 @@ def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_pat
     assert len(doc["folds"]) == 3
     for trial_dir, text in done_before.items():  # finished folds were not trained again
         assert (results.glob(f"eval-loso-*/{trial_dir}/result.json").__next__()).read_text() == text
-    _, children = nested_runs(tmp_path, "gbvnet-mahnob-loso", doc["mlflow_run_id"])
+    _, children = nested_runs(f"sqlite:///{tmp_path}/mlflow.db", "gbvnet-mahnob-loso", doc["mlflow_run_id"])
     assert sorted(r.info.run_name for r in children) == [f"subject-{s}" for s in (1, 2, 3)]  # no duplicates
 
 

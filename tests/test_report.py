@@ -1,7 +1,5 @@
-"""Baselines, paired statistics and ``evaluation.report`` on real evaluations (Ray + MLflow on SQLite).
-
-The corpus is DEAP-format, bio only, with a clean signal and per-subject offsets that the pre-stimulus baseline
-normalisation removes, so a leave-one-subject-out model should beat the majority baseline on every subject.
+"""Baselines, paired statistics and ``evaluation.report``: without Ray on hand-made numbers, and on the real LOSO
+evaluations that tests/conftest.py computes once per session (``evaluations``: Ray + MLflow on SQLite).
 """
 
 from __future__ import annotations
@@ -13,36 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy.stats import wilcoxon
 
-from evaluation import aggregate, loso, report
+from evaluation import aggregate, report
 from evaluation.stats import paired_comparison, versus_baselines
-
-SUBJECTS = 6  # the fewest for which a one-sided Wilcoxon test, Holm-corrected for 3 baselines, can reach p < 0.05
-
-
-@pytest.fixture(scope="module")
-def deap_bio_cache(prepared_cache):
-    return prepared_cache("deap", {"subjects": SUBJECTS, "trials": 8, "seed": 3, "label_noise": 0, "video": False},
-                          face=False, baseline_norm=True)
-
-
-@pytest.fixture(scope="module")
-def evaluations(ray_session, deap_bio_cache, tmp_path_factory):
-    """LOSO bio runs for valence and arousal in one MLflow database: ``(tracking_uri, {target: document})``.
-
-    The arousal run tests subjects 1 and 2 only, for 2 epochs (it feeds the layout and pairing tests, which check
-    how its numbers are shown, not their size; time is short in CI)."""
-    out = tmp_path_factory.mktemp("report")
-    uri = f"sqlite:///{out}/mlflow.db"
-    docs = {}
-    for target in ("valence", "arousal"):
-        docs[target] = loso.main(["--dataset", "deap", "--cache", str(deap_bio_cache), "--preset", "smoke",
-                                  "--modality", "bio", "--target", target, "--lr", "2e-3",
-                                  "--tracking-uri", uri, "--storage", str(out / "ray"),
-                                  "--output", str(out / f"{target}.json"),
-                                  *(["--test-subjects", "1", "2", "--epochs", "2"] if target == "arousal"
-                                    else ["--epochs", "5"])])
-        assert json.loads((out / f"{target}.json").read_text())["mlflow_run_id"] == docs[target]["mlflow_run_id"]
-    return uri, docs
 
 
 def test_paired_test_matches_scipy():
@@ -133,23 +103,23 @@ def test_ablation_blocks_compare_like_with_like():
 
 
 def test_model_beats_majority_with_p_below_005_and_says_so(evaluations):
-    _, docs = evaluations
+    docs = evaluations.docs
     doc = docs["valence"]
-    assert [row["subject"] for row in doc["per_subject"]] == list(range(1, SUBJECTS + 1))
+    assert [row["subject"] for row in doc["per_subject"]] == list(range(1, evaluations.subjects + 1))
     majority = doc["baselines"]["majority"]
     assert majority["folds"][0]["fold"] == doc["folds"][0]["fold"]  # same folds as the model
     cmp = doc["comparisons"]["majority"]
     assert cmp["alternative"] == "greater" and cmp["p_holm"] < 0.05 and cmp["better"], cmp
-    assert cmp["n"] == SUBJECTS and cmp["warning"] is None
+    assert cmp["n"] == evaluations.subjects and cmp["warning"] is None
     table = aggregate.format_table(doc)
     assert "model vs majority" in table and "-> better at p<0.05" in table
 
 
 def test_baselines_in_every_output(evaluations):
-    uri, docs = evaluations
+    uri, docs = evaluations.uri, evaluations.docs
     doc = docs["valence"]
     for name in ("majority", "stratified", "bandpower_logreg"):  # --output JSON
-        assert doc["baselines"][name]["aggregate"]["n_folds"] == SUBJECTS
+        assert doc["baselines"][name]["aggregate"]["n_folds"] == evaluations.subjects
         assert name in aggregate.format_table(doc)  # the final table
     # majority of the training folds predicts one class: its accuracy is the test share of that class
     for fold, row in zip(doc["folds"], doc["baselines"]["majority"]["folds"], strict=True):
@@ -171,13 +141,13 @@ def test_baselines_in_every_output(evaluations):
 
 
 def test_ablation_layout(evaluations):
-    uri, docs = evaluations
+    uri, docs = evaluations.uri, evaluations.docs
     """Valence tested 6 subjects, arousal 2: different subjects, so different blocks (never side by side)."""
     text = report.main(["--experiment", "gbvnet-deap-loso", "--tracking-uri", uri, "--ablation"])
     blocks = text.split("### ")[1:]
-    everyone = " ".join(str(s) for s in range(1, SUBJECTS + 1))
+    everyone = " ".join(str(s) for s in range(1, evaluations.subjects + 1))
     assert [b.splitlines()[0] for b in blocks] == ["loso on deap: subjects 1 2, 2 folds",
-                                                   f"loso on deap: subjects {everyone}, {SUBJECTS} folds"]
+                                                   f"loso on deap: subjects {everyone}, {evaluations.subjects} folds"]
     agg = {t: docs[t]["aggregate"] for t in ("valence", "arousal")}
     for block, target, cols in ((blocks[0], "arousal", (3, 4)), (blocks[1], "valence", (1, 2))):
         bio_row = next(line for line in block.splitlines() if line.startswith("| bio |"))
@@ -190,7 +160,7 @@ def test_ablation_layout(evaluations):
 
 
 def test_compare_two_runs(evaluations):
-    uri, docs = evaluations
+    uri, docs = evaluations.uri, evaluations.docs
     a, b = docs["valence"]["mlflow_run_id"], docs["arousal"]["mlflow_run_id"]
     text = report.main(["--compare", a[:8], b[:8], "--tracking-uri", uri])  # the ids as the tables show them
     scores = [{r["subject"]: r["accuracy"] for r in docs[t]["per_subject"]} for t in ("valence", "arousal")]
@@ -203,6 +173,6 @@ def test_compare_two_runs(evaluations):
 
 
 def test_report_refuses_unknown_experiment(evaluations):
-    uri, _ = evaluations
+    uri = evaluations.uri
     with pytest.raises(SystemExit, match="no MLflow experiment named 'nope'"):
         report.main(["--experiment", "nope", "--tracking-uri", uri])

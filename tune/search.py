@@ -179,7 +179,7 @@ def run_trials(spec: SearchSpec, fold: Fold) -> tune.ResultGrid:
     storage = storage_path(spec.storage)
     base = {"model": spec.model, "train": spec.train, "cache": spec.cache, "fold": fold.to_dict()}
     trainable = tune.with_resources(
-        tune.with_parameters(search_trial, base=base, storage=storage, experiment=spec.run_name),
+        tune.with_parameters(search_trial, base=base, apply=apply, storage=storage, experiment=spec.run_name),
         tune_trial_resources(spec.train))
     progress = [] if spec.quiet else [ProgressTable(total=spec.num_samples, max_epochs=spec.train.epochs,
                                                     concurrency=spec.concurrent, title="search")]
