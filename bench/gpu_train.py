@@ -189,7 +189,6 @@ def measure(cache, modality: str, batch: int, preset: str, device: torch.device,
     norm = fit_normalizer(cache, np.arange(len(ds))) if modality != "face" else None
     transform = BatchTransform(modality, device, norm)
     steps = len(ds) // batch
-    torch._dynamo.reset()  # each row compiles its own graphs (and stays under dynamo's recompilation limit)
     forward, optimizer, scheduler = build(cache, modality, preset, tc, device, compile, steps)
     sets = input_sets(ds, transform, batch, device)
     started = time.perf_counter()

@@ -63,6 +63,10 @@ class Forward:
 
     def __init__(self, model: nn.Module, compile: bool = False):
         self.model = model
+        if compile:
+            # Forget graphs compiled for earlier models in this process (a Tune trial process runs one fold or
+            # trial after another): dynamo's per-function recompile limit would otherwise turn later ones eager.
+            torch._dynamo.reset()
         self.compiled = torch.compile(model, dynamic=False) if compile else None
 
     def run(self, step: Callable[[Callable], torch.Tensor]) -> torch.Tensor:

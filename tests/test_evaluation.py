@@ -60,6 +60,10 @@ def test_loso_folds_mlflow_structure_and_output(evaluations):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"per_subject.json", "per_subject_accuracy.png", "confusion_matrix.png",
             "learning_curves.png"} <= artifacts
+    # the folds ran in 2 Tune trial processes (2 in parallel), each running one fold after another
+    [experiment] = [d for d in (evaluations.out / "ray").glob("eval-loso-*") if len(list(d.glob("*/result.json"))) == 6]
+    pids = {json.loads(line)["pid"] for f in experiment.glob("*/result.json") for line in f.read_text().splitlines()}
+    assert len(pids) == 2
     written = json.loads((evaluations.out / "valence.json").read_text())
     assert written["mlflow_run_id"] == doc["mlflow_run_id"]
     assert len(written["per_subject"]) == subjects
