@@ -35,7 +35,6 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from gbvnet.config import TrainConfig
 from gbvnet.data.cache import absolute
-from gbvnet.splits import Fold
 from gbvnet.train import Job, TuneTrialSession, make_job, train_loop_per_worker
 
 # A Tune trial whose function only waits on its TorchTrainer reserves this sliver of a CPU (Ray refuses
@@ -172,5 +171,5 @@ def search_trial(config: dict, base: dict, apply: Callable, storage: str, experi
     training configs by ``apply`` (the search's :func:`tune.space.apply`, passed in: the library does not import
     the front-ends), trained on the search fold."""
     model, train = apply(config, base["model"], base["train"])
-    job = make_job(base["cache"], model, train, Fold.from_dict(base["fold"]))
+    job = make_job(base["cache"], model, train, base["fold"])
     fit_in_tune(job, f"{experiment}-{tune.get_context().get_trial_id()}", storage=storage)

@@ -177,7 +177,7 @@ def start_run(spec: SearchSpec, index, provenance: Provenance) -> Tracker:
 def run_trials(spec: SearchSpec, fold: Fold) -> tune.ResultGrid:
     """Run the trials (proposed by :func:`make_search_alg`, stopped early by ASHA with ``algo="optuna"``)."""
     storage = storage_path(spec.storage)
-    base = {"model": spec.model, "train": spec.train, "cache": spec.cache, "fold": fold.to_dict()}
+    base = {"model": spec.model, "train": spec.train, "cache": spec.cache, "fold": fold}
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, base=base, apply=apply, storage=storage, experiment=spec.run_name),
         tune_trial_resources(spec.train))
