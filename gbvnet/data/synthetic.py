@@ -24,8 +24,8 @@ MAHNOB-HCI (:func:`write_mahnob`), session ids laid out as in the real release (
 plus, per subject, one implicit-tagging session without felt ratings (readers skip and count it). Videos are
 MJPG, by default 96 x 96 at 10 fps (small and fast for tests); ``video_size`` / ``video_fps`` (``--video-size``,
 ``--video-fps``) write them at the cameras' size instead, ``CAMERA["deap"]`` (720 x 576 at 50 fps) and
-``CAMERA["mahnob"]`` (780 x 580 at 60 fps), with the face at ~40 % of the frame height; ``synthetic_truth.json`` at the root (not part of the official layouts) holds the
-manifest the writers return.
+``CAMERA["mahnob"]`` (780 x 580 at 60 fps), with the face at ~40 % of the frame height. ``synthetic_truth.json``
+at the root (not part of the official layouts) holds the manifest the writers return.
 
 The signal. Per subject and target, half the trials are rated high (> 5) and half low (DEAP: continuous ratings
 in [5.5, 9] or [1, 4.5]; MAHNOB: integers 6-9 or 1-5). Each trial has a latent per target,
