@@ -27,7 +27,12 @@ from evaluation import aggregate, plots
 from evaluation.audit import audit_folds, check_normalizers, check_search_subjects, search_provenance
 from evaluation.baselines import baseline_confusions, bio_features
 from evaluation.stats import versus_baselines
-from gbvnet.cli import add_compute_arguments, apply_compute_arguments
+from gbvnet.cli import (
+    add_compute_arguments,
+    add_face_weight_arguments,
+    apply_compute_arguments,
+    apply_face_weight_arguments,
+)
 from gbvnet.config import (
     FUSIONS,
     MODALITIES,
@@ -244,10 +249,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model size preset (default: smoke with --synthetic, paper otherwise)")
     p.add_argument("--config", help="YAML with 'model' / 'train' / 'search' sections (the best config of "
                                     "tune/search.py; a hand-written one says 'search: none')")
-    weights = p.add_mutually_exclusive_group()
-    weights.add_argument("--pretrained", action="store_true",
-                         help="start the face backbone from timm's pretrained weights (downloads them)")
-    weights.add_argument("--face-checkpoint", metavar="PATH", help="start the face backbone from this weights file")
+    add_face_weight_arguments(p)
     p.add_argument("--rows", choices=ROW_RULES, default="modality",
                    help="modality: the rows the modality can use (bio: all); face: only windows with face frames, "
                         "whatever the modality (a bio ablation on exactly the face runs' windows)")
@@ -289,11 +291,7 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
             own = ("epochs", "patience") if search else ()
             train = from_dict(TrainConfig, {**to_dict(train),
                                             **{k: v for k, v in config["train"].items() if k not in own}})
-    if args.pretrained or args.face_checkpoint:
-        if args.face_checkpoint and not Path(args.face_checkpoint).is_file():
-            raise ValueError(f"--face-checkpoint {args.face_checkpoint}: no such file")
-        model.face.pretrained = bool(args.pretrained)
-        model.face.checkpoint = str(Path(args.face_checkpoint).resolve()) if args.face_checkpoint else None
+    apply_face_weight_arguments(args, model)
     train.target, train.seed = args.target, args.seed
     apply_compute_arguments(args, train)
     for name in ("epochs", "batch_size", "lr", "patience"):  # command-line values win over the config file

@@ -1,5 +1,6 @@
 """Command-line options shared by the training entry points (``gbvnet.train``, ``evaluation.*``,
-``tune/search.py``): how many workers, CPUs and GPUs each run gets, and whether the model is compiled.
+``tune/search.py``): how many workers, CPUs and GPUs each run gets, and whether the model is compiled; and (for
+the evaluations and the search) where the face backbone's weights come from.
 
 These are compute settings, not hyper-parameters: they always come from the command line (a ``--config`` file's
 values for them are replaced), so a config searched on one machine runs as told on another.
@@ -8,8 +9,9 @@ values for them are replaced), so a config searched on one machine runs as told 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from gbvnet.config import TrainConfig
+from gbvnet.config import ModelConfig, TrainConfig
 
 COMPUTE_FIELDS = ("num_workers", "cpus_per_worker", "gpus_per_worker", "compile")
 
@@ -33,3 +35,21 @@ def apply_compute_arguments(args: argparse.Namespace, train: TrainConfig) -> Tra
     for name in COMPUTE_FIELDS:
         setattr(train, name, getattr(args, name))
     return train.validate()
+
+
+def add_face_weight_arguments(p: argparse.ArgumentParser) -> None:
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", action="store_true",
+                         help="start the face backbone from timm's pretrained weights (downloads them)")
+    weights.add_argument("--face-checkpoint", metavar="PATH", help="start the face backbone from this weights file")
+
+
+def apply_face_weight_arguments(args: argparse.Namespace, model: ModelConfig) -> ModelConfig:
+    """``model`` with its face backbone starting from ``--pretrained`` or ``--face-checkpoint`` (a file that must
+    exist); without either flag ``model``'s own setting stands (a ``--config`` file's, or random init)."""
+    if args.face_checkpoint and not Path(args.face_checkpoint).is_file():
+        raise ValueError(f"--face-checkpoint {args.face_checkpoint}: no such file")
+    if args.pretrained or args.face_checkpoint:
+        model.face.pretrained = bool(args.pretrained)
+        model.face.checkpoint = str(Path(args.face_checkpoint).resolve()) if args.face_checkpoint else None
+    return model

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import yaml
@@ -44,7 +43,13 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from gbvnet.cli import COMPUTE_FIELDS, add_compute_arguments, apply_compute_arguments
+from gbvnet.cli import (
+    COMPUTE_FIELDS,
+    add_compute_arguments,
+    add_face_weight_arguments,
+    apply_compute_arguments,
+    apply_face_weight_arguments,
+)
 from gbvnet.config import MODALITIES, TARGETS, ModelConfig, TrainConfig, model_preset, to_dict
 from gbvnet.data.cache import open_cache, write_text
 from gbvnet.datasets import DATASETS, resolve_cache
@@ -86,10 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrent", type=int, default=2)
     p.add_argument("--search-subjects", type=int, nargs="+", default=None,
                    help="default: the first half of the subjects with rows for --modality")
-    weights = p.add_mutually_exclusive_group()
-    weights.add_argument("--pretrained", action="store_true",
-                         help="start the face backbone from timm's pretrained weights (downloads them)")
-    weights.add_argument("--face-checkpoint", metavar="PATH", help="start the face backbone from this weights file")
+    add_face_weight_arguments(p)
     p.add_argument("--storage", default=None, help="Ray results path or URI (default ./runs/ray)")
     p.add_argument("--name", default=None,
                    help="search name (default search-<dataset>-<modality>-<target>-<algo>-seed<S>)")
@@ -269,11 +271,8 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
     space = args.space or ("smoke" if args.synthetic else "paper")
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
                           need_face=args.modality != "bio")
-    if args.face_checkpoint and not Path(args.face_checkpoint).is_file():
-        raise ValueError(f"--face-checkpoint {args.face_checkpoint}: no such file")
-    model = model_preset("smoke" if space == "smoke" else "paper", modality=args.modality)
-    model.face.pretrained = args.pretrained
-    model.face.checkpoint = str(Path(args.face_checkpoint).resolve()) if args.face_checkpoint else None
+    model = apply_face_weight_arguments(args, model_preset("smoke" if space == "smoke" else "paper",
+                                                          modality=args.modality))
     train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.max_epochs,
                                                       patience=args.max_epochs, seed=args.seed))
     return SearchSpec(dataset=args.dataset, cache=cache, model=model, train=train, space=space,
