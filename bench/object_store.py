@@ -108,7 +108,8 @@ def measure(cache: Path, trials: int, workers: int) -> dict:
         make_job(uri, model, train, fold)  # the trial's process (gbvnet.launch.search_trial)
         for rank in range(workers):  # its Ray Train workers (gbvnet.train.train_loop_per_worker)
             cache_w = open_cache(uri)  # the job's cache (URIs are kept as given), whichever revision's job type
-            ds = WindowDataset(cache_w, modality="facebio", normalizer=fit_normalizer(cache_w, fold.train))
+            fit_normalizer(cache_w, fold.train)  # read by every worker (its transform standardises on the device)
+            ds = WindowDataset(cache_w, modality="facebio")
             for rows in (fold.train[rank::workers], fold.val[rank::workers]):
                 for start in range(0, len(rows), 32):
                     ds.batch(np.asarray(rows[start:start + 32]))

@@ -85,7 +85,7 @@ class BatchTransform:
         return (x - mean) * contrast + mean + brightness
 
     def bio(self, bio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = bio if self.bio_mean is None else (bio - self.bio_mean) * self.bio_scale
+        x = bio if self.bio_mean is None else (bio - self.bio_mean).mul_(self.bio_scale)  # one new tensor
         if generator is None:
             return x
         a, (b, _, t) = self.augmentation, x.shape
