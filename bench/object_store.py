@@ -94,8 +94,12 @@ def measure(cache: Path, trials: int, workers: int) -> dict:
     from gbvnet.config import TrainConfig, model_preset
     from gbvnet.data.cache import open_cache
     from gbvnet.data.dataset import WindowDataset, fit_normalizer
-    from gbvnet.splits import subject_fold
     from gbvnet.train import make_job
+
+    try:
+        from gbvnet.splits import subject_fold
+    except ImportError:  # the baseline revision builds it in gbvnet.train
+        from gbvnet.train import subject_fold
 
     uri = f"counting://{cache}"
     model, train = model_preset("smoke", modality="facebio"), TrainConfig(batch_size=32)
