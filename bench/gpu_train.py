@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import machine, write_section
+from gbvnet import storage
 from gbvnet.config import PRESETS, PrepareConfig, TrainConfig, model_preset
 from gbvnet.data import cache as cache_mod
 from gbvnet.data.cache import Manifest, SubjectEntry, open_cache
@@ -70,7 +71,7 @@ def write_random_cache(path: Path, windows: int, channels: int, samples: int, fr
         arrays += [pa.FixedSizeListArray.from_arrays(pa.array(bio.ravel()), n_bio),
                    pa.FixedSizeListArray.from_arrays(pa.array(faces.ravel()), n_face) if face else pa.nulls(n)]
         name = f"subject_{s:02d}.arrow"
-        written = cache_mod.write_table(*cache_mod.filesystem(str(path / name)), pa.table(arrays, schema=types))
+        written = cache_mod.write_table(*storage.filesystem(str(path / name)), pa.table(arrays, schema=types))
         subjects[s] = SubjectEntry(file=name, rows=n, trials=(n + 19) // 20, bytes=written, raw_bytes=bio.nbytes,
                                    channels=names, face_rows=n if face else 0, face_frames=0, face_fallbacks=0,
                                    face_fallback_videos=[], skipped=[], warnings=[], seconds=0.0, sources=[])
@@ -78,7 +79,7 @@ def write_random_cache(path: Path, windows: int, channels: int, samples: int, fr
     manifest = Manifest(dataset="random", root="", config=cfg, config_hash="", face=face, channels=names,
                         rate=cfg.rate, window_samples=samples, frames=frames, face_size=size, subjects=subjects,
                         skipped=[])
-    cache_mod.write_manifest(*cache_mod.filesystem(str(path)), manifest)
+    cache_mod.write_manifest(*storage.filesystem(str(path)), manifest)
     return str(path)
 
 

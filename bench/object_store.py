@@ -80,7 +80,7 @@ fsspec.register_implementation("counting", CountingFileSystem, clobber=True)
 
 def prepared_cache(folder: Path) -> Path:
     """A synthetic MAHNOB cache (4 subjects x 6 sessions, 4 face frames of 64 x 64) under ``folder``."""
-    from gbvnet.datasets import synthetic_cache
+    from gbvnet.sources import synthetic_cache
 
     return Path(synthetic_cache("mahnob", folder / "corpus", str(folder / "cache"),
                                 size={"subjects": 4, "trials": 6, "seed": 0, "duration": 12},
@@ -94,12 +94,12 @@ def measure(cache: Path, trials: int, workers: int) -> dict:
     from gbvnet.config import TrainConfig, model_preset
     from gbvnet.data.cache import open_cache
     from gbvnet.data.dataset import WindowDataset, fit_normalizer
-    from gbvnet.train import make_job
 
     try:
+        from gbvnet.loop import make_job
         from gbvnet.splits import subject_fold
-    except ImportError:  # the baseline revision builds it in gbvnet.train
-        from gbvnet.train import subject_fold
+    except ImportError:  # the baseline revision has both in gbvnet.train
+        from gbvnet.train import make_job, subject_fold
 
     uri = f"counting://{cache}"
     model, train = model_preset("smoke", modality="facebio"), TrainConfig(batch_size=32)
@@ -110,7 +110,7 @@ def measure(cache: Path, trials: int, workers: int) -> dict:
     for _ in range(trials):
         CountingFileSystem.bytes_read = 0
         make_job(uri, model, train, fold)  # the trial's process (gbvnet.launch.search_trial)
-        for rank in range(workers):  # its Ray Train workers (gbvnet.train.train_loop_per_worker)
+        for rank in range(workers):  # its Ray Train workers (gbvnet.loop.train_loop_per_worker)
             cache_w = open_cache(uri)  # the job's cache (URIs are kept as given), whichever revision's job type
             fit_normalizer(cache_w, fold.train)  # read by every worker (its transform standardises on the device)
             ds = WindowDataset(cache_w, modality="facebio")

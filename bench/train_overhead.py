@@ -30,10 +30,10 @@ from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
 from gbvnet.launch import init_ray, make_trainer
+from gbvnet.loop import fit_model_to_cache, make_job
 from gbvnet.models import GBVNet
 from gbvnet.splits import subject_fold
 from gbvnet.steps import Forward, make_optimizer, train_epoch
-from gbvnet.train import fit_model_to_cache, make_job
 
 CPU = torch.device("cpu")
 

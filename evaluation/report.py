@@ -37,7 +37,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from evaluation.stats import paired_comparison
-from gbvnet.data.cache import write_text
+from gbvnet.storage import write_text
 from gbvnet.tracking import PARENT_TAG, log_json, tracking_uri
 
 BASELINES = ("majority", "stratified", "bandpower_logreg")

@@ -45,14 +45,16 @@ from gbvnet.config import (
     model_preset,
     to_dict,
 )
-from gbvnet.data.cache import open_cache, write_text
+from gbvnet.data.cache import open_cache
 from gbvnet.data.records import ON_ERROR
 from gbvnet.datasets import DATASETS
 from gbvnet.launch import init_ray, run_tuner, storage_path, tune_fold, tune_trial_resources
+from gbvnet.loop import Job, make_job
 from gbvnet.progress import ProgressTable
+from gbvnet.sources import resolve_cache
 from gbvnet.splits import PROTOCOLS, ROW_RULES, Fold, folds_digest, subjects_with_rows, usable_rows
+from gbvnet.storage import write_text
 from gbvnet.tracking import Tracker, git_commit, tracking_uri
-from gbvnet.train import Job, make_job
 
 
 @dataclass
@@ -272,8 +274,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict) -> EvalSpec:
-    from gbvnet.datasets import resolve_cache
-
     preset = args.preset or ("smoke" if args.synthetic else "paper")
     model = model_preset(preset, modality=args.modality, fusion=args.fusion)
     train = TrainConfig(target=args.target, seed=args.seed)

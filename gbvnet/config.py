@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from gbvnet.storage import read_text
+
 MODALITIES = ("face", "bio", "facebio")
 # gated: cross-attention both ways, then the gate (GBV-Net); attn-concat: the same cross-attention, then
 # concatenation instead of the gate (isolates the gate); concat: pooled features concatenated, no cross-attention.
@@ -175,7 +177,7 @@ class PrepareConfig:
 
 @dataclass
 class TrainConfig:
-    """One training run (``gbvnet.train``). Optimiser defaults follow PAPER.md (our choices)."""
+    """One training run (``gbvnet.loop``). Optimiser defaults follow PAPER.md (our choices)."""
 
     target: str = "valence"
     epochs: int = 50
@@ -282,8 +284,6 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file (for example the best config written by ``tune/search.py``): a path or a URI."""
-    from gbvnet.data.cache import read_text
-
     try:
         data = yaml.safe_load(read_text(str(path)))
     except (OSError, yaml.YAMLError) as exc:

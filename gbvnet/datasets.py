@@ -1,15 +1,11 @@
 """The dataset registry: every dataset the project knows, with its reader, its preparation defaults and its
-synthetic demo corpus; and where a run's window cache comes from (a prepared cache, a real download, or a
-synthetic corpus).
+synthetic demo corpus. Where a run's window cache comes from (a prepared cache, a real download, or a synthetic
+corpus) is :mod:`gbvnet.sources`.
 
 :data:`DATASETS` is the one list: ``gbvnet.prepare`` reads a dataset's files with its reader and prepares it with
 its defaults, and the ``--dataset`` choices of every front-end (``gbvnet.prepare``, ``evaluation.*``,
 ``tune/search.py``) are its keys. Adding a dataset is one :class:`Dataset` entry here plus its reader module (and
 a writer in :mod:`gbvnet.data.synthetic` for its layout).
-
-``--synthetic`` writes a small corpus in the dataset's official layout once (``data/synthetic/<dataset>``) and
-prepares it with the real readers; ``--root`` prepares a user's download (incrementally: unchanged subjects are
-not redone); ``--cache`` alone uses an existing cache.
 
 Importing this module is cheap (no mne, OpenCV or scipy): the CLIs list the datasets before they know whether
 they will prepare anything, so readers and writers are imported on first use.
@@ -18,7 +14,6 @@ they will prepare anything, so readers and writers are imported on first use.
 from __future__ import annotations
 
 import importlib
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -70,52 +65,9 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             synthetic_writer="write_mahnob", demo_size={"subjects": 6, "trials": 10, "duration": 24.0, "seed": 0}),
 )}
 
-# The demo corpus's preparation: the dataset's defaults with 2 face frames of 32 x 32 (the face branch costs ~20x
-# the bio branch per window on a CPU) and each trial's signals z-scored by its pre-stimulus baseline, which
-# removes the per-subject offsets that the synthetic subjects (like real ones) carry.
-SYNTHETIC_PREPARE = {"frames": 2, "face_size": 32, "baseline_norm": True}
-
-
 def get_dataset(name: str) -> Dataset:
     """The registry entry of ``name``; an unknown name is a ``ValueError`` listing the known ones."""
     try:
         return DATASETS[name]
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
-
-
-def synthetic_cache(dataset: str, root: str | Path, cache: str, *, size: dict[str, Any] | None = None,
-                    prepare: dict[str, Any] | None = None, on_error: str = "fail", face: bool = True,
-                    progress: bool = True) -> str:
-    """Write a synthetic corpus of ``size`` (default: the demo's) at ``root`` unless one is there, and prepare it
-    into ``cache`` (incrementally) with the dataset's defaults and the ``prepare`` overrides; returns ``cache``.
-
-    The corpus is written under a temporary name and renamed when complete: an interrupted write is never reused.
-    """
-    from gbvnet.prepare import prepare_dataset
-
-    entry, root = get_dataset(dataset), Path(root)
-    if not root.exists():
-        partial = root.with_name(root.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        entry.write_synthetic(partial, **(entry.demo_size if size is None else size))
-        partial.rename(root)
-    prepare_dataset(dataset, root, cache, entry.prepare_config(**(prepare or {})), on_error=on_error, face=face,
-                    progress=progress)
-    return cache
-
-
-def resolve_cache(dataset: str, *, root: str | None, synthetic: bool, cache: str | None,
-                  on_error: str = "fail", need_face: bool = True) -> str:
-    """Return the cache location to evaluate on, preparing it first (dataset defaults) where needed."""
-    if synthetic:
-        return synthetic_cache(dataset, Path("data/synthetic") / dataset, cache or f"data/cache/{dataset}-synthetic",
-                               prepare=SYNTHETIC_PREPARE, on_error=on_error, face=need_face)
-    if root is not None:
-        from gbvnet.prepare import prepare_dataset
-
-        cache = cache or f"data/cache/{dataset}"
-        prepare_dataset(dataset, root, cache, on_error=on_error, face=need_face)  # the dataset's defaults
-    if cache is None:
-        raise ValueError("give --root (a dataset download), --synthetic, or --cache (a prepared window cache)")
-    return cache

@@ -1,7 +1,7 @@
 """Launching training on Ray: the cluster connection, resources, trainers, and the Tune trainables of the
 evaluations and the search.
 
-Every run executes the loop of :mod:`gbvnet.train` on a :class:`~gbvnet.train.Job`, in one of two ways:
+Every run executes the loop of :mod:`gbvnet.loop` on a :class:`~gbvnet.loop.Job`, in one of two ways:
 
 - a single run (``python -m gbvnet.train``), and every fold or trial with 2+ workers, is a Ray Train
   ``TorchTrainer`` (:func:`make_trainer`): a controller and ``num_workers`` worker processes training with DDP, a
@@ -34,8 +34,8 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from gbvnet.config import TrainConfig
-from gbvnet.data.cache import absolute
-from gbvnet.train import Job, TuneTrialSession, make_job, train_loop_per_worker
+from gbvnet.loop import Job, TuneTrialSession, make_job, train_loop_per_worker
+from gbvnet.storage import absolute
 
 # A Tune trial whose function only waits on its TorchTrainer reserves this sliver of a CPU (Ray refuses
 # zero-resource trials) and its workers take the rest, so one trial occupies exactly its workers' CPUs.
@@ -125,7 +125,7 @@ def make_trainer(job: Job, name: str, *, storage: str | None = None, callbacks=(
 def fit_in_tune(job: Job, name: str, *, storage: str) -> None:
     """Fit ``job`` from inside a Tune function trainable reserving :func:`tune_trial_resources`.
 
-    One worker: the loop runs right here, in the trial's process (:class:`~gbvnet.train.TuneTrialSession`).
+    One worker: the loop runs right here, in the trial's process (:class:`~gbvnet.loop.TuneTrialSession`).
     Several: a ``TorchTrainer`` named ``name`` whose metrics reach Tune through ``TuneReportCallback``.
     """
     if job.train.num_workers == 1:

@@ -54,6 +54,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from tqdm import tqdm
 
+from gbvnet import storage
 from gbvnet.config import ConfigError, PrepareConfig, to_dict
 from gbvnet.data import cache as cache_mod
 from gbvnet.data.cache import Manifest, SubjectEntry
@@ -164,9 +165,9 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
     if not kept:
         raise _no_trials(root, subject, skipped)
     table = _subject_table(kept, channels, cfg)
-    fs, base = cache_mod.filesystem(cache_uri)
+    fs, base = storage.filesystem(cache_uri)
     name = subject_file_name(subject, token or secrets.token_hex(4))
-    written = cache_mod.write_table(fs, cache_mod.join(base, name), table)
+    written = cache_mod.write_table(fs, storage.join(base, name), table)
     if files is None:
         files = reader.subject_files(root).get(subject, [])
     sources = sorted({str(p) for r, _, _ in kept for p in r.source_files} | {str(p) for p in files})
@@ -282,7 +283,7 @@ def _unchanged(entry: SubjectEntry | None, fs, base: str, files: list[Path], on_
     """Whether ``entry`` (from the old manifest) still stands: its file exists, its sources and the subject's
     current source files are the same set with the same sizes and mtimes, and (under ``on_error="fail"``) it
     skipped nothing."""
-    if entry is None or fs.get_file_info(cache_mod.join(base, entry.file)).type == pafs.FileType.NotFound:
+    if entry is None or fs.get_file_info(storage.join(base, entry.file)).type == pafs.FileType.NotFound:
         return False
     if on_error == "fail" and entry.skipped:
         return False
@@ -347,7 +348,7 @@ def _remove_run_files(fs, base: str, token: str) -> None:
     """Delete every file this run wrote (its token is in their names), temporary ones included."""
     for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
         if f"-{token}." in info.base_name:
-            cache_mod.delete_quietly(fs, info.path)
+            storage.delete_quietly(fs, info.path)
 
 
 def _signals_ignored():
@@ -369,8 +370,8 @@ def _open_cache_folder(fs, base: str, cache: str, token: str) -> bool:
             raise DataError(cache, "--cache is a file; give a folder (or a URI) for the cache")
         created = info.type == pafs.FileType.NotFound
         fs.create_dir(base, recursive=True)
-        probe = cache_mod.join(base, f".write-test-{token}")
-        cache_mod.write_bytes(fs, probe, b"")
+        probe = storage.join(base, f".write-test-{token}")
+        storage.write_bytes(fs, probe, b"")
         fs.delete_file(probe)
     except OSError as exc:
         raise DataError(cache, f"cannot write the cache folder ({exc}); check the path and its permissions") from None
@@ -443,7 +444,7 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
     live = {e.file for e in manifest.subjects.values()}
     for info in plan.fs.get_file_info(pafs.FileSelector(plan.base, allow_not_found=True)):
         if info.base_name.startswith("subject_") and info.base_name not in live:
-            cache_mod.delete_quietly(plan.fs, info.path)  # replaced files, and leftovers of killed runs (SIGKILL)
+            storage.delete_quietly(plan.fs, info.path)  # replaced files, and leftovers of killed runs (SIGKILL)
     return _report(plan, manifest, time.perf_counter() - started)
 
 
@@ -461,7 +462,7 @@ def _plan(dataset: str, root: str, cache: str, cfg: PrepareConfig, on_error: str
     if unknown:
         raise DataError(root, f"subject(s) {sorted(unknown)} not found (found: {sorted(files)})")
     token = secrets.token_hex(4)
-    fs, base = cache_mod.filesystem(cache)
+    fs, base = storage.filesystem(cache)
     created = _open_cache_folder(fs, base, cache, token)
     chash = config_hash(dataset, cfg, face)
     try:
@@ -531,7 +532,7 @@ def _undo(plan: _Plan, pool: ProcessPoolExecutor | _Inline) -> None:
         _stop(pool)
         _remove_run_files(plan.fs, plan.base, plan.token)
         if plan.created and not plan.fs.get_file_info(pafs.FileSelector(plan.base, allow_not_found=True)):
-            cache_mod.delete_quietly_dir(plan.fs, plan.base)  # a failed first run leaves no empty cache folder behind
+            storage.delete_quietly_dir(plan.fs, plan.base)  # a failed first run leaves no empty cache folder behind
     finally:
         release()
 

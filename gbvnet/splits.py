@@ -23,7 +23,7 @@ The module has four sections:
 
 Each fold is checked once, by the builder that makes it: :func:`check_fold` returns the fold with the guard's
 verdict recorded (:attr:`Fold.check`: what was checked and a digest of the rows and levels it was checked on).
-Training does not check again, but :func:`require_checked` (called by ``gbvnet.train.make_job``) refuses a fold
+Training does not check again, but :func:`require_checked` (called by ``gbvnet.loop.make_job``) refuses a fold
 without a verdict or whose rows changed since, so no fold trains unchecked; the evaluation's leakage audit
 records the verdicts (``evaluation.audit.audit_folds``).
 """

@@ -236,7 +236,7 @@ def test_loader_raises_read_errors_and_stops_its_thread_when_left_early(cache):
 def test_small_files_round_trip_through_uris(tmp_path):
     """Result JSON and best configs may live on object storage (any pyarrow/fsspec URI), written atomically."""
     from gbvnet.config import ConfigError, load_yaml
-    from gbvnet.data.cache import read_text, write_text
+    from gbvnet.storage import read_text, write_text
 
     write_text("memory://gbvnet-test/runs/best.yaml", "train:\n  lr: 0.001\n")
     assert load_yaml("memory://gbvnet-test/runs/best.yaml") == {"train": {"lr": 0.001}}

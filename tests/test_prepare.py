@@ -32,8 +32,9 @@ from gbvnet.data.dataset import WindowDataset
 from gbvnet.data.records import DataError, TrialRecord
 from gbvnet.data.video import crop_square, face_crops, read_frames
 from gbvnet.data.windows import cut, windows
-from gbvnet.datasets import DATASETS, SYNTHETIC_PREPARE, get_dataset, resolve_cache
+from gbvnet.datasets import DATASETS, get_dataset
 from gbvnet.prepare import format_report, prepare_dataset
+from gbvnet.sources import SYNTHETIC_PREPARE, resolve_cache
 
 INDEX_TYPES = {"subject": pa.int32(), "trial": pa.int32(), "window": pa.int32(), "t_start": pa.float32(),
                "stim_start": pa.float32(), "stim_end": pa.float32(), "valence": pa.float32(),

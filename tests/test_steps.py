@@ -18,9 +18,9 @@ from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
 from gbvnet.launch import scaling
+from gbvnet.loop import fit_model_to_cache
 from gbvnet.models import GBVNet
 from gbvnet.steps import Forward, evaluate, make_optimizer, train_epoch
-from gbvnet.train import fit_model_to_cache
 
 CPU = torch.device("cpu")
 

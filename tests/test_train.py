@@ -20,8 +20,8 @@ import pytest
 from gbvnet.config import ConfigError, TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
 from gbvnet.launch import make_trainer
+from gbvnet.loop import CHECKPOINT_PREFIX, make_job
 from gbvnet.splits import Fold, LeakageError, subject_fold
-from gbvnet.train import CHECKPOINT_PREFIX, make_job
 
 
 def bio_job(cache, epochs=3, seed=0, **train):

@@ -51,13 +51,15 @@ from gbvnet.cli import (
     apply_face_weight_arguments,
 )
 from gbvnet.config import MODALITIES, TARGETS, ModelConfig, TrainConfig, model_preset, to_dict
-from gbvnet.data.cache import open_cache, write_text
-from gbvnet.datasets import DATASETS, resolve_cache
+from gbvnet.data.cache import open_cache
+from gbvnet.datasets import DATASETS
 from gbvnet.launch import init_ray, run_tuner, search_trial, storage_path, tune_trial_resources
+from gbvnet.loop import fit_model_to_cache, make_job
 from gbvnet.progress import ProgressTable
+from gbvnet.sources import resolve_cache
 from gbvnet.splits import Fold, search_fold, subjects_with_rows, usable_rows
+from gbvnet.storage import write_text
 from gbvnet.tracking import Tracker, tracking_uri
-from gbvnet.train import fit_model_to_cache, make_job
 from tune.space import SPACES, apply, search_space
 
 METRIC = "val_macro_f1"

@@ -52,6 +52,7 @@ import pyarrow.fs as pafs
 
 from gbvnet.config import PrepareConfig
 from gbvnet.config import to_dict as plain_dict
+from gbvnet.storage import delete_quietly, filesystem, join, write_json
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -78,53 +79,6 @@ def schema(n_bio: int, n_face: int) -> pa.Schema:
     ])
 
 
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """``(filesystem, path)`` for a local path or a URI such as ``s3://bucket/prefix``.
-
-    URIs that ``pyarrow.fs`` does not know are handed to fsspec (wrapped in a ``pyarrow.fs.PyFileSystem``).
-    """
-    uri = str(uri)
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), str(pafs.LocalFileSystem().normalize_path(uri))
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except pa.ArrowInvalid as exc:
-        if "Unrecognized filesystem type" not in str(exc):
-            raise
-        try:
-            import fsspec.core
-        except ImportError:
-            raise ValueError(f"{uri}: pyarrow does not know this filesystem and fsspec is not installed") from exc
-        fs, path = fsspec.core.url_to_fs(uri)
-        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
-
-
-def absolute(uri: str) -> str:
-    """A local path made absolute (Ray workers and trials run in other directories); URIs unchanged."""
-    uri = str(uri)
-    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
-
-
-def join(base: str, name: str) -> str:
-    return f"{base.rstrip('/')}/{name}"
-
-
-def delete_quietly(fs: pafs.FileSystem, path: str) -> None:
-    """Delete ``path`` if it exists (cleaning up must not hide the error that made it necessary)."""
-    try:
-        fs.delete_file(path)
-    except OSError:
-        pass
-
-
-def delete_quietly_dir(fs: pafs.FileSystem, path: str) -> None:
-    """Delete the folder ``path`` if it can be (cleaning up must not hide the error that made it necessary)."""
-    try:
-        fs.delete_dir(path)
-    except OSError:
-        pass
-
-
 def write_table(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
     """Write ``table`` as an Arrow IPC file at ``path`` via a temporary name; returns bytes written.
 
@@ -140,37 +94,6 @@ def write_table(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
         delete_quietly(fs, tmp)
         raise
     return fs.get_file_info(path).size
-
-
-def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary name, then move)."""
-    tmp = path + ".tmp"
-    try:
-        with fs.open_output_stream(tmp) as sink:
-            sink.write(data)
-        fs.move(tmp, path)
-    except BaseException:
-        delete_quietly(fs, tmp)
-        raise
-
-
-def write_json(fs: pafs.FileSystem, path: str, data: dict) -> None:
-    write_bytes(fs, path, json.dumps(data, indent=1, sort_keys=True).encode())
-
-
-def write_text(uri: str, text: str) -> None:
-    """Write a small text file (a result, a config) to a local path or a URI, atomically, creating folders."""
-    fs, path = filesystem(uri)
-    if isinstance(fs, pafs.LocalFileSystem):
-        fs.create_dir(path.rpartition("/")[0] or ".", recursive=True)
-    write_bytes(fs, path, text.encode())
-
-
-def read_text(uri: str) -> str:
-    """Read a small text file from a local path or a URI."""
-    fs, path = filesystem(uri)
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
 
 
 def _is(value: Any, hint: Any) -> bool:
