@@ -1,7 +1,7 @@
 """Prepare a dataset download into the window cache.
 
     python -m gbvnet.prepare --dataset deap --root ~/data/deap --cache data/cache/deap
-    python -m gbvnet.prepare --dataset mahnob --root ~/data/mahnob-hci --cache s3://bucket/cache/mahnob --workers 4
+    python -m gbvnet.prepare --dataset mahnob --root ~/data/mahnob-hci --cache s3://bucket/cache/mahnob --processes 4
 
 Per subject: read its trials (the dataset's reader), filter / resample with mne, cut windows inside the
 stimulus, sample ``--frames`` frames per window from the time-aligned face video, crop the face (Haar cascade,
@@ -19,8 +19,8 @@ report and in the manifest's ``skipped`` as a record naming its unit (``subject 
 ``face_fallback_videos`` where more than 20 % of the sampled frames had no face) are reported, not errors.
 ``--no-face`` never opens a video or the DEAP ratings CSV.
 
-``--workers N`` prepares N subjects at a time in worker processes (the platform's default start method); with
-fewer subjects to redo than workers, each subject crops its videos in ``N // subjects`` threads.
+``--processes N`` prepares N subjects at a time in worker processes (the platform's default start method); with
+fewer subjects to redo than processes, each subject crops its videos in ``N // subjects`` threads.
 Ctrl-C (once or more) and SIGTERM stop the workers and remove every file this run wrote (exit code 130).
 
 Each dataset's reader and preparation defaults come from the registry, :mod:`gbvnet.datasets` (DEAP's
@@ -46,7 +46,7 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -570,36 +570,59 @@ def format_report(report: dict, max_warnings: int = 20) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _optional_float(text: str) -> float | None:
+    """A number, or ``none`` (the filter edge is not applied)."""
+    return None if text.lower() == "none" else float(text)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags of ``python -m gbvnet.prepare``. Preparation flags default to unset: only those given override
+    the dataset's own preparation defaults (:attr:`gbvnet.datasets.Dataset.prepare_defaults`)."""
     p = argparse.ArgumentParser(prog="python -m gbvnet.prepare", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument("--dataset", choices=DATASETS, required=True, help="which dataset's layout --root holds")
     p.add_argument("--root", required=True, help="the dataset folder as downloaded")
     p.add_argument("--cache", required=True, help="cache folder or URI (s3://...)")
-    p.add_argument("--window", type=float, default=PrepareConfig.window)
-    p.add_argument("--stride", type=float, default=PrepareConfig.stride)
-    p.add_argument("--rate", type=float, default=PrepareConfig.rate)
-    p.add_argument("--frames", type=int, default=PrepareConfig.frames)
-    p.add_argument("--face-size", type=int, default=PrepareConfig.face_size)
-    p.add_argument("--threshold", type=float, default=PrepareConfig.threshold)
-    p.add_argument("--baseline-norm", action="store_true", help="z-score trials by their pre-stimulus baseline")
+    prep = p.add_argument_group("preparation (default: the dataset's own, see gbvnet.datasets)")
+    prep.add_argument("--window", type=float, help=f"window length in seconds ({PrepareConfig.window:g})")
+    prep.add_argument("--stride", type=float, help=f"step between windows in seconds ({PrepareConfig.stride:g})")
+    prep.add_argument("--rate", type=float, help=f"sampling rate after resampling, Hz ({PrepareConfig.rate:g})")
+    prep.add_argument("--l-freq", type=_optional_float, metavar="HZ|none",
+                      help="band-pass low edge in Hz, or none (no high-pass)")
+    prep.add_argument("--h-freq", type=_optional_float, metavar="HZ|none",
+                      help="band-pass high edge in Hz, or none (no low-pass)")
+    prep.add_argument("--frames", type=int, help=f"face frames per window ({PrepareConfig.frames})")
+    prep.add_argument("--face-size", type=int, help=f"face crop side in pixels ({PrepareConfig.face_size})")
+    prep.add_argument("--threshold", type=float,
+                      help=f"a rating above it is 'high' ({PrepareConfig.threshold:g} on the 1-9 scale)")
+    prep.add_argument("--baseline-norm", action=argparse.BooleanOptionalAction,
+                      help="z-score each trial by its pre-stimulus baseline (DEAP)")
     p.add_argument("--no-face", action="store_true", help="bio-only cache (no video decoding)")
-    p.add_argument("--subjects", type=int, nargs="+")
-    p.add_argument("--workers", type=int, default=1, help="processes (one subject each)")
-    p.add_argument("--on-error", choices=ON_ERROR, default="fail")
+    p.add_argument("--subjects", type=int, nargs="+", help="prepare only these subjects (default: all)")
+    p.add_argument("--processes", type=int, default=1, help="subjects prepared at once, one process each "
+                                                          "(default 1)")
+    p.add_argument("--workers", dest="processes", type=int, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # the old name of --processes, kept for one release
+    p.add_argument("--on-error", choices=ON_ERROR, default="fail",
+                   help="bad input: fail (default), or skip the smallest unit that has it and report it")
     args = p.parse_args(argv)
-    if args.workers < 1:
-        p.error(f"--workers must be >= 1, got {args.workers}")
+    if args.processes < 1:
+        p.error(f"--processes must be >= 1, got {args.processes}")
     try:
-        cfg = get_dataset(args.dataset).prepare_config(
-            window=args.window, stride=args.stride, rate=args.rate, frames=args.frames, face_size=args.face_size,
-            threshold=args.threshold, baseline_norm=args.baseline_norm)
+        args.config = get_dataset(args.dataset).prepare_config(
+            **{f.name: getattr(args, f.name) for f in fields(PrepareConfig) if getattr(args, f.name) is not None})
     except ConfigError as exc:
         p.error(str(exc))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    cfg = args.config
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, _terminate)
     try:
         report = prepare_dataset(args.dataset, args.root, args.cache, cfg, on_error=args.on_error,
-                                 face=not args.no_face, subjects=args.subjects, workers=args.workers)
+                                 face=not args.no_face, subjects=args.subjects, workers=args.processes)
     except DataError as exc:
         sys.exit(f"error: {exc}")
     except OSError as exc:  # the cache's filesystem (disk full, connection lost, ...)

@@ -617,13 +617,13 @@ def test_roots_caches_and_arguments_give_one_line_errors(deap_copy, tmp_path, ca
     def refused(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(cache_mod, "write_bytes", refused)  # an unwritable folder (tests may run as root)
+    monkeypatch.setattr(prepare.storage, "write_bytes", refused)  # an unwritable folder (tests may run as root)
     with pytest.raises(SystemExit) as info:
         prepare.main([*args, "--cache", str(tmp_path / "ro")])
     assert str(info.value.code).startswith(f"error: {tmp_path / 'ro'}: cannot write the cache folder")
     assert "\n" not in str(info.value.code)
     monkeypatch.undo()
-    for bad, message in ((["--window", "-1"], "window must be > 0"), (["--workers", "0"], "--workers must be >= 1"),
+    for bad, message in ((["--window", "-1"], "window must be > 0"), (["--processes", "0"], "--processes must be >= 1"),
                          (["--threshold", "12"], "threshold must be within")):
         with pytest.raises(SystemExit) as info:
             prepare.main([*args, "--cache", str(tmp_path / "c"), *bad])
@@ -753,6 +753,20 @@ def test_datasets_come_from_the_registry(capsys):
     with pytest.raises(SystemExit):
         prepare.main(["--dataset", "seed", "--root", "r", "--cache", "c"])
     assert "invalid choice: 'seed' (choose from 'deap', 'mahnob')" in capsys.readouterr().err
+
+
+def test_cli_keeps_the_registry_defaults_it_was_not_given(small_deap_corpus, tmp_path, monkeypatch):
+    """``python -m gbvnet.prepare`` overrides only the flags given: the dataset entry's own preparation defaults
+    reach the cache otherwise (they used to be replaced by PrepareConfig's generic ones)."""
+    own = {"h_freq": None, "window": 2.0, "stride": 2.0, "rate": 64.0}
+    monkeypatch.setitem(DATASETS, "deap", dataclasses.replace(DATASETS["deap"], prepare_defaults=own))
+    args = ["--dataset", "deap", "--root", str(small_deap_corpus), "--no-face", "--subjects", "1"]
+    prepare.main([*args, "--cache", str(tmp_path / "own")])
+    assert open_cache(str(tmp_path / "own")).manifest.config == PrepareConfig(**own)
+    prepare.main([*args, "--cache", str(tmp_path / "given"), "--window", "4", "--stride", "4", "--h-freq", "30",
+                  "--workers", "1"])  # --workers: the old name of --processes
+    config = open_cache(str(tmp_path / "given")).manifest.config
+    assert (config.window, config.stride, config.h_freq, config.rate) == (4.0, 4.0, 30.0, 64.0)
 
 
 def test_synthetic_demo_is_written_once_then_prepared(tmp_path, monkeypatch):
