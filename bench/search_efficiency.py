@@ -91,9 +91,9 @@ def main() -> None:
                 wall = time.perf_counter() - started
                 rows, last_epochs = epoch_results(Path(tmp) / "ray" / name)
                 curves[algo].append([best_within(rows, b) for b in budgets])
-                efficiency[algo] = 100 * doc["best_val_macro_f1"] / doc["trial_epochs"]
+                efficiency[algo] = 100 * doc[f"best_{search.METRIC}"] / doc["trial_epochs"]
                 stopped = sum(epoch < args.max_epochs for epoch in last_epochs)
-                lines.append(f"| {seed} | {algo} | {doc['best_val_macro_f1']:.3f} | {doc['trial_epochs']} | "
+                lines.append(f"| {seed} | {algo} | {doc[f'best_{search.METRIC}']:.3f} | {doc['trial_epochs']} | "
                              f"{stopped} of {doc['trials']} | {wall:.0f} | {efficiency[algo]:.2f} |")
                 print(lines[-1], flush=True)
             ratios.append(efficiency["optuna"] / efficiency["random"])

@@ -6,7 +6,9 @@
   standard deviation of every physiological channel, standardised and fed to a logistic regression; scaler and
   model are fitted on the fold's training rows only.
 
-A model that does not clearly beat these has learned nothing that generalises.
+A model that does not clearly beat these has learned nothing that generalises. :data:`BASELINES` is the one list:
+a new baseline is one function here, decorated with :func:`register_baseline`; every evaluation then scores it
+and the report shows it.
 
 Example:
     >>> import numpy as np
@@ -19,6 +21,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -29,15 +34,40 @@ from gbvnet.metrics import confusion
 from gbvnet.splits import Fold
 
 BANDS = ((4, 8), (8, 13), (13, 30), (30, 45))
-BASELINES = ("majority", "stratified", "bandpower_logreg")
 
 
-def majority(fold: Fold, y: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Baseline:
+    """One baseline: ``score(fold, y, features, seed)`` is its test confusion matrix on ``fold`` (``y``: the
+    labels of every cache row; ``features``: :func:`bio_features` rows, or None when not computed)."""
+
+    name: str
+    score: Callable[[Fold, np.ndarray, np.ndarray | None, int], np.ndarray]
+    needs_features: bool = False  # skipped when the caller computes no features
+
+
+BASELINES: dict[str, Baseline] = {}
+"""The baselines, by name: the one list (what every evaluation scores, the report's columns and tests)."""
+
+
+def register_baseline(name: str, needs_features: bool = False):
+    """Decorator: add ``score(fold, y, features, seed)`` to :data:`BASELINES` as ``name``."""
+    def register(score):
+        if name in BASELINES:
+            raise ValueError(f"baseline {name!r} is registered already")
+        BASELINES[name] = Baseline(name, score, needs_features)
+        return score
+    return register
+
+
+@register_baseline("majority")
+def majority(fold: Fold, y: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
     guess = int(np.mean(y[fold.train]) >= 0.5)
     return confusion(y[fold.test], np.full(len(fold.test), guess))
 
 
-def stratified(fold: Fold, y: np.ndarray, seed: int = 0) -> np.ndarray:
+@register_baseline("stratified")
+def stratified(fold: Fold, y: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return confusion(y[fold.test], (rng.random(len(fold.test)) < np.mean(y[fold.train])).astype(np.int64))
 
@@ -60,6 +90,7 @@ def bio_features(cache, chunk: int = 2048) -> np.ndarray:
                            for i in range(0, len(ds), chunk)])
 
 
+@register_baseline("bandpower_logreg", needs_features=True)
 def bandpower_logreg(fold: Fold, y: np.ndarray, features: np.ndarray, seed: int = 0) -> np.ndarray:
     train_y = y[fold.train]
     if len(np.unique(train_y)) < 2:  # one class only: logistic regression degenerates to the majority guess
@@ -71,9 +102,7 @@ def bandpower_logreg(fold: Fold, y: np.ndarray, features: np.ndarray, seed: int 
 
 def baseline_confusions(folds: list[Fold], y: np.ndarray, features: np.ndarray | None,
                         seed: int = 0) -> dict[str, list[np.ndarray]]:
-    """Per baseline, one test confusion matrix per fold. ``features=None`` skips the feature baseline."""
-    out = {"majority": [majority(f, y) for f in folds],
-           "stratified": [stratified(f, y, seed + i) for i, f in enumerate(folds)]}
-    if features is not None:
-        out["bandpower_logreg"] = [bandpower_logreg(f, y, features, seed) for f in folds]
-    return out
+    """Per registered baseline, one test confusion matrix per fold (fold ``i`` seeded ``seed + i``).
+    ``features=None`` skips the baselines that need features."""
+    return {b.name: [b.score(f, y, features, seed + i) for i, f in enumerate(folds)]
+            for b in BASELINES.values() if features is not None or not b.needs_features}

@@ -6,17 +6,10 @@ See :mod:`evaluation.run` for the options shared with ``evaluation.subject_depen
 """
 
 from evaluation.run import cli
-from gbvnet.splits import LeaveOneSubjectOut
-
-
-def _extra(parser) -> None:
-    parser.add_argument("--validation", choices=LeaveOneSubjectOut.VALIDATION, default="subjects",
-                        help="early stopping on held-out training subjects (default) or on held-out trials of "
-                             "the training subjects (rewards within-subject fit)")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return cli("loso", __doc__.splitlines()[0], extra=_extra, argv=argv)
+    return cli("loso", __doc__.splitlines()[0], argv=argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-SELECTION_METRIC = "val_macro_f1"  # what early stopping selects the epoch on (gbvnet.loop)
+from gbvnet.metrics import SELECTION_METRIC  # noqa: E402
 
 
 def make_all(summary: dict, histories: dict[str, list[dict]], baselines: dict[str, dict] | None = None

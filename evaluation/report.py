@@ -8,14 +8,14 @@
 Runs are the parent runs of ``evaluation.loso`` / ``evaluation.subject_dependent`` (finished ones only). Every
 metric is the mean ± sd over subjects of per-subject scores, ``subjects`` is how many were tested (a metric
 undefined for a subject is left out; the runs' ``test_<metric>_n`` count who contributed). Every table shows the
-baselines computed on the same folds beside the model (majority class of the training folds, stratified random,
-band-power + logistic regression), the one-sided Wilcoxon test of the model's per-subject accuracy against each,
-Holm-corrected across the three (``p_holm_<baseline>``), and ``beats``: the baselines beaten at corrected
-p < 0.05, or ``none``, with a note where too few non-zero pairs make p < 0.05 unreachable. Leaky runs
+baselines computed on the same folds beside the model (those of :data:`evaluation.baselines.BASELINES`: majority
+class of the training folds, stratified random, band-power + logistic regression), the one-sided Wilcoxon test of
+the model's per-subject accuracy against each, Holm-corrected across them (``p_holm_<baseline>``), and ``beats``:
+the baselines beaten at corrected p < 0.05, or ``none``, with a note where too few non-zero pairs make p < 0.05 unreachable. Leaky runs
 (``segment-random``) are labelled ``LEAKY`` wherever they appear.
 
 ``--ablation`` lays out the paper's ablation table: rows bio / bio on the face windows only / face / face+bio
-(gated, cross-attention + concat, concat), columns accuracy and F1 (with n, the subjects behind each) for
+(one row per fusion kind of :data:`gbvnet.config.FUSIONS`: gated, cross-attention + concat, concat), columns accuracy and F1 (with n, the subjects behind each) for
 valence and arousal. One block per dataset, protocol, set of tested subjects and fold count (clean protocols
 first, leaky ones after them), using the latest finished run of each cell, so runs on different subjects never
 share a block. Within a block, cells that were trained, validated or tested on different windows (different
@@ -36,16 +36,21 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from evaluation.baselines import BASELINES
 from evaluation.stats import paired_comparison
+from gbvnet.config import FUSIONS
 from gbvnet.storage import write_text
 from gbvnet.tracking import PARENT_TAG, log_json, tracking_uri
 
-BASELINES = ("majority", "stratified", "bandpower_logreg")
-MODALITY_ROWS = ((("bio", "", "all"), "bio"), (("bio", "", "face"), "bio (face windows only)"),
-                 (("face", "", "face"), "face"), (("facebio", "gated", "face"), "face+bio (gated)"),
-                 (("facebio", "attn-concat", "face"), "face+bio (cross-attention + concat)"),
-                 (("facebio", "concat", "face"), "face+bio (concat, no cross-attention)"))
 ALPHA = 0.05
+SINGLE_MODALITY_ROWS = ((("bio", "", "all"), "bio"), (("bio", "", "face"), "bio (face windows only)"),
+                        (("face", "", "face"), "face"))
+
+
+def modality_rows() -> list[tuple[tuple[str, str, str], str]]:
+    """The ablation table's rows: ``((modality, fusion kind, rows), label)``, the single modalities, then one
+    face+bio row per registered fusion kind (:data:`gbvnet.config.FUSIONS`)."""
+    return [*SINGLE_MODALITY_ROWS, *((("facebio", k.name, "face"), k.label) for k in FUSIONS.values())]
 
 
 def mean_sd(metrics: dict, name: str, with_n: bool = False) -> str:
@@ -101,13 +106,17 @@ def describe(run) -> dict:
             "beats": beaten(m)}
 
 
-RUN_COLUMNS = ("run_id", "dataset", "protocol", "modality", "fusion", "target", "folds", "subjects", "accuracy",
-               "f1", "balanced_accuracy", "majority_accuracy", "stratified_accuracy", "bandpower_logreg_accuracy",
-               "p_holm_majority", "p_holm_stratified", "p_holm_bandpower_logreg", "beats")
+def run_columns() -> list[str]:
+    """The runs table's columns: the run, the model's scores, then each registered baseline's accuracy and the
+    Holm-corrected p of the model against it (:data:`evaluation.baselines.BASELINES`)."""
+    return ["run_id", "dataset", "protocol", "modality", "fusion", "target", "folds", "subjects", "accuracy", "f1",
+            "balanced_accuracy", *(f"{b}_accuracy" for b in BASELINES), *(f"p_holm_{b}" for b in BASELINES),
+            "beats"]
 
 
 def runs_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    return list(RUN_COLUMNS), [[str(r[c])[:8] if c == "run_id" else str(r[c]) for c in RUN_COLUMNS] for r in rows]
+    columns = run_columns()
+    return columns, [[str(r[c])[:8] if c == "run_id" else str(r[c]) for c in columns] for r in rows]
 
 
 def ablation_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -126,7 +135,7 @@ def ablation_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[st
         letters = {d: (f" [{chr(ord('a') + i)}]" if d else " [?]") if len(digests) > 1 else ""
                    for i, d in enumerate(digests)}
         body = []
-        for key, label in MODALITY_ROWS:
+        for key, label in modality_rows():
             pair = {t: cells.get((key, t)) for t in ("valence", "arousal")}
             if not any(pair.values()):
                 continue
@@ -220,16 +229,22 @@ def build(args: argparse.Namespace) -> str:
     return render(tables, args.format)
 
 
-def main(argv: list[str] | None = None) -> str:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m evaluation.report``."""
     p = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__.splitlines()[0])
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--experiment", nargs="+", help="MLflow experiment name(s), e.g. gbvnet-mahnob-loso")
     what.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="paired test of two runs")
     p.add_argument("--ablation", action="store_true", help="the paper's ablation layout (with --experiment)")
-    p.add_argument("--format", choices=("md", "html"), default="md")
+    p.add_argument("--format", choices=("md", "html"), default="md",
+                   help="md: Markdown pipe tables (default); html: a self-contained page")
     p.add_argument("--output", help="write the report here instead of printing it")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite runs/mlflow.db)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = build_parser().parse_args(argv)
     text = build(args)
     if args.output:
         write_text(args.output, text)

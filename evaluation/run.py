@@ -1,7 +1,8 @@
 """Run an evaluation protocol: folds as Ray Tune trials (each one training run, see gbvnet.launch), logged to MLflow.
 
-The CLIs ``evaluation.loso`` and ``evaluation.subject_dependent`` only choose the protocol; everything else is
-here. Steps: resolve the window cache (``--synthetic`` writes and prepares a small official-format corpus once;
+``python -m evaluation.run --protocol NAME`` runs any protocol of the registry :data:`gbvnet.splits.PROTOCOLS`
+(with the arguments it declares); ``evaluation.loso`` and ``evaluation.subject_dependent`` are the same with the
+protocol chosen. Everything else is here. Steps: resolve the window cache (``--synthetic`` writes and prepares a small official-format corpus once;
 ``--root`` prepares a real download incrementally; ``--cache`` uses a prepared cache), generate folds with the
 protocol of :mod:`gbvnet.splits` (each checked once by the leakage guard as it is built, before anything trains;
 the audit records the verdicts), run them as a Tune grid over the fold index with a fixed model config (parallel
@@ -29,15 +30,17 @@ from evaluation.baselines import baseline_confusions, bio_features
 from evaluation.stats import versus_baselines
 from gbvnet.cli import (
     add_compute_arguments,
+    add_concurrency_arguments,
     add_face_weight_arguments,
+    add_model_arguments,
+    add_source_arguments,
+    add_tracking_arguments,
     apply_compute_arguments,
     apply_face_weight_arguments,
+    without_evaluation_fields,
 )
 from gbvnet.config import (
-    FUSIONS,
-    MODALITIES,
     PRESETS,
-    TARGETS,
     ModelConfig,
     TrainConfig,
     from_dict,
@@ -46,13 +49,11 @@ from gbvnet.config import (
     to_dict,
 )
 from gbvnet.data.cache import open_cache
-from gbvnet.data.records import ON_ERROR
-from gbvnet.datasets import DATASETS
 from gbvnet.launch import init_ray, run_tuner, storage_path, tune_fold, tune_trial_resources
 from gbvnet.loop import Job, make_job
 from gbvnet.progress import ProgressTable
 from gbvnet.sources import resolve_cache
-from gbvnet.splits import PROTOCOLS, ROW_RULES, Fold, folds_digest, subjects_with_rows, usable_rows
+from gbvnet.splits import PROTOCOLS, Fold, folds_digest, subjects_with_rows, usable_rows
 from gbvnet.storage import write_text
 from gbvnet.tracking import Tracker, git_commit, tracking_uri
 
@@ -81,7 +82,8 @@ class EvalSpec:
 
     @property
     def leaky(self) -> bool:
-        return self.protocol == "segment-random"
+        """Whether the protocol is leaky (:attr:`gbvnet.splits._Protocol.leaky`): allowed, and labelled so."""
+        return PROTOCOLS[self.protocol].leaky
 
     def invocation_key(self, manifest_hash: str) -> str:
         """Stable id of this evaluation: same spec and cache -> same key (used by --resume)."""
@@ -236,41 +238,31 @@ def evaluate(spec: EvalSpec) -> dict:
 
 # ------------------------------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=DATASETS, required=True)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--root", help="official dataset folder (prepared into --cache, incrementally)")
-    src.add_argument("--synthetic", action="store_true",
-                     help="write (once) a small synthetic corpus in the official layout and evaluate on it")
-    p.add_argument("--cache", help="window cache directory or URI (default data/cache/<dataset>[-synthetic])")
-    p.add_argument("--modality", choices=MODALITIES, default="facebio")
-    p.add_argument("--fusion", choices=FUSIONS, default="gated",
-                   help="gated (the model); attn-concat: same cross-attention, concat instead of the gate; "
-                        "concat: no cross-attention")
-    p.add_argument("--target", choices=TARGETS, default="valence")
-    p.add_argument("--preset", choices=PRESETS, default=None,
+    """The flags every evaluation CLI shares (the protocol's own: :func:`add_protocol_arguments`)."""
+    add_source_arguments(p, what="evaluate")
+    add_model_arguments(p)
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", choices=PRESETS, default=None,
                    help="model size preset (default: smoke with --synthetic, paper otherwise)")
-    p.add_argument("--config", help="YAML with 'model' / 'train' / 'search' sections (the best config of "
+    g.add_argument("--config", help="YAML with 'model' / 'train' / 'search' sections (the best config of "
                                     "tune/search.py; a hand-written one says 'search: none')")
-    add_face_weight_arguments(p)
-    p.add_argument("--rows", choices=ROW_RULES, default="modality",
-                   help="modality: the rows the modality can use (bio: all); face: only windows with face frames, "
-                        "whatever the modality (a bio ablation on exactly the face runs' windows)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW, cosine decay)")
-    p.add_argument("--patience", type=int, default=None, help="early stopping: epochs without a better val F1")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-subjects", type=int, nargs="+", default=None)
-    p.add_argument("--folds-in-parallel", type=int, default=2)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted evaluation")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite runs/mlflow.db)")
-    p.add_argument("--experiment", default=None, help="MLflow experiment (default gbvnet-<dataset>-<protocol>)")
-    p.add_argument("--storage", default=None, help="Ray results path or URI (default ./runs/ray)")
-    p.add_argument("--output", default=None, help="write per-fold and aggregate metrics as JSON here")
-    p.add_argument("--allow-searched-test-subjects", action="store_true")
-    p.add_argument("--on-error", choices=ON_ERROR, default="fail", help="bad input while preparing")
-    p.add_argument("--quiet", action="store_true", help="no progress table while the folds run")
-    add_compute_arguments(p, workers_flag="--workers-per-fold")
+    add_face_weight_arguments(g)
+    t = p.add_argument_group("training (default: the preset's, or --config's)")
+    t.add_argument("--epochs", type=int, default=None, help="most epochs per fold")
+    t.add_argument("--batch-size", type=int, default=None, help="windows per batch")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW, cosine decay)")
+    t.add_argument("--patience", type=int, default=None, help="early stopping: epochs without a better val F1")
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--test-subjects", type=int, nargs="+", default=None,
+                   help="test only the folds whose test subjects are among these (default: every fold)")
+    e.add_argument("--allow-searched-test-subjects", action="store_true",
+                   help="let --config's search subjects be tested (refused by default: they were tuned on)")
+    e.add_argument("--resume", action="store_true", help="continue an interrupted evaluation")
+    e.add_argument("--output", default=None, help="write per-fold and aggregate metrics as JSON here")
+    e.add_argument("--quiet", action="store_true", help="no progress table while the folds run")
+    add_tracking_arguments(p, experiment="gbvnet-<dataset>-<protocol>")
+    add_concurrency_arguments(p, runs="folds", old_flag="--folds-in-parallel")
+    add_compute_arguments(p)
 
 
 def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict) -> EvalSpec:
@@ -287,10 +279,9 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
             model = from_dict(ModelConfig, config["model"])
             preset = Path(args.config).stem
             model.modality, model.fusion.kind = args.modality, args.fusion
-        if "train" in config:  # a searched config's epochs and patience were the search's: the evaluation's own
-            own = ("epochs", "patience") if search else ()
-            train = from_dict(TrainConfig, {**to_dict(train),
-                                            **{k: v for k, v in config["train"].items() if k not in own}})
+        if "train" in config:  # what a search decided; the evaluation's own fields stay the evaluation's
+            searched = without_evaluation_fields(config["train"]) if search else config["train"]
+            train = from_dict(TrainConfig, {**to_dict(train), **searched})
     apply_face_weight_arguments(args, model)
     train.target, train.seed = args.target, args.seed
     apply_compute_arguments(args, train)
@@ -301,32 +292,113 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
                           on_error=args.on_error, need_face=args.modality != "bio" or args.rows == "face")
     return EvalSpec(protocol=protocol, dataset=args.dataset, cache=cache, model=model.validate(),
                     train=train.validate(), protocol_args=protocol_args, test_subjects=args.test_subjects,
-                    folds_in_parallel=args.folds_in_parallel,
+                    folds_in_parallel=args.concurrent,
                     resume=args.resume, tracking_uri=args.tracking_uri, experiment=args.experiment,
                     storage=args.storage, search=search,
                     allow_searched_test_subjects=args.allow_searched_test_subjects, rows=args.rows,
                     preset=preset, quiet=args.quiet)
 
 
-def cli(protocol: str, description: str, extra=None, argv: list[str] | None = None) -> dict:
-    """Shared body of the protocol CLIs: parse, evaluate, print the table, write ``--output``."""
+def add_protocol_arguments(p: argparse.ArgumentParser, protocols) -> None:
+    """The arguments ``protocols`` declare (:attr:`~gbvnet.splits.ProtocolArgument`), one group each; a flag two
+    protocols share is added once. They default to unset: :func:`protocol_arguments` fills in the defaults."""
+    added = set()
+    for name in protocols:
+        group = p.add_argument_group(f"{name} protocol")
+        for arg in PROTOCOLS[name].arguments:
+            if arg.flag not in added:
+                added.add(arg.flag)
+                group.add_argument(arg.flag, dest=arg.name, type=arg.type, choices=arg.choices, default=None,
+                                   help=arg.help)
+
+
+def protocol_arguments(args: argparse.Namespace, protocol: str) -> dict:
+    """The keyword arguments of ``protocol`` from ``args``: ``seed`` and each argument it declares (its default
+    where not given). A protocol argument given on the command line that ``protocol`` does not take is an error,
+    and so is a leaky protocol without ``--allow-leaky-split``."""
+    cls = PROTOCOLS[protocol]
+    own = {a.name for a in cls.arguments}
+    stray = sorted({a.flag for name in PROTOCOLS for a in PROTOCOLS[name].arguments
+                    if a.name not in own and getattr(args, a.name, None) is not None})
+    if stray:
+        raise ValueError(f"{', '.join(stray)} does not apply to protocol {protocol!r}")
+    if cls.leaky and not getattr(args, "allow_leaky_split", False):
+        raise ValueError(f"protocol {protocol!r} is leaky (windows of one trial in train and test): refused "
+                         "unless --allow-leaky-split")
+    values = {"seed": args.seed}
+    for a in cls.arguments:
+        given = getattr(args, a.name, None)
+        values[a.name] = a.default if given is None else given
+    if cls.leaky:
+        values["allow_leaky"] = True
+    return values
+
+
+def finish(document: dict, output: str | None) -> dict:
+    """Print the evaluation's table and write ``output`` (JSON) when given."""
+    print(aggregate.format_table(document))
+    if output:
+        write_text(output, json.dumps(document, indent=2))
+        print(f"wrote {output}")
+    sys.stdout.flush()
+    return document
+
+
+def protocol_parser(protocol: str, description: str, leaky_alternative: str | None = None
+                    ) -> argparse.ArgumentParser:
+    """The parser of a one-protocol CLI: :func:`add_arguments`, the protocol's own arguments and, with
+    ``leaky_alternative``, ``--allow-leaky-split`` to run that (leaky) protocol instead."""
     parser = argparse.ArgumentParser(prog=f"python -m evaluation.{protocol.replace('-', '_')}",
                                      description=description)
     add_arguments(parser)
+    add_protocol_arguments(parser, [protocol, *([leaky_alternative] if leaky_alternative else [])])
+    if leaky_alternative:
+        parser.add_argument("--allow-leaky-split", action="store_true",
+                            help=f"run the LEAKY {leaky_alternative} protocol instead (for comparison with the "
+                                 "literature; labelled leaky everywhere)")
+    return parser
+
+
+def cli(protocol: str, description: str, extra=None, argv: list[str] | None = None,
+        leaky_alternative: str | None = None) -> dict:
+    """Shared body of the one-protocol CLIs (``evaluation.loso``, ``evaluation.subject_dependent``): parse
+    (:func:`protocol_parser`, then ``extra(parser)`` adds any further flags), evaluate, print the table, write
+    ``--output``."""
+    parser = protocol_parser(protocol, description, leaky_alternative)
     if extra:
         extra(parser)
     args = parser.parse_args(argv)
-    protocol_args = {"seed": args.seed}
-    for name in ("k", "validation"):
-        if hasattr(args, name):
-            protocol_args[name] = getattr(args, name)
     if getattr(args, "allow_leaky_split", False):
-        protocol, protocol_args["allow_leaky"] = "segment-random", True
-    spec = spec_from_args(args, protocol, protocol_args)
-    document = evaluate(spec)
-    print(aggregate.format_table(document))
-    if args.output:
-        write_text(args.output, json.dumps(document, indent=2))
-        print(f"wrote {args.output}")
-    sys.stdout.flush()
-    return document
+        protocol = leaky_alternative
+    try:
+        protocol_args = protocol_arguments(args, protocol)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return finish(evaluate(spec_from_args(args, protocol, protocol_args)), args.output)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m evaluation.run``: every registered protocol and its arguments."""
+    parser = argparse.ArgumentParser(prog="python -m evaluation.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", choices=PROTOCOLS, required=True,
+                        help="the evaluation protocol (leaky ones need --allow-leaky-split)")
+    add_arguments(parser)
+    add_protocol_arguments(parser, PROTOCOLS)
+    parser.add_argument("--allow-leaky-split", action="store_true",
+                        help="allow a LEAKY protocol (labelled leaky in every output)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m evaluation.run --protocol NAME``: any registered protocol (:data:`gbvnet.splits.PROTOCOLS`)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        protocol_args = protocol_arguments(args, args.protocol)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return finish(evaluate(spec_from_args(args, args.protocol, protocol_args)), args.output)
+
+
+if __name__ == "__main__":
+    main()

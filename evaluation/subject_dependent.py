@@ -8,14 +8,8 @@ labelled leaky in every output.
 from evaluation.run import cli
 
 
-def _extra(parser) -> None:
-    parser.add_argument("--k", type=int, default=5, help="folds over the trials of each subject")
-    parser.add_argument("--allow-leaky-split", action="store_true",
-                        help="run the LEAKY segment-random protocol instead (for comparison with the literature)")
-
-
 def main(argv: list[str] | None = None) -> dict:
-    return cli("subject-dependent", __doc__.splitlines()[0], extra=_extra, argv=argv)
+    return cli("subject-dependent", __doc__.splitlines()[0], argv=argv, leaky_alternative="segment-random")
 
 
 if __name__ == "__main__":

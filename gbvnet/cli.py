@@ -1,9 +1,17 @@
-"""Command-line options shared by the training entry points (``gbvnet.train``, ``evaluation.*``,
-``tune/search.py``): how many workers, CPUs and GPUs each run gets, and whether the model is compiled; and (for
-the evaluations and the search) where the face backbone's weights come from.
+"""Command-line vocabulary shared by the entry points (``gbvnet.prepare``, ``gbvnet.train``, ``evaluation.*``,
+``tune/search.py``): one argument group per concern, so the same thing has the same flag everywhere.
 
-These are compute settings, not hyper-parameters: they always come from the command line (a ``--config`` file's
-values for them are replaced), so a config searched on one machine runs as told on another.
+* what is trained (:func:`add_model_arguments`): ``--modality``, ``--fusion``, ``--target``, ``--seed``, ``--rows``;
+* source (:func:`add_source_arguments`): ``--dataset``, ``--root`` | ``--synthetic``, ``--cache``, ``--on-error``;
+* tracking (:func:`add_tracking_arguments`): ``--tracking-uri``, ``--experiment`` (MLflow), ``--storage`` (Ray);
+* compute (:func:`add_compute_arguments`): ``--workers`` per training run, CPUs and GPUs per worker, compile;
+* concurrency (:func:`add_concurrency_arguments`): ``--concurrent`` training runs (folds or trials) at once;
+* face weights (:func:`add_face_weight_arguments`): ``--pretrained`` | ``--face-checkpoint``.
+
+Compute settings are not hyper-parameters: they always come from the command line (a ``--config`` file's
+values for them are replaced), so a config searched on one machine runs as told on another. Old spellings
+(``--workers-per-fold``, ``--workers-per-trial``, ``--folds-in-parallel``, ``--max-epochs``, prepare's
+``--workers``) are hidden aliases, kept for one release.
 """
 
 from __future__ import annotations
@@ -11,15 +19,78 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gbvnet.config import ModelConfig, TrainConfig
+from gbvnet.config import FUSIONS, MODALITIES, TARGETS, ModelConfig, TrainConfig, fusion_help
+from gbvnet.data.records import ON_ERROR
+from gbvnet.datasets import DATASETS
+from gbvnet.splits import ROW_RULES
 
 COMPUTE_FIELDS = ("num_workers", "cpus_per_worker", "gpus_per_worker", "compile")
+EVALUATION_FIELDS = ("target", "seed", "epochs", "patience", *COMPUTE_FIELDS)
+"""The :class:`~gbvnet.config.TrainConfig` fields an evaluation decides for itself, whatever a searched config
+says: what it predicts, its seed, how long it trains and stops early, and the compute settings."""
 
 
-def add_compute_arguments(p: argparse.ArgumentParser, workers_flag: str = "--workers") -> None:
+def without_evaluation_fields(train: dict) -> dict:
+    """A ``train`` section (dict) without :data:`EVALUATION_FIELDS`: what a searched config may set."""
+    return {k: v for k, v in train.items() if k not in EVALUATION_FIELDS}
+
+
+def hidden_alias(p: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, dest: str, **kw) -> None:
+    """``flag``: an old spelling of the flag whose destination is ``dest``, accepted but not shown in ``--help``."""
+    p.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
+
+
+def add_source_arguments(p: argparse.ArgumentParser, what: str = "run") -> None:
+    """Where the windows come from: ``--dataset`` and one of ``--root`` (a download, prepared into ``--cache``),
+    ``--synthetic`` (a small demo corpus written once) or ``--cache`` alone (prepared already); resolved by
+    :func:`gbvnet.sources.resolve_cache`."""
+    g = p.add_argument_group("source")
+    g.add_argument("--dataset", choices=DATASETS, required=True, help="which dataset (gbvnet.datasets)")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--root", help="official dataset folder (prepared into --cache, incrementally)")
+    src.add_argument("--synthetic", action="store_true",
+                     help=f"write (once) a small synthetic corpus in the official layout and {what} on it")
+    g.add_argument("--cache", help="window cache directory or URI (default data/cache/<dataset>[-synthetic])")
+    g.add_argument("--on-error", choices=ON_ERROR, default="fail",
+                   help="bad input while preparing --root: fail (default) or skip the smallest unit that has it")
+
+
+def add_tracking_arguments(p: argparse.ArgumentParser, experiment: str) -> None:
+    """Where results go: the MLflow store and experiment (default ``experiment``) and Ray's results storage."""
+    g = p.add_argument_group("tracking")
+    g.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite runs/mlflow.db)")
+    g.add_argument("--experiment", default=None, help=f"MLflow experiment (default {experiment})")
+    g.add_argument("--storage", default=None, help="Ray results path or URI (default ./runs/ray)")
+
+
+def add_model_arguments(p: argparse.ArgumentParser, rows: bool = True) -> None:
+    """What is trained: ``--modality``, ``--fusion``, ``--target``, ``--seed`` and (with ``rows``) ``--rows``."""
+    g = p.add_argument_group("what is trained")
+    g.add_argument("--modality", choices=MODALITIES, default="facebio", help="face, bio or both (default facebio)")
+    g.add_argument("--fusion", choices=FUSIONS, default="gated", help=f"with facebio: {fusion_help()}")
+    g.add_argument("--target", choices=TARGETS, default="valence", help="the rating to predict (default valence)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the folds, the sampling and the initial weights")
+    if rows:
+        g.add_argument("--rows", choices=ROW_RULES, default="modality",
+                       help="modality: the rows the modality can use (bio: all); face: only windows with face "
+                            "frames, whatever the modality (a bio ablation on exactly the face runs' windows)")
+
+
+def add_concurrency_arguments(p: argparse.ArgumentParser, runs: str, old_flag: str | None = None) -> None:
+    """``--concurrent``: how many training runs (``runs``: folds or trials) Ray Tune runs at once."""
+    g = p.add_argument_group("concurrency")
+    g.add_argument("--concurrent", type=int, default=2,
+                   help=f"{runs} trained at once (default 2; each takes --workers x --cpus-per-worker CPUs)")
+    if old_flag:
+        hidden_alias(g, old_flag, "concurrent", type=int)
+
+
+def add_compute_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("compute")
-    g.add_argument(workers_flag, dest="num_workers", type=int, default=1,
-                   help="Ray Train workers per training run (DDP when > 1; default 1)")
+    g.add_argument("--workers", dest="num_workers", type=int, default=1,
+                   help="Ray Train workers per training run (each fold or trial; DDP when > 1; default 1)")
+    for old in ("--workers-per-fold", "--workers-per-trial"):
+        hidden_alias(g, old, "num_workers", type=int)
     g.add_argument("--cpus-per-worker", type=float, default=1.0,
                    help="CPUs reserved per worker; torch uses that many threads (default 1)")
     g.add_argument("--gpus-per-worker", type=float, default=None,

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,6 @@ import yaml
 from gbvnet.storage import read_text
 
 MODALITIES = ("face", "bio", "facebio")
-# gated: cross-attention both ways, then the gate (GBV-Net); attn-concat: the same cross-attention, then
-# concatenation instead of the gate (isolates the gate); concat: pooled features concatenated, no cross-attention.
-FUSIONS = ("gated", "attn-concat", "concat")
 TARGETS = ("valence", "arousal")
 PRESETS = ("smoke", "paper")  # model_preset names
 
@@ -107,9 +105,57 @@ class BioConfig:
         _fraction("bio.dropout", self.dropout)
 
 
+@dataclass(frozen=True)
+class FusionKind:
+    """One way to fuse the face and bio tokens (``fusion.kind``): its name, its module, its row in the report.
+
+    The module is the dotted path of an ``nn.Module`` class built as ``cls(FusionConfig)``, with an ``out_dim``
+    attribute, whose ``forward(face (B, F, d), bio (B, T', d))`` returns ``(features (B, out_dim), gates)``;
+    ``gates`` is ``(B, 2, d)`` (face, bio weights) when ``gates`` is true, else None. It is imported on first use,
+    so this registry stays free of torch.
+    """
+
+    name: str
+    module: str  # "package.module.ClassName"
+    label: str  # the model's row in the report's ablation table
+    gates: bool  # forward returns gate weights (logged per epoch as val_gate_face)
+    help: str  # one line for the --fusion help
+
+    def module_class(self) -> type:
+        """The fusion ``nn.Module`` class (imported now)."""
+        package, _, name = self.module.rpartition(".")
+        return getattr(importlib.import_module(package), name)
+
+
+FUSIONS: dict[str, FusionKind] = {}
+"""The fusion kinds, by name: the one list (``--fusion`` choices, the model's fusion module, the report's rows)."""
+
+
+def register_fusion(kind: FusionKind) -> FusionKind:
+    """Add a fusion kind to :data:`FUSIONS` (a name taken already is an error)."""
+    if kind.name in FUSIONS:
+        raise ValueError(f"fusion kind {kind.name!r} is registered already")
+    FUSIONS[kind.name] = kind
+    return kind
+
+
+def fusion_help() -> str:
+    """The ``--fusion`` help text: each registered kind and what it is."""
+    return "; ".join(f"{k.name}: {k.help}" for k in FUSIONS.values())
+
+
+register_fusion(FusionKind("gated", "gbvnet.models.fusion.GatedAttentionFusion", "face+bio (gated)", gates=True,
+                           help="cross-attention both ways, then the gate (GBV-Net)"))
+register_fusion(FusionKind("attn-concat", "gbvnet.models.fusion.AttentionConcatFusion",
+                           "face+bio (cross-attention + concat)", gates=False,
+                           help="the same cross-attention, then concatenation instead of the gate"))
+register_fusion(FusionKind("concat", "gbvnet.models.fusion.ConcatFusion", "face+bio (concat, no cross-attention)",
+                           gates=False, help="pooled features concatenated, no cross-attention"))
+
+
 @dataclass
 class FusionConfig:
-    kind: str = "gated"  # gated | attn-concat | concat (see FUSIONS)
+    kind: str = "gated"  # a FUSIONS name
     dim: int = 128  # shared width d of both modalities
     heads: int = 4  # cross-modal attention heads
     gate_hidden: int = 128  # our choice: gate MLP hidden width
@@ -117,7 +163,7 @@ class FusionConfig:
 
     def validate(self) -> None:
         if self.kind not in FUSIONS:
-            raise ConfigError(f"fusion.kind must be one of {FUSIONS}, got {self.kind!r}")
+            raise ConfigError(f"fusion.kind must be one of {tuple(FUSIONS)}, got {self.kind!r}")
         for name in ("dim", "heads", "gate_hidden"):
             _positive(f"fusion.{name}", getattr(self, name))
         if self.dim % self.heads:

@@ -16,10 +16,30 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gbvnet.config import PrepareConfig
+
+if TYPE_CHECKING:
+    from gbvnet.data.records import ReadReport, TrialRecord
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """What ``gbvnet.prepare`` needs of a dataset's reader: a module (``gbvnet.data.deap``, ...) with these
+    three functions. Bad input is a :class:`~gbvnet.data.records.DataError` naming the file, or, with
+    ``on_error="skip"``, a skip recorded in ``report``."""
+
+    def check_root(self, root: str | Path, on_error: str = "fail", report: ReadReport | None = None) -> None:
+        """Refuse a ``root`` that is not this dataset's download; report files that belong to no subject."""
+
+    def subject_files(self, root: str | Path, face: bool = True) -> dict[int, list[Path]]:
+        """Each subject's source files (with ``face``, its videos too): what decides whether it is prepared
+        again."""
+
+    def read_subject(self, root: str | Path, subject: int, on_error: str = "fail",
+                     report: ReadReport | None = None, face: bool = True) -> list[TrialRecord]:
+        """One record per trial of ``subject`` (signals, ratings, the stimulus span, the face video's path)."""
 
 
 @dataclass(frozen=True)
@@ -27,9 +47,7 @@ class Dataset:
     """One dataset: how to read it, how to prepare it by default, and how to write a synthetic corpus of it."""
 
     name: str
-    # The reader module (imported on first use: the MAHNOB reader pulls in mne). It provides the uniform reader
-    # interface gbvnet.prepare calls: check_root(root, on_error, report), subject_files(root, face) and
-    # read_subject(root, subject, on_error, report, face).
+    # The reader module, a Reader (imported on first use: the MAHNOB reader pulls in mne).
     reader_module: str
     # Preparation defaults: the PrepareConfig fields that differ from PrepareConfig's own defaults.
     prepare_defaults: dict[str, Any]
@@ -39,8 +57,13 @@ class Dataset:
     demo_size: dict[str, Any]
 
     @property
-    def reader(self) -> ModuleType:
-        return importlib.import_module(self.reader_module)
+    def reader(self) -> Reader:
+        """The reader module, checked to provide the :class:`Reader` functions."""
+        module = importlib.import_module(self.reader_module)
+        if not isinstance(module, Reader):
+            missing = [name for name in ("check_root", "subject_files", "read_subject") if not hasattr(module, name)]
+            raise TypeError(f"dataset {self.name!r}: reader module {self.reader_module} lacks {', '.join(missing)}")
+        return module
 
     def prepare_config(self, **overrides: Any) -> PrepareConfig:
         """The preparation defaults of this dataset with ``overrides`` (validated)."""

@@ -142,8 +142,7 @@ def run_tuner(trainable, name: str, storage: str, *, resume: bool, param_space: 
     callbacks it was created with.
 
     A finished trial's process runs the next trial (Tune's ``reuse_actors``): a fold or search trial then pays no
-    process start and no import of torch and the model code (3-4 s each on 2 CPU cores; the demo's 6 folds run
-    12 s faster)."""
+    process start and no import of torch and the model code (3-4 s per trial on 2 CPU cores)."""
     path = f"{storage.rstrip('/')}/{name}"
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable, resume_errored=True).fit()

@@ -50,6 +50,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gbvnet.config import (
+    FUSIONS,
     ConfigError,
     ModelConfig,
     TrainConfig,
@@ -60,7 +61,7 @@ from gbvnet.data.cache import Manifest, open_cache
 from gbvnet.data.dataset import Normalizer, WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
-from gbvnet.metrics import binary_metrics, prefixed
+from gbvnet.metrics import SELECTION_METRIC, prefixed
 from gbvnet.models import GBVNet
 from gbvnet.splits import Fold, require_checked, rows_digest
 from gbvnet.steps import Forward, evaluate, make_optimizer, train_epoch, use_compile
@@ -313,16 +314,17 @@ class WorkerState:
         totals = _all_reduce(np.concatenate([cm.ravel(), [val_loss, gate, loss_sum, seen]]))
         cm, (val_loss, gate, loss_sum, seen) = totals[:4].reshape(2, 2), totals[4:]
         n_val = cm.sum()
-        finished = self._track(binary_metrics(cm)["macro_f1"], epoch)
+        validation = prefixed(cm, "val")
+        finished = self._track(validation[SELECTION_METRIC], epoch)
         progress = self.progress
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss / max(n_val, 1),
-                   **prefixed(cm, "val"), "best_val_macro_f1": progress["best_score"],
+                   **validation, f"best_{SELECTION_METRIC}": progress["best_score"],
                    "best_epoch": progress["best_epoch"] + 1,
                    "lr": self.scheduler.get_last_lr()[0], "train_time_s": train_time,
                    "epoch_time_s": time.perf_counter() - started, "threads": torch.get_num_threads(),
                    "compiled": self.forward.compiled is not None,
                    "start_epoch": start_epoch, "done": finished}
-        if self.job.model.modality == "facebio" and self.job.model.fusion.kind == "gated":
+        if self.job.model.modality == "facebio" and FUSIONS[self.job.model.fusion.kind].gates:
             metrics["val_gate_face"] = gate / max(n_val, 1)
         if self.normalizer is not None:
             metrics["normalizer_digest"] = rows_digest(self.normalizer.fitted_rows)  # checked by the leakage audit
@@ -363,7 +365,7 @@ def train_loop_per_worker(config: dict, session=None) -> None:
         if session.rank == 0:
             state = worker.checkpoint()
             print(f"[{job.fold.name}] epoch {epoch + 1}/{job.train.epochs} loss {metrics['train_loss']:.4f} "
-                  f"val acc {metrics['val_accuracy']:.3f} macro-F1 {metrics['val_macro_f1']:.3f}"
+                  f"val acc {metrics['val_accuracy']:.3f} {SELECTION_METRIC} {metrics[SELECTION_METRIC]:.3f}"
                   + (f" | test acc {metrics['test_accuracy']:.3f}" if "test_accuracy" in metrics else ""),
                   flush=True)
         report(session, metrics, state)

@@ -8,7 +8,7 @@ Undefined is NaN, never 0 or 0.5 (scikit-learn's ``zero_division=np.nan``): prec
 prediction, recall without a positive window, F1 ``2tp / (2tp + fp + fn)`` when neither exists. Macro-F1 and
 balanced accuracy average what is defined: the F1 of each class that occurs in the labels or the predictions,
 the recall of each class that occurs in the labels. So a perfect classifier scores 1 on a test set of one class
-(where the old "undefined = 0" rule gave it 0.5), and an all-negative test set has no positive-class F1.
+(counting the missing class's undefined F1 as 0 would give 0.5), and an all-negative test set has no positive-class F1.
 
 Example:
     >>> m = binary_metrics(confusion([1, 0, 1, 1], [1, 0, 0, 1]))
@@ -26,6 +26,9 @@ from __future__ import annotations
 import numpy as np
 
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "macro_f1", "balanced_accuracy")
+SELECTION_METRIC = "val_macro_f1"
+"""What a run maximises: early stopping and the choice of the tested epoch (:mod:`gbvnet.loop`), the search's
+objective (``tune/search.py``). ``best_<SELECTION_METRIC>`` is the best value so far."""
 
 
 def confusion(y_true, y_pred) -> np.ndarray:

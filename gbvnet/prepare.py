@@ -575,7 +575,7 @@ def _optional_float(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m gbvnet.prepare``. Preparation flags default to unset: only those given override
     the dataset's own preparation defaults (:attr:`gbvnet.datasets.Dataset.prepare_defaults`)."""
     p = argparse.ArgumentParser(prog="python -m gbvnet.prepare", description=__doc__.splitlines()[0])
@@ -604,6 +604,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=argparse.SUPPRESS)  # the old name of --processes, kept for one release
     p.add_argument("--on-error", choices=ON_ERROR, default="fail",
                    help="bad input: fail (default), or skip the smallest unit that has it and report it")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed flags, with ``config``: the dataset's preparation config with the flags given written in."""
+    p = build_parser()
     args = p.parse_args(argv)
     if args.processes < 1:
         p.error(f"--processes must be >= 1, got {args.processes}")

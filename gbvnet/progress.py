@@ -35,6 +35,8 @@ from typing import TextIO
 from ray import tune
 from ray.tune.experiment import Trial
 
+from gbvnet.metrics import SELECTION_METRIC
+
 
 def clock(seconds: float | None) -> str:
     """``h:mm:ss``, or ``?`` for an unknown duration."""
@@ -72,7 +74,7 @@ class ProgressTable(tune.Callback):
     """
 
     def __init__(self, *, total: int, max_epochs: int, concurrency: int, kind: str = "trial", title: str = "tune",
-                 name: Callable[[Trial], str] | None = None, metric: str = "val_macro_f1", interval: float = 30.0,
+                 name: Callable[[Trial], str] | None = None, metric: str = SELECTION_METRIC, interval: float = 30.0,
                  stream: TextIO | None = None, now: Callable[[], float] = time.monotonic):
         self.total, self.max_epochs, self.concurrency = total, max_epochs, max(1, concurrency)
         self.kind, self.title, self.metric, self.interval = kind, title, metric, interval

@@ -18,8 +18,9 @@ The module has four sections:
   names the subjects that keep rows under it.
 * **Folds from subject lists**: :func:`subject_fold` (``gbvnet.train --train-subjects/--val-subjects``) and
   :func:`search_fold` (the search subjects of ``tune/search.py``).
-* **Evaluation protocols**: split generators with validation from training data only (:data:`PROTOCOLS`; see
-  their base class, ``_Protocol``).
+* **Evaluation protocols**: split generators with validation from training data only; :data:`PROTOCOLS` is the
+  one list (:func:`register_protocol`), each declaring its arguments and whether it is leaky (see their base
+  class, ``_Protocol``).
 
 Each fold is checked once, by the builder that makes it: :func:`check_fold` returns the fold with the guard's
 verdict recorded (:attr:`Fold.check`: what was checked and a digest of the rows and levels it was checked on).
@@ -35,6 +36,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -191,13 +193,15 @@ def subject_fold(index, train: list[int], val: list[int], test: list[int]) -> Fo
                       index.trial)
 
 
-def search_fold(index, search_subjects: list[int], seed: int, modality: str = "bio") -> Fold:
+def search_fold(index, search_subjects: list[int], seed: int, modality: str = "bio",
+                rows: str = "modality") -> Fold:
     """Train / validation rows from the search subjects only (validation: a seeded 25 % of them), restricted to
-    the rows ``modality`` can use; search subjects without any are left out (with a warning)."""
+    the rows ``modality`` can use (:func:`usable_rows` with ``rows``); search subjects without any are left out
+    (with a warning)."""
     known = set(np.unique(index.subject).tolist())
     if set(search_subjects) - known:
         raise ValueError(f"search subjects {sorted(set(search_subjects) - known)} are not in the cache")
-    rows = usable_rows(index, modality)
+    rows = usable_rows(index, modality, rows)
     have = subjects_with_rows(index, rows)
     without = sorted(set(search_subjects) - set(have))
     kept = sorted(set(search_subjects) & set(have))
@@ -255,6 +259,37 @@ def _rows_of_trials(subjects, trials, rows, chosen: np.ndarray) -> np.ndarray:
     return rows[mask]
 
 
+@dataclass(frozen=True)
+class ProtocolArgument:
+    """One constructor argument of a protocol that its command line offers as ``--<name>`` (dashes for
+    underscores); the evaluation CLIs add it and pass its value on by ``name``."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+PROTOCOLS: dict[str, type[_Protocol]] = {}
+"""The evaluation protocols, by name: the one list (the evaluations' ``--protocol`` choices and arguments)."""
+
+
+def register_protocol(name: str):
+    """Class decorator: add a protocol (a ``_Protocol`` subclass) to :data:`PROTOCOLS` as ``name``."""
+    def register(cls):
+        if name in PROTOCOLS:
+            raise ValueError(f"protocol {name!r} is registered already")
+        cls.name = name
+        PROTOCOLS[name] = cls
+        return cls
+    return register
+
+
 class _Protocol:
     """Evaluation protocols: split generators over the cache's rows, with validation from training data only.
 
@@ -290,6 +325,9 @@ class _Protocol:
         'passed: no subject in two of train, val and test'
     """
 
+    name = ""  # set by register_protocol
+    leaky = False  # windows of one trial may fall in train and test: runs only when the user allows it
+    arguments: tuple[ProtocolArgument, ...] = ()  # what the CLI offers besides ``seed`` (every protocol takes it)
     allow_leaky = False
 
     def folds(self, X, y=None) -> list[Fold]:
@@ -317,11 +355,15 @@ class _Protocol:
         raise NotImplementedError
 
 
+@register_protocol("loso")
 class LeaveOneSubjectOut(_Protocol):
     """Each subject is the test set once; validation: ``val_fraction`` of the other subjects (at least one, at
     most all but one), or with ``validation="trials"`` of each training subject's trials."""
 
     VALIDATION = ("subjects", "trials")
+    arguments = (ProtocolArgument("validation", str, "subjects", choices=VALIDATION,
+                                  help="early stopping on held-out training subjects (default) or on held-out "
+                                       "trials of the training subjects (rewards within-subject fit)"),)
 
     def __init__(self, val_fraction: float = 0.2, seed: int = 0, validation: str = "subjects"):
         if not 0 < val_fraction < 1:
@@ -358,8 +400,14 @@ class LeaveOneSubjectOut(_Protocol):
             yield Fold(f"subject-{s}", "subject", train, val, test, val_level="trial")
 
 
+K_FOLDS = ProtocolArgument("k", int, 5, help="folds per subject (default 5)")
+
+
+@register_protocol("subject-dependent")
 class SubjectDependentKFold(_Protocol):
     """Per subject, ``k`` folds over its trials; validation: ``val_fraction`` of the remaining trials."""
+
+    arguments = (K_FOLDS,)
 
     def __init__(self, k: int = 5, val_fraction: float = 0.2, seed: int = 0):
         if k < 2:
@@ -388,8 +436,12 @@ class SubjectDependentKFold(_Protocol):
                 yield Fold(f"subject-{s}-fold-{i}", "trial", train, val, test)
 
 
+@register_protocol("segment-random")
 class SegmentRandomKFold(_Protocol):
     """LEAKY: per subject, ``k`` folds over shuffled windows (windows of one trial in train and test)."""
+
+    leaky = True
+    arguments = (K_FOLDS,)
 
     def __init__(self, k: int = 5, val_fraction: float = 0.2, seed: int = 0, allow_leaky: bool = False):
         if not allow_leaky:
@@ -408,6 +460,3 @@ class SegmentRandomKFold(_Protocol):
                 val = rest[_stratified_assign(labels[rest], max(2, round(1 / self.val_fraction)), rng) == 0]
                 yield Fold(f"subject-{s}-fold-{i}", "window", np.setdiff1d(rest, val), val, test)
 
-
-PROTOCOLS = {"loso": LeaveOneSubjectOut, "subject-dependent": SubjectDependentKFold,
-             "segment-random": SegmentRandomKFold}

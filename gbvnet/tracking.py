@@ -57,7 +57,7 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     """The experiment ``name``, created if missing; tagged as a model-training experiment unless it has a kind."""
     found = client.get_experiment_by_name(name)
     if found is not None:
-        if KIND_TAG not in found.tags:  # created by an older version of this project
+        if KIND_TAG not in found.tags:  # made without the tag (by MLflow's own API, say): tag it now
             client.set_experiment_tag(found.experiment_id, KIND_TAG, KIND)
         return found.experiment_id
     location = None

@@ -11,33 +11,44 @@ from __future__ import annotations
 import argparse
 import time
 
-from gbvnet.cli import add_compute_arguments, apply_compute_arguments
-from gbvnet.config import FUSIONS, MODALITIES, PRESETS, TARGETS, TrainConfig, model_preset
+from gbvnet.cli import add_compute_arguments, add_model_arguments, apply_compute_arguments
+from gbvnet.config import PRESETS, TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
 from gbvnet.launch import init_ray, make_trainer
 from gbvnet.loop import make_job
 from gbvnet.splits import subject_fold
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m gbvnet.train``."""
     p = argparse.ArgumentParser(prog="python -m gbvnet.train", description="Train GBV-Net once on a window cache.")
     p.add_argument("--cache", required=True, help="window cache directory or URI (python -m gbvnet.prepare)")
-    p.add_argument("--modality", choices=MODALITIES, default="facebio")
-    p.add_argument("--fusion", choices=FUSIONS, default="gated")
-    p.add_argument("--target", choices=TARGETS, default="valence")
-    p.add_argument("--preset", choices=PRESETS, default="smoke")
-    p.add_argument("--train-subjects", type=int, nargs="+", required=True)
-    p.add_argument("--val-subjects", type=int, nargs="+", required=True)
-    p.add_argument("--test-subjects", type=int, nargs="*", default=[])
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=TrainConfig.lr)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-failures", type=int, default=0, help="worker failures to recover from (-1: always)")
-    p.add_argument("--storage", default=None, help="Ray results/checkpoints path or URI (default ./runs/ray)")
-    p.add_argument("--name", default=None)
+    add_model_arguments(p, rows=False)
+    p.add_argument("--preset", choices=PRESETS, default="smoke",
+                   help="model size preset (default smoke: a single run here is a quick check; the evaluations "
+                        "and the search default to paper on real data)")
+    g = p.add_argument_group("fold (subject ids)")
+    g.add_argument("--train-subjects", type=int, nargs="+", required=True, help="subjects trained on")
+    g.add_argument("--val-subjects", type=int, nargs="+", required=True,
+                   help="subjects of early stopping and model selection")
+    g.add_argument("--test-subjects", type=int, nargs="*", default=[],
+                   help="subjects the best epoch's model is tested on (default: none)")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=f"most epochs ({TrainConfig.epochs})")
+    t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
+                   help=f"windows per batch ({TrainConfig.batch_size})")
+    t.add_argument("--lr", type=float, default=TrainConfig.lr,
+                   help=f"peak learning rate, AdamW with cosine decay ({TrainConfig.lr:g})")
+    t.add_argument("--max-failures", type=int, default=0, help="worker failures to recover from (-1: always)")
+    r = p.add_argument_group("results")
+    r.add_argument("--storage", default=None, help="Ray results/checkpoints path or URI (default ./runs/ray)")
+    r.add_argument("--name", default=None, help="the run's name (default train-<modality>-<target>-<time>)")
     add_compute_arguments(p)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:

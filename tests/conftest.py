@@ -47,6 +47,17 @@ def _session_ray_token() -> None:
 _session_ray_token()
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """The markers of pyproject.toml that follow from fixtures: ``ray`` on every test using the session's Ray
+    instance, ``slow`` on those reading the session's LOSO evaluations (the first one runs them)."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "ray_session" in fixtures:
+            item.add_marker(pytest.mark.ray)
+        if "evaluations" in fixtures:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance (2 CPUs) shared by every test that needs Ray."""

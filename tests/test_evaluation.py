@@ -103,6 +103,8 @@ def test_each_fold_is_checked_once_before_ray_starts(mahnob_cache, monkeypatch):
     assert len(checked) == len(set(checked)) == 8  # 4 subjects x 2 folds, each once
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_path):
     args = common(mahnob_cache, tmp_path, "--modality", "bio", "--epochs", "2", "--folds-in-parallel", "1",
                   "--test-subjects", "1", "2", "3")
@@ -139,6 +141,7 @@ def clean_mahnob_cache(prepared_cache):
                           frames=4, face_size=32)
 
 
+@pytest.mark.slow
 def test_facebio_beats_chance_by_a_wide_margin(ray_session, clean_mahnob_cache, tmp_path):
     doc = subject_dependent.main(common(clean_mahnob_cache, tmp_path, "--modality", "facebio", "--k", "2",
                                         "--epochs", "20", "--patience", "20", "--lr", "1e-3",
@@ -182,9 +185,9 @@ def test_metrics_match_sklearn_with_undefined_as_nan():
             }
         for name, value in expected.items():
             assert got[name] == pytest.approx(value, nan_ok=True), (name, y, p)
-    perfect_positive = binary_metrics(confusion([1, 1, 1], [1, 1, 1]))  # the old rule gave 0.5 and 0.5
+    perfect_positive = binary_metrics(confusion([1, 1, 1], [1, 1, 1]))  # undefined counted as 0: 0.5 and 0.5
     assert perfect_positive["balanced_accuracy"] == perfect_positive["macro_f1"] == 1.0
-    assert np.isnan(binary_metrics(confusion([0, 0], [0, 0]))["f1"])  # the old rule gave 0
+    assert np.isnan(binary_metrics(confusion([0, 0], [0, 0]))["f1"])  # undefined counted as 0: 0
 
 
 def test_subject_metrics_pool_one_class_folds_and_aggregate_over_subjects():

@@ -32,7 +32,7 @@ from gbvnet.data.dataset import WindowDataset
 from gbvnet.data.records import DataError, TrialRecord
 from gbvnet.data.video import crop_square, face_crops, read_frames
 from gbvnet.data.windows import cut, windows
-from gbvnet.datasets import DATASETS, get_dataset
+from gbvnet.datasets import DATASETS, Reader, get_dataset
 from gbvnet.prepare import format_report, prepare_dataset
 from gbvnet.sources import SYNTHETIC_PREPARE, resolve_cache
 
@@ -750,6 +750,9 @@ def test_datasets_come_from_the_registry(capsys):
         get_dataset("seed")
     assert DATASETS["deap"].prepare_config().h_freq is None and DATASETS["mahnob"].prepare_config().h_freq == 45.0
     assert DATASETS["mahnob"].prepare_config(frames=2).frames == 2 and DATASETS["deap"].reader is deap
+    assert isinstance(DATASETS["mahnob"].reader, Reader)
+    with pytest.raises(TypeError, match="reader module gbvnet.data.windows lacks check_root, subject_files, "):
+        assert dataclasses.replace(DATASETS["deap"], reader_module="gbvnet.data.windows").reader is None
     with pytest.raises(SystemExit):
         prepare.main(["--dataset", "seed", "--root", "r", "--cache", "c"])
     assert "invalid choice: 'seed' (choose from 'deap', 'mahnob')" in capsys.readouterr().err

@@ -24,6 +24,7 @@ def search_args(cache, tmp_path, *extra):
             "--output", str(tmp_path / "best.yaml"), *extra]
 
 
+@pytest.mark.slow
 def test_smoke_search_writes_a_config_that_loso_accepts(ray_session, mahnob_cache, tmp_path, capsys):
     doc = search.main(search_args(mahnob_cache, tmp_path))
     printed = capsys.readouterr().out
@@ -108,6 +109,7 @@ def test_bio_ablation_on_face_rows_plans_exactly_the_face_runs_folds(deap_partly
     assert len(planned["bio"]) == 4  # subject 4 (no video) is tested and trained on by plain bio
 
 
+@pytest.mark.slow
 def test_search_and_evaluation_on_deap_where_some_subjects_have_no_video(ray_session, deap_partly_filmed, tmp_path):
     """The default face+bio search finishes (it used to die in every trial on subject 4), records its provenance
     and the face weights; the evaluation of its config uses the same rows and logs what it used."""

@@ -81,7 +81,7 @@ def test_failed_compilation_warns_and_trains_eagerly(small_mahnob_cache, monkeyp
 
 def compute_args(*argv: str) -> TrainConfig:
     p = argparse.ArgumentParser()
-    add_compute_arguments(p, workers_flag="--workers-per-trial")
+    add_compute_arguments(p)  # --workers-per-trial: an old spelling of --workers, still accepted
     return apply_compute_arguments(p.parse_args(list(argv)), TrainConfig())
 
 

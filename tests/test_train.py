@@ -91,6 +91,7 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+@pytest.mark.slow
 def test_killed_worker_resumes_from_checkpoint_and_leaves_no_local_checkpoints(ray_session, mahnob_cache, tmp_path,
                                                                                request):
     """A killed worker resumes from its checkpoint; no local checkpoint folder outlives the run, not even one

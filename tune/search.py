@@ -44,25 +44,35 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from gbvnet.cli import (
-    COMPUTE_FIELDS,
     add_compute_arguments,
+    add_concurrency_arguments,
     add_face_weight_arguments,
+    add_model_arguments,
+    add_source_arguments,
+    add_tracking_arguments,
     apply_compute_arguments,
     apply_face_weight_arguments,
+    hidden_alias,
+    without_evaluation_fields,
 )
-from gbvnet.config import MODALITIES, TARGETS, ModelConfig, TrainConfig, model_preset, to_dict
+from gbvnet.config import (
+    ModelConfig,
+    TrainConfig,
+    model_preset,
+    to_dict,
+)
 from gbvnet.data.cache import open_cache
-from gbvnet.datasets import DATASETS
 from gbvnet.launch import init_ray, run_tuner, search_trial, storage_path, tune_trial_resources
 from gbvnet.loop import fit_model_to_cache, make_job
+from gbvnet.metrics import SELECTION_METRIC
 from gbvnet.progress import ProgressTable
 from gbvnet.sources import resolve_cache
 from gbvnet.splits import Fold, search_fold, subjects_with_rows, usable_rows
 from gbvnet.storage import write_text
 from gbvnet.tracking import Tracker, tracking_uri
-from tune.space import SPACES, apply, search_space
+from tune.space import SPACES, apply, get_space, search_space
 
-METRIC = "val_macro_f1"
+METRIC = SELECTION_METRIC  # the objective: what early stopping selects on in every trial
 
 
 def make_search_alg(seed: int, concurrent: int, algo: str = "optuna"):
@@ -74,38 +84,42 @@ def make_search_alg(seed: int, concurrent: int, algo: str = "optuna"):
     return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``tune/search.py``."""
     p = argparse.ArgumentParser(prog="tune/search.py", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=DATASETS, required=True)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--root")
-    src.add_argument("--synthetic", action="store_true")
-    p.add_argument("--cache")
-    p.add_argument("--target", choices=TARGETS, default="valence")
-    p.add_argument("--modality", choices=MODALITIES, default="facebio")
-    p.add_argument("--space", choices=SPACES, default=None,
-                   help="search space (default: smoke with --synthetic, paper otherwise)")
-    p.add_argument("--num-samples", type=int, default=16)
-    p.add_argument("--max-epochs", type=int, default=20)
-    p.add_argument("--grace-epochs", type=int, default=1, help="ASHA grace period (epochs)")
-    p.add_argument("--reduction-factor", type=int, default=2,
+    add_source_arguments(p, what="search")
+    add_model_arguments(p)
+    g = p.add_argument_group("search")
+    g.add_argument("--space", choices=SPACES, default=None,
+                   help="search space, searched around its model preset (default: smoke with --synthetic, paper "
+                        "otherwise, as the evaluations' --preset)")
+    add_face_weight_arguments(g)
+    g.add_argument("--search-subjects", type=int, nargs="+", default=None,
+                   help="the only subjects the search sees (default: the first half of the subjects with rows "
+                        "for --modality / --rows)")
+    g.add_argument("--num-samples", type=int, default=16, help="trials (sampled configurations; default 16)")
+    g.add_argument("--epochs", type=int, default=20,
+                   help="most epochs per trial (default 20; ASHA stops poor trials earlier)")
+    hidden_alias(g, "--max-epochs", "epochs", type=int)
+    g.add_argument("--grace-epochs", type=int, default=1, help="ASHA grace period (epochs)")
+    g.add_argument("--reduction-factor", type=int, default=2,
                    help="ASHA: keeps the best 1/factor of the trials at each rung")
-    p.add_argument("--concurrent", type=int, default=2)
-    p.add_argument("--search-subjects", type=int, nargs="+", default=None,
-                   help="default: the first half of the subjects with rows for --modality")
-    add_face_weight_arguments(p)
-    p.add_argument("--storage", default=None, help="Ray results path or URI (default ./runs/ray)")
-    p.add_argument("--name", default=None,
-                   help="search name (default search-<dataset>-<modality>-<target>-<algo>-seed<S>)")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--output", default="best.yaml")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--algo", choices=("optuna", "random"), default="optuna",
+    g.add_argument("--algo", choices=("optuna", "random"), default="optuna",
                    help="optuna: TPE + ASHA early stopping (default); random: random search, no early stopping")
-    p.add_argument("--quiet", action="store_true", help="no progress table while the trials run")
-    add_compute_arguments(p, workers_flag="--workers-per-trial")
-    return p.parse_args(argv)
+    g.add_argument("--name", default=None,
+                   help="the search's name: Ray experiment and MLflow run "
+                        "(default search-<dataset>-<modality>-<target>-<algo>-seed<S>)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted search (same --name)")
+    g.add_argument("--output", default="best.yaml", help="where the best config goes (YAML; default best.yaml)")
+    g.add_argument("--quiet", action="store_true", help="no progress table while the trials run")
+    add_tracking_arguments(p, experiment="gbvnet-<dataset>-search")
+    add_concurrency_arguments(p, runs="trials")
+    add_compute_arguments(p)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 @dataclass
@@ -122,6 +136,8 @@ class SearchSpec:
     reduction_factor: int = 2  # ASHA
     concurrent: int = 2
     search_subjects: list[int] | None = None  # default: the first half of the subjects with rows for the modality
+    rows: str = "modality"  # gbvnet.splits.usable_rows: the modality's rows, or "face" rows for any modality
+    experiment: str | None = None  # MLflow experiment; default gbvnet-<dataset>-search
     algo: str = "optuna"
     resume: bool = False
     storage: str | None = None
@@ -152,9 +168,9 @@ class Provenance:
 
 def plan(spec: SearchSpec, index) -> tuple[Fold, Provenance]:
     """The search's fold (:func:`gbvnet.splits.search_fold`) and provenance; refusals here cost no Ray start."""
-    subjects = subjects_with_rows(index, usable_rows(index, spec.model.modality))
+    subjects = subjects_with_rows(index, usable_rows(index, spec.model.modality, spec.rows))
     requested = spec.search_subjects or subjects[: max(2, len(subjects) // 2)]
-    fold = search_fold(index, requested, spec.train.seed, spec.model.modality)
+    fold = search_fold(index, requested, spec.train.seed, spec.model.modality, spec.rows)
     train_subjects = np.unique(index.subject[fold.train]).tolist()
     val_subjects = np.unique(index.subject[fold.val]).tolist()
     searched = sorted(train_subjects + val_subjects)
@@ -165,11 +181,13 @@ def plan(spec: SearchSpec, index) -> tuple[Fold, Provenance]:
 
 def start_run(spec: SearchSpec, index, provenance: Provenance) -> Tracker:
     """The MLflow parent run of the search, with the cache and the search's parameters logged."""
-    tracker = Tracker(tracking_uri(spec.tracking_uri), f"gbvnet-{spec.dataset}-search", spec.run_name,
+    experiment = spec.experiment or f"gbvnet-{spec.dataset}-search"
+    tracker = Tracker(tracking_uri(spec.tracking_uri), experiment, spec.run_name,
                       run_name=spec.run_name, resume=spec.resume)
     tracker.log_cache(spec.cache, index, context="search")
     tracker.log_params({"dataset": spec.dataset, "target": spec.train.target, "modality": spec.model.modality,
-                        "space": spec.space, "num_samples": spec.num_samples, "max_epochs": spec.train.epochs,
+                        "space": spec.space, "rows": spec.rows, "num_samples": spec.num_samples,
+                        "max_epochs": spec.train.epochs,
                         "seed": spec.train.seed, "search_subjects": provenance.subjects,
                         "train_subjects": provenance.train_subjects, "val_subjects": provenance.val_subjects,
                         "cache_manifest_hash": index.manifest_hash,
@@ -220,14 +238,13 @@ def best_config(spec: SearchSpec, index, provenance: Provenance, ranked: list[tu
     best_model, best_train = apply(best.config, fit_model_to_cache(spec.model, index.manifest), spec.train)
     return {
         "model": to_dict(best_model),
-        "train": {k: v for k, v in to_dict(best_train).items()
-                  if k not in ("target", "seed", "epochs", "patience", *COMPUTE_FIELDS)},  # the evaluation's own
+        "train": without_evaluation_fields(to_dict(best_train)),
         "search": {"dataset": spec.dataset, "target": spec.train.target, "modality": spec.model.modality,
                    "subjects": provenance.subjects, "excluded_subjects": provenance.excluded_subjects,
                    "label_threshold": provenance.label_threshold, "face_weights": provenance.face_weights,
                    "train_subjects": provenance.train_subjects, "val_subjects": provenance.val_subjects,
                    "metric": METRIC,
-                   "best_val_macro_f1": float(best_score), "trial_id": best.metrics["trial_id"],
+                   f"best_{METRIC}": float(best_score), "trial_id": best.metrics["trial_id"],
                    "trials": len(grid), "trial_epochs": int(sum(r.metrics.get("epoch", 0) for r in grid)),
                    "algo": spec.algo, "cache_manifest_hash": index.manifest_hash, "mlflow_run_id": run_id},
     }
@@ -259,7 +276,7 @@ def search(spec: SearchSpec) -> dict:
     grid = run_trials(spec, fold)
     ranked = rank_trials(grid, tracker)
     document = best_config(spec, index, provenance, ranked, grid, tracker.run_id)
-    tracker.log_metrics({"best_val_macro_f1": document["search"]["best_val_macro_f1"], "trials": len(grid)})
+    tracker.log_metrics({f"best_{METRIC}": document["search"][f"best_{METRIC}"], "trials": len(grid)})
     tracker.log_json(document, "best_config.json")
     tracker.finish()
     write_text(spec.output, yaml.safe_dump(document, sort_keys=False))
@@ -272,15 +289,16 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
     model of the space's preset with the face weights, whose file must exist."""
     space = args.space or ("smoke" if args.synthetic else "paper")
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
-                          need_face=args.modality != "bio")
-    model = apply_face_weight_arguments(args, model_preset("smoke" if space == "smoke" else "paper",
-                                                          modality=args.modality))
-    train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.max_epochs,
-                                                      patience=args.max_epochs, seed=args.seed))
+                          on_error=args.on_error, need_face=args.modality != "bio" or args.rows == "face")
+    model = apply_face_weight_arguments(args, model_preset(get_space(space).preset, modality=args.modality,
+                                                                  fusion=args.fusion))
+    train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.epochs,
+                                                      patience=args.epochs, seed=args.seed))
     return SearchSpec(dataset=args.dataset, cache=cache, model=model, train=train, space=space,
                       num_samples=args.num_samples, grace_epochs=args.grace_epochs,
                       reduction_factor=args.reduction_factor, concurrent=args.concurrent,
-                      search_subjects=args.search_subjects, algo=args.algo, resume=args.resume,
+                      search_subjects=args.search_subjects, rows=args.rows, experiment=args.experiment,
+                      algo=args.algo, resume=args.resume,
                       storage=args.storage, name=args.name, tracking_uri=args.tracking_uri, output=args.output,
                       quiet=args.quiet)
 

@@ -21,7 +21,9 @@ the search's Tune trainable (:func:`gbvnet.launch.search_trial`) trains one poin
 | train.batch_size | choice 16/32/64 | |
 | train.label_smoothing | uniform 0-0.2 | |
 
-The ``smoke`` space keeps every size tiny (for tests and CPU demos); ``paper`` is the full space above.
+:data:`SPACES` is the one list of spaces (:func:`register_space`: a name, the model preset it searches around,
+its distributions). The ``smoke`` space keeps every size tiny (for tests and CPU demos); ``paper`` is the full
+space above.
 Frames per window and face size are fixed by the window cache (``gbvnet.prepare --frames/--face-size``).
 
 Example:
@@ -35,37 +37,69 @@ Example:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ray import tune
 
-from gbvnet.config import ModelConfig, TrainConfig
+from gbvnet.config import PRESETS, ModelConfig, TrainConfig
 
-SPACES = ("paper", "smoke")  # search_space kinds
 WIDTH = "width"  # one sampled value sets face.dim, bio.dim and fusion.dim (they must agree)
 
 
-def search_space(kind: str = "paper") -> dict[str, Any]:
-    """Ray Tune distributions for ``kind`` = ``paper`` (full) or ``smoke`` (tiny sizes)."""
-    common = {
-        "model.fusion.dropout": tune.uniform(0.0, 0.5),
-        "train.lr": tune.loguniform(1e-4, 3e-3),
-        "train.weight_decay": tune.loguniform(1e-3, 0.2),
-        "train.label_smoothing": tune.uniform(0.0, 0.2),
-    }
-    if kind == "smoke":
-        return {**common,
-                "model.fusion.gate_hidden": tune.choice([16, 32]),
-                WIDTH: tune.choice([16, 32]),
-                "model.bio.local_channels": tune.choice([8, 16]),
-                "model.bio.tcn_channels": tune.choice([8, 16]),
-                "model.bio.tcn_kernel": tune.choice([3, 5]),
-                "model.bio.tcn_dilations": tune.choice(["1,2", "1,2,4"]),
-                "model.face.depth": tune.choice([1, 2]),
-                "train.batch_size": tune.choice([16, 32])}
-    if kind != "paper":
-        raise ValueError(f"unknown search space {kind!r}: choose one of {SPACES}")
-    return {**common,
+@dataclass(frozen=True)
+class Space:
+    """One search space: the model preset the sampled points change (:func:`gbvnet.config.model_preset`) and
+    ``distributions()``, the Ray Tune distributions of its keys (a new dict per call)."""
+
+    name: str
+    preset: str
+    distributions: Callable[[], dict[str, Any]]
+
+
+SPACES: dict[str, Space] = {}
+"""The search spaces, by name: the one list (``tune/search.py --space`` choices, its base model, its points)."""
+
+
+def register_space(name: str, preset: str):
+    """Decorator: add a function returning a space's distributions to :data:`SPACES` as ``name``, searched on
+    top of the model preset ``preset``."""
+    def register(distributions):
+        if name in SPACES:
+            raise ValueError(f"search space {name!r} is registered already")
+        if preset not in PRESETS:
+            raise ValueError(f"search space {name!r}: unknown preset {preset!r}; known: {PRESETS}")
+        SPACES[name] = Space(name, preset, distributions)
+        return distributions
+    return register
+
+
+def get_space(name: str) -> Space:
+    """The registered space ``name``; an unknown name is a ``ValueError`` listing the known ones."""
+    try:
+        return SPACES[name]
+    except KeyError:
+        raise ValueError(f"unknown search space {name!r}: choose one of {tuple(SPACES)}") from None
+
+
+def search_space(name: str = "paper") -> dict[str, Any]:
+    """Ray Tune distributions of the space ``name``."""
+    return get_space(name).distributions()
+
+
+def _optimiser() -> dict[str, Any]:
+    """The keys every space samples alike: regularisation and the optimiser."""
+    return {"model.fusion.dropout": tune.uniform(0.0, 0.5),
+            "train.lr": tune.loguniform(1e-4, 3e-3),
+            "train.weight_decay": tune.loguniform(1e-3, 0.2),
+            "train.label_smoothing": tune.uniform(0.0, 0.2)}
+
+
+@register_space("paper", preset="paper")
+def paper_space() -> dict[str, Any]:
+    """The full space of the table above."""
+    return {**_optimiser(),
             "model.fusion.gate_hidden": tune.choice([32, 64, 128, 256]),
             "model.face.backbone": tune.choice(["convnextv2_atto", "convnextv2_femto", "convnextv2_pico"]),
             "model.face.depth": tune.choice([1, 2, 3]),
@@ -78,6 +112,20 @@ def search_space(kind: str = "paper") -> dict[str, Any]:
             "model.bio.tcn_dilations": tune.choice(["1,2,4", "1,2,4,8", "1,2,4,8,16"]),
             "model.bio.attn_heads": tune.choice([2, 4]),
             "train.batch_size": tune.choice([16, 32, 64])}
+
+
+@register_space("smoke", preset="smoke")
+def smoke_space() -> dict[str, Any]:
+    """Tiny sizes around the smoke preset (tests and CPU demos)."""
+    return {**_optimiser(),
+            "model.fusion.gate_hidden": tune.choice([16, 32]),
+            WIDTH: tune.choice([16, 32]),
+            "model.bio.local_channels": tune.choice([8, 16]),
+            "model.bio.tcn_channels": tune.choice([8, 16]),
+            "model.bio.tcn_kernel": tune.choice([3, 5]),
+            "model.bio.tcn_dilations": tune.choice(["1,2", "1,2,4"]),
+            "model.face.depth": tune.choice([1, 2]),
+            "train.batch_size": tune.choice([16, 32])}
 
 
 def apply(point: dict[str, Any], model: ModelConfig, train: TrainConfig) -> tuple[ModelConfig, TrainConfig]:

@@ -36,6 +36,18 @@ class Normalizer:
 
 
 class WindowDataset(torch.utils.data.Dataset):
+    """The windows of a cache as numpy views over its subject files, read in batches.
+
+    Args:
+        cache: an open :class:`~gbvnet.data.cache.Cache`.
+        target: which rating's binary label ``labels`` holds (``valence`` | ``arousal``).
+        modality: which inputs batches carry (``face`` | ``bio`` | ``facebio``); face modalities need face frames.
+
+    Holds per row (the cache's row order): ``labels``, ``subjects``, ``trials`` ``(N,)``; per subject file the
+    views ``bio`` ``(n, channels, samples)`` float32 and ``face`` ``(n, frames, face_size, face_size, 3)`` uint8
+    (zeros for a subject without videos). ``batch(rows)`` returns tensors of those shapes for ``rows``.
+    """
+
     def __init__(self, cache: Cache, target: str = "valence", modality: str = "facebio"):
         self.cache, self.modality = cache, modality
         m = cache.manifest

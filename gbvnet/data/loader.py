@@ -30,6 +30,17 @@ _DONE = object()
 
 
 class BatchLoader:
+    """An iterable of ``ceil(len(rows) / batch_size)`` batches of ``ds`` (a window dataset) on ``device``
+    (see the module docstring); ``prefetch`` batches are prepared ahead in a background thread (0: none).
+
+    Args:
+        ds: anything with ``batch(rows, pin=False)`` returning a dict of tensors.
+        rows: the rows to read, in batch order.
+        batch_size: rows per batch (the last batch may be shorter).
+        device: where the batches go.
+        prefetch: how many batches a background thread prepares ahead.
+    """
+
     def __init__(self, ds, rows: np.ndarray, batch_size: int, device: torch.device, prefetch: int = 2):
         if batch_size < 1 or prefetch < 0:
             raise ValueError(f"batch_size must be >= 1 and prefetch >= 0, got {batch_size} and {prefetch}")

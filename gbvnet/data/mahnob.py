@@ -317,8 +317,7 @@ def mahnob_subject_files(root: str | Path, face: bool = True) -> dict[int, list[
     return dict(sorted(files.items()))
 
 
-# The uniform reader interface (same names in gbvnet.data.deap) that gbvnet.prepare calls through the dataset
-# registry (gbvnet.datasets).
+# The reader interface (gbvnet.datasets.Reader) that gbvnet.prepare calls through the dataset registry.
 subject_files = mahnob_subject_files
 read_subject = read_mahnob_subject
 check_root = check_mahnob_root

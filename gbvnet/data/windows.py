@@ -20,6 +20,8 @@ from gbvnet.data.records import DataError, TrialRecord
 
 @dataclass
 class TrialWindows:
+    """The windows of one trial: their signals and times."""
+
     bio: np.ndarray  # (n_windows, channels, window_samples) float32 (from cut; a view from windows)
     t_start: np.ndarray  # (n_windows,) seconds on the recording clock
     frame_times: np.ndarray  # (n_windows, frames) seconds on the recording clock

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import argparse
 
-from gbvnet.config import FUSIONS, MODALITIES, PRESETS
+from gbvnet.config import FUSIONS, MODALITIES, PRESETS, fusion_help
 from gbvnet.models.gbvnet import create_model
 from gbvnet.models.summary import count_flops, parameter_counts
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gbvnet.models", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=PRESETS, default="paper")
-    parser.add_argument("--modality", choices=MODALITIES, default="facebio")
-    parser.add_argument("--fusion", choices=FUSIONS, default="gated")
-    parser.add_argument("--bio-channels", type=int, default=40)
-    parser.add_argument("--bio-samples", type=int, default=384)
+    parser.add_argument("--preset", choices=PRESETS, default="paper", help="model size preset (default paper)")
+    parser.add_argument("--modality", choices=MODALITIES, default="facebio", help="face, bio or both")
+    parser.add_argument("--fusion", choices=FUSIONS, default="gated", help=fusion_help())
+    parser.add_argument("--bio-channels", type=int, default=40, help="physiological channels (DEAP 40)")
+    parser.add_argument("--bio-samples", type=int, default=384, help="samples per window (3 s x 128 Hz)")
     args = parser.parse_args(argv)
     model = create_model(args.preset, modality=args.modality, fusion=args.fusion, bio_channels=args.bio_channels,
                          bio_samples=args.bio_samples)

@@ -73,6 +73,15 @@ class ConvSelfAttention(nn.Module):
 
 
 class BioEncoder(nn.Module):
+    """The physiological branch: a Local stage (two conv-BN-GELU blocks, the first with stride 2), a Medium
+    stage (dilated TCN blocks) and a Global stage (self-attention over time), projected to ``dim``.
+
+    Args:
+        cfg: its :class:`~gbvnet.config.BioConfig` (channels, samples, stage widths, kernels, dilations).
+
+    Input ``(B, channels, samples)``; output time tokens ``(B, ceil(samples / 2), dim)``.
+    """
+
     def __init__(self, cfg: BioConfig):
         super().__init__()
         self.cfg = cfg

@@ -30,6 +30,15 @@ def create_backbone(cfg: FaceConfig) -> nn.Module:
 
 
 class FaceEncoder(nn.Module):
+    """The face branch: a timm ConvNeXt V2 backbone per frame, a linear projection to ``dim`` with a learned
+    position per frame, then a temporal Transformer over the frames.
+
+    Args:
+        cfg: its :class:`~gbvnet.config.FaceConfig` (backbone, weights, frames, image size, width, depth).
+
+    Input ``(B, frames, 3, image_size, image_size)`` normalised frames; output frame tokens ``(B, frames, dim)``.
+    """
+
     def __init__(self, cfg: FaceConfig):
         super().__init__()
         self.cfg = cfg

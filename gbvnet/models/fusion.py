@@ -10,7 +10,8 @@ A fusion module turns the two token sequences into one pooled feature vector of 
 classifier (:func:`classifier`) belongs to the model (:class:`gbvnet.models.gbvnet.GBVNet`, timm's
 ``forward_features`` / ``forward_head`` split).
 
-The ablations (``fusion.kind``):
+The ablations (``fusion.kind``; each kind is an entry of the registry :data:`gbvnet.config.FUSIONS`, which
+names its class here):
 
 * ``gated``: cross-attention, then the gate (:class:`GatedAttentionFusion`, the model);
 * ``attn-concat``: the same cross-attention, then ``[f_face, f_bio]`` concatenated into the classifier
@@ -53,6 +54,15 @@ class CrossAttention(nn.Module):
 
 
 class GatedAttentionFusion(nn.Module):
+    """GBV-Net's fusion: :class:`CrossAttention`, then a gate MLP on ``[f_face, f_bio]`` giving one softmax weight
+    per modality and feature; the output is ``w_face * f_face + w_bio * f_bio``.
+
+    Args:
+        cfg: its :class:`~gbvnet.config.FusionConfig` (width ``dim``, heads, gate width, dropout).
+
+    Holds ``cross`` and ``gate``; ``out_dim`` is ``dim``.
+    """
+
     def __init__(self, cfg: FusionConfig):
         super().__init__()
         d = self.out_dim = cfg.dim
@@ -90,5 +100,3 @@ class ConcatFusion(nn.Module):
     def forward(self, face: torch.Tensor, bio: torch.Tensor) -> tuple[torch.Tensor, None]:
         return torch.cat([face.mean(1), bio.mean(1)], -1), None
 
-
-FUSION_MODULES = {"gated": GatedAttentionFusion, "attn-concat": AttentionConcatFusion, "concat": ConcatFusion}

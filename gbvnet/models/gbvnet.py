@@ -1,8 +1,8 @@
 """GBV-Net assembly: face branch, physiological branch and fusion, for one modality or both.
 
 ``modality`` is ``face``, ``bio`` or ``facebio``; a model built for one modality has no parameters of the
-other. ``fusion`` (``gated`` | ``attn-concat`` | ``concat``, see :mod:`gbvnet.models.fusion`) applies to
-``facebio`` only. Use :func:`create_model`.
+other. ``fusion`` (a kind of :data:`gbvnet.config.FUSIONS`: ``gated`` | ``attn-concat`` | ``concat``, see
+:mod:`gbvnet.models.fusion`) applies to ``facebio`` only. Use :func:`create_model`.
 
 Like timm's models, the forward pass is :meth:`GBVNet.forward_features` (branches, then fusion or pooling, to one
 feature vector per sample, plus the gate weights of gated fusion) followed by :meth:`GBVNet.forward_head` (the
@@ -21,13 +21,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gbvnet.config import ModelConfig, model_preset
+from gbvnet.config import FUSIONS, ModelConfig, model_preset
 from gbvnet.models.bio import BioEncoder
 from gbvnet.models.face import FaceEncoder
-from gbvnet.models.fusion import FUSION_MODULES, classifier
+from gbvnet.models.fusion import classifier
 
 
 class GBVNet(nn.Module):
+    """GBV-Net for one modality or both: ``face`` (:class:`~gbvnet.models.face.FaceEncoder`) and / or ``bio``
+    (:class:`~gbvnet.models.bio.BioEncoder`) branches, with ``facebio`` the ``fusion`` module of the configured
+    kind, and the classifier ``head``.
+
+    Args:
+        cfg: its :class:`~gbvnet.config.ModelConfig` (validated here); a branch it does not use is ``None``.
+
+    ``forward(face, bio)`` takes faces ``(B, F, 3, H, W)`` and / or bio ``(B, C, T)`` and returns
+    ``{"logits": (B, num_classes)}``, plus ``"gates": (B, 2, d)`` when the fusion kind emits gates.
+    ``num_features`` is the width of the features the head reads.
+    """
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg.validate()
@@ -38,7 +50,7 @@ class GBVNet(nn.Module):
             if cfg.face.dim != cfg.fusion.dim or cfg.bio.dim != cfg.fusion.dim:
                 raise ValueError(f"face.dim ({cfg.face.dim}) and bio.dim ({cfg.bio.dim}) must equal "
                                  f"fusion.dim ({cfg.fusion.dim})")
-            self.fusion = FUSION_MODULES[cfg.fusion.kind](cfg.fusion)
+            self.fusion = FUSIONS[cfg.fusion.kind].module_class()(cfg.fusion)
             self.num_features = self.fusion.out_dim
         else:
             self.num_features = cfg.face.dim if uses_face else cfg.bio.dim

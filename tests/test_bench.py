@@ -1,0 +1,53 @@
+"""Every benchmark script still runs: each ``bench/*.py`` at its smallest size (a refactor that breaks one fails
+here, not weeks later when someone reruns it), without touching ``bench/RESULTS.md`` (no ``--write``)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+HELPERS = {"__init__", "common"}
+# Each script's smallest run. gpu_train's smallest CPU run is tests/test_steps.py's (it also checks its imports).
+SMOKE = {
+    "prepare": ["--quick"],
+    "train_overhead": ["--epochs", "2", "--subjects", "3", "--threads", "1"],
+    "search_efficiency": ["--seeds", "1", "--num-samples", "2", "--max-epochs", "1"],
+    "object_store": ["--trials", "1", "--workers", "1"],
+}
+COVERED_ELSEWHERE = {"gpu_train": "tests/test_steps.py::test_gpu_bench_runs_on_cpu_and_imports_no_cluster_stack"}
+GPU_ONLY: set[str] = set()  # scripts that need CUDA: run here only where a GPU is present
+RAY = {"train_overhead", "search_efficiency", "object_store"}
+
+
+def scripts() -> list[str]:
+    return sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in HELPERS)
+
+
+def test_every_bench_script_imports_and_has_a_smoke_run():
+    for name in scripts():
+        assert callable(importlib.import_module(f"bench.{name}").main), name
+        assert name in SMOKE or name in COVERED_ELSEWHERE or name in GPU_ONLY, (
+            f"bench/{name}.py has no smoke run: add its smallest arguments to SMOKE in tests/test_bench.py")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_bench_script_runs_at_its_smallest_size(name, request):
+    if name in RAY:
+        request.applymarker(pytest.mark.ray)
+    if name in GPU_ONLY and not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    results = (BENCH / "RESULTS.md").read_bytes()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH.parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", f"bench.{name}", *SMOKE[name]], cwd=BENCH.parent, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Machine:" in proc.stdout or "|" in proc.stdout  # it printed its table
+    assert (BENCH / "RESULTS.md").read_bytes() == results
