@@ -82,7 +82,7 @@ def main() -> None:
                 name = f"bench-{algo}-seed{seed}"
                 started = time.perf_counter()
                 doc = search.main(["--dataset", "mahnob", "--cache", str(cache), "--modality", "bio", "--space",
-                                   "smoke", "--num-samples", str(args.num_samples), "--max-epochs",
+                                   "smoke", "--num-samples", str(args.num_samples), "--epochs",
                                    str(args.max_epochs), "--grace-epochs", str(args.grace_epochs),
                                    "--reduction-factor", str(args.reduction_factor), "--search-subjects",
                                    *map(str, range(1, 9)), "--algo", algo, "--seed", str(seed), "--name", name,
