@@ -18,6 +18,8 @@ found again by its invocation key and folds already logged are kept, so no dupli
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -29,6 +31,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import (
     MLFLOW_DATASET_CONTEXT,
@@ -53,6 +56,36 @@ def tracking_uri(cli_value: str | None = None) -> str:
     return f"sqlite:///{Path('runs/mlflow.db').resolve()}"
 
 
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Hold an exclusive lock on ``<database>.lock`` beside a SQLite store (nothing for other stores).
+
+    The first client of a new SQLite file creates its tables (MLflow's schema migration); two commands doing it at
+    once fail (``table _alembic_tmp_experiments already exists``), as do two creating the same experiment.
+    """
+    path = uri.removeprefix("sqlite:///")
+    if not uri.startswith("sqlite:///") or not path or path.startswith(":memory:"):
+        yield
+        return
+    lock = Path(path.split("?", 1)[0] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:
+    """A client of the tracking store ``uri`` and the id of ``experiment`` in it (:func:`experiment_id`), the
+    store created (a new SQLite file: its tables) and the experiment found or created under :func:`store_lock`,
+    so commands started together share one store safely."""
+    with store_lock(uri):
+        client = MlflowClient(uri)  # creates (migrates) a new store's tables
+        return client, experiment_id(client, experiment)
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     """The experiment ``name``, created if missing; tagged as a model-training experiment unless it has a kind."""
     found = client.get_experiment_by_name(name)
@@ -63,7 +96,12 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     location = None
     if client.tracking_uri.startswith("sqlite:"):
         location = Path("runs/mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
+    try:
+        return client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
+    except MlflowException as exc:  # a tracking server's client created it meanwhile
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def git_commit(path: str | Path = PROJECT) -> str:
@@ -127,8 +165,7 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, invocation: str, run_name: str, resume: bool):
         """Find (``resume``) or create the parent run; a new one gets :func:`source_tags`."""
-        self.client = MlflowClient(uri)
-        self.experiment_id = experiment_id(self.client, experiment)
+        self.client, self.experiment_id = open_store(uri, experiment)
         self.invocation = invocation
         existing = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{invocation}'",
                                            max_results=1) if resume else []
