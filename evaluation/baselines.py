@@ -6,7 +6,8 @@
   standard deviation of every physiological channel, standardised and fed to a logistic regression; scaler and
   model are fitted on the fold's training rows only.
 
-A model that does not clearly beat these has learned nothing that generalises.
+A model that does not clearly beat these has learned nothing that generalises. An evaluation scores them beside
+its training (:class:`Baselines`: a Ray actor started with the folds), not after it.
 
 Example:
     >>> import numpy as np
@@ -20,13 +21,16 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+import ray
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset
 from gbvnet.metrics import confusion
 from gbvnet.splits import Fold
+from gbvnet.storage import absolute
 
 BANDS = ((4, 8), (8, 13), (13, 30), (30, 45))
 BASELINES = ("majority", "stratified", "bandpower_logreg")
@@ -52,12 +56,10 @@ def bandpower_features(bio: np.ndarray, rate: float) -> np.ndarray:
     return np.concatenate([*powers, bio.mean(-1), bio.std(-1)], axis=1)
 
 
-def bio_features(cache, chunk: int = 2048) -> np.ndarray:
-    """:func:`bandpower_features` of every window of ``cache`` (read in chunks)."""
-    ds = WindowDataset(cache, modality="bio")
-    rate = float(cache.manifest.rate)
-    return np.concatenate([bandpower_features(ds.bio_array(np.arange(i, min(i + chunk, len(ds)))), rate)
-                           for i in range(0, len(ds), chunk)])
+def bio_features(dataset: WindowDataset, rate: float, rows: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """:func:`bandpower_features` of the windows ``rows`` of ``dataset`` (read ``chunk`` at a time)."""
+    return np.concatenate([bandpower_features(dataset.bio_array(rows[i:i + chunk]), rate)
+                           for i in range(0, len(rows), chunk)])
 
 
 def bandpower_logreg(fold: Fold, y: np.ndarray, features: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -69,11 +71,59 @@ def bandpower_logreg(fold: Fold, y: np.ndarray, features: np.ndarray, seed: int 
     return confusion(y[fold.test], model.predict(features[fold.test]))
 
 
+def fold_confusions(i: int, fold: Fold, y: np.ndarray, features: np.ndarray | None,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """Per baseline, the test confusion matrix of fold number ``i``. ``features=None`` skips the feature
+    baseline."""
+    out = {"majority": majority(fold, y), "stratified": stratified(fold, y, seed + i)}
+    if features is not None:
+        out["bandpower_logreg"] = bandpower_logreg(fold, y, features, seed)
+    return out
+
+
 def baseline_confusions(folds: list[Fold], y: np.ndarray, features: np.ndarray | None,
                         seed: int = 0) -> dict[str, list[np.ndarray]]:
-    """Per baseline, one test confusion matrix per fold. ``features=None`` skips the feature baseline."""
-    out = {"majority": [majority(f, y) for f in folds],
-           "stratified": [stratified(f, y, seed + i) for i, f in enumerate(folds)]}
-    if features is not None:
-        out["bandpower_logreg"] = [bandpower_logreg(f, y, features, seed) for f in folds]
-    return out
+    """Per baseline, one test confusion matrix per fold (:func:`fold_confusions`)."""
+    per_fold = [fold_confusions(i, f, y, features, seed) for i, f in enumerate(folds)]
+    return {name: [cms[name] for cms in per_fold] for name in per_fold[0]}
+
+
+@ray.remote(num_cpus=0)
+class FoldScorer:
+    """A Ray actor scoring the baselines of one evaluation's folds, one fold after another, beside the training
+    (it reserves no CPU, so the folds keep theirs): the band-power features of a window are computed the first
+    time a fold needs it, reading only those windows, and kept (``C * 6`` floats per window)."""
+
+    def __init__(self, cache: str, y: np.ndarray, seed: int):
+        opened = open_cache(cache)
+        self.dataset, self.rate = WindowDataset(opened, modality="bio"), float(opened.manifest.rate)
+        self.y, self.seed = y, seed
+        self.features: np.ndarray | None = None  # one row per window; filled where ``known``
+        self.known = np.zeros(len(self.dataset), dtype=bool)
+
+    def score(self, i: int, fold: Fold) -> dict[str, np.ndarray]:
+        """:func:`fold_confusions` of fold number ``i``."""
+        rows = np.union1d(fold.train, fold.test)
+        missing = rows[~self.known[rows]]
+        if missing.size:
+            values = bio_features(self.dataset, self.rate, missing)
+            if self.features is None:
+                self.features = np.zeros((len(self.dataset), values.shape[1]), dtype=values.dtype)
+            self.features[missing], self.known[missing] = values, True
+        return fold_confusions(i, fold, self.y, self.features, self.seed)
+
+
+class Baselines:
+    """The baselines of an evaluation's folds, started before the folds train and scored beside them (a
+    :class:`FoldScorer` on the Ray cluster), so that the driver has nothing left to compute once the last fold
+    ends and never reads the windows itself. ``y``: the labels of the evaluation's target, per cache row."""
+
+    def __init__(self, cache: str, folds: list[Fold], y: np.ndarray, seed: int = 0):
+        self.scorer = FoldScorer.remote(absolute(cache), y, seed)  # the actor runs in another folder
+        self.pending = [self.scorer.score.remote(i, f) for i, f in enumerate(folds)]
+
+    def confusions(self) -> dict[str, list[np.ndarray]]:
+        """Per baseline, one test confusion matrix per fold (waits for the folds still being scored)."""
+        per_fold = ray.get(self.pending)
+        ray.kill(self.scorer)
+        return {name: [cms[name] for cms in per_fold] for name in per_fold[0]}

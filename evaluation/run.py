@@ -30,7 +30,7 @@ from ray import tune
 
 from evaluation import aggregate, plots
 from evaluation.audit import audit_folds, check_normalizers, check_search_subjects, search_provenance
-from evaluation.baselines import baseline_confusions, bio_features
+from evaluation.baselines import Baselines
 from evaluation.stats import versus_baselines
 from gbvnet.cli import (
     add_compute_arguments,
@@ -195,14 +195,14 @@ def start_run(spec: EvalSpec, index, folds: list[Fold], tested: list[int], key: 
     return tracker
 
 
-def score(spec: EvalSpec, cache, index, folds: list[Fold], results: list[tune.Result]) -> dict:
-    """Test metrics per fold and per subject, the baselines on the same folds and the model-vs-baseline tests:
-    the ``folds``, ``per_subject``, ``aggregate``, ``confusion``, ``baselines`` and ``comparisons`` of the
-    output document."""
+def score(index, folds: list[Fold], results: list[tune.Result], baselines: Baselines) -> dict:
+    """Test metrics per fold and per subject, the baselines on the same folds (scored beside the training) and
+    the model-vs-baseline tests: the ``folds``, ``per_subject``, ``aggregate``, ``confusion``, ``baselines`` and
+    ``comparisons`` of the output document."""
     summary = aggregate.summarise(folds, [r.metrics["test_confusion"] for r in results], index)
     for row, result in zip(summary["folds"], results, strict=True):
         row["best_epoch"] = int(result.metrics["best_epoch"])
-    confusions = baseline_confusions(folds, index.labels(spec.train.target), bio_features(cache), spec.train.seed)
+    confusions = baselines.confusions()
     baselines = {name: aggregate.summarise(folds, cms, index) for name, cms in confusions.items()}
     comparisons = {}
     if len(summary["per_subject"]) >= 2:
@@ -245,12 +245,12 @@ def evaluate(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> d
     CLI: print the table, write ``--output``) before the final MLflow logging, so no bookkeeping failure loses it.
 
     Stages: folds (:func:`plan_folds`; jobs and the audit before Ray starts, so every refusal is cheap), run
-    (:func:`run_folds`, each fold logged as it finishes), score (:func:`score`), publish, log
+    (:func:`run_folds`, each fold logged as it finishes, the baselines scored beside them:
+    :class:`~evaluation.baselines.Baselines`), score (:func:`score`), publish, log
     (:func:`log_results`), then the folds' checkpoints removed (unless ``--keep-checkpoints``). A failure or
     interruption ends the parent run (:meth:`gbvnet.tracking.Tracker.fail`).
     """
-    cache = open_cache(spec.cache)
-    index = cache.index()
+    index = open_cache(spec.cache).index()
     folds = plan_folds(spec, index)
     tested = subjects_with_rows(index, np.concatenate([f.test for f in folds]))
     jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky) for f in folds]
@@ -262,9 +262,10 @@ def evaluate(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> d
     key = spec.invocation_key(index.manifest_hash)
     tracker = start_run(spec, index, folds, tested, key)
     try:
+        baselines = Baselines(spec.cache, folds, index.labels(spec.train.target), spec.train.seed)
         results = run_folds(spec, jobs, [f.name for f in folds], key, tracker, [fold_params(index, f) for f in folds])
         audit.update(check_normalizers(folds, [r.metrics.get("normalizer_digest") for r in results]))
-        scores = score(spec, cache, index, folds, results)
+        scores = score(index, folds, results, baselines)
         document = {"protocol": spec.protocol, "leaky": spec.leaky, "dataset": spec.dataset,
                     "target": spec.train.target, "modality": spec.model.modality, "fusion": spec.model.fusion.kind,
                     "mlflow_run_id": tracker.run_id, "mlflow_experiment": spec.experiment_name, "cache": spec.cache,
