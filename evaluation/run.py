@@ -195,14 +195,14 @@ def start_run(spec: EvalSpec, index, folds: list[Fold], tested: list[int], key: 
     return tracker
 
 
-def score(index, folds: list[Fold], results: list[tune.Result], baselines: Baselines) -> dict:
+def score(index, folds: list[Fold], results: list[tune.Result], scorer: Baselines) -> dict:
     """Test metrics per fold and per subject, the baselines on the same folds (scored beside the training) and
     the model-vs-baseline tests: the ``folds``, ``per_subject``, ``aggregate``, ``confusion``, ``baselines`` and
     ``comparisons`` of the output document."""
     summary = aggregate.summarise(folds, [r.metrics["test_confusion"] for r in results], index)
     for row, result in zip(summary["folds"], results, strict=True):
         row["best_epoch"] = int(result.metrics["best_epoch"])
-    confusions = baselines.confusions()
+    confusions = scorer.confusions()
     baselines = {name: aggregate.summarise(folds, cms, index) for name, cms in confusions.items()}
     comparisons = {}
     if len(summary["per_subject"]) >= 2:
