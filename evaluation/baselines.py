@@ -8,7 +8,8 @@
 
 A model that does not clearly beat these has learned nothing that generalises. :data:`BASELINES` is the one list:
 a new baseline is one function here, decorated with :func:`register_baseline`; every evaluation then scores it
-and the report shows it.
+and the report shows it. An evaluation scores them beside its training (:class:`Baselines`: a Ray actor started
+with the folds), not after it.
 
 Example:
     >>> import numpy as np
@@ -25,13 +26,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import ray
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset
 from gbvnet.metrics import confusion
 from gbvnet.splits import Fold
+from gbvnet.storage import absolute
 
 BANDS = ((4, 8), (8, 13), (13, 30), (30, 45))
 
@@ -82,12 +86,10 @@ def bandpower_features(bio: np.ndarray, rate: float) -> np.ndarray:
     return np.concatenate([*powers, bio.mean(-1), bio.std(-1)], axis=1)
 
 
-def bio_features(cache, chunk: int = 2048) -> np.ndarray:
-    """:func:`bandpower_features` of every window of ``cache`` (read in chunks)."""
-    ds = WindowDataset(cache, modality="bio")
-    rate = float(cache.manifest.rate)
-    return np.concatenate([bandpower_features(ds.bio_array(np.arange(i, min(i + chunk, len(ds)))), rate)
-                           for i in range(0, len(ds), chunk)])
+def bio_features(dataset: WindowDataset, rate: float, rows: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """:func:`bandpower_features` of the windows ``rows`` of ``dataset`` (read ``chunk`` at a time)."""
+    return np.concatenate([bandpower_features(dataset.bio_array(rows[i:i + chunk]), rate)
+                           for i in range(0, len(rows), chunk)])
 
 
 @register_baseline("bandpower_logreg", needs_features=True)
@@ -100,9 +102,57 @@ def bandpower_logreg(fold: Fold, y: np.ndarray, features: np.ndarray, seed: int 
     return confusion(y[fold.test], model.predict(features[fold.test]))
 
 
+def fold_confusions(i: int, fold: Fold, y: np.ndarray, features: np.ndarray | None,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """Per registered baseline, the test confusion matrix of fold number ``i`` (seeded ``seed + i``).
+    ``features=None`` skips the baselines that need features."""
+    return {b.name: b.score(fold, y, features, seed + i)
+            for b in BASELINES.values() if features is not None or not b.needs_features}
+
+
 def baseline_confusions(folds: list[Fold], y: np.ndarray, features: np.ndarray | None,
                         seed: int = 0) -> dict[str, list[np.ndarray]]:
-    """Per registered baseline, one test confusion matrix per fold (fold ``i`` seeded ``seed + i``).
-    ``features=None`` skips the baselines that need features."""
-    return {b.name: [b.score(f, y, features, seed + i) for i, f in enumerate(folds)]
-            for b in BASELINES.values() if features is not None or not b.needs_features}
+    """Per baseline, one test confusion matrix per fold (:func:`fold_confusions`)."""
+    per_fold = [fold_confusions(i, f, y, features, seed) for i, f in enumerate(folds)]
+    return {name: [cms[name] for cms in per_fold] for name in per_fold[0]}
+
+
+@ray.remote(num_cpus=0)
+class FoldScorer:
+    """A Ray actor scoring the baselines of one evaluation's folds, one fold after another, beside the training
+    (it reserves no CPU, so the folds keep theirs): the band-power features of a window are computed the first
+    time a fold needs it, reading only those windows, and kept (``C * 6`` floats per window)."""
+
+    def __init__(self, cache: str, y: np.ndarray, seed: int):
+        opened = open_cache(cache)
+        self.dataset, self.rate = WindowDataset(opened, modality="bio"), float(opened.manifest.rate)
+        self.y, self.seed = y, seed
+        self.features: np.ndarray | None = None  # one row per window; filled where ``known``
+        self.known = np.zeros(len(self.dataset), dtype=bool)
+
+    def score(self, i: int, fold: Fold) -> dict[str, np.ndarray]:
+        """:func:`fold_confusions` of fold number ``i``."""
+        rows = np.union1d(fold.train, fold.test)
+        missing = rows[~self.known[rows]]
+        if missing.size:
+            values = bio_features(self.dataset, self.rate, missing)
+            if self.features is None:
+                self.features = np.zeros((len(self.dataset), values.shape[1]), dtype=values.dtype)
+            self.features[missing], self.known[missing] = values, True
+        return fold_confusions(i, fold, self.y, self.features, self.seed)
+
+
+class Baselines:
+    """The baselines of an evaluation's folds, started before the folds train and scored beside them (a
+    :class:`FoldScorer` on the Ray cluster), so that the driver has nothing left to compute once the last fold
+    ends and never reads the windows itself. ``y``: the labels of the evaluation's target, per cache row."""
+
+    def __init__(self, cache: str, folds: list[Fold], y: np.ndarray, seed: int = 0):
+        self.scorer = FoldScorer.remote(absolute(cache), y, seed)  # the actor runs in another folder
+        self.pending = [self.scorer.score.remote(i, f) for i, f in enumerate(folds)]
+
+    def confusions(self) -> dict[str, list[np.ndarray]]:
+        """Per baseline, one test confusion matrix per fold (waits for the folds still being scored)."""
+        per_fold = ray.get(self.pending)
+        ray.kill(self.scorer)
+        return {name: [cms[name] for cms in per_fold] for name in per_fold[0]}

@@ -3,7 +3,6 @@ learning curves (training loss and the model-selection metric, validation macro-
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -15,14 +14,14 @@ import numpy as np  # noqa: E402
 from gbvnet.metrics import SELECTION_METRIC  # noqa: E402
 
 
-def make_all(summary: dict, histories: dict[str, list[dict]], baselines: dict[str, dict] | None = None
-             ) -> list[Path]:
-    """Write the PNGs into a temporary folder and return their paths.
+def make_all(summary: dict, histories: dict[str, list[dict]], baselines: dict[str, dict] | None = None, *,
+             folder: str | Path) -> list[Path]:
+    """Write the PNGs into ``folder`` (the caller removes it once they are logged) and return their paths.
 
     ``summary`` and each of ``baselines`` (name -> summary on the same folds) are
     :func:`evaluation.aggregate.summarise` outputs; ``histories`` maps a fold to its per-epoch results.
     """
-    out = Path(tempfile.mkdtemp(prefix="gbvnet-plots-"))
+    out = Path(folder)
     figures = {"per_subject_accuracy.png": per_subject_figure(summary, baselines or {}),
                "confusion_matrix.png": confusion_figure(summary), "learning_curves.png": learning_curves(histories)}
     for name, fig in figures.items():

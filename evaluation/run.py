@@ -6,9 +6,12 @@ protocol chosen. Everything else is here. Steps: resolve the window cache (``--s
 ``--root`` prepares a real download incrementally; ``--cache`` uses a prepared cache), generate folds with the
 protocol of :mod:`gbvnet.splits` (each checked once by the leakage guard as it is built, before anything trains;
 the audit records the verdicts), run them as a Tune grid over the fold index with a fixed model config (parallel
-when resources allow, failed folds retried, ``--resume`` continues an interrupted run), then score test metrics
-per fold and per subject against the baselines, log them to the MLflow parent run with plots, print the final
-table and write ``--output`` JSON (:func:`evaluate`, one function per stage).
+when resources allow, failed folds retried, ``--resume`` continues an interrupted run; each fold reaches MLflow
+as a nested run as soon as it finishes, and its checkpoints are then removed unless ``--keep-checkpoints``), then
+score test metrics per fold and per subject against the baselines, print the final table and write ``--output``
+JSON, and only then log the scores to the MLflow parent run with plots (:func:`evaluate`, one function per stage).
+A failure marks the parent run FAILED and says that ``--resume`` continues; Ctrl-C or SIGTERM prints one line
+(how many folds finished) and exits 130 / 143 (:func:`gbvnet.launch.exit_on_interrupt`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import argparse
 import hashlib
 import json
 import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,7 @@ from ray import tune
 
 from evaluation import aggregate, plots
 from evaluation.audit import audit_folds, check_normalizers, check_search_subjects, search_provenance
-from evaluation.baselines import baseline_confusions, bio_features
+from evaluation.baselines import Baselines
 from evaluation.stats import versus_baselines
 from gbvnet.cli import (
     add_compute_arguments,
@@ -49,13 +54,21 @@ from gbvnet.config import (
     to_dict,
 )
 from gbvnet.data.cache import open_cache
-from gbvnet.launch import init_ray, run_tuner, storage_path, tune_fold, tune_trial_resources
+from gbvnet.launch import (
+    exit_on_interrupt,
+    init_ray,
+    remove_checkpoints,
+    run_tuner,
+    storage_path,
+    tune_fold,
+    tune_trial_resources,
+)
 from gbvnet.loop import Job, make_job
 from gbvnet.progress import ProgressTable
 from gbvnet.sources import resolve_cache
 from gbvnet.splits import PROTOCOLS, Fold, folds_digest, subjects_with_rows, usable_rows
-from gbvnet.storage import write_text
-from gbvnet.tracking import Tracker, git_commit, tracking_uri
+from gbvnet.storage import join, write_text
+from gbvnet.tracking import Tracker, TrialLogger, git_commit, tracking_uri, trial_history
 
 
 @dataclass
@@ -79,6 +92,7 @@ class EvalSpec:
     rows: str = "modality"  # gbvnet.splits.usable_rows: the modality's rows, or "face" rows for any modality
     preset: str = "paper"  # where the model config came from: a preset name or the --config file's stem
     quiet: bool = False  # no progress table while the folds run
+    keep_checkpoints: bool = False  # else a fold's checkpoints are removed once it is logged
 
     @property
     def leaky(self) -> bool:
@@ -106,19 +120,39 @@ class EvalSpec:
                 f"{key[:6]}")
 
 
-def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str) -> list[tune.Result]:
-    """Run every fold as a Tune trial; return each fold's Tune result (in fold order)."""
+def fold_experiment(spec: EvalSpec, key: str) -> str:
+    """The Tune experiment of the evaluation ``key`` (a folder of the Ray storage)."""
+    return f"eval-{spec.protocol}-{spec.dataset}-{key}"
+
+
+def remove_fold_checkpoints(spec: EvalSpec, key: str, name: str, trial_path: str) -> None:
+    """Remove the checkpoints of the finished fold ``name``: its trial's and, with several workers, its trainer's
+    (:func:`gbvnet.launch.remove_checkpoints`); kept with ``--keep-checkpoints``."""
+    if not spec.keep_checkpoints:
+        remove_checkpoints(trial_path)
+        remove_checkpoints(join(storage_path(spec.storage), f"{fold_experiment(spec, key)}-{name}"))
+
+
+def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str, tracker: Tracker | None = None,
+              params: list[dict] | None = None) -> list[tune.Result]:
+    """Run every fold as a Tune trial; return each fold's Tune result (in fold order). With a ``tracker``, each
+    fold is logged as a nested run with its ``params`` as soon as it finishes, then its checkpoints removed."""
     storage = storage_path(spec.storage)
-    experiment = f"eval-{spec.protocol}-{spec.dataset}-{key}"
+    experiment = fold_experiment(spec, key)
     trainable = tune.with_parameters(tune_fold, jobs=jobs, names=names, storage=storage, prefix=experiment)
     trainable = tune.with_resources(trainable, tune_trial_resources(spec.train))
-    progress = [] if spec.quiet else [ProgressTable(
+    callbacks: list[tune.Callback] = [] if spec.quiet else [ProgressTable(
         total=len(jobs), max_epochs=spec.train.epochs, concurrency=min(spec.folds_in_parallel, len(jobs)),
         kind="fold", title=spec.protocol, name=lambda trial: names[trial.config["fold"]])]
+    if tracker is not None:
+        callbacks.append(TrialLogger(
+            tracker, name=lambda trial: names[trial.config["fold"]],
+            params=lambda trial: params[trial.config["fold"]] if params else {},
+            then=lambda trial: remove_fold_checkpoints(spec, key, names[trial.config["fold"]], trial.path)))
     grid = run_tuner(trainable, experiment, storage, resume=spec.resume,
                      param_space={"fold": tune.grid_search(list(range(len(jobs))))},
                      tune_config=tune.TuneConfig(max_concurrent_trials=spec.folds_in_parallel),
-                     callbacks=progress, max_failures=2)
+                     callbacks=callbacks, max_failures=2, total=len(jobs), kind="fold")
     results: list[tune.Result | None] = [None] * len(jobs)
     for result in grid:
         if result.error:
@@ -163,14 +197,14 @@ def start_run(spec: EvalSpec, index, folds: list[Fold], tested: list[int], key: 
     return tracker
 
 
-def score(spec: EvalSpec, cache, index, folds: list[Fold], results: list[tune.Result]) -> dict:
-    """Test metrics per fold and per subject, the baselines on the same folds and the model-vs-baseline tests:
-    the ``folds``, ``per_subject``, ``aggregate``, ``confusion``, ``baselines`` and ``comparisons`` of the
-    output document."""
+def score(index, folds: list[Fold], results: list[tune.Result], scorer: Baselines) -> dict:
+    """Test metrics per fold and per subject, the baselines on the same folds (scored beside the training) and
+    the model-vs-baseline tests: the ``folds``, ``per_subject``, ``aggregate``, ``confusion``, ``baselines`` and
+    ``comparisons`` of the output document."""
     summary = aggregate.summarise(folds, [r.metrics["test_confusion"] for r in results], index)
     for row, result in zip(summary["folds"], results, strict=True):
         row["best_epoch"] = int(result.metrics["best_epoch"])
-    confusions = baseline_confusions(folds, index.labels(spec.train.target), bio_features(cache), spec.train.seed)
+    confusions = scorer.confusions()
     baselines = {name: aggregate.summarise(folds, cms, index) for name, cms in confusions.items()}
     comparisons = {}
     if len(summary["per_subject"]) >= 2:
@@ -179,15 +213,18 @@ def score(spec: EvalSpec, cache, index, folds: list[Fold], results: list[tune.Re
     return {**summary, "baselines": baselines, "comparisons": comparisons}
 
 
+def fold_params(index, fold: Fold) -> dict:
+    """The parameters of a fold's nested run."""
+    return {"fold": fold.name, "test_subjects": np.unique(index.subject[fold.test]).tolist()}
+
+
 def log_results(tracker: Tracker, spec: EvalSpec, index, folds: list[Fold], results: list[tune.Result],
                 scores: dict, audit: dict) -> None:
-    """Log each fold's history (child runs), the scores, the audit and the plots to the parent run."""
+    """Log the folds not logged yet (child runs), the scores, the audit and the plots to the parent run."""
     histories = {}
     for fold, result in zip(folds, results, strict=True):
-        history = result.metrics_dataframe.to_dict("records")
-        histories[fold.name] = history
-        tracker.log_child(fold.name, history, params={"fold": fold.name, "test_subjects":
-                                                      np.unique(index.subject[fold.test]).tolist()})
+        histories[fold.name] = trial_history(result.path)
+        tracker.log_child(fold.name, histories[fold.name], params=fold_params(index, fold))
     tracker.log_metrics(scores["aggregate"])
     for name, b in scores["baselines"].items():
         tracker.log_metrics({f"baseline_{name}_{k}": v for k, v in b["aggregate"].items() if k != "n_folds"})
@@ -200,18 +237,22 @@ def log_results(tracker: Tracker, spec: EvalSpec, index, folds: list[Fold], resu
     tracker.log_json(scores["per_subject"], "per_subject.json")
     tracker.log_json(scores["folds"], "folds_metrics.json")
     tracker.log_json({"baselines": scores["baselines"], "comparisons": scores["comparisons"]}, "baselines.json")
-    for path in plots.make_all(scores, histories, scores["baselines"]):
-        tracker.log_file(path)
+    with tempfile.TemporaryDirectory(prefix="gbvnet-plots-") as folder:
+        for path in plots.make_all(scores, histories, scores["baselines"], folder=folder):
+            tracker.log_file(path)
 
 
-def evaluate(spec: EvalSpec) -> dict:
-    """Run the evaluation described by ``spec``; returns the ``--output`` document.
+def evaluate(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> dict:
+    """Run the evaluation described by ``spec``; returns the ``--output`` document, handed to ``publish`` (the
+    CLI: print the table, write ``--output``) before the final MLflow logging, so no bookkeeping failure loses it.
 
     Stages: folds (:func:`plan_folds`; jobs and the audit before Ray starts, so every refusal is cheap), run
-    (:func:`run_folds`), score (:func:`score`), log (:func:`log_results`).
+    (:func:`run_folds`, each fold logged as it finishes, the baselines scored beside them:
+    :class:`~evaluation.baselines.Baselines`), score (:func:`score`), publish, log
+    (:func:`log_results`), then the folds' checkpoints removed (unless ``--keep-checkpoints``). A failure or
+    interruption ends the parent run (:meth:`gbvnet.tracking.Tracker.fail`).
     """
-    cache = open_cache(spec.cache)
-    index = cache.index()
+    index = open_cache(spec.cache).index()
     folds = plan_folds(spec, index)
     tested = subjects_with_rows(index, np.concatenate([f.test for f in folds]))
     jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky) for f in folds]
@@ -223,17 +264,24 @@ def evaluate(spec: EvalSpec) -> dict:
     key = spec.invocation_key(index.manifest_hash)
     tracker = start_run(spec, index, folds, tested, key)
     try:
-        results = run_folds(spec, jobs, [f.name for f in folds], key)
+        baselines = Baselines(spec.cache, folds, index.labels(spec.train.target), spec.train.seed)
+        results = run_folds(spec, jobs, [f.name for f in folds], key, tracker, [fold_params(index, f) for f in folds])
         audit.update(check_normalizers(folds, [r.metrics.get("normalizer_digest") for r in results]))
-    except BaseException:
-        tracker.finish("FAILED")
+        scores = score(index, folds, results, baselines)
+        document = {"protocol": spec.protocol, "leaky": spec.leaky, "dataset": spec.dataset,
+                    "target": spec.train.target, "modality": spec.model.modality, "fusion": spec.model.fusion.kind,
+                    "mlflow_run_id": tracker.run_id, "mlflow_experiment": spec.experiment_name, "cache": spec.cache,
+                    **scores, "audit": audit}
+        if publish is not None:
+            publish(document)
+        log_results(tracker, spec, index, folds, results, scores, audit)
+    except BaseException as exc:
+        tracker.fail(exc)
         raise
-    scores = score(spec, cache, index, folds, results)
-    log_results(tracker, spec, index, folds, results, scores, audit)
     tracker.finish()
-    return {"protocol": spec.protocol, "leaky": spec.leaky, "dataset": spec.dataset, "target": spec.train.target,
-            "modality": spec.model.modality, "fusion": spec.model.fusion.kind, "mlflow_run_id": tracker.run_id,
-            "mlflow_experiment": spec.experiment_name, "cache": spec.cache, **scores, "audit": audit}
+    for fold, result in zip(folds, results, strict=True):
+        remove_fold_checkpoints(spec, key, fold.name, result.path)
+    return document
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -260,6 +308,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--resume", action="store_true", help="continue an interrupted evaluation")
     e.add_argument("--output", default=None, help="write per-fold and aggregate metrics as JSON here")
     e.add_argument("--quiet", action="store_true", help="no progress table while the folds run")
+    e.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each fold's checkpoints under --storage (default: removed once the fold is logged)")
     add_tracking_arguments(p, experiment="gbvnet-<dataset>-<protocol>")
     add_concurrency_arguments(p, runs="folds", old_flag="--folds-in-parallel")
     add_compute_arguments(p)
@@ -296,7 +346,7 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
                     resume=args.resume, tracking_uri=args.tracking_uri, experiment=args.experiment,
                     storage=args.storage, search=search,
                     allow_searched_test_subjects=args.allow_searched_test_subjects, rows=args.rows,
-                    preset=preset, quiet=args.quiet)
+                    preset=preset, quiet=args.quiet, keep_checkpoints=args.keep_checkpoints)
 
 
 def add_protocol_arguments(p: argparse.ArgumentParser, protocols) -> None:
@@ -334,14 +384,20 @@ def protocol_arguments(args: argparse.Namespace, protocol: str) -> dict:
     return values
 
 
-def finish(document: dict, output: str | None) -> dict:
+def publish(document: dict, output: str | None) -> None:
     """Print the evaluation's table and write ``output`` (JSON) when given."""
     print(aggregate.format_table(document))
     if output:
         write_text(output, json.dumps(document, indent=2))
         print(f"wrote {output}")
     sys.stdout.flush()
-    return document
+
+
+def run_cli(spec: EvalSpec, output: str | None) -> dict:
+    """The CLIs' evaluation of ``spec``: the table printed and ``output`` written before the final MLflow
+    logging (:func:`evaluate`); an interruption ends in one line and exit code 130 / 143."""
+    with exit_on_interrupt():
+        return evaluate(spec, lambda document: publish(document, output))
 
 
 def protocol_parser(protocol: str, description: str, leaky_alternative: str | None = None
@@ -374,7 +430,7 @@ def cli(protocol: str, description: str, extra=None, argv: list[str] | None = No
         protocol_args = protocol_arguments(args, protocol)
     except ValueError as exc:
         parser.error(str(exc))
-    return finish(evaluate(spec_from_args(args, protocol, protocol_args)), args.output)
+    return run_cli(spec_from_args(args, protocol, protocol_args), args.output)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -397,7 +453,7 @@ def main(argv: list[str] | None = None) -> dict:
         protocol_args = protocol_arguments(args, args.protocol)
     except ValueError as exc:
         parser.error(str(exc))
-    return finish(evaluate(spec_from_args(args, args.protocol, protocol_args)), args.output)
+    return run_cli(spec_from_args(args, args.protocol, protocol_args), args.output)
 
 
 if __name__ == "__main__":

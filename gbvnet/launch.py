@@ -22,11 +22,16 @@ to their drivers so that each trial's process imports the training code only (no
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import socket
+import sys
+import threading
 from collections.abc import Callable
 
+import pyarrow.fs as pafs
 import ray
 import ray.train
 import ray.train.torch
@@ -35,7 +40,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from gbvnet.config import TrainConfig
 from gbvnet.loop import Job, TuneTrialSession, make_job, train_loop_per_worker
-from gbvnet.storage import absolute
+from gbvnet.storage import absolute, delete_quietly_dir, filesystem
 
 # A Tune trial whose function only waits on its TorchTrainer reserves this sliver of a CPU (Ray refuses
 # zero-resource trials) and its workers take the rest, so one trial occupies exactly its workers' CPUs.
@@ -134,24 +139,128 @@ def fit_in_tune(job: Job, name: str, *, storage: str) -> None:
     make_trainer(job, name, storage=storage, callbacks=[TuneReportCallback()], in_tune=True).fit()
 
 
+class Interrupted(KeyboardInterrupt):
+    """A command stopped by SIGINT (Ctrl-C) or SIGTERM (a scheduler's time limit). A Tune run saves its state
+    first, so ``--resume`` continues it; :func:`exit_on_interrupt` turns this into one line and the exit code
+    ``128 + signum`` (130, 143)."""
+
+    def __init__(self, signum: int, finished: int | None = None, total: int | None = None, kind: str = "trial"):
+        super().__init__(signum, finished, total, kind)
+        self.signum, self.finished, self.total, self.kind = signum, finished, total, kind
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        if self.finished is None:
+            return "interrupted; --resume continues"
+        of = f" of {self.total}" if self.total is not None else ""
+        return f"interrupted: {self.finished}{of} {self.kind}s finished; --resume continues"
+
+
+@contextlib.contextmanager
+def exit_on_interrupt():
+    """Around a command's body: SIGTERM interrupts like Ctrl-C; an interruption prints one line (:class:`Interrupted`:
+    what finished, ``--resume`` continues) instead of a traceback, shuts the local Ray instance down (no Ray
+    process is left) and exits 130 (SIGINT) or 143 (SIGTERM)."""
+    def terminate(signum, frame):
+        raise Interrupted(signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if main else None
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        print(stop, file=sys.stderr, flush=True)
+        ray.shutdown()
+        raise SystemExit(stop.exit_code) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def tune_signals():
+    """While a Tuner runs (in the main thread): the first SIGINT or SIGTERM asks Tune to stop gracefully (it saves
+    the experiment state, stops the trials and returns), a second one stops at once; afterwards the handlers in
+    place before are restored, so a later Ctrl-C (a test session's) works as before. Yields a list that receives
+    the signal that arrived.
+
+    Tune's own SIGINT handler stays off (``TUNE_DISABLE_SIGINT_HANDLER``: it would outlive the run); its SIGUSR1
+    handler, which every Tune run installs, is how this asks it to stop."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def stop(signum, frame):
+        if caught:
+            raise Interrupted(caught[0])  # a second signal: no more waiting
+        caught.append(signum)
+        signal.raise_signal(signal.SIGUSR1)
+
+    def before_tune(signum, frame):  # SIGUSR1 before Tune has installed its handler
+        raise Interrupted(caught[0] if caught else signal.SIGINT)
+
+    names = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    saved = {s: signal.getsignal(s) for s in names}
+    env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    signal.signal(signal.SIGUSR1, before_tune)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield caught
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        if env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = env
+
+
 def run_tuner(trainable, name: str, storage: str, *, resume: bool, param_space: dict, tune_config,
-              callbacks: list, max_failures: int):
+              callbacks: list, max_failures: int, total: int | None = None, kind: str = "trial"):
     """Fit the Tune experiment ``name`` under ``storage`` and return its ``ResultGrid``: restored (finished trials
     kept, errored ones retried) when ``resume`` and a previous run is there, else created. Each trial keeps its
     last 2 checkpoints and is retried ``max_failures`` times from its latest one. A restored run keeps the
     callbacks it was created with.
 
     A finished trial's process runs the next trial (Tune's ``reuse_actors``): a fold or search trial then pays no
-    process start and no import of torch and the model code (3-4 s per trial on 2 CPU cores)."""
+    process start and no import of torch and the model code (3-4 s per trial on 2 CPU cores).
+
+    SIGINT / SIGTERM (:func:`tune_signals`) stop the run with its state saved and raise :class:`Interrupted`,
+    counting the finished trials (of ``total``, each called a ``kind``)."""
     path = f"{storage.rstrip('/')}/{name}"
     if resume and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable, resume_errored=True).fit()
-    return tune.Tuner(
-        trainable, param_space=param_space, tune_config=dataclasses.replace(tune_config, reuse_actors=True),
-        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
-    ).fit()
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=param_space, tune_config=dataclasses.replace(tune_config, reuse_actors=True),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                      failure_config=tune.FailureConfig(max_failures=max_failures)))
+    with tune_signals() as caught:
+        grid = tuner.fit()
+    if caught:
+        raise Interrupted(caught[0], grid.num_terminated, total, kind)
+    return grid
+
+
+def remove_checkpoints(path: str) -> None:
+    """Delete the ``checkpoint_*`` folders of a finished trial or trainer run at ``path`` (a path or URI); its
+    results stay."""
+    fs, root = filesystem(path)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except OSError:
+        return
+    for info in infos:
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
+            delete_quietly_dir(fs, info.path)
 
 
 # --------------------------------------------------------------------------------------------------- trainables

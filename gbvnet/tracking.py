@@ -12,23 +12,29 @@ parent run carries MLflow's source tags (``mlflow.source.name``, and
 dataset input (name, digest = cache manifest hash, source URI, row count: the Dataset column).
 
 Each Tune trial (a fold, or a search trial) becomes a nested run named after it, with its per-epoch metrics
-(``step`` = epoch), logged from Tune's results once the trial has finished. On ``--resume`` the parent run is
-found again by its invocation key and folds already logged are kept, so no duplicates appear.
+(``step`` = epoch; the project's metrics only, not Tune's bookkeeping such as ``pid`` or ``timestamp``) and the
+trial's real start and end, logged by :class:`TrialLogger` as soon as the trial finishes (a trial it could not
+log, e.g. while the tracking server is down, is logged by the command's final step). On ``--resume`` the parent
+run is found again by its invocation key and folds already logged are kept, so no duplicates appear.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import (
     MLFLOW_DATASET_CONTEXT,
@@ -36,6 +42,10 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_SOURCE_NAME,
     MLFLOW_SOURCE_TYPE,
 )
+from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
+
+from gbvnet.storage import join, read_text
 
 PARENT_TAG = "gbvnet.invocation"
 TRIAL_TAG = "gbvnet.trial"
@@ -53,6 +63,36 @@ def tracking_uri(cli_value: str | None = None) -> str:
     return f"sqlite:///{Path('runs/mlflow.db').resolve()}"
 
 
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Hold an exclusive lock on ``<database>.lock`` beside a SQLite store (nothing for other stores).
+
+    The first client of a new SQLite file creates its tables (MLflow's schema migration); two commands doing it at
+    once fail (``table _alembic_tmp_experiments already exists``), as do two creating the same experiment.
+    """
+    path = uri.removeprefix("sqlite:///")
+    if not uri.startswith("sqlite:///") or not path or path.startswith(":memory:"):
+        yield
+        return
+    lock = Path(path.split("?", 1)[0] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:
+    """A client of the tracking store ``uri`` and the id of ``experiment`` in it (:func:`experiment_id`), the
+    store created (a new SQLite file: its tables) and the experiment found or created under :func:`store_lock`,
+    so commands started together share one store safely."""
+    with store_lock(uri):
+        client = MlflowClient(uri)  # creates (migrates) a new store's tables
+        return client, experiment_id(client, experiment)
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     """The experiment ``name``, created if missing; tagged as a model-training experiment unless it has a kind."""
     found = client.get_experiment_by_name(name)
@@ -63,7 +103,12 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     location = None
     if client.tracking_uri.startswith("sqlite:"):
         location = Path("runs/mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
+    try:
+        return client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
+    except MlflowException as exc:  # a tracking server's client created it meanwhile
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def git_commit(path: str | Path = PROJECT) -> str:
@@ -108,9 +153,27 @@ def flat_params(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: str(value)[:6000]}
 
 
+TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | frozenset(DEBUG_METRICS) | {"done", "should_checkpoint"}
+
+
 def scalar_metrics(result: dict) -> dict[str, float]:
+    """The project's numeric metrics of one Tune result (Tune's own keys left out)."""
     return {k: float(v) for k, v in result.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k.split("/")[0] != "config"}
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k.split("/")[0] not in TUNE_KEYS}
+
+
+def trial_history(path: str) -> list[dict]:
+    """Every result a Tune trial reported (its ``result.json`` at ``path``, a path or URI), in order."""
+    return [json.loads(line) for line in read_text(join(path, "result.json")).splitlines() if line.strip()]
+
+
+def trial_times(history: list[dict]) -> tuple[int | None, int | None]:
+    """Start and end (ms since the epoch) of the trial that reported ``history``: its first result's time less
+    that iteration's duration, and its last result's time."""
+    if not history or "timestamp" not in history[0]:
+        return None, None
+    start = history[0]["timestamp"] - history[0].get("time_this_iter_s", 0.0)
+    return int(start * 1000), int(history[-1]["timestamp"] * 1000)
 
 
 def log_json(client: MlflowClient, run_id: str, data: Any, name: str) -> None:
@@ -127,8 +190,8 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, invocation: str, run_name: str, resume: bool):
         """Find (``resume``) or create the parent run; a new one gets :func:`source_tags`."""
-        self.client = MlflowClient(uri)
-        self.experiment_id = experiment_id(self.client, experiment)
+        self.uri = uri
+        self.client, self.experiment_id = open_store(uri, experiment)
         self.invocation = invocation
         existing = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{invocation}'",
                                            max_results=1) if resume else []
@@ -138,6 +201,13 @@ class Tracker:
         else:
             self.run_id = self.client.create_run(self.experiment_id, run_name=run_name,
                                                  tags={PARENT_TAG: invocation, **source_tags()}).info.run_id
+
+    def __getstate__(self) -> dict:  # pickled with a Tune run's callbacks (:class:`TrialLogger`): no client
+        return {k: v for k, v in self.__dict__.items() if k != "client"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.client = MlflowClient(self.uri)
 
     def log_cache(self, uri: str, index, context: str) -> None:
         """Record the window cache (:func:`cache_input`; ``index`` its :class:`~gbvnet.data.cache.CacheIndex`) as
@@ -177,8 +247,22 @@ class Tracker:
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
 
+    def fail(self, exc: BaseException) -> None:
+        """End the parent run after ``exc``: ``KILLED`` for an interruption (Ctrl-C, SIGTERM), else ``FAILED``
+        with a line saying that ``--resume`` continues (what finished is kept); never left ``RUNNING`` while the
+        store can be reached."""
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        if not interrupted:
+            print(f"failed: {type(exc).__name__}: {exc}\nwhat finished is kept: run the same command with --resume "
+                  "to continue", file=sys.stderr, flush=True)
+        try:
+            self.finish("KILLED" if interrupted else "FAILED")
+        except Exception as error:  # the tracking store itself is unreachable
+            print(f"could not mark MLflow run {self.run_id} as ended: {error}", file=sys.stderr, flush=True)
+
     def log_child(self, name: str, history: list[dict], params: dict | None = None) -> str:
-        """A FINISHED nested run ``name`` with per-epoch ``history`` (step = epoch); kept if already logged.
+        """A FINISHED nested run ``name`` with per-epoch ``history`` (Tune results; step = epoch, the project's
+        metrics only) spanning the trial's real start and end (:func:`trial_times`); kept if already logged.
 
         An unfinished run of the same name (an interrupted earlier attempt) is replaced.
         """
@@ -187,7 +271,8 @@ class Tracker:
             return old.info.run_id
         if old is not None:
             self.client.delete_run(old.info.run_id)
-        run_id = self.client.create_run(self.experiment_id, run_name=name,
+        start, end = trial_times(history)
+        run_id = self.client.create_run(self.experiment_id, run_name=name, start_time=start,
                                         tags={"mlflow.parentRunId": self.run_id, TRIAL_TAG: name}).info.run_id
         if params:
             items = [Param(k, v) for k, v in flat_params("", params).items()]
@@ -195,5 +280,27 @@ class Tracker:
                 self.client.log_batch(run_id, params=items[i:i + 100])
         for row in history:
             self.log_metrics(scalar_metrics(row), run_id, step=int(row.get("epoch", 0)))
-        self.client.set_terminated(run_id, status="FINISHED")
+        self.client.set_terminated(run_id, status="FINISHED", end_time=end)
         return run_id
+
+
+class TrialLogger(tune.Callback):
+    """A Tune callback logging each trial as a nested run of ``tracker`` (:meth:`Tracker.log_child`) as soon as
+    it finishes: named ``name(trial)``, with ``params(trial)``; ``then(trial)`` runs once it is logged (e.g. the
+    trial's checkpoints removed). A trial that cannot be logged (the tracking store unreachable) is reported in
+    one line and left to the command's final step."""
+
+    def __init__(self, tracker: Tracker, name: Callable[[Any], str], params: Callable[[Any], dict],
+                 then: Callable[[Any], None] | None = None):
+        self.tracker, self.name, self.params, self.then = tracker, name, params, then
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        name = self.name(trial)
+        try:
+            self.tracker.log_child(name, trial_history(trial.local_path), self.params(trial))
+        except Exception as exc:
+            print(f"could not log {name} to MLflow yet ({type(exc).__name__}: {str(exc)[:200]}); logged at the end",
+                  file=sys.stderr, flush=True)
+            return
+        if self.then is not None:
+            self.then(trial)

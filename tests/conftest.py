@@ -47,6 +47,21 @@ def _session_ray_token() -> None:
 _session_ray_token()
 
 
+def _session_home() -> None:
+    """Nothing the tests run writes under the real HOME or reports usage: the local copies of remote caches
+    (``GBVNET_LOCAL_CACHE``) and matplotlib's cache go to a temporary folder removed at exit; MLflow's telemetry
+    and Ray's usage stats are off."""
+    folder = tempfile.mkdtemp(prefix="gbvnet-test-home-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["GBVNET_LOCAL_CACHE"] = str(Path(folder) / "gbvnet")
+    os.environ["MPLCONFIGDIR"] = str(Path(folder) / "matplotlib")
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+
+_session_home()
+
+
 def pytest_collection_modifyitems(items) -> None:
     """The markers of pyproject.toml that follow from fixtures: ``ray`` on every test using the session's Ray
     instance, ``slow`` on those reading the session's LOSO evaluations (the first one runs them)."""

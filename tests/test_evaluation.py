@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,6 +65,13 @@ def test_loso_folds_mlflow_structure_and_output(evaluations):
     [experiment] = [d for d in (evaluations.out / "ray").glob("eval-loso-*") if len(list(d.glob("*/result.json"))) == 6]
     pids = {json.loads(line)["pid"] for f in experiment.glob("*/result.json") for line in f.read_text().splitlines()}
     assert len(pids) == 2
+    for run in children:  # each fold's real span and the project's metrics only (not Tune's bookkeeping)
+        epochs = client.get_metric_history(run.info.run_id, "epoch_time_s")
+        assert (run.info.end_time - run.info.start_time) / 1000 >= sum(m.value for m in epochs) - 1
+        assert {"train_loss", "val_macro_f1", "test_accuracy", "best_epoch"} <= set(run.data.metrics)
+        assert not {"pid", "timestamp", "iterations_since_restore", "training_iteration", "time_total_s",
+                    "time_this_iter_s"} & set(run.data.metrics)
+    assert not list((evaluations.out / "ray").glob("**/checkpoint_*"))  # removed once each fold was logged
     written = json.loads((evaluations.out / "valence.json").read_text())
     assert written["mlflow_run_id"] == doc["mlflow_run_id"]
     assert len(written["per_subject"]) == subjects
@@ -106,23 +114,42 @@ def test_each_fold_is_checked_once_before_ray_starts(mahnob_cache, monkeypatch):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_path):
+    """Ctrl-C after the first fold: one line (what finished, --resume continues), exit 130 within 30 s, no
+    traceback, no Ray process left, the parent run KILLED; --resume trains only the missing folds."""
+    from tests.test_interrupts import assert_gone, descendants
+
     args = common(mahnob_cache, tmp_path, "--modality", "bio", "--epochs", "2", "--folds-in-parallel", "1",
                   "--test-subjects", "1", "2", "3")
     cmd = [sys.executable, "-m", "evaluation.loso", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    log = tmp_path / "interrupted.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     results = tmp_path / "ray"
     deadline = time.time() + 300
     finished = []
-    while time.time() < deadline and proc.poll() is None:
-        finished = [p for p in results.glob("eval-loso-*/*/result.json") if '"done": true' in p.read_text()]
-        if finished:
-            break
-        time.sleep(0.5)
-    assert finished and proc.poll() is None, "no fold finished before the evaluation ended"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started
-    proc.wait()
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            finished = [p for p in results.glob("eval-loso-*/*/result.json") if '"done": true' in p.read_text()]
+            if finished:
+                break
+            time.sleep(0.5)
+        assert finished and proc.poll() is None, "no fold finished before the evaluation ended"
+        started = descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: to the driver only, as a terminal's would reach it first
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group this test started
+    printed = log.read_text()
+    assert proc.returncode == 130, printed[-3000:]
+    assert re.search(r"^interrupted: [12] of 3 folds finished; --resume continues$", printed, re.M), printed[-3000:]
+    assert "Traceback" not in printed
+    assert_gone(started)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [parent] = [r for r in client.search_runs([client.get_experiment_by_name("gbvnet-mahnob-loso").experiment_id])
+                if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED"
     done_before = {p.parent.name: p.read_text() for p in finished}
 
     subprocess.run(cmd + ["--resume"], check=True, capture_output=True, env=env)
@@ -132,6 +159,51 @@ def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_pat
         assert (results.glob(f"eval-loso-*/{trial_dir}/result.json").__next__()).read_text() == text
     _, children = nested_runs(f"sqlite:///{tmp_path}/mlflow.db", "gbvnet-mahnob-loso", doc["mlflow_run_id"])
     assert sorted(r.info.run_name for r in children) == [f"subject-{s}" for s in (1, 2, 3)]  # no duplicates
+    assert client.get_run(doc["mlflow_run_id"]).info.status == "FINISHED"
+    assert not list(results.glob("**/checkpoint_*"))  # removed once each fold was logged
+
+
+def test_results_survive_a_failure_of_the_final_logging(ray_session, mahnob_cache, tmp_path, monkeypatch, capsys):
+    """The final MLflow logging fails (here: writing the plots, as on a full disk): the table and --output are
+    already written, every fold is already a finished nested run (logged when it finished), the parent run is
+    FAILED with a line saying that --resume continues; --resume then completes without training again and leaves
+    no plot folder and no checkpoint behind."""
+    import tempfile
+
+    from evaluation import plots
+
+    monkeypatch.chdir(tmp_path)  # a SQLite store's artifacts go to ./runs/mlartifacts
+    args = common(mahnob_cache, tmp_path, "--modality", "bio", "--epochs", "1", "--test-subjects", "1", "2",
+                  "--quiet")
+
+    def full_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(plots, "make_all", full_disk)
+        with pytest.raises(OSError, match="No space left on device"):
+            loso.main(args)
+    printed = capsys.readouterr()
+    doc = json.loads((tmp_path / "out.json").read_text())
+    assert f"wrote {tmp_path / 'out.json'}" in printed.out and "subject" in printed.out  # the table
+    assert "run the same command with --resume" in printed.err
+    client, children = nested_runs(f"sqlite:///{tmp_path}/mlflow.db", "gbvnet-mahnob-loso", doc["mlflow_run_id"])
+    assert client.get_run(doc["mlflow_run_id"]).info.status == "FAILED"
+    assert sorted((r.info.run_name, r.info.status) for r in children) == [("subject-1", "FINISHED"),
+                                                                          ("subject-2", "FINISHED")]
+    trained = {p: p.read_text() for p in (tmp_path / "ray").glob("eval-loso-*/*/result.json")}
+    assert len(trained) == 2
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the plots are drawn
+    (tmp_path / "tmp").mkdir()
+    resumed = loso.main([*args, "--resume"])
+    assert resumed["mlflow_run_id"] == doc["mlflow_run_id"] and resumed["folds"] == doc["folds"]
+    assert client.get_run(doc["mlflow_run_id"]).info.status == "FINISHED"
+    assert {r.info.run_id for r in nested_runs(client.tracking_uri, "gbvnet-mahnob-loso",
+                                               doc["mlflow_run_id"])[1]} == {r.info.run_id for r in children}
+    assert {p: p.read_text() for p in trained} == trained  # not trained again
+    assert not list((tmp_path / "tmp").iterdir())  # the plots' folder removed
+    assert not list((tmp_path / "ray").glob("**/checkpoint_*"))
 
 
 @pytest.fixture(scope="module")

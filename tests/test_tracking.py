@@ -97,3 +97,31 @@ def test_plots_show_every_baseline_and_the_selection_metric():
     assert curves.get_ylabel() == "validation macro-F1"
     assert list(curves.lines[0].get_ydata()) == [0.4, 0.7]  # macro-F1, not F1 of the high class
     assert list(curves.lines[1].get_xdata()) == [2]  # the selected epoch is marked
+
+
+def test_commands_started_together_share_a_new_store(tmp_path):
+    """Two processes opening the same new SQLite store at the same moment (as two evaluations started together
+    do): both create their parent run in the one experiment; none fails in MLflow's schema migration."""
+    import os
+    import sys
+    import time
+
+    uri = f"sqlite:///{tmp_path}/runs/mlflow.db"
+    go = tmp_path / "go"
+    code = ("import sys, time, pathlib\nfrom gbvnet.tracking import Tracker\n"
+            "pathlib.Path(sys.argv[2] + sys.argv[3]).touch()\n"
+            "while not pathlib.Path(sys.argv[2]).exists(): time.sleep(0.005)\n"
+            "print(Tracker(sys.argv[1], 'gbvnet-deap-loso', sys.argv[3], run_name=sys.argv[3], resume=False).run_id)")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri, str(go), f"k{i}"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    deadline = time.time() + 60
+    while not all((tmp_path / f"gok{i}").exists() for i in range(2)) and time.time() < deadline:
+        time.sleep(0.05)  # both have imported MLflow
+    go.touch()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    client = MlflowClient(uri)
+    [experiment] = [e for e in client.search_experiments() if e.name == "gbvnet-deap-loso"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_id for r in runs) == sorted(out.strip() for out, _ in outputs)

@@ -24,7 +24,9 @@ search from its storage without re-running finished trials. The best configurati
 face weights); ``train`` leaves out what the evaluation decides for itself (epochs, early-stopping patience, target,
 seed). ``--pretrained`` / ``--face-checkpoint PATH`` start the face backbone from timm's or local weights.
 While it runs, a table of the trials (epoch, validation macro-F1, elapsed and remaining time) is printed every
-30 s (:mod:`gbvnet.progress`; ``--quiet`` turns it off).
+30 s (:mod:`gbvnet.progress`; ``--quiet`` turns it off). Each trial reaches MLflow as a nested run as soon as it
+finishes; the best config is written before the final MLflow logging; a failure marks the parent run FAILED and
+says that ``--resume`` continues; Ctrl-C or SIGTERM prints one line (how many trials finished) and exits 130 / 143.
 
 ``main`` only parses the flags into a :class:`SearchSpec`; :func:`search` runs it, one function per stage.
 """
@@ -62,14 +64,21 @@ from gbvnet.config import (
     to_dict,
 )
 from gbvnet.data.cache import open_cache
-from gbvnet.launch import init_ray, run_tuner, search_trial, storage_path, tune_trial_resources
+from gbvnet.launch import (
+    exit_on_interrupt,
+    init_ray,
+    run_tuner,
+    search_trial,
+    storage_path,
+    tune_trial_resources,
+)
 from gbvnet.loop import fit_model_to_cache, make_job
 from gbvnet.metrics import SELECTION_METRIC
 from gbvnet.progress import ProgressTable
 from gbvnet.sources import resolve_cache
 from gbvnet.splits import Fold, search_fold, subjects_with_rows, usable_rows
 from gbvnet.storage import write_text
-from gbvnet.tracking import Tracker, tracking_uri
+from gbvnet.tracking import Tracker, TrialLogger, tracking_uri, trial_history
 from tune.space import SPACES, apply, get_space, search_space
 
 METRIC = SELECTION_METRIC  # the objective: what early stopping selects on in every trial
@@ -196,8 +205,14 @@ def start_run(spec: SearchSpec, index, provenance: Provenance) -> Tracker:
     return tracker
 
 
-def run_trials(spec: SearchSpec, fold: Fold) -> tune.ResultGrid:
-    """Run the trials (proposed by :func:`make_search_alg`, stopped early by ASHA with ``algo="optuna"``)."""
+def trial_name(trial_id: str) -> str:
+    """A search trial's nested run name."""
+    return f"trial-{trial_id}"
+
+
+def run_trials(spec: SearchSpec, fold: Fold, tracker: Tracker) -> tune.ResultGrid:
+    """Run the trials (proposed by :func:`make_search_alg`, stopped early by ASHA with ``algo="optuna"``), each
+    logged to ``tracker`` as a nested run as soon as it finishes."""
     storage = storage_path(spec.storage)
     base = {"model": spec.model, "train": spec.train, "cache": spec.cache, "fold": fold}
     trainable = tune.with_resources(
@@ -205,6 +220,7 @@ def run_trials(spec: SearchSpec, fold: Fold) -> tune.ResultGrid:
         tune_trial_resources(spec.train))
     progress = [] if spec.quiet else [ProgressTable(total=spec.num_samples, max_epochs=spec.train.epochs,
                                                     concurrency=spec.concurrent, title="search")]
+    logger = TrialLogger(tracker, name=lambda trial: trial_name(trial.trial_id), params=lambda trial: trial.config)
     tune_config = tune.TuneConfig(
         search_alg=make_search_alg(spec.train.seed, spec.concurrent, spec.algo),
         scheduler=ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=spec.train.epochs,
@@ -212,20 +228,16 @@ def run_trials(spec: SearchSpec, fold: Fold) -> tune.ResultGrid:
         if spec.algo == "optuna" else None,
         num_samples=spec.num_samples)
     return run_tuner(trainable, spec.run_name, storage, resume=spec.resume, param_space=search_space(spec.space),
-                     tune_config=tune_config, callbacks=progress, max_failures=1)
+                     tune_config=tune_config, callbacks=[*progress, logger], max_failures=1,
+                     total=spec.num_samples, kind="trial")
 
 
-def rank_trials(grid: tune.ResultGrid, tracker: Tracker) -> list[tuple[float, tune.Result]]:
-    """The finished trials with their best epoch's score, best first, each logged as a child run."""
+def rank_trials(grid: tune.ResultGrid) -> list[tuple[float, tune.Result]]:
+    """The finished trials with their best epoch's score, best first."""
     finished = [r for r in grid if r.error is None and r.metrics and METRIC in r.metrics]
     if not finished:
-        tracker.finish("FAILED")
         raise RuntimeError(f"no search trial finished; errors: {[str(r.error) for r in grid if r.error]}")
-    ranked = []
-    for r in finished:
-        history = r.metrics_dataframe.to_dict("records")
-        ranked.append((max(row[METRIC] for row in history), r))
-        tracker.log_child(f"trial-{r.metrics['trial_id']}", history, params=r.config)
+    ranked = [(max(row[METRIC] for row in trial_history(r.path) if METRIC in row), r) for r in finished]
     ranked.sort(key=lambda item: -item[0])
     return ranked
 
@@ -266,20 +278,26 @@ def search(spec: SearchSpec) -> dict:
     """Run the search ``spec`` describes; returns the best-config document, also written to ``spec.output``.
 
     Stages: plan (:func:`plan`, and the job validated: cache, configs, fold) before Ray starts, run
-    (:func:`run_trials`), rank (:func:`rank_trials`), then the best config logged, written and printed.
+    (:func:`run_trials`), rank (:func:`rank_trials`), then the best config written, logged and printed.
     """
     index = open_cache(spec.cache).index()
     fold, provenance = plan(spec, index)
     make_job(spec.cache, spec.model, spec.train, fold)  # validate cache and configs before anything is scheduled
     init_ray(log_to_driver=False)  # the progress table reports the trials
     tracker = start_run(spec, index, provenance)
-    grid = run_trials(spec, fold)
-    ranked = rank_trials(grid, tracker)
-    document = best_config(spec, index, provenance, ranked, grid, tracker.run_id)
-    tracker.log_metrics({f"best_{METRIC}": document["search"][f"best_{METRIC}"], "trials": len(grid)})
-    tracker.log_json(document, "best_config.json")
+    try:
+        grid = run_trials(spec, fold, tracker)
+        ranked = rank_trials(grid)
+        document = best_config(spec, index, provenance, ranked, grid, tracker.run_id)
+        write_text(spec.output, yaml.safe_dump(document, sort_keys=False))  # first: no bookkeeping failure loses it
+        for _, r in ranked:  # the trials not logged yet
+            tracker.log_child(trial_name(r.metrics["trial_id"]), trial_history(r.path), params=r.config)
+        tracker.log_metrics({f"best_{METRIC}": document["search"][f"best_{METRIC}"], "trials": len(grid)})
+        tracker.log_json(document, "best_config.json")
+    except BaseException as exc:
+        tracker.fail(exc)
+        raise
     tracker.finish()
-    write_text(spec.output, yaml.safe_dump(document, sort_keys=False))
     print_ranking(ranked, provenance, spec.output)
     return document
 
@@ -304,7 +322,9 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return search(spec_from_args(parse_args(argv)))
+    spec = spec_from_args(parse_args(argv))
+    with exit_on_interrupt():
+        return search(spec)
 
 
 if __name__ == "__main__":
