@@ -45,8 +45,8 @@ from gbvnet.config import (
     model_preset,
     to_dict,
 )
-from gbvnet.data.cache import open_cache
-from gbvnet.data.records import ON_ERROR
+from gbvnet.data.cache import CacheChanged, check_snapshot, open_cache
+from gbvnet.data.records import ON_ERROR, DataError
 from gbvnet.datasets import DATASETS
 from gbvnet.launch import init_ray, run_tuner, storage_path, tune_fold, tune_trial_resources
 from gbvnet.loop import Job, make_job
@@ -120,10 +120,12 @@ def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str) -> li
     results: list[tune.Result | None] = [None] * len(jobs)
     for result in grid:
         if result.error:
+            check_snapshot(spec.cache, jobs[0].manifest_hash)  # a fold stopped by a cache prepared again: say so
             raise RuntimeError(f"fold {names[result.config['fold']]} failed: {result.error}")
         results[result.config["fold"]] = result
     missing = [names[i] for i, r in enumerate(results) if r is None]
     if missing:
+        check_snapshot(spec.cache, jobs[0].manifest_hash)
         raise RuntimeError(f"no result for folds {missing}")
     return results  # type: ignore[return-value]
 
@@ -212,7 +214,8 @@ def evaluate(spec: EvalSpec) -> dict:
     index = cache.index()
     folds = plan_folds(spec, index)
     tested = subjects_with_rows(index, np.concatenate([f.test for f in folds]))
-    jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky) for f in folds]
+    jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky, manifest_hash=index.manifest_hash)
+            for f in folds]
     audit = {**audit_folds(folds),
              **check_search_subjects(spec.search, spec.dataset, spec.train.target, index.manifest_hash, tested,
                                      spec.allow_searched_test_subjects)}
@@ -226,6 +229,7 @@ def evaluate(spec: EvalSpec) -> dict:
     except BaseException:
         tracker.finish("FAILED")
         raise
+    check_snapshot(spec.cache, index.manifest_hash)  # score on the snapshot the folds trained on, or stop
     scores = score(spec, cache, index, folds, results)
     log_results(tracker, spec, index, folds, results, scores, audit)
     tracker.finish()
@@ -269,6 +273,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default=None, help="write per-fold and aggregate metrics as JSON here")
     p.add_argument("--allow-searched-test-subjects", action="store_true")
     p.add_argument("--on-error", choices=ON_ERROR, default="fail", help="bad input while preparing")
+    p.add_argument("--rebuild", action="store_true", help="with --root / --synthetic: replace a --cache prepared "
+                                                          "with other options")
     p.add_argument("--quiet", action="store_true", help="no progress table while the folds run")
     add_compute_arguments(p, workers_flag="--workers-per-fold")
 
@@ -298,7 +304,8 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
         if getattr(args, name):
             setattr(train, name, getattr(args, name))
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
-                          on_error=args.on_error, need_face=args.modality != "bio" or args.rows == "face")
+                          on_error=args.on_error, need_face=args.modality != "bio" or args.rows == "face",
+                          rebuild=args.rebuild)
     return EvalSpec(protocol=protocol, dataset=args.dataset, cache=cache, model=model.validate(),
                     train=train.validate(), protocol_args=protocol_args, test_subjects=args.test_subjects,
                     folds_in_parallel=args.folds_in_parallel,
@@ -322,8 +329,11 @@ def cli(protocol: str, description: str, extra=None, argv: list[str] | None = No
             protocol_args[name] = getattr(args, name)
     if getattr(args, "allow_leaky_split", False):
         protocol, protocol_args["allow_leaky"] = "segment-random", True
-    spec = spec_from_args(args, protocol, protocol_args)
-    document = evaluate(spec)
+    try:
+        spec = spec_from_args(args, protocol, protocol_args)
+        document = evaluate(spec)
+    except (CacheChanged, DataError) as exc:  # the cache's problems: one line that says what to do
+        sys.exit(f"error: {exc}")
     print(aggregate.format_table(document))
     if args.output:
         write_text(args.output, json.dumps(document, indent=2))

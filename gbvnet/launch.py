@@ -171,5 +171,5 @@ def search_trial(config: dict, base: dict, apply: Callable, storage: str, experi
     training configs by ``apply`` (the search's :func:`tune.space.apply`, passed in: the library does not import
     the front-ends), trained on the search fold."""
     model, train = apply(config, base["model"], base["train"])
-    job = make_job(base["cache"], model, train, base["fold"])
+    job = make_job(base["cache"], model, train, base["fold"], manifest_hash=base.get("manifest_hash"))
     fit_in_tune(job, f"{experiment}-{tune.get_context().get_trial_id()}", storage=storage)

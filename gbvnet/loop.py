@@ -93,26 +93,30 @@ class Job:
     train: TrainConfig
     fold: Fold
     allow_leaky: bool
+    manifest_hash: str  # the cache snapshot the job was planned on: every worker opens exactly that one
 
     def to_dict(self) -> dict:
         return {"cache": self.cache, "model": to_dict(self.model), "train": to_dict(self.train),
-                "fold": self.fold.to_dict(), "allow_leaky": self.allow_leaky}
+                "fold": self.fold.to_dict(), "allow_leaky": self.allow_leaky, "manifest_hash": self.manifest_hash}
 
     @classmethod
     def from_dict(cls, data: dict) -> Job:
         return cls(data["cache"], from_dict(ModelConfig, data["model"]).validate(),
                    from_dict(TrainConfig, data["train"]).validate(), Fold.from_dict(data["fold"]),
-                   data["allow_leaky"])
+                   data["allow_leaky"], data["manifest_hash"])
 
 
-def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, allow_leaky: bool = False) -> Job:
-    """Validate everything and build the job every worker receives.
+def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, allow_leaky: bool = False,
+             manifest_hash: str | None = None) -> Job:
+    """Validate everything and build the job every worker receives, on the cache as it is now, or, given
+    ``manifest_hash`` (the snapshot the caller planned ``fold`` on), on that snapshot
+    (:class:`~gbvnet.data.cache.CacheChanged` if the cache was prepared again since).
 
     Refuses (``ConfigError`` / ``LeakageError``) unknown modalities, empty training sets, a modality that needs
     faces on a cache without them, and folds the leakage guard did not pass (:func:`gbvnet.splits.require_checked`).
     """
     train.validate()
-    index = open_cache(cache).index()
+    index = open_cache(cache, expect=manifest_hash).index()
     model = fit_model_to_cache(model, index.manifest)
     if model.modality != "bio" and not index.has_face:
         raise ConfigError(f"modality {model.modality!r} needs face frames but cache {cache} has none "
@@ -121,7 +125,7 @@ def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, all
     if fold.val.size == 0:
         raise ConfigError(f"fold {fold.name}: empty validation set (early stopping needs one)")
     # a copy of ``train``: callers build several jobs from one config, and a job must not change with it
-    return Job(absolute(cache), model, copy.deepcopy(train), fold, allow_leaky)
+    return Job(absolute(cache), model, copy.deepcopy(train), fold, allow_leaky, index.manifest_hash)
 
 
 # --------------------------------------------------------------------------------------------------- sessions
@@ -254,7 +258,7 @@ class WorkerState:
         """Torch threads, data (normalisation fitted on the training rows only) and the seeded model."""
         tc, mc, device = job.train, job.model, session.device
         torch.set_num_threads(max(1, int(tc.cpus_per_worker)))  # Ray leaves a worker one thread unless told
-        cache = open_cache(job.cache)
+        cache = open_cache(job.cache, expect=job.manifest_hash)  # the snapshot the job was planned on, or stop
         normalizer = fit_normalizer(cache, job.fold.train) if mc.modality != "face" else None
         dataset = WindowDataset(cache, target=tc.target, modality=mc.modality)
         transform = BatchTransform(mc.modality, device, normalizer)

@@ -51,7 +51,8 @@ from gbvnet.cli import (
     apply_face_weight_arguments,
 )
 from gbvnet.config import MODALITIES, TARGETS, ModelConfig, TrainConfig, model_preset, to_dict
-from gbvnet.data.cache import open_cache
+from gbvnet.data.cache import CacheChanged, check_snapshot, open_cache
+from gbvnet.data.records import DataError
 from gbvnet.datasets import DATASETS
 from gbvnet.launch import init_ray, run_tuner, search_trial, storage_path, tune_trial_resources
 from gbvnet.loop import fit_model_to_cache, make_job
@@ -81,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--root")
     src.add_argument("--synthetic", action="store_true")
     p.add_argument("--cache")
+    p.add_argument("--rebuild", action="store_true", help="with --root / --synthetic: replace a --cache prepared "
+                                                          "with other options")
     p.add_argument("--target", choices=TARGETS, default="valence")
     p.add_argument("--modality", choices=MODALITIES, default="facebio")
     p.add_argument("--space", choices=SPACES, default=None,
@@ -178,10 +181,12 @@ def start_run(spec: SearchSpec, index, provenance: Provenance) -> Tracker:
     return tracker
 
 
-def run_trials(spec: SearchSpec, fold: Fold) -> tune.ResultGrid:
-    """Run the trials (proposed by :func:`make_search_alg`, stopped early by ASHA with ``algo="optuna"``)."""
+def run_trials(spec: SearchSpec, fold: Fold, manifest_hash: str | None = None) -> tune.ResultGrid:
+    """Run the trials (proposed by :func:`make_search_alg`, stopped early by ASHA with ``algo="optuna"``), each on
+    the cache snapshot ``manifest_hash`` that ``fold`` was planned on."""
     storage = storage_path(spec.storage)
-    base = {"model": spec.model, "train": spec.train, "cache": spec.cache, "fold": fold}
+    base = {"model": spec.model, "train": spec.train, "cache": spec.cache, "fold": fold,
+            "manifest_hash": manifest_hash}
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, base=base, apply=apply, storage=storage, experiment=spec.run_name),
         tune_trial_resources(spec.train))
@@ -256,7 +261,8 @@ def search(spec: SearchSpec) -> dict:
     make_job(spec.cache, spec.model, spec.train, fold)  # validate cache and configs before anything is scheduled
     init_ray(log_to_driver=False)  # the progress table reports the trials
     tracker = start_run(spec, index, provenance)
-    grid = run_trials(spec, fold)
+    grid = run_trials(spec, fold, index.manifest_hash)
+    check_snapshot(spec.cache, index.manifest_hash)  # trials started after the cache was prepared again failed
     ranked = rank_trials(grid, tracker)
     document = best_config(spec, index, provenance, ranked, grid, tracker.run_id)
     tracker.log_metrics({"best_val_macro_f1": document["search"]["best_val_macro_f1"], "trials": len(grid)})
@@ -272,7 +278,7 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
     model of the space's preset with the face weights, whose file must exist."""
     space = args.space or ("smoke" if args.synthetic else "paper")
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
-                          need_face=args.modality != "bio")
+                          need_face=args.modality != "bio", rebuild=args.rebuild)
     model = apply_face_weight_arguments(args, model_preset("smoke" if space == "smoke" else "paper",
                                                           modality=args.modality))
     train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.max_epochs,
@@ -286,7 +292,10 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return search(spec_from_args(parse_args(argv)))
+    try:
+        return search(spec_from_args(parse_args(argv)))
+    except (CacheChanged, DataError) as exc:  # the cache's problems: one line that says what to do
+        sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":
