@@ -14,9 +14,11 @@ macro-F1) and reports metrics with a checkpoint through the session (written to 
 deleted once Ray has copied it to the run's storage, see :func:`report`). After a worker failure Ray restarts the
 workers and the loop resumes from the latest checkpoint (epoch counter continues). At the end the model of the
 best *validation* epoch is scored once on the test rows (``test_*`` metrics): the test set never steers training
-or model selection. The stages are the methods of :class:`WorkerState`: :meth:`~WorkerState.build` (data, model,
-optimiser), :meth:`~WorkerState.restore`, :meth:`~WorkerState.run_epoch`, :meth:`~WorkerState.test_metrics` and
-:meth:`~WorkerState.checkpoint`.
+or model selection. Every worker reads the cache snapshot its job was planned on (:attr:`Job.manifest_hash`,
+checked when it opens the cache and before each epoch): a cache prepared again meanwhile stops the run with one
+line (:class:`~gbvnet.data.cache.CacheChanged`). The stages are the methods of :class:`WorkerState`:
+:meth:`~WorkerState.build` (data, model, optimiser), :meth:`~WorkerState.restore`, :meth:`~WorkerState.run_epoch`,
+:meth:`~WorkerState.test_metrics` and :meth:`~WorkerState.checkpoint`.
 
 The passes themselves are :mod:`gbvnet.steps` (also run by the benchmarks without Ray): batches travel to the
 device as cached (faces ``uint8``), read and copied in the background while the device works, and become model
@@ -56,7 +58,7 @@ from gbvnet.config import (
     from_dict,
     to_dict,
 )
-from gbvnet.data.cache import Manifest, open_cache
+from gbvnet.data.cache import Manifest, check_snapshot, open_cache
 from gbvnet.data.dataset import Normalizer, WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
@@ -360,6 +362,7 @@ def train_loop_per_worker(config: dict, session=None) -> None:
     job = worker.job
     start_epoch = worker.progress["epoch"]  # > 0 after a restart: reported, so a resume is visible
     for epoch in range(start_epoch, job.train.epochs):
+        check_snapshot(job.cache, job.manifest_hash)  # a cache prepared again meanwhile stops the run now
         metrics = worker.run_epoch(epoch, start_epoch)
         if metrics["done"] and job.fold.test.size:
             metrics.update(worker.test_metrics())
