@@ -117,15 +117,15 @@ def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str) -> li
                      param_space={"fold": tune.grid_search(list(range(len(jobs))))},
                      tune_config=tune.TuneConfig(max_concurrent_trials=spec.folds_in_parallel),
                      callbacks=progress, max_failures=2)
+    # the folds ended on the planned snapshot, which scoring reads too; a cache prepared again ended them: stop
+    check_snapshot(spec.cache, jobs[0].manifest_hash)
     results: list[tune.Result | None] = [None] * len(jobs)
     for result in grid:
         if result.error:
-            check_snapshot(spec.cache, jobs[0].manifest_hash)  # a fold stopped by a cache prepared again: say so
             raise RuntimeError(f"fold {names[result.config['fold']]} failed: {result.error}")
         results[result.config["fold"]] = result
     missing = [names[i] for i, r in enumerate(results) if r is None]
     if missing:
-        check_snapshot(spec.cache, jobs[0].manifest_hash)
         raise RuntimeError(f"no result for folds {missing}")
     return results  # type: ignore[return-value]
 
@@ -229,7 +229,6 @@ def evaluate(spec: EvalSpec) -> dict:
     except BaseException:
         tracker.finish("FAILED")
         raise
-    check_snapshot(spec.cache, index.manifest_hash)  # score on the snapshot the folds trained on, or stop
     scores = score(spec, cache, index, folds, results)
     log_results(tracker, spec, index, folds, results, scores, audit)
     tracker.finish()

@@ -15,8 +15,8 @@ deleted once Ray has copied it to the run's storage, see :func:`report`). After 
 workers and the loop resumes from the latest checkpoint (epoch counter continues). At the end the model of the
 best *validation* epoch is scored once on the test rows (``test_*`` metrics): the test set never steers training
 or model selection. Every worker reads the cache snapshot its job was planned on (:attr:`Job.manifest_hash`,
-checked when it opens the cache and before each epoch): a cache prepared again meanwhile stops the run with one
-line (:class:`~gbvnet.data.cache.CacheChanged`). The stages are the methods of :class:`WorkerState`:
+checked when it opens the cache and before each epoch): a cache prepared again meanwhile ends the loop without a
+result, and the driver's own check then stops the run with one line (:class:`~gbvnet.data.cache.CacheChanged`). The stages are the methods of :class:`WorkerState`:
 :meth:`~WorkerState.build` (data, model, optimiser), :meth:`~WorkerState.restore`, :meth:`~WorkerState.run_epoch`,
 :meth:`~WorkerState.test_metrics` and :meth:`~WorkerState.checkpoint`.
 
@@ -58,7 +58,7 @@ from gbvnet.config import (
     from_dict,
     to_dict,
 )
-from gbvnet.data.cache import Manifest, check_snapshot, open_cache
+from gbvnet.data.cache import CacheChanged, Manifest, check_snapshot, open_cache
 from gbvnet.data.dataset import Normalizer, WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
@@ -354,9 +354,20 @@ class WorkerState:
 
 def train_loop_per_worker(config: dict, session=None) -> None:
     """The training loop (see the module docstring) of the job ``config`` (:meth:`Job.to_dict`): a Ray Train
-    worker function, or, with a :class:`TuneTrialSession`, the body of a one-worker Tune trial."""
+    worker function, or, with a :class:`TuneTrialSession`, the body of a one-worker Tune trial.
+
+    A cache prepared again since the job was planned ends the loop at once without a result (a retry would meet
+    the same cache): the driver checks the snapshot when the folds end and stops the run with that one line."""
     session = session or TrainWorkerSession()
-    worker = WorkerState.build(Job.from_dict(config), session)
+    job = Job.from_dict(config)
+    try:
+        _train(WorkerState.build(job, session), session)
+    except CacheChanged as exc:
+        print(f"[{job.fold.name}] stopped: {exc}", flush=True)
+
+
+def _train(worker: WorkerState, session) -> None:
+    """Epochs from the latest checkpoint (if any) until early stopping, each reported with a checkpoint."""
     remove_orphaned_checkpoints(session)
     worker.restore(session.checkpoint())
     job = worker.job

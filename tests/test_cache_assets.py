@@ -19,7 +19,7 @@ from gbvnet.data.cache import CacheChanged, check_snapshot, open_cache, read_man
 from gbvnet.data.dataset import WindowDataset
 from gbvnet.data.records import DataError
 from gbvnet.datasets import get_dataset
-from gbvnet.loop import Job, WorkerState, make_job
+from gbvnet.loop import Job, WorkerState, make_job, train_loop_per_worker
 from gbvnet.prepare import CacheConflict, prepare_dataset
 from gbvnet.sources import resolve_cache
 from gbvnet.splits import subject_fold
@@ -98,7 +98,7 @@ class _Session:
         return model
 
 
-def test_a_run_stops_when_its_cache_is_prepared_again(small_deap_corpus, tmp_path):
+def test_a_run_stops_when_its_cache_is_prepared_again(small_deap_corpus, tmp_path, capsys):
     """A job carries the snapshot its driver planned on; a cache prepared again (another threshold) meanwhile
     stops every later fold's worker, the driver's check before scoring and the driver's own reads with one line,
     never a ``FileNotFoundError`` and never a fold trained on other labels than the driver scores with."""
@@ -125,6 +125,9 @@ def test_a_run_stops_when_its_cache_is_prepared_again(small_deap_corpus, tmp_pat
             stage()
         assert str(info.value).startswith(expected) and "\n" not in str(info.value)
     assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)  # crosses process boundaries intact
+    # the training loop ends at once without a result (no retries), so the driver's check says why
+    train_loop_per_worker(job.to_dict(), _Session())
+    assert f"[{job.fold.name}] stopped: {expected}" in capsys.readouterr().out
 
 
 def test_truncated_file_is_named_by_readers_and_prepared_again(small_deap_corpus, tmp_path):
