@@ -33,6 +33,7 @@ The driver that launches a single run is ``python -m gbvnet.train`` (:mod:`gbvne
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -360,10 +361,19 @@ def train_loop_per_worker(config: dict, session=None) -> None:
     the same cache): the driver checks the snapshot when the folds end and stops the run with that one line."""
     session = session or TrainWorkerSession()
     job = Job.from_dict(config)
-    try:
+    with ends_if_cache_changed(job.fold.name):
         _train(WorkerState.build(job, session), session)
+
+
+@contextlib.contextmanager
+def ends_if_cache_changed(name: str):
+    """Run the body; a :class:`~gbvnet.data.cache.CacheChanged` ends it with one printed line instead of an error:
+    a retry would meet the same cache, and the driver, which checks the snapshot once its trials end, stops the
+    run with that line."""
+    try:
+        yield
     except CacheChanged as exc:
-        print(f"[{job.fold.name}] stopped: {exc}", flush=True)
+        print(f"[{name}] stopped: {exc}", flush=True)
 
 
 def _train(worker: WorkerState, session) -> None:

@@ -653,7 +653,7 @@ def test_roots_caches_and_arguments_give_one_line_errors(deap_copy, tmp_path, ca
 
 INTERRUPTIBLE = """
 import sys, time
-from gbvnet import prepare, storage
+from gbvnet import prepare
 real = prepare.prepare_subject
 def slow(*args):  # subject 2 writes its file, then takes long: the run is interrupted then
     entry = real(*args)

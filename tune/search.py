@@ -262,7 +262,7 @@ def search(spec: SearchSpec) -> dict:
     init_ray(log_to_driver=False)  # the progress table reports the trials
     tracker = start_run(spec, index, provenance)
     grid = run_trials(spec, fold, index.manifest_hash)
-    check_snapshot(spec.cache, index.manifest_hash)  # trials started after the cache was prepared again failed
+    check_snapshot(spec.cache, index.manifest_hash)  # trials ended by a cache prepared again: stop here
     ranked = rank_trials(grid, tracker)
     document = best_config(spec, index, provenance, ranked, grid, tracker.run_id)
     tracker.log_metrics({"best_val_macro_f1": document["search"]["best_val_macro_f1"], "trials": len(grid)})
