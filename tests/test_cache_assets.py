@@ -144,6 +144,9 @@ def test_truncated_file_is_named_by_readers_and_prepared_again(small_deap_corpus
         with pytest.raises(DataError) as info:
             read()
         assert str(info.value) == message
+    with pytest.raises(SystemExit) as exit_info:  # an evaluation: one line, before Ray starts
+        loso.main(["--dataset", "deap", "--cache", str(cache), "--modality", "bio"])
+    assert exit_info.value.code == f"error: {message}"
 
     path.write_bytes(b"\0" * len(data))  # the right size, but not an Arrow file
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: subject 2's file is damaged \(.*\): run "
