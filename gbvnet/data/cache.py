@@ -28,8 +28,10 @@ cache with that digest (``open_cache(uri, expect=digest)``): a cache re-prepared
 :class:`CacheChanged` ("cache C changed since the run started (hash a -> b)"), never a run that mixes two caches
 or a traceback about a missing file. Each subject file's size is checked against the manifest before it is
 opened: a truncated or damaged file is a one-line :class:`~gbvnet.data.records.DataError` naming the subject and
-the file (``gbvnet.prepare`` redoes it). Paths may be local folders or URIs: whatever ``pyarrow.fs`` knows (``s3://``,
-``gs://``, ``hdfs://``, ``file://``), else any fsspec protocol (``memory://``, ``abfs://`` with its package).
+the file (``gbvnet.prepare`` redoes it).
+
+Paths may be local folders or URIs: whatever ``pyarrow.fs`` knows (``s3://``, ``gs://``, ``hdfs://``,
+``file://``), else any fsspec protocol (``memory://``, ``abfs://`` with its package).
 
 Reading a remote cache (object storage): the index (:meth:`Cache.index`) reads only the small columns, by range
 requests; the bio / face data (:attr:`Cache.tables`) come from a copy of each subject file on the local disk
@@ -372,8 +374,8 @@ class Cache:
         with source:
             try:
                 return pa.ipc.open_file(source, options=options).read_all()
-            except (pa.ArrowInvalid, OSError) as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            except pa.ArrowInvalid as exc:
+                reason = str(exc).splitlines()[0]
                 raise damaged(subject, self.path(subject), f"is damaged ({reason})") from None
 
     @cached_property
