@@ -42,6 +42,7 @@ from gbvnet.cli import (
     add_tracking_arguments,
     apply_compute_arguments,
     apply_face_weight_arguments,
+    one_line_errors,
     without_evaluation_fields,
 )
 from gbvnet.config import (
@@ -53,7 +54,7 @@ from gbvnet.config import (
     model_preset,
     to_dict,
 )
-from gbvnet.data.cache import open_cache
+from gbvnet.data.cache import check_snapshot, open_cache
 from gbvnet.launch import (
     exit_on_interrupt,
     init_ray,
@@ -153,6 +154,8 @@ def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str, track
                      param_space={"fold": tune.grid_search(list(range(len(jobs))))},
                      tune_config=tune.TuneConfig(max_concurrent_trials=spec.folds_in_parallel),
                      callbacks=callbacks, max_failures=2, total=len(jobs), kind="fold")
+    # the folds ended on the planned snapshot, which scoring reads too; a cache prepared again ended them: stop
+    check_snapshot(spec.cache, jobs[0].manifest_hash)
     results: list[tune.Result | None] = [None] * len(jobs)
     for result in grid:
         if result.error:
@@ -255,7 +258,8 @@ def evaluate(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> d
     index = open_cache(spec.cache).index()
     folds = plan_folds(spec, index)
     tested = subjects_with_rows(index, np.concatenate([f.test for f in folds]))
-    jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky) for f in folds]
+    jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky, manifest_hash=index.manifest_hash)
+            for f in folds]
     audit = {**audit_folds(folds),
              **check_search_subjects(spec.search, spec.dataset, spec.train.target, index.manifest_hash, tested,
                                      spec.allow_searched_test_subjects)}
@@ -339,7 +343,8 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
         if getattr(args, name):
             setattr(train, name, getattr(args, name))
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
-                          on_error=args.on_error, need_face=args.modality != "bio" or args.rows == "face")
+                          on_error=args.on_error, need_face=args.modality != "bio" or args.rows == "face",
+                          rebuild=args.rebuild)
     return EvalSpec(protocol=protocol, dataset=args.dataset, cache=cache, model=model.validate(),
                     train=train.validate(), protocol_args=protocol_args, test_subjects=args.test_subjects,
                     folds_in_parallel=args.concurrent,
@@ -393,11 +398,14 @@ def publish(document: dict, output: str | None) -> None:
     sys.stdout.flush()
 
 
-def run_cli(spec: EvalSpec, output: str | None) -> dict:
-    """The CLIs' evaluation of ``spec``: the table printed and ``output`` written before the final MLflow
-    logging (:func:`evaluate`); an interruption ends in one line and exit code 130 / 143."""
-    with exit_on_interrupt():
-        return evaluate(spec, lambda document: publish(document, output))
+def run_cli(args: argparse.Namespace, protocol: str, protocol_args: dict) -> dict:
+    """The CLIs' evaluation: ``protocol`` as ``args`` ask, the table printed and ``--output`` written before the
+    final MLflow logging (:func:`evaluate`); a data problem ends in one line (exit 1), an interruption in one
+    line and exit code 130 / 143."""
+    with one_line_errors():
+        spec = spec_from_args(args, protocol, protocol_args)
+        with exit_on_interrupt():
+            return evaluate(spec, lambda document: publish(document, args.output))
 
 
 def protocol_parser(protocol: str, description: str, leaky_alternative: str | None = None
@@ -430,7 +438,7 @@ def cli(protocol: str, description: str, extra=None, argv: list[str] | None = No
         protocol_args = protocol_arguments(args, protocol)
     except ValueError as exc:
         parser.error(str(exc))
-    return run_cli(spec_from_args(args, protocol, protocol_args), args.output)
+    return run_cli(args, protocol, protocol_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -453,7 +461,7 @@ def main(argv: list[str] | None = None) -> dict:
         protocol_args = protocol_arguments(args, args.protocol)
     except ValueError as exc:
         parser.error(str(exc))
-    return run_cli(spec_from_args(args, args.protocol, protocol_args), args.output)
+    return run_cli(args, args.protocol, protocol_args)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,13 @@ values for them are replaced), so a config searched on one machine runs as told 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from pathlib import Path
 
 from gbvnet.config import FUSIONS, MODALITIES, TARGETS, ModelConfig, TrainConfig, fusion_help
-from gbvnet.data.records import ON_ERROR
+from gbvnet.data.cache import CacheChanged
+from gbvnet.data.records import ON_ERROR, DataError
 from gbvnet.datasets import DATASETS
 from gbvnet.splits import ROW_RULES
 
@@ -53,6 +56,9 @@ def add_source_arguments(p: argparse.ArgumentParser, what: str = "run") -> None:
     g.add_argument("--cache", help="window cache directory or URI (default data/cache/<dataset>[-synthetic])")
     g.add_argument("--on-error", choices=ON_ERROR, default="fail",
                    help="bad input while preparing --root: fail (default) or skip the smallest unit that has it")
+    g.add_argument("--rebuild", action="store_true",
+                   help="with --root / --synthetic: replace a --cache prepared with other options (refused "
+                        "otherwise: a cache is kept as prepared)")
 
 
 def add_tracking_arguments(p: argparse.ArgumentParser, experiment: str) -> None:
@@ -124,3 +130,14 @@ def apply_face_weight_arguments(args: argparse.Namespace, model: ModelConfig) ->
         model.face.pretrained = bool(args.pretrained)
         model.face.checkpoint = str(Path(args.face_checkpoint).resolve()) if args.face_checkpoint else None
     return model
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Around a command's body: a problem of its data (a bad input file, a cache prepared with other options, a
+    damaged cache file, a cache prepared again while the run used it) ends it with one line ``error: ...`` that
+    says what to do (exit 1), not a traceback."""
+    try:
+        yield
+    except (CacheChanged, DataError) as exc:
+        sys.exit(f"error: {exc}")

@@ -39,7 +39,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from gbvnet.config import TrainConfig
-from gbvnet.loop import Job, TuneTrialSession, make_job, train_loop_per_worker
+from gbvnet.loop import Job, TuneTrialSession, ends_if_cache_changed, make_job, train_loop_per_worker
 from gbvnet.storage import absolute, delete_quietly_dir, filesystem
 
 # A Tune trial whose function only waits on its TorchTrainer reserves this sliver of a CPU (Ray refuses
@@ -277,7 +277,9 @@ def tune_fold(config: dict, jobs: list[Job], names: list[str], storage: str, pre
 def search_trial(config: dict, base: dict, apply: Callable, storage: str, experiment: str) -> None:
     """Tune trainable of ``tune/search.py``: the sampled point ``config`` written into the ``base`` model and
     training configs by ``apply`` (the search's :func:`tune.space.apply`, passed in: the library does not import
-    the front-ends), trained on the search fold."""
+    the front-ends), trained on the search fold of the cache snapshot ``base["manifest_hash"]``."""
     model, train = apply(config, base["model"], base["train"])
-    job = make_job(base["cache"], model, train, base["fold"])
-    fit_in_tune(job, f"{experiment}-{tune.get_context().get_trial_id()}", storage=storage)
+    name = f"{experiment}-{tune.get_context().get_trial_id()}"
+    with ends_if_cache_changed(name):
+        job = make_job(base["cache"], model, train, base["fold"], manifest_hash=base.get("manifest_hash"))
+        fit_in_tune(job, name, storage=storage)

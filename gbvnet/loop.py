@@ -14,9 +14,11 @@ macro-F1) and reports metrics with a checkpoint through the session (written to 
 deleted once Ray has copied it to the run's storage, see :func:`report`). After a worker failure Ray restarts the
 workers and the loop resumes from the latest checkpoint (epoch counter continues). At the end the model of the
 best *validation* epoch is scored once on the test rows (``test_*`` metrics): the test set never steers training
-or model selection. The stages are the methods of :class:`WorkerState`: :meth:`~WorkerState.build` (data, model,
-optimiser), :meth:`~WorkerState.restore`, :meth:`~WorkerState.run_epoch`, :meth:`~WorkerState.test_metrics` and
-:meth:`~WorkerState.checkpoint`.
+or model selection. Every worker reads the cache snapshot its job was planned on (:attr:`Job.manifest_hash`,
+checked when it opens the cache and before each epoch): a cache prepared again meanwhile ends the loop without a
+result, and the driver's own check then stops the run with one line (:class:`~gbvnet.data.cache.CacheChanged`). The stages are the methods of :class:`WorkerState`:
+:meth:`~WorkerState.build` (data, model, optimiser), :meth:`~WorkerState.restore`, :meth:`~WorkerState.run_epoch`,
+:meth:`~WorkerState.test_metrics` and :meth:`~WorkerState.checkpoint`.
 
 The passes themselves are :mod:`gbvnet.steps` (also run by the benchmarks without Ray): batches travel to the
 device as cached (faces ``uint8``), read and copied in the background while the device works, and become model
@@ -31,6 +33,7 @@ The driver that launches a single run is ``python -m gbvnet.train`` (:mod:`gbvne
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -57,7 +60,7 @@ from gbvnet.config import (
     from_dict,
     to_dict,
 )
-from gbvnet.data.cache import Manifest, open_cache
+from gbvnet.data.cache import CacheChanged, Manifest, check_snapshot, open_cache
 from gbvnet.data.dataset import Normalizer, WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
@@ -94,26 +97,30 @@ class Job:
     train: TrainConfig
     fold: Fold
     allow_leaky: bool
+    manifest_hash: str  # the cache snapshot the job was planned on: every worker opens exactly that one
 
     def to_dict(self) -> dict:
         return {"cache": self.cache, "model": to_dict(self.model), "train": to_dict(self.train),
-                "fold": self.fold.to_dict(), "allow_leaky": self.allow_leaky}
+                "fold": self.fold.to_dict(), "allow_leaky": self.allow_leaky, "manifest_hash": self.manifest_hash}
 
     @classmethod
     def from_dict(cls, data: dict) -> Job:
         return cls(data["cache"], from_dict(ModelConfig, data["model"]).validate(),
                    from_dict(TrainConfig, data["train"]).validate(), Fold.from_dict(data["fold"]),
-                   data["allow_leaky"])
+                   data["allow_leaky"], data["manifest_hash"])
 
 
-def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, allow_leaky: bool = False) -> Job:
-    """Validate everything and build the job every worker receives.
+def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, allow_leaky: bool = False,
+             manifest_hash: str | None = None) -> Job:
+    """Validate everything and build the job every worker receives, on the cache as it is now, or, given
+    ``manifest_hash`` (the snapshot the caller planned ``fold`` on), on that snapshot
+    (:class:`~gbvnet.data.cache.CacheChanged` if the cache was prepared again since).
 
     Refuses (``ConfigError`` / ``LeakageError``) unknown modalities, empty training sets, a modality that needs
     faces on a cache without them, and folds the leakage guard did not pass (:func:`gbvnet.splits.require_checked`).
     """
     train.validate()
-    index = open_cache(cache).index()
+    index = open_cache(cache, expect=manifest_hash).index()
     model = fit_model_to_cache(model, index.manifest)
     if model.modality != "bio" and not index.has_face:
         raise ConfigError(f"modality {model.modality!r} needs face frames but cache {cache} has none "
@@ -122,7 +129,7 @@ def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, all
     if fold.val.size == 0:
         raise ConfigError(f"fold {fold.name}: empty validation set (early stopping needs one)")
     # a copy of ``train``: callers build several jobs from one config, and a job must not change with it
-    return Job(absolute(cache), model, copy.deepcopy(train), fold, allow_leaky)
+    return Job(absolute(cache), model, copy.deepcopy(train), fold, allow_leaky, index.manifest_hash)
 
 
 # --------------------------------------------------------------------------------------------------- sessions
@@ -255,7 +262,7 @@ class WorkerState:
         """Torch threads, data (normalisation fitted on the training rows only) and the seeded model."""
         tc, mc, device = job.train, job.model, session.device
         torch.set_num_threads(max(1, int(tc.cpus_per_worker)))  # Ray leaves a worker one thread unless told
-        cache = open_cache(job.cache)
+        cache = open_cache(job.cache, expect=job.manifest_hash)  # the snapshot the job was planned on, or stop
         normalizer = fit_normalizer(cache, job.fold.train) if mc.modality != "face" else None
         dataset = WindowDataset(cache, target=tc.target, modality=mc.modality)
         transform = BatchTransform(mc.modality, device, normalizer)
@@ -350,14 +357,35 @@ class WorkerState:
 
 def train_loop_per_worker(config: dict, session=None) -> None:
     """The training loop (see the module docstring) of the job ``config`` (:meth:`Job.to_dict`): a Ray Train
-    worker function, or, with a :class:`TuneTrialSession`, the body of a one-worker Tune trial."""
+    worker function, or, with a :class:`TuneTrialSession`, the body of a one-worker Tune trial.
+
+    A cache prepared again since the job was planned ends the loop at once without a result (a retry would meet
+    the same cache): the driver checks the snapshot when the folds end and stops the run with that one line."""
     session = session or TrainWorkerSession()
-    worker = WorkerState.build(Job.from_dict(config), session)
+    job = Job.from_dict(config)
+    with ends_if_cache_changed(job.fold.name):
+        _train(WorkerState.build(job, session), session)
+
+
+@contextlib.contextmanager
+def ends_if_cache_changed(name: str):
+    """Run the body; a :class:`~gbvnet.data.cache.CacheChanged` ends it with one printed line instead of an error:
+    a retry would meet the same cache, and the driver, which checks the snapshot once its trials end, stops the
+    run with that line."""
+    try:
+        yield
+    except CacheChanged as exc:
+        print(f"[{name}] stopped: {exc}", flush=True)
+
+
+def _train(worker: WorkerState, session) -> None:
+    """Epochs from the latest checkpoint (if any) until early stopping, each reported with a checkpoint."""
     remove_orphaned_checkpoints(session)
     worker.restore(session.checkpoint())
     job = worker.job
     start_epoch = worker.progress["epoch"]  # > 0 after a restart: reported, so a resume is visible
     for epoch in range(start_epoch, job.train.epochs):
+        check_snapshot(job.cache, job.manifest_hash)  # a cache prepared again meanwhile stops the run now
         metrics = worker.run_epoch(epoch, start_epoch)
         if metrics["done"] and job.fold.test.size:
             metrics.update(worker.test_metrics())

@@ -7,7 +7,14 @@ Per subject: read its trials (the dataset's reader), filter / resample with mne,
 stimulus, sample ``--frames`` frames per window from the time-aligned face video, crop the face (Haar cascade,
 see :mod:`gbvnet.data.video`), binarise labels (``rating > --threshold``), and write one Arrow file (see
 :mod:`gbvnet.data.cache`). A re-run redoes only subjects whose source files (the set of files, their sizes and
-mtimes) or preparation config changed; an unchanged cache is not touched at all.
+mtimes) or preparation config changed, or whose file is not the size the manifest records (truncated); an
+unchanged cache is not touched at all.
+
+A cache is an asset (a face cache of the real DEAP takes hours to prepare): it is never replaced by one of other
+options. Preparing an existing cache with another dataset, root or preparation option stops with a one-line
+error naming both option sets (:class:`CacheConflict`), before anything is touched; ``--rebuild`` replaces it.
+``--no-face`` means "faces not needed": a cache with faces and the same signal options is kept as it is, faces
+and all (a bio model needs nothing a face cache lacks), so a bio-only command never rebuilds it bio-only.
 
 Bad input: ``--on-error fail`` (default) stops at the first bad input with a one-line error naming the file and
 the problem, leaving the previous cache byte-for-byte intact (files this run wrote are removed; the manifest is
@@ -17,7 +24,7 @@ report and in the manifest's ``skipped`` as a record naming its unit (``subject 
 :func:`gbvnet.data.records.skip_record`). A MAHNOB subject without any rated session is skipped in either mode
 (not an error). Video/signal duration mismatches, missing DEAP videos and face-detection fallbacks (per video,
 ``face_fallback_videos`` where more than 20 % of the sampled frames had no face) are reported, not errors.
-``--no-face`` never opens a video or the DEAP ratings CSV.
+``--no-face`` on a new or bio-only cache never opens a video or the DEAP ratings CSV.
 
 ``--processes N`` prepares N subjects at a time in worker processes (the platform's default start method); with
 fewer subjects to redo than processes, each subject crops its videos in ``N // subjects`` threads.
@@ -36,6 +43,7 @@ commits (the manifest, then the report).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -82,6 +90,10 @@ class SubjectSkipped(DataError):
 
     def __reduce__(self):  # survives the trip back from a worker process
         return type(self), (self.path, self.problem, self.items)
+
+
+class CacheConflict(DataError):
+    """A cache prepared with other options than a preparation asks for: it is kept, the preparation refused."""
 
 
 class _WorkerDataError(DataError):
@@ -279,11 +291,16 @@ def _subject_table(kept: Kept, channels: list[str], cfg: PrepareConfig) -> pa.Ta
     return pa.table([arrays[f.name] for f in types], schema=types)
 
 
-def _unchanged(entry: SubjectEntry | None, fs, base: str, files: list[Path], on_error: str) -> bool:
-    """Whether ``entry`` (from the old manifest) still stands: its file exists, its sources and the subject's
-    current source files are the same set with the same sizes and mtimes, and (under ``on_error="fail"``) it
-    skipped nothing."""
-    if entry is None or fs.get_file_info(storage.join(base, entry.file)).type == pafs.FileType.NotFound:
+def _unchanged(subject: int, entry: SubjectEntry | None, fs, base: str, files: list[Path], on_error: str) -> bool:
+    """Whether ``entry`` (from the old manifest) still stands: its file has the size the manifest records (a
+    truncated or missing one is warned about and redone), its sources and the subject's current source files are
+    the same set with the same sizes and mtimes, and (under ``on_error="fail"``) it skipped nothing."""
+    if entry is None:
+        return False
+    path = storage.join(base, entry.file)
+    problem = cache_mod.file_problem(fs, path, entry)
+    if problem:
+        warnings.warn(f"{path}: subject {subject}'s file {problem}: preparing it again", stacklevel=4)
         return False
     if on_error == "fail" and entry.skipped:
         return False
@@ -385,6 +402,37 @@ def _nothing_prepared(root: str, skipped: list[dict]) -> DataError:
                            f"{describe(skipped[0])}")
 
 
+# ------------------------------------------------------------------------------------------------ the options
+FACE_OPTIONS = ("frames", "face_size")  # the PrepareConfig fields that only face frames depend on
+
+
+def _options(dataset: str, root: str, cfg: PrepareConfig, face: bool) -> dict:
+    """What makes a cache what it is: its dataset, root, preparation config and whether it has faces (the face
+    frames' options only where it has them)."""
+    options = {"dataset": dataset, "root": root, "face": face,
+               **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}}
+    return options if face else {k: v for k, v in options.items() if k not in FACE_OPTIONS}
+
+
+def _keep_options(old: Manifest, cache: str, dataset: str, root: str, cfg: PrepareConfig,
+                  face: bool) -> tuple[PrepareConfig, bool]:
+    """The options to bring the existing cache ``old`` up to date with: those asked for, where they are the
+    cache's. A preparation without faces (faces not needed) takes the cache's face options, so a face cache is
+    kept with its faces. Any other difference is a :class:`CacheConflict` naming both option sets."""
+    if not face:
+        cfg, face = dataclasses.replace(cfg, frames=old.config.frames, face_size=old.config.face_size), old.face
+    held, asked = _options(old.dataset, old.root, old.config, old.face), _options(dataset, root, cfg, face)
+    differ = [k for k in {**held, **asked} if held.get(k) != asked.get(k)]
+    if differ:
+        def shown(options: dict) -> str:
+            return ", ".join(f"{k}={options[k]}" for k in differ if k in options)
+
+        raise CacheConflict(cache, f"prepared with {shown(held)}; this command asks {shown(asked)}: the cache is "
+                                   "kept; use it as prepared (--cache without --root), prepare into another "
+                                   "--cache, or add --rebuild to replace it")
+    return cfg, face
+
+
 # ------------------------------------------------------------------------------------------------ the dataset
 @dataclass
 class _Plan:
@@ -411,17 +459,22 @@ class _Plan:
 
 def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConfig | None = None, *,
                     on_error: str = "fail", face: bool = True, subjects: list[int] | None = None,
-                    workers: int = 1, progress: bool = True) -> dict:
+                    workers: int = 1, progress: bool = True, rebuild: bool = False) -> dict:
     """Bring the cache at ``cache`` up to date with ``root``; returns the report.
 
     The cache then holds exactly ``subjects`` (default: every subject under ``root``) minus those skipped.
+    An existing cache of other options (dataset, root, ``cfg``; faces where ``face``) is refused with a
+    :class:`CacheConflict` before anything is touched, unless ``rebuild`` (every subject then prepared again with
+    these options). ``face=False`` asks for no faces: a cache that has them, with the same other options, is
+    brought up to date with its own face options (:func:`_keep_options`).
 
     The manifest is the commit point: it is replaced (atomically) only once every subject to redo has been
     written, so an error or an interruption (Ctrl-C, twice too; SIGTERM where the caller turns it into
     ``KeyboardInterrupt`` as the CLI does) leaves the previous cache as it was: every file this run wrote is
     removed. The manifest's ``skipped`` lists what ``on_error="skip"`` left out and why (one record per smallest
     unit, see :func:`gbvnet.data.records.skip_record`); the report adds what was redone, the warnings and the
-    face-detection fallbacks. ``face=False`` never opens a video or the DEAP ratings CSV.
+    face-detection fallbacks. ``face=False`` on a new or bio-only cache never opens a video or the DEAP ratings
+    CSV.
 
     Stages: :func:`_plan` (what to redo), :func:`_run` (the subjects to redo, in worker processes),
     :func:`_commit` (the manifest), then the files the manifest no longer lists are deleted and :func:`_report`.
@@ -430,7 +483,7 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     cfg = (cfg or get_dataset(dataset).prepare_config()).validate()
-    plan = _plan(dataset, str(Path(root).expanduser().absolute()), cache, cfg, on_error, face, subjects)
+    plan = _plan(dataset, str(Path(root).expanduser().absolute()), cache, cfg, on_error, face, subjects, rebuild)
     started = time.perf_counter()
     pool = _pool(workers, len(plan.todo))
     video_threads = max(1, workers // max(1, len(plan.todo)))  # fewer subjects than workers: videos in parallel
@@ -449,10 +502,11 @@ def prepare_dataset(dataset: str, root: str | Path, cache: str, cfg: PrepareConf
 
 
 def _plan(dataset: str, root: str, cache: str, cfg: PrepareConfig, on_error: str, face: bool,
-          subjects: list[int] | None) -> _Plan:
-    """Check the root and the subjects asked for (before the cache is touched), open the cache folder, and
-    compare the old manifest with the sources: a subject is redone unless its entry still stands
-    (:func:`_unchanged`, same config hash)."""
+          subjects: list[int] | None, rebuild: bool) -> _Plan:
+    """Check the root and the subjects asked for (before the cache is touched), check that an existing cache has
+    the options asked for (:func:`_keep_options`; ``rebuild`` replaces it), open the cache folder, and compare the
+    old manifest with the sources: a subject is redone unless its entry still stands (:func:`_unchanged`, same
+    config hash)."""
     reader = get_dataset(dataset).reader
     root_report = ReadReport()
     reader.check_root(root, on_error, root_report)
@@ -461,17 +515,20 @@ def _plan(dataset: str, root: str, cache: str, cfg: PrepareConfig, on_error: str
     unknown = set(wanted) - set(files)
     if unknown:
         raise DataError(root, f"subject(s) {sorted(unknown)} not found (found: {sorted(files)})")
-    token = secrets.token_hex(4)
-    fs, base = storage.filesystem(cache)
-    created = _open_cache_folder(fs, base, cache, token)
-    chash = config_hash(dataset, cfg, face)
     try:
         old = cache_mod.read_manifest(cache)
     except ValueError as exc:  # another schema version, or a damaged manifest: prepare everything again
         warnings.warn(f"{cache}: ignoring the old manifest ({exc})", stacklevel=3)
         old = None
-    old_subjects = old.subjects if old and old.config_hash == chash else {}
-    unchanged = {s: old_subjects[s] for s in wanted if _unchanged(old_subjects.get(s), fs, base, files[s], on_error)}
+    if old is not None and not rebuild:
+        cfg, face = _keep_options(old, cache, dataset, root, cfg, face)
+    token = secrets.token_hex(4)
+    fs, base = storage.filesystem(cache)
+    created = _open_cache_folder(fs, base, cache, token)
+    chash = config_hash(dataset, cfg, face)
+    old_subjects = old.subjects if old and old.config_hash == chash and not rebuild else {}
+    unchanged = {s: old_subjects[s] for s in wanted
+                 if _unchanged(s, old_subjects.get(s), fs, base, files[s], on_error)}
     return _Plan(dataset=dataset, root=root, cache=cache, cfg=cfg, face=face, on_error=on_error, files=files,
                  wanted=wanted, unchanged=unchanged, todo=[s for s in wanted if s not in unchanged],
                  skipped=list(root_report.skipped), old=old, config_hash=chash, fs=fs, base=base, token=token,
@@ -596,7 +653,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"a rating above it is 'high' ({PrepareConfig.threshold:g} on the 1-9 scale)")
     prep.add_argument("--baseline-norm", action=argparse.BooleanOptionalAction,
                       help="z-score each trial by its pre-stimulus baseline (DEAP)")
-    p.add_argument("--no-face", action="store_true", help="bio-only cache (no video decoding)")
+    p.add_argument("--no-face", action="store_true",
+                   help="faces not needed: a new cache is bio-only (no video decoding); an existing face cache "
+                        "of the same options keeps its faces")
+    p.add_argument("--rebuild", action="store_true",
+                   help="replace an existing cache prepared with other options (prepare every subject again)")
     p.add_argument("--subjects", type=int, nargs="+", help="prepare only these subjects (default: all)")
     p.add_argument("--processes", type=int, default=1, help="subjects prepared at once, one process each "
                                                           "(default 1)")
@@ -628,7 +689,8 @@ def main(argv: list[str] | None = None) -> dict:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         report = prepare_dataset(args.dataset, args.root, args.cache, cfg, on_error=args.on_error,
-                                 face=not args.no_face, subjects=args.subjects, workers=args.processes)
+                                 face=not args.no_face, subjects=args.subjects, workers=args.processes,
+                                 rebuild=args.rebuild)
     except DataError as exc:
         sys.exit(f"error: {exc}")
     except OSError as exc:  # the cache's filesystem (disk full, connection lost, ...)

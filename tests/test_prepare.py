@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from gbvnet import prepare
+from gbvnet import prepare, storage
 from gbvnet.config import PrepareConfig
 from gbvnet.data import cache as cache_mod
 from gbvnet.data import deap, mahnob, synthetic
@@ -33,7 +33,7 @@ from gbvnet.data.records import DataError, TrialRecord
 from gbvnet.data.video import crop_square, face_crops, read_frames
 from gbvnet.data.windows import cut, windows
 from gbvnet.datasets import DATASETS, Reader, get_dataset
-from gbvnet.prepare import format_report, prepare_dataset
+from gbvnet.prepare import CacheConflict, format_report, prepare_dataset
 from gbvnet.sources import SYNTHETIC_PREPARE, resolve_cache
 
 INDEX_TYPES = {"subject": pa.int32(), "trial": pa.int32(), "window": pa.int32(), "t_start": pa.float32(),
@@ -366,9 +366,13 @@ def test_rerun_redoes_only_what_changed(deap_copy, tmp_path):
         warnings.simplefilter("ignore")  # the other trials' videos are missing
         assert run("deap", deap_copy, tmp_path / "faces")["redone"] == [1]
 
-    # another preparation config redoes everything
+    # another preparation config is refused (the cache is kept), or with rebuild redoes everything
     cfg = DATASETS["deap"].prepare_config(threshold=7.0)
-    report = run("deap", deap_copy, cache, cfg, face=False)
+    before = snapshot(cache)
+    with pytest.raises(CacheConflict, match="prepared with threshold=5.0; this command asks threshold=7.0"):
+        run("deap", deap_copy, cache, cfg, face=False)
+    assert snapshot(cache) == before
+    report = run("deap", deap_copy, cache, cfg, face=False, rebuild=True)
     assert report["redone"] == [1, 2, 3]
     manifest = read_manifest(str(cache))
     assert manifest.config.threshold == 7.0 and not set(now.values()) & {e.file for e in manifest.subjects.values()}
@@ -477,6 +481,7 @@ def test_face_frames_follow_the_window_times(mahnob_copy, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ locations
 def test_cache_at_uris_and_relative_paths(small_deap_corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv(cache_mod.LOCAL_COPY_ENV, str(tmp_path / "copies"))  # not the user's ~/.cache/gbvnet
     local = tmp_path / "local"
     run("deap", small_deap_corpus, local, face=False, subjects=[1, 2])
     expected = WindowDataset(open_cache(str(local)), modality="bio").bio_array(np.arange(120))
@@ -487,6 +492,7 @@ def test_cache_at_uris_and_relative_paths(small_deap_corpus, tmp_path, monkeypat
     remote = open_cache(uri)
     assert not isinstance(remote.fs, pafs.LocalFileSystem)
     np.testing.assert_array_equal(WindowDataset(remote, modality="bio").bio_array(np.arange(120)), expected)
+    assert len(list((tmp_path / "copies").rglob("subject_*.arrow"))) == 2  # the remote files' local copies
     file_uri = (tmp_path / "viauri").as_uri()
     run("deap", small_deap_corpus, file_uri, face=False, subjects=[1, 2])
     assert (tmp_path / "viauri" / "manifest.json").exists()
@@ -617,7 +623,7 @@ def test_roots_caches_and_arguments_give_one_line_errors(deap_copy, tmp_path, ca
     def refused(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(prepare.storage, "write_bytes", refused)  # an unwritable folder (tests may run as root)
+    monkeypatch.setattr(storage, "write_bytes", refused)  # an unwritable folder (tests may run as root)
     with pytest.raises(SystemExit) as info:
         prepare.main([*args, "--cache", str(tmp_path / "ro")])
     assert str(info.value.code).startswith(f"error: {tmp_path / 'ro'}: cannot write the cache folder")

@@ -55,6 +55,7 @@ from gbvnet.cli import (
     apply_compute_arguments,
     apply_face_weight_arguments,
     hidden_alias,
+    one_line_errors,
     without_evaluation_fields,
 )
 from gbvnet.config import (
@@ -63,7 +64,7 @@ from gbvnet.config import (
     model_preset,
     to_dict,
 )
-from gbvnet.data.cache import open_cache
+from gbvnet.data.cache import check_snapshot, open_cache
 from gbvnet.launch import (
     exit_on_interrupt,
     init_ray,
@@ -210,11 +211,13 @@ def trial_name(trial_id: str) -> str:
     return f"trial-{trial_id}"
 
 
-def run_trials(spec: SearchSpec, fold: Fold, tracker: Tracker) -> tune.ResultGrid:
-    """Run the trials (proposed by :func:`make_search_alg`, stopped early by ASHA with ``algo="optuna"``), each
-    logged to ``tracker`` as a nested run as soon as it finishes."""
+def run_trials(spec: SearchSpec, fold: Fold, tracker: Tracker, manifest_hash: str | None = None) -> tune.ResultGrid:
+    """Run the trials (proposed by :func:`make_search_alg`, stopped early by ASHA with ``algo="optuna"``), each on
+    the cache snapshot ``manifest_hash`` that ``fold`` was planned on and logged to ``tracker`` as a nested run as
+    soon as it finishes."""
     storage = storage_path(spec.storage)
-    base = {"model": spec.model, "train": spec.train, "cache": spec.cache, "fold": fold}
+    base = {"model": spec.model, "train": spec.train, "cache": spec.cache, "fold": fold,
+            "manifest_hash": manifest_hash}
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, base=base, apply=apply, storage=storage, experiment=spec.run_name),
         tune_trial_resources(spec.train))
@@ -286,7 +289,8 @@ def search(spec: SearchSpec) -> dict:
     init_ray(log_to_driver=False)  # the progress table reports the trials
     tracker = start_run(spec, index, provenance)
     try:
-        grid = run_trials(spec, fold, tracker)
+        grid = run_trials(spec, fold, tracker, index.manifest_hash)
+        check_snapshot(spec.cache, index.manifest_hash)  # trials ended by a cache prepared again: stop here
         ranked = rank_trials(grid)
         document = best_config(spec, index, provenance, ranked, grid, tracker.run_id)
         write_text(spec.output, yaml.safe_dump(document, sort_keys=False))  # first: no bookkeeping failure loses it
@@ -307,7 +311,8 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
     model of the space's preset with the face weights, whose file must exist."""
     space = args.space or ("smoke" if args.synthetic else "paper")
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
-                          on_error=args.on_error, need_face=args.modality != "bio" or args.rows == "face")
+                          on_error=args.on_error, need_face=args.modality != "bio" or args.rows == "face",
+                          rebuild=args.rebuild)
     model = apply_face_weight_arguments(args, model_preset(get_space(space).preset, modality=args.modality,
                                                                   fusion=args.fusion))
     train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.epochs,
@@ -322,9 +327,10 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    spec = spec_from_args(parse_args(argv))
-    with exit_on_interrupt():
-        return search(spec)
+    with one_line_errors():
+        spec = spec_from_args(parse_args(argv))
+        with exit_on_interrupt():
+            return search(spec)
 
 
 if __name__ == "__main__":

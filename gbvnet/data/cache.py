@@ -21,8 +21,17 @@ of another schema version, or a damaged one, is a one-line ``ValueError`` naming
 Atomicity: subject files are named by content generation (``subject_07-<token>.arrow``) and never overwritten;
 ``manifest.json`` (written to a temporary name and moved) is the single commit point that says which files
 make up the cache; files it no longer names are deleted afterwards. A failed or interrupted preparation leaves
-the previous cache intact. Paths may be local folders or URIs: whatever ``pyarrow.fs`` knows (``s3://``,
-``gs://``, ``hdfs://``, ``file://``), else any fsspec protocol (``memory://``, ``abfs://`` with its package).
+the previous cache intact.
+
+Snapshots: a run plans on one manifest (its digest, :attr:`Manifest.digest`) and every process of it opens the
+cache with that digest (``open_cache(uri, expect=digest)``): a cache re-prepared meanwhile is a one-line
+:class:`CacheChanged` ("cache C changed since the run started (hash a -> b)"), never a run that mixes two caches
+or a traceback about a missing file. Each subject file's size is checked against the manifest before it is
+opened: a truncated or damaged file is a one-line :class:`~gbvnet.data.records.DataError` naming the subject and
+the file (``gbvnet.prepare`` redoes it).
+
+Paths may be local folders or URIs: whatever ``pyarrow.fs`` knows (``s3://``, ``gs://``, ``hdfs://``,
+``file://``), else any fsspec protocol (``memory://``, ``abfs://`` with its package).
 
 Reading a remote cache (object storage): the index (:meth:`Cache.index`) reads only the small columns, by range
 requests; the bio / face data (:attr:`Cache.tables`) come from a copy of each subject file on the local disk
@@ -52,6 +61,7 @@ import pyarrow.fs as pafs
 
 from gbvnet.config import PrepareConfig
 from gbvnet.config import to_dict as plain_dict
+from gbvnet.data.records import DataError
 from gbvnet.storage import delete_quietly, filesystem, join, write_json
 
 SCHEMA_VERSION = 1
@@ -180,6 +190,11 @@ class Manifest:
     subjects: dict[int, SubjectEntry]
     skipped: list[dict]  # every skip record: the dataset's, the subjects' and their trials'
 
+    @property
+    def digest(self) -> str:
+        """The cache's identity: a hash of the manifest's content (every file, config and count)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         return {"schema_version": SCHEMA_VERSION, **data, "config": plain_dict(self.config),
@@ -203,6 +218,44 @@ class Manifest:
         return cls(**{**values, "config": PrepareConfig(**_fields(PrepareConfig, values["config"],
                                                                     f"{source}: config")),
                       "subjects": subjects})
+
+
+class CacheChanged(ValueError):
+    """A cache prepared again since a run planned on it: its manifest digest is no longer the planned one."""
+
+    def __init__(self, uri: str, planned: str, now: str):
+        self.uri, self.planned, self.now = uri, planned, now
+        super().__init__(f"cache {uri} changed since the run started (hash {planned} -> {now}): it was prepared "
+                         "again; start the run again to use it")
+
+    def __reduce__(self):  # picklable, so it crosses process (and Ray) boundaries intact
+        return type(self), (self.uri, self.planned, self.now)
+
+
+def check_snapshot(uri: str, planned: str) -> None:
+    """Raise :class:`CacheChanged` unless the cache at ``uri`` still has the manifest digest ``planned``."""
+    manifest = read_manifest(uri)
+    now = manifest.digest if manifest is not None else "no manifest"
+    if now != planned:
+        raise CacheChanged(uri, planned, now)
+
+
+def file_problem(fs: pafs.FileSystem, path: str, entry: SubjectEntry) -> str | None:
+    """What is wrong with the subject file ``path`` that ``entry`` describes (missing, or not the size the
+    manifest records), or None."""
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return "is missing"
+    if info.size < entry.bytes:
+        return f"is truncated ({info.size} of {entry.bytes} bytes)"
+    if info.size != entry.bytes:
+        return f"has {info.size} bytes, not the {entry.bytes} of {MANIFEST}"
+    return None
+
+
+def damaged(subject: int, path: str, problem: str) -> DataError:
+    """The one-line error for a damaged subject file."""
+    return DataError(path, f"subject {subject}'s file {problem}: run gbvnet.prepare again")
 
 
 def read_manifest(uri: str) -> Manifest | None:
@@ -248,17 +301,19 @@ class CacheIndex:
 
     @property
     def manifest_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.manifest.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return self.manifest.digest
 
 
 class Cache:
     """A prepared window cache (see the module docstring). ``open_cache(uri)`` is the way in."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, expect: str | None = None):
         self.uri = str(uri)
         manifest = read_manifest(self.uri)
         if manifest is None:
             raise FileNotFoundError(f"{self.uri}: no {MANIFEST}; run python -m gbvnet.prepare first")
+        if expect is not None and manifest.digest != expect:
+            raise CacheChanged(self.uri, expect, manifest.digest)
         self.manifest = manifest
         self.fs, self.base = filesystem(self.uri)
         self.subjects = sorted(manifest.subjects)
@@ -267,15 +322,27 @@ class Cache:
         """The subject's Arrow file (a path on ``self.fs``)."""
         return join(self.base, self.manifest.subjects[subject].file)
 
+    def checked_path(self, subject: int) -> str:
+        """The subject's file after checking it has the size the manifest records. A file gone because the cache
+        was prepared again since it was opened is :class:`CacheChanged`; a missing or truncated file otherwise a
+        one-line :class:`DataError` naming the subject and the file."""
+        path = self.path(subject)
+        problem = file_problem(self.fs, path, self.manifest.subjects[subject])
+        if problem:
+            check_snapshot(self.uri, self.manifest.digest)
+            raise damaged(subject, path, problem)
+        return path
+
     @property
     def is_local(self) -> bool:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
     def local_path(self, subject: int) -> str:
-        """The subject's file on this machine: the file itself for a local cache; for a remote cache a copy under
-        :func:`local_copy_root`, downloaded (under a lock, to a temporary name) only if this machine lacks it."""
+        """The subject's file on this machine (checked: :meth:`checked_path`): the file itself for a local cache;
+        for a remote cache a copy under :func:`local_copy_root`, downloaded (under a lock, to a temporary name)
+        only if this machine lacks it."""
         if self.is_local:
-            return self.path(subject)
+            return self.checked_path(subject)
         entry = self.manifest.subjects[subject]
         folder = local_copy_root() / hashlib.sha256(self.uri.rstrip("/").encode()).hexdigest()[:16]
         target = folder / entry.file
@@ -287,11 +354,11 @@ class Cache:
             if not (target.is_file() and target.stat().st_size == entry.bytes):
                 tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
                 try:
-                    with self.fs.open_input_stream(self.path(subject)) as src, open(tmp, "wb") as dst:
+                    with self.fs.open_input_stream(self.checked_path(subject)) as src, open(tmp, "wb") as dst:
                         shutil.copyfileobj(src, dst, 16 * 2**20)
                     if tmp.stat().st_size != entry.bytes:
-                        raise ValueError(f"{self.path(subject)}: read {tmp.stat().st_size} bytes, but {MANIFEST} "
-                                         f"says bytes={entry.bytes}; the cache changed while read, or is damaged")
+                        raise damaged(subject, self.path(subject), f"read {tmp.stat().st_size} bytes, not the "
+                                      f"{entry.bytes} of {MANIFEST} (changed while read?)")
                     os.replace(tmp, target)
                 finally:
                     tmp.unlink(missing_ok=True)
@@ -301,11 +368,21 @@ class Cache:
                         stale.unlink(missing_ok=True)
         return str(target)
 
+    def _read(self, subject: int, source: pa.NativeFile, options: pa.ipc.IpcReadOptions | None = None) -> pa.Table:
+        """The subject file open at ``source`` as a table; a file that is not a readable Arrow file is a one-line
+        :class:`DataError` naming it."""
+        with source:
+            try:
+                return pa.ipc.open_file(source, options=options).read_all()
+            except pa.ArrowInvalid as exc:
+                reason = str(exc).splitlines()[0]
+                raise damaged(subject, self.path(subject), f"is damaged ({reason})") from None
+
     @cached_property
     def tables(self) -> list[pa.Table]:
         """One table per subject, in ``self.subjects`` order, memory-mapped (a remote cache from its local copy:
         :meth:`local_path`)."""
-        return [pa.ipc.open_file(pa.memory_map(self.local_path(s), "r")).read_all() for s in self.subjects]
+        return [self._read(s, pa.memory_map(self.local_path(s), "r")) for s in self.subjects]
 
     def _index_columns(self, subject: int) -> pa.Table:
         """The index columns of one subject file (plus ``face`` when only some of its rows have faces): a column
@@ -313,10 +390,9 @@ class Cache:
         entry = self.manifest.subjects[subject]
         names = INDEX_COLUMNS + (["face"] if 0 < entry.face_rows < entry.rows else [])
         options = pa.ipc.IpcReadOptions(included_fields=[FIELDS.index(n) for n in names])
-        path = self.path(subject)
-        source = pa.memory_map(path, "r") if self.is_local else self.fs.open_input_file(path)
-        with source:
-            return pa.ipc.open_file(source, options=options).read_all()
+        path = self.checked_path(subject)
+        return self._read(subject, pa.memory_map(path, "r") if self.is_local else self.fs.open_input_file(path),
+                          options)
 
     @cached_property
     def _index(self) -> CacheIndex:
@@ -339,5 +415,7 @@ class Cache:
         return self._index
 
 
-def open_cache(uri: str) -> Cache:
-    return Cache(uri)
+def open_cache(uri: str, expect: str | None = None) -> Cache:
+    """The cache at ``uri``; with ``expect`` (the manifest digest a run planned with), a cache prepared again
+    since is :class:`CacheChanged`."""
+    return Cache(uri, expect)
