@@ -124,7 +124,8 @@ def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_pat
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "interrupted.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
     results = tmp_path / "ray"
     deadline = time.time() + 300
     finished = []

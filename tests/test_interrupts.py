@@ -89,7 +89,8 @@ def test_ctrl_c_stops_a_test_session_after_a_tune_run(tmp_path):
     env = {**os.environ, "READY": str(ready), "PYTHONPATH": str(PROJECT)}
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:timeout",
                              str(tmp_path / "test_session.py")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not ignored, as in a terminal
     try:
         deadline = time.monotonic() + 240
         while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
