@@ -25,7 +25,8 @@ Ctrl-C (once or more) and SIGTERM stop the workers and remove every file this ru
 
 Each dataset's reader and preparation defaults come from the registry, :mod:`gbvnet.datasets` (DEAP's
 ``data_preprocessed_python`` is already band-passed and at 128 Hz, so it is not filtered again; MAHNOB-HCI raw
-BDFs are low-passed at 45 Hz and resampled from 256 to 128 Hz). The window cache and its manifest
+BDFs are low-passed at 45 Hz and resampled from 256 to 128 Hz), and so do the readers' own options, each a flag
+here (AMIGOS: ``--videos short|long|all``, ``--face-names``). The window cache and its manifest
 (:class:`gbvnet.data.cache.Manifest`) are :mod:`gbvnet.data.cache`'s.
 
 Code: :func:`prepare_subject` makes one subject's file (read and cut its trials, crop the faces, build the
@@ -157,7 +158,7 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         read_report = ReadReport()
-        records = reader.read_subject(root, subject, on_error, read_report, face=face)
+        records = reader.read_subject(root, subject, on_error, read_report, face=face, **cfg.reader)
         skipped += read_report.skipped
         channels, cut = _cut_trials(records, root, cfg, bad)
         kept, faces = _crop_faces(cut, cfg, face, video_threads, bad)
@@ -168,7 +169,7 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
     name = subject_file_name(subject, token or secrets.token_hex(4))
     written = cache_mod.write_table(fs, cache_mod.join(base, name), table)
     if files is None:
-        files = reader.subject_files(root).get(subject, [])
+        files = reader.subject_files(root, face, **cfg.reader).get(subject, [])
     sources = sorted({str(p) for r, _, _ in kept for p in r.source_files} | {str(p) for p in files})
     notes = [str(w.message) for w in caught if not str(w.message).startswith("skipping ")]  # in "skipped"
     return SubjectEntry(
@@ -455,7 +456,7 @@ def _plan(dataset: str, root: str, cache: str, cfg: PrepareConfig, on_error: str
     reader = get_dataset(dataset).reader
     root_report = ReadReport()
     reader.check_root(root, on_error, root_report)
-    files = reader.subject_files(root, face)
+    files = reader.subject_files(root, face, **cfg.reader)
     wanted = sorted(subjects or files)
     unknown = set(wanted) - set(files)
     if unknown:
@@ -585,13 +586,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--subjects", type=int, nargs="+")
     p.add_argument("--workers", type=int, default=1, help="processes (one subject each)")
     p.add_argument("--on-error", choices=ON_ERROR, default="fail")
+    options = {o.name: o for d in DATASETS.values() for o in d.reader_options}  # the readers' own options
+    for option in options.values():
+        p.add_argument(option.flag, choices=option.choices, help=f"{option.help} (default: {option.default})")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
     try:
         cfg = get_dataset(args.dataset).prepare_config(
             window=args.window, stride=args.stride, rate=args.rate, frames=args.frames, face_size=args.face_size,
-            threshold=args.threshold, baseline_norm=args.baseline_norm)
+            threshold=args.threshold, baseline_norm=args.baseline_norm,
+            reader={name: getattr(args, name) for name in options if getattr(args, name) is not None})
     except ConfigError as exc:
         p.error(str(exc))
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
