@@ -46,7 +46,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,8 +160,7 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
         read_report = ReadReport()
         records = reader.read_subject(root, subject, on_error, read_report, face=face, **cfg.reader)
         skipped += read_report.skipped
-        channels, cut = _cut_trials(records, root, cfg, bad)
-        kept, faces = _crop_faces(cut, cfg, face, video_threads, bad)
+        channels, kept, faces = _cut_and_crop(records, root, cfg, face, video_threads, bad)
     if not kept:
         raise _no_trials(root, subject, skipped)
     table = _subject_table(kept, channels, cfg)
@@ -180,10 +179,14 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
         seconds=time.perf_counter() - started, sources=describe_sources([Path(p) for p in sources]))
 
 
-def _cut_trials(records: list[TrialRecord], root: str, cfg: PrepareConfig,
-                bad: BadTrial) -> tuple[list[str], list[tuple[TrialRecord, TrialWindows]]]:
-    """The subject's channels (its first trial's) and each trial's windows; a trial with other channels, or a
-    stimulus shorter than a window, is bad."""
+CropJob = Callable[[TrialRecord, TrialWindows], Future | None]  # starts cropping a trial's faces, if it has any
+
+
+def _cut_trials(records: list[TrialRecord], root: str, cfg: PrepareConfig, bad: BadTrial,
+                crop: CropJob) -> tuple[list[str], list[tuple[TrialRecord, TrialWindows, Future | None]]]:
+    """The subject's channels (its first trial's), and each trial's windows with its face job, started by ``crop``
+    as soon as the windows are known (the next trials are cut while its video is read); a trial with other
+    channels, or a stimulus shorter than a window, is bad."""
     channels = records[0].channels if records else []
     cut = []
     for rec in records:
@@ -192,30 +195,38 @@ def _cut_trials(records: list[TrialRecord], root: str, cfg: PrepareConfig,
                 raise DataError(rec.source_files[0] if rec.source_files else root,
                                 f"channels of trial {rec.trial} differ from the subject's first trial: "
                                 f"{rec.channels}")
-            cut.append((rec, windows(rec, cfg)))
+            w = windows(rec, cfg)
         except DataError as exc:
             bad(exc, rec.trial)
+            continue
+        cut.append((rec, w, crop(rec, w)))
     return channels, cut
 
 
-def _crop_faces(cut: list[tuple[TrialRecord, TrialWindows]], cfg: PrepareConfig, face: bool, video_threads: int,
-                bad: BadTrial) -> tuple[Kept, _FaceStats]:
-    """The trials kept, each with its windows' face crops (``(windows, frames * size * size * 3)``, or None
-    without a video or with ``face=False``); a trial whose video cannot be read is bad.
+def _cut_and_crop(records: list[TrialRecord], root: str, cfg: PrepareConfig, face: bool, video_threads: int,
+                  bad: BadTrial) -> tuple[list[str], Kept, _FaceStats]:
+    """The subject's channels and the trials kept, each with its windows and their face crops (``(windows,
+    frames * size * size * 3)``, or None without a video or with ``face=False``); a trial whose video cannot be
+    read is bad.
 
     Videos are read in ``video_threads`` parallel threads (OpenCV decodes and detects without the GIL), each by
-    one OpenCV thread.
+    one OpenCV thread, while the signals are cut.
     """
     n_face = cfg.frames * cfg.face_size * cfg.face_size * 3
     kept: Kept = []
     stats = _FaceStats()
     with opencv_threads(1):
         threads = ThreadPoolExecutor(video_threads)
+
+        def crop(rec: TrialRecord, w: TrialWindows) -> Future | None:
+            if not face or rec.video is None:
+                return None
+            return threads.submit(face_crops, rec.video, (w.frame_times - rec.video_start).ravel(), cfg.face_size,
+                                  (rec.stim_end - rec.video_start, rec.duration - rec.video_start))
+
         try:
-            found = [threads.submit(face_crops, rec.video, (w.frame_times - rec.video_start).ravel(),
-                                    cfg.face_size, (rec.stim_end - rec.video_start, rec.duration - rec.video_start))
-                     if face and rec.video is not None else None for rec, w in cut]
-            for (rec, w), future in zip(cut, found, strict=True):
+            channels, cut = _cut_trials(records, root, cfg, bad, crop)
+            for rec, w, future in cut:
                 crops = None
                 if future is not None:
                     try:
@@ -231,7 +242,7 @@ def _crop_faces(cut: list[tuple[TrialRecord, TrialWindows]], cfg: PrepareConfig,
                 kept.append((rec, w, crops))
         finally:  # an error or Ctrl-C waits for the videos being read, not for the queued ones
             threads.shutdown(wait=True, cancel_futures=True)
-    return kept, stats
+    return channels, kept, stats
 
 
 def _no_trials(root: str, subject: int, skipped: list[dict]) -> SubjectSkipped:
@@ -264,19 +275,29 @@ def _subject_table(kept: Kept, channels: list[str], cfg: PrepareConfig) -> pa.Ta
     columns = {name: np.repeat(np.asarray(values), counts) for name, values in per_trial.items()}
     columns["window"] = np.arange(n) - np.repeat(ends - counts, counts)
     columns["t_start"] = np.concatenate([w.t_start for _, w, _ in kept])
-    arrays = {name: pa.array(columns[name].astype(types.field(name).type.to_pandas_dtype(), copy=False))
-              for name in cache_mod.INDEX_COLUMNS}
-    arrays["bio"] = pa.FixedSizeListArray.from_arrays(pa.array(bio.reshape(-1)), bio[0].size)
+    arrays = {name: _arrow(columns[name], types.field(name).type) for name in cache_mod.INDEX_COLUMNS}
+    arrays["bio"] = pa.FixedSizeListArray.from_arrays(_arrow(bio.reshape(-1), pa.float32()), bio[0].size)
     if has_face:
         valid = np.repeat([c is not None for _, _, c in kept], counts)
         faces = np.concatenate([c if c is not None else np.zeros((k, n_face), np.uint8)
                                 for (_, _, c), k in zip(kept, counts, strict=True)])
-        validity = pa.array(valid).buffers()[1]  # a bool array's data is a validity bitmap
+        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
         arrays["face"] = pa.Array.from_buffers(types.field("face").type, n, [validity],
-                                               null_count=int(n - valid.sum()), children=[pa.array(faces.ravel())])
+                                               null_count=int(n - valid.sum()),
+                                               children=[_arrow(faces.ravel(), pa.uint8())])
     else:
         arrays["face"] = pa.nulls(n, pa.null())
     return pa.table([arrays[f.name] for f in types], schema=types)
+
+
+_NUMPY = {pa.from_numpy_dtype(np.dtype(t)): np.dtype(t) for t in ("int8", "int32", "uint8", "float32")}
+
+
+def _arrow(values: np.ndarray, type: pa.DataType) -> pa.Array:
+    """``values`` as an Arrow array of the primitive ``type``, wrapping their buffer (``pa.array`` on a numpy
+    array imports pandas: half a second per process)."""
+    data = np.ascontiguousarray(values, dtype=_NUMPY[type])
+    return pa.Array.from_buffers(type, len(data), [None, pa.py_buffer(data)])
 
 
 def _unchanged(entry: SubjectEntry | None, fs, base: str, files: list[Path], on_error: str) -> bool:
