@@ -7,6 +7,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
@@ -14,10 +15,11 @@ from scipy.io import loadmat, savemat
 from evaluation import loso
 from gbvnet import prepare
 from gbvnet.config import ConfigError
-from gbvnet.data import amigos
+from gbvnet.data import amigos, synthetic
 from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset
 from gbvnet.data.records import DataError, ReadReport
+from gbvnet.data.video import CASCADE
 from gbvnet.datasets import get_dataset
 from gbvnet.prepare import prepare_dataset
 
@@ -117,6 +119,22 @@ def test_registry_entry_and_its_reader_options():
         get_dataset("deap").prepare_config(reader={"videos": "all"})
 
 
+def test_synthetic_cli_writes_camera_size_quicktime_videos(tmp_path, capsys):
+    synthetic.main(["--format", "amigos", "--out", str(tmp_path / "a"), "--subjects", "1", "--trials", "1",
+                    "--duration", "2", "--video-size", "camera", "--video-fps", "5"])
+    assert "wrote 1 amigos trials of 1 subjects" in capsys.readouterr().out
+    cap = cv2.VideoCapture(str(tmp_path / "a" / "face_videos" / "P1_4_face.mov"))
+    size = (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT), cap.get(cv2.CAP_PROP_FPS))
+    assert size == (1280, 720, 5) and cap.get(cv2.CAP_PROP_FRAME_COUNT) == (5 + 2) * 5
+    ok, frame = cap.read()
+    faces = cv2.CascadeClassifier(str(CASCADE)).detectMultiScale(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), 1.1, 5,
+                                                                 minSize=(90, 90))
+    assert ok and len(faces) == 1
+    with pytest.raises(SystemExit):
+        synthetic.main(["--format", "deap", "--out", str(tmp_path / "d"), "--long-trials", "1"])
+    assert "--long-trials does not apply to deap" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------------- bad input
 def test_empty_and_nan_trials_are_skips_naming_participant_and_trial(one_participant):
     def damage(variables):
@@ -206,6 +224,7 @@ def test_prepared_cache_agrees_with_the_writer(prepared_cache, amigos_corpus):
     expected = {(t["subject"], t["trial"]): t for t in truth["trials"]}
     assert list(dict.fromkeys(keys)) == list(expected)
     assert index.has_face and index.has_face_rows.all()
+    assert sum(e.face_fallbacks for e in cache.manifest.subjects.values()) == 0  # the cascade finds every face
     bio = WindowDataset(cache, modality="bio").bio_array(np.arange(len(keys)))
     for key, t in expected.items():
         rows = np.flatnonzero([k == key for k in keys])
