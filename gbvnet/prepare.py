@@ -68,7 +68,7 @@ from gbvnet.data.records import (
     skip_record,
 )
 from gbvnet.data.video import FALLBACK_WARN, face_crops, opencv_threads
-from gbvnet.data.windows import TrialWindows, binarise, windows
+from gbvnet.data.windows import TrialWindows, binarise, window_times, windows
 from gbvnet.datasets import DATASETS, get_dataset
 
 
@@ -179,27 +179,29 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
         seconds=time.perf_counter() - started, sources=describe_sources([Path(p) for p in sources]))
 
 
-CropJob = Callable[[TrialRecord, TrialWindows], Future | None]  # starts cropping a trial's faces, if it has any
+CropJob = Callable[[TrialRecord, np.ndarray], Future | None]  # starts cropping a trial's faces at these times
 
 
 def _cut_trials(records: list[TrialRecord], root: str, cfg: PrepareConfig, bad: BadTrial,
                 crop: CropJob) -> tuple[list[str], list[tuple[TrialRecord, TrialWindows, Future | None]]]:
     """The subject's channels (its first trial's), and each trial's windows with its face job, started by ``crop``
-    as soon as the windows are known (the next trials are cut while its video is read); a trial with other
-    channels, or a stimulus shorter than a window, is bad."""
+    as soon as the window times are known, before the trial's signals are filtered and cut (and the next trials
+    are read on); a trial with other channels, or a stimulus shorter than a window, is bad."""
     channels = records[0].channels if records else []
     cut = []
     for rec in records:
+        future = None
         try:
             if rec.channels != channels:
                 raise DataError(rec.source_files[0] if rec.source_files else root,
                                 f"channels of trial {rec.trial} differ from the subject's first trial: "
                                 f"{rec.channels}")
-            w = windows(rec, cfg)
+            future = crop(rec, window_times(rec, cfg)[1])
+            cut.append((rec, windows(rec, cfg), future))
         except DataError as exc:
+            if future is not None:
+                future.cancel()
             bad(exc, rec.trial)
-            continue
-        cut.append((rec, w, crop(rec, w)))
     return channels, cut
 
 
@@ -218,10 +220,10 @@ def _cut_and_crop(records: list[TrialRecord], root: str, cfg: PrepareConfig, fac
     with opencv_threads(1):
         threads = ThreadPoolExecutor(video_threads)
 
-        def crop(rec: TrialRecord, w: TrialWindows) -> Future | None:
+        def crop(rec: TrialRecord, frame_times: np.ndarray) -> Future | None:
             if not face or rec.video is None:
                 return None
-            return threads.submit(face_crops, rec.video, (w.frame_times - rec.video_start).ravel(), cfg.face_size,
+            return threads.submit(face_crops, rec.video, (frame_times - rec.video_start).ravel(), cfg.face_size,
                                   (rec.stim_end - rec.video_start, rec.duration - rec.video_start))
 
         try:
