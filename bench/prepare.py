@@ -28,7 +28,7 @@ Best of ``repeats``; grab-only, face path and the prepare command timed in turn,
 the same machine load.
 
     python -m bench.prepare [--subjects 4] [--quick] [--profile] [--write]
-    python -m bench.prepare --faces [--trials 2] [--reference] [--quick] [--write]
+    python -m bench.prepare --faces [--trials 2] [--repeats 3] [--reference] [--quick] [--write]
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def prepare_command(dataset: str, root: Path, cache: Path, cfg) -> float:
 
 def faces_main(args) -> str:
     trials = 1 if args.quick else args.trials
-    repeats = 1 if args.quick else 3
+    repeats = 1 if args.quick else args.repeats
     tmp = Path(tempfile.mkdtemp(prefix="bench-faces-"))
     try:
         corpora = {}
@@ -212,6 +212,7 @@ def main() -> None:
     parser.add_argument("--faces", action="store_true", help="face preparation at camera size vs grab-only")
     parser.add_argument("--trials", type=int, default=2, help="--faces: trials (videos) per dataset")
     parser.add_argument("--reference", action="store_true", help="--faces: also time the per-frame detector")
+    parser.add_argument("--repeats", type=int, default=3, help="--faces: timed repeats (the best is reported)")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args()
     if args.faces:

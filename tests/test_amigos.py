@@ -20,7 +20,7 @@ from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset
 from gbvnet.data.records import DataError, ReadReport
 from gbvnet.data.video import CASCADE
-from gbvnet.datasets import get_dataset
+from gbvnet.datasets import DATASETS, get_dataset
 from gbvnet.prepare import prepare_dataset
 
 SIZE = {"subjects": 3, "trials": 4, "long_trials": 1, "duration": 6.0, "long_duration": 9.0, "seed": 7}
@@ -109,6 +109,8 @@ def test_face_names_are_configurable(one_participant):
 
 
 def test_registry_entry_and_its_reader_options():
+    assert {name: d.synthetic_writer for name, d in DATASETS.items()} == \
+        {name: writer.__name__ for name, writer in synthetic.WRITERS.items()}  # the synthetic CLI writes them all
     entry = get_dataset("amigos")
     cfg = entry.prepare_config()
     assert cfg.h_freq is None and cfg.reader == {"videos": "short", "face_names": amigos.FACE_NAMES}

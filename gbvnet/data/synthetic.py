@@ -572,11 +572,13 @@ def write_amigos(out: str | Path, subjects: int = 2, trials: int = 16, seed: int
                               "empty": empty})
 
 
-def main(argv: list[str] | None = None) -> None:
-    from gbvnet.datasets import DATASETS
+# The writer of each dataset's layout (the registry, gbvnet.datasets, names the same functions), by dataset.
+WRITERS = {"deap": write_deap, "mahnob": write_mahnob, "amigos": write_amigos}
 
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m gbvnet.data.synthetic", description=__doc__.split("\n")[0])
-    p.add_argument("--format", choices=DATASETS, required=True, help="the dataset whose layout to write")
+    p.add_argument("--format", choices=WRITERS, required=True, help="the dataset whose layout to write")
     p.add_argument("--out", required=True, help="root folder of the corpus (created)")
     p.add_argument("--subjects", type=int, default=3)
     p.add_argument("--trials", type=int, help="trials per subject (default: DEAP 40, MAHNOB 20, AMIGOS 16 short)")
@@ -604,15 +606,13 @@ def main(argv: list[str] | None = None) -> None:
         fps = args.video_fps or VIDEO_FPS
     if fps <= 0:
         p.error(f"--video-fps must be > 0, got {fps}")
-    entry = DATASETS[args.format]
     size_args = {"subjects": args.subjects, "seed": args.seed, "video": not args.no_video,
                  "label_noise": args.label_noise, "video_size": size, "video_fps": fps}
     size_args |= {name: value for name, value in (("trials", args.trials), ("duration", args.duration),
                                                   ("long_trials", args.long_trials)) if value is not None}
-    accepted = inspect.signature(globals()[entry.synthetic_writer]).parameters
-    for name in size_args.keys() - accepted.keys():
+    for name in size_args.keys() - inspect.signature(WRITERS[args.format]).parameters.keys():
         p.error(f"--{name.replace('_', '-')} does not apply to {args.format}")
-    truth = entry.write_synthetic(args.out, **size_args)
+    truth = WRITERS[args.format](args.out, **size_args)
     print(f"wrote {len(truth['trials'])} {args.format} trials of {args.subjects} subjects to {args.out} "
           f"(truth: {Path(args.out) / TRUTH_FILE})")
 
