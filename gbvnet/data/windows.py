@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import mne
 import numpy as np
 
 from gbvnet.config import PrepareConfig
@@ -26,8 +25,15 @@ class TrialWindows:
 
 
 def preprocess(record: TrialRecord, cfg: PrepareConfig) -> np.ndarray:
-    """Band-pass (``l_freq``/``h_freq``, if set) and resample to ``cfg.rate``; float64 channels x samples."""
+    """Band-pass (``l_freq``/``h_freq``, if set) and resample to ``cfg.rate``; float64 channels x samples.
+
+    mne is imported here, when first needed: signals that are neither filtered nor resampled (DEAP's and AMIGOS's,
+    by default) are prepared without loading it."""
     data = record.bio
+    if cfg.l_freq is None and cfg.h_freq is None and math.isclose(record.sfreq, cfg.rate):
+        return data
+    import mne
+
     if cfg.l_freq is not None or cfg.h_freq is not None:
         h_freq = cfg.h_freq if cfg.h_freq is None or cfg.h_freq < record.sfreq / 2 else None
         data = mne.filter.filter_data(np.asarray(data, dtype=np.float64), record.sfreq, cfg.l_freq, h_freq,
