@@ -169,12 +169,15 @@ def load_mat(path: str | Path) -> list[tuple[np.ndarray, np.ndarray, str]]:
     if not len(data) == len(labels) == len(ids):
         raise DataError(path, f"joined_data, labels_selfassessment and VideoIDs hold {len(data)}, {len(labels)} and "
                               f"{len(ids)} trials; they must match")
-    return [(np.asarray(d), np.asarray(lab, dtype=np.float64), v) for d, lab, v in zip(data, labels, ids, strict=True)]
+    return [(np.asarray(d), np.asarray(lab), v) for d, lab, v in zip(data, labels, ids, strict=True)]
 
 
 def _ratings(path: Path, where: str, labels: np.ndarray) -> tuple[float, float]:
     """Arousal and valence of one trial; above 9 clipped (with a warning), below 1 or missing an error."""
-    flat = labels.ravel()
+    try:
+        flat = labels.astype(np.float64).ravel()
+    except (TypeError, ValueError):
+        raise DataError(path, f"{where}: labels_selfassessment is not numeric ({labels.dtype})") from None
     if flat.size < len(RATING_COLUMNS):
         raise DataError(path, f"{where}: labels_selfassessment holds {flat.size} values, expected 12")
     values = []
