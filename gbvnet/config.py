@@ -204,6 +204,9 @@ class PrepareConfig:
     face_size: int = 64  # face crop side in pixels
     threshold: float = 5.0  # rating > threshold is "high"
     baseline_norm: bool = False  # DEAP: z-score each trial with its 3 s pre-stimulus baseline
+    # The dataset reader's own options (AMIGOS: which videos), by name; declared, with their defaults and
+    # choices, by the dataset's registry entry (gbvnet.datasets.ReaderOption) and passed to its reader.
+    reader: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> PrepareConfig:
         for name in ("window", "stride", "rate", "frames", "face_size"):
@@ -214,6 +217,8 @@ class PrepareConfig:
             raise ConfigError(f"l_freq ({self.l_freq}) must be below h_freq ({self.h_freq})")
         if not 1.0 <= self.threshold < 9.0:
             raise ConfigError(f"threshold must be within the 1-9 rating scale, got {self.threshold}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.reader.items()):
+            raise ConfigError(f"reader options must map names to strings, got {self.reader!r}")
         return self
 
     @property

@@ -32,7 +32,8 @@ Ctrl-C (once or more) and SIGTERM stop the workers and remove every file this ru
 
 Each dataset's reader and preparation defaults come from the registry, :mod:`gbvnet.datasets` (DEAP's
 ``data_preprocessed_python`` is already band-passed and at 128 Hz, so it is not filtered again; MAHNOB-HCI raw
-BDFs are low-passed at 45 Hz and resampled from 256 to 128 Hz). The window cache and its manifest
+BDFs are low-passed at 45 Hz and resampled from 256 to 128 Hz), and so do the readers' own options, each a flag
+here (AMIGOS: ``--videos short|long|all``, ``--face-names``). The window cache and its manifest
 (:class:`gbvnet.data.cache.Manifest`) are :mod:`gbvnet.data.cache`'s.
 
 Code: :func:`prepare_subject` makes one subject's file (read and cut its trials, crop the faces, build the
@@ -53,7 +54,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -76,7 +77,7 @@ from gbvnet.data.records import (
     skip_record,
 )
 from gbvnet.data.video import FALLBACK_WARN, face_crops, opencv_threads
-from gbvnet.data.windows import TrialWindows, binarise, windows
+from gbvnet.data.windows import TrialWindows, binarise, window_times, windows
 from gbvnet.datasets import DATASETS, get_dataset
 
 
@@ -170,10 +171,9 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         read_report = ReadReport()
-        records = reader.read_subject(root, subject, on_error, read_report, face=face)
+        records = reader.read_subject(root, subject, on_error, read_report, face=face, **cfg.reader)
         skipped += read_report.skipped
-        channels, cut = _cut_trials(records, root, cfg, bad)
-        kept, faces = _crop_faces(cut, cfg, face, video_threads, bad)
+        channels, kept, faces = _cut_and_crop(records, root, cfg, face, video_threads, bad)
     if not kept:
         raise _no_trials(root, subject, skipped)
     table = _subject_table(kept, channels, cfg)
@@ -181,7 +181,7 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
     name = subject_file_name(subject, token or secrets.token_hex(4))
     written = cache_mod.write_table(fs, storage.join(base, name), table)
     if files is None:
-        files = reader.subject_files(root).get(subject, [])
+        files = reader.subject_files(root, face, **cfg.reader).get(subject, [])
     sources = sorted({str(p) for r, _, _ in kept for p in r.source_files} | {str(p) for p in files})
     notes = [str(w.message) for w in caught if not str(w.message).startswith("skipping ")]  # in "skipped"
     return SubjectEntry(
@@ -192,42 +192,56 @@ def prepare_subject(dataset: str, root: str, subject: int, cfg: PrepareConfig, f
         seconds=time.perf_counter() - started, sources=describe_sources([Path(p) for p in sources]))
 
 
-def _cut_trials(records: list[TrialRecord], root: str, cfg: PrepareConfig,
-                bad: BadTrial) -> tuple[list[str], list[tuple[TrialRecord, TrialWindows]]]:
-    """The subject's channels (its first trial's) and each trial's windows; a trial with other channels, or a
-    stimulus shorter than a window, is bad."""
+CropJob = Callable[[TrialRecord, np.ndarray], Future | None]  # starts cropping a trial's faces at these times
+
+
+def _cut_trials(records: list[TrialRecord], root: str, cfg: PrepareConfig, bad: BadTrial,
+                crop: CropJob) -> tuple[list[str], list[tuple[TrialRecord, TrialWindows, Future | None]]]:
+    """The subject's channels (its first trial's), and each trial's windows with its face job, started by ``crop``
+    as soon as the window times are known, before the trial's signals are filtered and cut (and the next trials
+    are read on); a trial with other channels, or a stimulus shorter than a window, is bad."""
     channels = records[0].channels if records else []
     cut = []
     for rec in records:
+        future = None
         try:
             if rec.channels != channels:
                 raise DataError(rec.source_files[0] if rec.source_files else root,
                                 f"channels of trial {rec.trial} differ from the subject's first trial: "
                                 f"{rec.channels}")
-            cut.append((rec, windows(rec, cfg)))
+            future = crop(rec, window_times(rec, cfg)[1])
+            cut.append((rec, windows(rec, cfg), future))
         except DataError as exc:
+            if future is not None:
+                future.cancel()
             bad(exc, rec.trial)
     return channels, cut
 
 
-def _crop_faces(cut: list[tuple[TrialRecord, TrialWindows]], cfg: PrepareConfig, face: bool, video_threads: int,
-                bad: BadTrial) -> tuple[Kept, _FaceStats]:
-    """The trials kept, each with its windows' face crops (``(windows, frames * size * size * 3)``, or None
-    without a video or with ``face=False``); a trial whose video cannot be read is bad.
+def _cut_and_crop(records: list[TrialRecord], root: str, cfg: PrepareConfig, face: bool, video_threads: int,
+                  bad: BadTrial) -> tuple[list[str], Kept, _FaceStats]:
+    """The subject's channels and the trials kept, each with its windows and their face crops (``(windows,
+    frames * size * size * 3)``, or None without a video or with ``face=False``); a trial whose video cannot be
+    read is bad.
 
     Videos are read in ``video_threads`` parallel threads (OpenCV decodes and detects without the GIL), each by
-    one OpenCV thread.
+    one OpenCV thread, while the signals are cut.
     """
     n_face = cfg.frames * cfg.face_size * cfg.face_size * 3
     kept: Kept = []
     stats = _FaceStats()
     with opencv_threads(1):
         threads = ThreadPoolExecutor(video_threads)
+
+        def crop(rec: TrialRecord, frame_times: np.ndarray) -> Future | None:
+            if not face or rec.video is None:
+                return None
+            return threads.submit(face_crops, rec.video, (frame_times - rec.video_start).ravel(), cfg.face_size,
+                                  (rec.stim_end - rec.video_start, rec.duration - rec.video_start))
+
         try:
-            found = [threads.submit(face_crops, rec.video, (w.frame_times - rec.video_start).ravel(),
-                                    cfg.face_size, (rec.stim_end - rec.video_start, rec.duration - rec.video_start))
-                     if face and rec.video is not None else None for rec, w in cut]
-            for (rec, w), future in zip(cut, found, strict=True):
+            channels, cut = _cut_trials(records, root, cfg, bad, crop)
+            for rec, w, future in cut:
                 crops = None
                 if future is not None:
                     try:
@@ -243,7 +257,7 @@ def _crop_faces(cut: list[tuple[TrialRecord, TrialWindows]], cfg: PrepareConfig,
                 kept.append((rec, w, crops))
         finally:  # an error or Ctrl-C waits for the videos being read, not for the queued ones
             threads.shutdown(wait=True, cancel_futures=True)
-    return kept, stats
+    return channels, kept, stats
 
 
 def _no_trials(root: str, subject: int, skipped: list[dict]) -> SubjectSkipped:
@@ -276,19 +290,29 @@ def _subject_table(kept: Kept, channels: list[str], cfg: PrepareConfig) -> pa.Ta
     columns = {name: np.repeat(np.asarray(values), counts) for name, values in per_trial.items()}
     columns["window"] = np.arange(n) - np.repeat(ends - counts, counts)
     columns["t_start"] = np.concatenate([w.t_start for _, w, _ in kept])
-    arrays = {name: pa.array(columns[name].astype(types.field(name).type.to_pandas_dtype(), copy=False))
-              for name in cache_mod.INDEX_COLUMNS}
-    arrays["bio"] = pa.FixedSizeListArray.from_arrays(pa.array(bio.reshape(-1)), bio[0].size)
+    arrays = {name: _arrow(columns[name], types.field(name).type) for name in cache_mod.INDEX_COLUMNS}
+    arrays["bio"] = pa.FixedSizeListArray.from_arrays(_arrow(bio.reshape(-1), pa.float32()), bio[0].size)
     if has_face:
         valid = np.repeat([c is not None for _, _, c in kept], counts)
         faces = np.concatenate([c if c is not None else np.zeros((k, n_face), np.uint8)
                                 for (_, _, c), k in zip(kept, counts, strict=True)])
-        validity = pa.array(valid).buffers()[1]  # a bool array's data is a validity bitmap
+        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
         arrays["face"] = pa.Array.from_buffers(types.field("face").type, n, [validity],
-                                               null_count=int(n - valid.sum()), children=[pa.array(faces.ravel())])
+                                               null_count=int(n - valid.sum()),
+                                               children=[_arrow(faces.ravel(), pa.uint8())])
     else:
         arrays["face"] = pa.nulls(n, pa.null())
     return pa.table([arrays[f.name] for f in types], schema=types)
+
+
+_NUMPY = {pa.from_numpy_dtype(np.dtype(t)): np.dtype(t) for t in ("int8", "int32", "uint8", "float32")}
+
+
+def _arrow(values: np.ndarray, type: pa.DataType) -> pa.Array:
+    """``values`` as an Arrow array of the primitive ``type``, wrapping their buffer (``pa.array`` on a numpy
+    array imports pandas: half a second per process)."""
+    data = np.ascontiguousarray(values, dtype=_NUMPY[type])
+    return pa.Array.from_buffers(type, len(data), [None, pa.py_buffer(data)])
 
 
 def _unchanged(subject: int, entry: SubjectEntry | None, fs, base: str, files: list[Path], on_error: str) -> bool:
@@ -510,7 +534,7 @@ def _plan(dataset: str, root: str, cache: str, cfg: PrepareConfig, on_error: str
     reader = get_dataset(dataset).reader
     root_report = ReadReport()
     reader.check_root(root, on_error, root_report)
-    files = reader.subject_files(root, face)
+    files = reader.subject_files(root, face, **cfg.reader)
     wanted = sorted(subjects or files)
     unknown = set(wanted) - set(files)
     if unknown:
@@ -665,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=argparse.SUPPRESS)  # the old name of --processes, kept for one release
     p.add_argument("--on-error", choices=ON_ERROR, default="fail",
                    help="bad input: fail (default), or skip the smallest unit that has it and report it")
+    options = {o.name: o for d in DATASETS.values() for o in d.reader_options}  # the readers' own options
+    for option in options.values():
+        p.add_argument(option.flag, choices=option.choices, help=f"{option.help} (default: {option.default})")
     return p
 
 
@@ -675,8 +702,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.processes < 1:
         p.error(f"--processes must be >= 1, got {args.processes}")
     try:
+        options = {o.name for d in DATASETS.values() for o in d.reader_options}
         args.config = get_dataset(args.dataset).prepare_config(
-            **{f.name: getattr(args, f.name) for f in fields(PrepareConfig) if getattr(args, f.name) is not None})
+            **{f.name: getattr(args, f.name) for f in fields(PrepareConfig)
+               if f.name != "reader" and getattr(args, f.name) is not None},
+            reader={name: getattr(args, name) for name in options if getattr(args, name) is not None})
     except ConfigError as exc:
         p.error(str(exc))
     return args

@@ -752,7 +752,7 @@ def test_videos_of_one_subject_in_parallel_threads(small_mahnob_corpus, small_ma
 
 # ---------------------------------------------------------------------------------------------- the registry
 def test_datasets_come_from_the_registry(capsys):
-    with pytest.raises(ValueError, match="^unknown dataset 'seed'; known: deap, mahnob$"):
+    with pytest.raises(ValueError, match=f"^unknown dataset 'seed'; known: {', '.join(DATASETS)}$"):
         get_dataset("seed")
     assert DATASETS["deap"].prepare_config().h_freq is None and DATASETS["mahnob"].prepare_config().h_freq == 45.0
     assert DATASETS["mahnob"].prepare_config(frames=2).frames == 2 and DATASETS["deap"].reader is deap
@@ -761,7 +761,7 @@ def test_datasets_come_from_the_registry(capsys):
         assert dataclasses.replace(DATASETS["deap"], reader_module="gbvnet.data.windows").reader is None
     with pytest.raises(SystemExit):
         prepare.main(["--dataset", "seed", "--root", "r", "--cache", "c"])
-    assert "invalid choice: 'seed' (choose from 'deap', 'mahnob')" in capsys.readouterr().err
+    assert f"invalid choice: 'seed' (choose from {', '.join(map(repr, DATASETS))})" in capsys.readouterr().err
 
 
 def test_cli_keeps_the_registry_defaults_it_was_not_given(small_deap_corpus, tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
-"""Synthetic DEAP and MAHNOB-HCI corpora in the official on-disk layouts, with a known, learnable signal.
+"""Synthetic DEAP, MAHNOB-HCI and AMIGOS corpora in the official on-disk layouts, with a known, learnable signal.
 
     python -m gbvnet.data.synthetic --format deap --out data/synthetic/deap --subjects 3 --trials 4
     python -m gbvnet.data.synthetic --format mahnob --out data/synthetic/mahnob --subjects 2 --trials 4
+    python -m gbvnet.data.synthetic --format amigos --out data/synthetic/amigos --subjects 2 --trials 4
 
 Nothing in the readers knows that a corpus is synthetic. DEAP (:func:`write_deap`)::
 
@@ -21,10 +22,17 @@ MAHNOB-HCI (:func:`write_mahnob`), session ids laid out as in the real release (
     Sessions/<id>/P<s>-Rec1-<date>_C1 trigger _C_Section_<n>.avi   colour face video from stimulus onset to 5 s
                                                         after its end (see gbvnet.data.mahnob on sync)
 
-plus, per subject, one implicit-tagging session without felt ratings (readers skip and count it). Videos are
-MJPG, by default 96 x 96 at 10 fps (small and fast for tests); ``video_size`` / ``video_fps`` (``--video-size``,
+plus, per subject, one implicit-tagging session without felt ratings (readers skip and count it). AMIGOS
+(:func:`write_amigos`)::
+
+    data_preprocessed/Data_Preprocessed_PNN.mat    MATLAB v5 (scipy.io.savemat): joined_data (1 x n cell of
+                                                   samples x 17 at 128 Hz: 5 s baseline, then the stimulus),
+                                                   labels_selfassessment, labels_ext_annotation, VideoIDs
+    face_videos/P<s>_<VideoID>_face.mov            the trial from its first sample; Motion JPEG in QuickTime
+
+Videos are MJPG (AVI; AMIGOS: Motion JPEG in QuickTime .mov, as OpenCV writes no H.264 here), by default 96 x 96 at 10 fps (small and fast for tests); ``video_size`` / ``video_fps`` (``--video-size``,
 ``--video-fps``) write them at the cameras' size instead, ``CAMERA["deap"]`` (720 x 576 at 50 fps) and
-``CAMERA["mahnob"]`` (780 x 580 at 60 fps), with the face at ~40 % of the frame height. ``synthetic_truth.json``
+``CAMERA["mahnob"]`` (780 x 580 at 60 fps), ``CAMERA["amigos"]`` (1280 x 720 at 25 fps), with the face at ~40 % of the frame height. ``synthetic_truth.json``
 at the root (not part of the official layouts) holds the manifest the writers return.
 
 The signal. Per subject and target, half the trials are rated high (> 5) and half low (DEAP: continuous ratings
@@ -36,8 +44,9 @@ stimulus the signals follow ``offset_subject + x``, outside it ``offset_subject`
 * valence: frontal alpha asymmetry (for x > 0, alpha lower over the left frontal electrodes Fp1/AF3/F3/F7/FC5/FC1
   and higher over the right ones; reversed for x < 0), zygomatic EMG amplitude (DEAP zEMG), mouth curvature
   (smile vs frown);
-* arousal: 21 Hz beta power over all EEG, skin conductance level (DEAP GSR; MAHNOB GSR1 is skin resistance, so
-  it falls), heart rate (DEAP plethysmograph, MAHNOB ECG EXG1-3), breathing rate, raised brows and wider eyes.
+* arousal: 21 Hz beta power over all EEG, skin conductance level (DEAP and AMIGOS GSR; MAHNOB GSR1 is skin
+  resistance, so it falls), heart rate (DEAP plethysmograph, MAHNOB ECG EXG1-3, AMIGOS ECG_Right/Left),
+  breathing rate, raised brows and wider eyes.
 
 EEG rhythms are narrow-band noise (alpha at the subject's alpha frequency, 9-11 Hz), not pure sines, so their
 phase wanders as in real EEG. Each subject has its own latent offsets (up to +-0.6 against latents of magnitude
@@ -52,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import json
 import struct
 import xml.etree.ElementTree as ET
@@ -63,15 +73,28 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy.io import savemat
 from scipy.signal import butter, lfilter, sosfilt
 
+from gbvnet.data.amigos import (
+    AMIGOS_BASELINE,
+    AMIGOS_CHANNELS,
+    AMIGOS_EEG,
+    AMIGOS_SFREQ,
+    FACE_NAMES,
+    LONG_VIDEOS,
+    SHORT_VIDEOS,
+    is_short,
+)
 from gbvnet.data.deap import DEAP_CHANNELS, DEAP_SAMPLES, DEAP_SFREQ, DEAP_STIM_START, RATINGS_CSV, dat_path
 from gbvnet.data.deap import video_path as deap_video_path
 from gbvnet.data.mahnob import BDF_CHANNELS
 
 VIDEO_SIZE = 96
 VIDEO_FPS = 10.0
-CAMERA = {"deap": ((720, 576), 50.0), "mahnob": ((780, 580), 60.0)}  # (width, height), fps of the real cameras
+CAMERA = {"deap": ((720, 576), 50.0), "mahnob": ((780, 580), 60.0),  # (width, height), fps of the real cameras
+          "amigos": ((1280, 720), 25.0)}
+NO_LONG_VIDEOS = (8, 24, 28)  # AMIGOS participants without the long videos
 CAMERA_FACE = 0.4  # face height (before the subject's scale) as a share of a camera-size frame's height
 MAHNOB_SFREQ = 256
 MAHNOB_PRE = 30.0  # seconds of recording before the stimulus (as in the official BDFs)
@@ -217,13 +240,14 @@ def _phase(rate_hz: np.ndarray, sfreq: float) -> np.ndarray:
 
 
 def _eeg(rng, t, xv, xa, subj: _Subject, names) -> np.ndarray:
-    """32 EEG channels in uV: 1/f background, alpha with frontal asymmetry ~ valence, beta ~ arousal."""
+    """EEG channels ``names`` (the first of the subject's channels) in uV: 1/f background, alpha with frontal
+    asymmetry ~ valence, beta ~ arousal."""
     asym = np.array([-1.0 if c in _LEFT_FRONTAL else 1.0 if c in _RIGHT_FRONTAL else 0.0 for c in names])
-    sfreq = 1.0 / (t[1] - t[0])
-    background = lfilter([1.0], [1.0, -0.95], rng.standard_normal((32, t.size)), axis=1) * 1.5
-    alpha = 6.0 * (1 + 0.5 * asym[:, None] * xv) * _rhythm(rng, subj.alpha_hz, sfreq, (32, t.size))
-    beta = 2.5 * (1 + 0.6 * xa) * _rhythm(rng, 21.0, sfreq, (32, t.size))
-    return (background + alpha + beta) * subj.gains[:32, None]
+    sfreq, shape = 1.0 / (t[1] - t[0]), (len(names), t.size)
+    background = lfilter([1.0], [1.0, -0.95], rng.standard_normal(shape), axis=1) * 1.5
+    alpha = 6.0 * (1 + 0.5 * asym[:, None] * xv) * _rhythm(rng, subj.alpha_hz, sfreq, shape)
+    beta = 2.5 * (1 + 0.6 * xa) * _rhythm(rng, 21.0, sfreq, shape)
+    return (background + alpha + beta) * subj.gains[:len(names), None]
 
 
 def _rhythm(rng, hz: float, sfreq: float, shape: tuple[int, int]) -> np.ndarray:
@@ -240,6 +264,12 @@ def _rhythm(rng, hz: float, sfreq: float, shape: tuple[int, int]) -> np.ndarray:
 def _heart(xa, sfreq, subj: _Subject) -> np.ndarray:
     """Phase of the heartbeat (rate ~ arousal)."""
     return _phase((subj.heart_bpm + 12 * xa) / 60, sfreq)
+
+
+def _ecg(xa, sfreq, subj: _Subject) -> np.ndarray:
+    """An ECG lead in uV (R peak and T wave; heart rate ~ arousal)."""
+    beat = np.mod(_heart(xa, sfreq, subj), 2 * np.pi) - np.pi
+    return 800 * np.exp(-(beat**2) / (2 * 0.05**2)) + 150 * np.exp(-((beat - 1.2) ** 2) / (2 * 0.3**2))
 
 
 def _latent_courses(t, start, end, subj: _Subject, xv: float, xa: float):
@@ -271,8 +301,7 @@ def _mahnob_trial(rng, subj: _Subject, xv: float, xa: float, duration: float) ->
     n = int(round((MAHNOB_PRE + duration + MAHNOB_POST) * MAHNOB_SFREQ))
     t = np.arange(n) / MAHNOB_SFREQ
     v, a = _latent_courses(t, MAHNOB_PRE, MAHNOB_PRE + duration, subj, xv, xa)
-    beat = np.mod(_heart(a, MAHNOB_SFREQ, subj), 2 * np.pi) - np.pi
-    ecg = 800 * np.exp(-(beat**2) / (2 * 0.05**2)) + 150 * np.exp(-((beat - 1.2) ** 2) / (2 * 0.3**2))
+    ecg = _ecg(a, MAHNOB_SFREQ, subj)
     noise = rng.standard_normal((12, n))
     status = np.full(n, STATUS_CODE, dtype=float)
     for onset in (MAHNOB_PRE, MAHNOB_PRE + duration):
@@ -333,17 +362,19 @@ def _draw_face(v: float, a: float, subj: _Subject, jitter: tuple[int, int] = (0,
 
 
 def _write_video(path: Path, rng, subj: _Subject, xv: float, xa: float, start: float, end: float,
-                 length: float, frame: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE), fps: float = VIDEO_FPS) -> None:
-    """``length`` seconds of face video; the expression shows between ``start`` and ``end`` (video time)."""
+                 length: float, frame: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE), fps: float = VIDEO_FPS,
+                 fourcc: str = "MJPG") -> None:
+    """``length`` seconds of face video (Motion JPEG: ``fourcc`` is its tag in the container, ``MJPG`` in AVI,
+    ``jpeg`` in QuickTime); the expression shows between ``start`` and ``end`` (video time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     variants = {}
     for expressive in (False, True):
         v, a = subj.offset_v + xv * expressive, subj.offset_a + xa * expressive
         variants[expressive] = [_draw_face(v + rng.normal(0, 0.05), a + rng.normal(0, 0.05), subj,
                                            tuple(int(j) for j in rng.integers(-1, 2, 2)), frame) for _ in range(4)]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, frame)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, frame)
     if not writer.isOpened():
-        raise RuntimeError(f"{path}: OpenCV cannot write MJPG video")
+        raise RuntimeError(f"{path}: OpenCV cannot write {fourcc} video")
     for k in range(int(round(length * fps))):
         t = k / fps
         writer.write(variants[start <= t < end][int(rng.integers(4))])
@@ -468,21 +499,99 @@ def write_mahnob(out: str | Path, subjects: int = 2, trials: int = 20, seed: int
                               "unrated": unrated})
 
 
+def _amigos_trial(rng, subj: _Subject, xv: float, xa: float, duration: float) -> np.ndarray:
+    """One AMIGOS trial, samples x 17: the 5 s baseline, then ``duration`` s of stimulus."""
+    t = np.arange(int(round((AMIGOS_BASELINE + duration) * AMIGOS_SFREQ))) / AMIGOS_SFREQ
+    v, a = _latent_courses(t, AMIGOS_BASELINE, t[-1] + 1, subj, xv, xa)
+    ecg, noise = _ecg(a, AMIGOS_SFREQ, subj), rng.standard_normal((3, t.size))
+    other = np.stack([ecg + noise[0] * 5, -0.8 * ecg + noise[1] * 5,  # ECG_Right, ECG_Left
+                      1000 * subj.conductance * (1 + 0.3 * a) + noise[2] * 5])  # GSR: skin conductance level
+    eeg = _eeg(rng, t, v, a, subj, AMIGOS_EEG)
+    return np.concatenate([eeg, other * subj.gains[len(AMIGOS_EEG):, None]]).T
+
+
+def _cell(items: list) -> np.ndarray:
+    """A 1 x n MATLAB cell array (for scipy.io.savemat)."""
+    cell = np.empty((1, len(items)), dtype=object)
+    for k, item in enumerate(items):
+        cell[0, k] = item
+    return cell
+
+
+def write_amigos(out: str | Path, subjects: int = 2, trials: int = 16, seed: int = 0, duration: float = 12.0,
+                 long_trials: int = 0, long_duration: float = 30.0, video: bool = True, label_noise: float = 0.1,
+                 video_size: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE), video_fps: float = VIDEO_FPS) -> dict:
+    """Write an AMIGOS-layout corpus: per participant ``data_preprocessed/Data_Preprocessed_PNN.mat`` (MATLAB
+    v5: ``joined_data``, ``labels_selfassessment``, ``labels_ext_annotation``, ``VideoIDs``) with ``trials``
+    short videos of ``duration`` s (the first of the 16 official VideoIDs) and ``long_trials`` long ones of
+    ``long_duration`` s (N1 P1 B1 U1; empty, as in the release, for participants 8, 24 and 28), each after the
+    5 s baseline; and ``face_videos/P<id>_<VideoID>_face.mov`` (Motion JPEG in QuickTime, ``video_size`` at
+    ``video_fps``) covering each recorded trial. Returns the truth manifest.
+
+    The manifest: ``{"format", "seed", "label_noise", "trials": [{"subject", "trial" (position, 1-based),
+    "video_id", "valence", "arousal", "noisy_valence", "noisy_arousal", "mat", "video" (relative paths; video may
+    be None)}, ...], "empty": [[participant, trial], ...]}``.
+    """
+    if not 1 <= trials <= len(SHORT_VIDEOS) or not 0 <= long_trials <= len(LONG_VIDEOS) or subjects < 1 \
+            or min(duration, long_duration) < 1:
+        raise ValueError(f"need subjects >= 1, 1 <= trials <= 16, 0 <= long_trials <= 4 and durations >= 1 s, got "
+                         f"{subjects}, {trials}, {long_trials}, {duration}, {long_duration}")
+    out = Path(out)
+    ids = [*SHORT_VIDEOS[:trials], *LONG_VIDEOS[:long_trials]]
+    truth, empty = [], []
+    for s, rng, subj, r in _subjects(seed, subjects, AMIGOS_CHANNELS, len(ids), label_noise, integer=False):
+        mat = out / "data_preprocessed" / f"Data_Preprocessed_P{s:02d}.mat"
+        data, labels, annotations = [], [], []
+        for k, video_id in enumerate(ids):
+            if s in NO_LONG_VIDEOS and not is_short(video_id):
+                data.append(np.zeros((0, 0)))
+                labels.append(np.zeros((1, 0)))
+                annotations.append(np.zeros((0, 0)))
+                empty.append([s, k + 1])
+                continue
+            length = duration if is_short(video_id) else long_duration
+            xv, xa = r["valence"][1][k], r["arousal"][1][k]
+            data.append(_amigos_trial(rng, subj, xv, xa, length))
+            arousal, valence = r["arousal"][0][k], r["valence"][0][k]
+            labels.append(np.concatenate([[arousal, valence], rng.uniform(1, 9, 3).round(2),
+                                          rng.random(7) < 0.2])[None])
+            annotations.append(rng.uniform(-1, 1, (max(1, int(length // 20)), 3)).round(2))  # not read
+            vid = None
+            if video:
+                vid = out / "face_videos" / FACE_NAMES.format(participant=s, video=video_id)
+                _write_video(vid, rng, subj, xv, xa, AMIGOS_BASELINE, 1e9, AMIGOS_BASELINE + length, video_size,
+                             video_fps, fourcc="jpeg")
+            truth.append({"subject": s, "trial": k + 1, "video_id": video_id, "valence": float(valence),
+                          "arousal": float(arousal), "noisy_valence": bool(r["valence"][2][k]),
+                          "noisy_arousal": bool(r["arousal"][2][k]), "mat": str(mat.relative_to(out)),
+                          "video": None if vid is None else str(vid.relative_to(out))})
+        mat.parent.mkdir(parents=True, exist_ok=True)
+        savemat(mat, {"joined_data": _cell(data), "labels_selfassessment": _cell(labels),
+                      "labels_ext_annotation": _cell(annotations), "VideoIDs": _cell(ids)}, format="5")
+    return _write_truth(out, {"format": "amigos", "seed": seed, "label_noise": label_noise, "trials": truth,
+                              "empty": empty})
+
+
+# The writer of each dataset's layout (the registry, gbvnet.datasets, names the same functions), by dataset.
+WRITERS = {"deap": write_deap, "mahnob": write_mahnob, "amigos": write_amigos}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m gbvnet.data.synthetic", description=__doc__.split("\n")[0])
-    p.add_argument("--format", choices=("deap", "mahnob"), required=True)
+    p.add_argument("--format", choices=WRITERS, required=True, help="the dataset whose layout to write")
     p.add_argument("--out", required=True, help="root folder of the corpus (created)")
     p.add_argument("--subjects", type=int, default=3)
-    p.add_argument("--trials", type=int, help="trials per subject (default: DEAP 40, MAHNOB 20)")
+    p.add_argument("--trials", type=int, help="trials per subject (default: DEAP 40, MAHNOB 20, AMIGOS 16 short)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--duration", type=float, default=12.0, help="MAHNOB stimulus length in seconds")
+    p.add_argument("--duration", type=float, help="MAHNOB / AMIGOS short stimulus length in seconds (default 12)")
+    p.add_argument("--long-trials", type=int, help="AMIGOS long videos per participant, 0-4 (default 0)")
     p.add_argument("--label-noise", type=float, default=0.1, help="fraction of trials whose signal contradicts")
     p.add_argument("--no-video", action="store_true", help="write no face videos")
     p.add_argument("--video-size", default=f"{VIDEO_SIZE}x{VIDEO_SIZE}",
                    help="WIDTHxHEIGHT of the face videos, or 'camera' for the real camera's (DEAP 720x576, MAHNOB "
-                        "780x580)")
+                        "780x580, AMIGOS 1280x720)")
     p.add_argument("--video-fps", type=float, help="frames per second (default: 10, or the camera's with "
-                                                   "--video-size camera: DEAP 50, MAHNOB 60)")
+                                                   "--video-size camera: DEAP 50, MAHNOB 60, AMIGOS 25)")
     args = p.parse_args(argv)
     camera_size, camera_fps = CAMERA[args.format]
     if args.video_size == "camera":
@@ -497,12 +606,13 @@ def main(argv: list[str] | None = None) -> None:
         fps = args.video_fps or VIDEO_FPS
     if fps <= 0:
         p.error(f"--video-fps must be > 0, got {fps}")
-    common = {"subjects": args.subjects, "seed": args.seed, "video": not args.no_video,
-              "label_noise": args.label_noise, "video_size": size, "video_fps": fps}
-    if args.format == "deap":
-        truth = write_deap(args.out, trials=args.trials or 40, **common)
-    else:
-        truth = write_mahnob(args.out, trials=args.trials or 20, duration=args.duration, **common)
+    size_args = {"subjects": args.subjects, "seed": args.seed, "video": not args.no_video,
+                 "label_noise": args.label_noise, "video_size": size, "video_fps": fps}
+    size_args |= {name: value for name, value in (("trials", args.trials), ("duration", args.duration),
+                                                  ("long_trials", args.long_trials)) if value is not None}
+    for name in size_args.keys() - inspect.signature(WRITERS[args.format]).parameters.keys():
+        p.error(f"--{name.replace('_', '-')} does not apply to {args.format}")
+    truth = WRITERS[args.format](args.out, **size_args)
     print(f"wrote {len(truth['trials'])} {args.format} trials of {args.subjects} subjects to {args.out} "
           f"(truth: {Path(args.out) / TRUTH_FILE})")
 

@@ -7,7 +7,8 @@ reasonably lit faces, which is what DEAP and MAHNOB-HCI's frontal cameras record
 Speed at camera size (DEAP 720x576 at 50 fps, MAHNOB 780x580 at ~60 fps): a video is read once, in order, by
 one decoding thread (the parallelism is across videos: worker processes and video threads); frames nobody asked
 for are only grabbed (demuxed and decoded, never converted to an image), sampled frames are retrieved. The
-detector never sees a full-size frame:
+decoding runs in a thread of its own, a few sampled frames ahead of the face search (both release the GIL), so a
+video takes as long as decoding it, not decoding plus searching. The detector never sees a full-size frame:
 
 * tracking: where the previous sampled frame had a face, it is looked for in a region around that box (1.7 times
   its size), scaled so the face is ~``TRACK_FACE`` px wide, at sizes within 0.8-1.25x the last one (coarser
@@ -24,6 +25,8 @@ frames had none is warned about (its crops are mostly not faces).
 
 from __future__ import annotations
 
+import queue
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +79,47 @@ def _frames(path: str | Path, times: np.ndarray, span: tuple[float, float] | Non
             yield np.flatnonzero(wanted == frame), image
     finally:
         cap.release()
+
+
+def read_ahead(items: Iterator, depth: int = 4) -> Iterator:
+    """``items``, produced by a thread of their own up to ``depth`` items ahead of the consumer; an error in the
+    producer is raised to the consumer, and a consumer that stops early stops (and closes) the producer."""
+    slots: queue.Queue = queue.Queue(depth)
+    stop, end = threading.Event(), object()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put((end, exc))
+        finally:
+            items.close()
+
+    producer = threading.Thread(target=produce, name="video-decode", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()
 
 
 @contextmanager
@@ -179,13 +223,14 @@ def crop_square(frame: np.ndarray, square: Box, size: int) -> np.ndarray:
 def face_crops(path: str | Path, times: np.ndarray, size: int, span: tuple[float, float] | None = None,
                tolerance: float = SYNC_TOLERANCE, margin: float = 0.25) -> VideoFaces:
     """The face crops (``size`` x ``size``, RGB) of the frames at ``times`` (as :func:`read_frames` maps them),
-    in one pass over the video; warns when more than ``FALLBACK_WARN`` of them had no detection."""
+    in one pass over the video, decoded ahead in a thread of its own; warns when more than ``FALLBACK_WARN`` of
+    them had no detection."""
     tracker = FaceTracker()
     crops = np.zeros((len(times), size, size, 3), np.uint8)
     boxes = np.zeros((len(times), 4), np.int64)
     frames = fallbacks = 0
     square: Box | None = None
-    for positions, image in _frames(path, times, span, tolerance):
+    for positions, image in read_ahead(_frames(path, times, span, tolerance)):
         face = tracker.find(image)
         frames += len(positions)
         if face is not None:
