@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Start one node of a GBV-Net Ray cluster in the foreground, or wait for a cluster's nodes. One source for
+# cluster/slurm/gbvnet.sbatch (one `srun ... start-node.sh` per node) and tests/test_cluster_jobs.py (two nodes
+# on one machine), so the test runs exactly these start-up commands.
+#
+#   start-node.sh head   STATE_DIR [ray start options...]   # writes STATE_DIR/head once the head answers
+#   start-node.sh worker STATE_DIR [ray start options...]   # waits for STATE_DIR/head, then joins
+#   start-node.sh wait   STATE_DIR N                        # until N nodes are alive; prints the head's settings
+#
+# STATE_DIR is a folder every node sees (the shared filesystem); STATE_DIR/head holds RAY_ADDRESS (the GCS) and
+# RAY_API_SERVER_ADDRESS (the dashboard / job API, on the head's loopback only), as shell assignments.
+# Security as everywhere in cluster/: token authentication (RAY_AUTH_TOKEN_PATH: an owner-only token file), the
+# dashboard on 127.0.0.1. Ports are free ones picked on each node, so several clusters share a node safely.
+# Resources: CPUs from SLURM_CPUS_PER_TASK and GPUs from SLURM_GPUS_ON_NODE (Slurm's allocation) when set; options
+# given after STATE_DIR are appended (and win). Environment: GBVNET_NODE_IP (default: the address Ray picks itself),
+# GBVNET_RAY_TEMP_DIR (default /tmp/gbvray-$SLURM_JOB_ID-<role>: one per job and node kind).
+set -euo pipefail
+
+usage() { echo "usage: $0 head|worker STATE_DIR [ray start options...] | wait STATE_DIR N" >&2; exit 2; }
+[ $# -ge 2 ] || usage
+role=$1 state=$2
+shift 2
+
+export RAY_AUTH_MODE=token
+: "${RAY_AUTH_TOKEN_PATH:?set RAY_AUTH_TOKEN_PATH to the cluster token file}"
+if [ "$(stat -c %a "$RAY_AUTH_TOKEN_PATH")" != 600 ]; then
+    echo "$0: $RAY_AUTH_TOKEN_PATH must be owner-only (chmod 600)" >&2
+    exit 2
+fi
+
+free_port() { python -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
+
+wait_for_head() {
+    for _ in $(seq 600); do
+        [ -s "$state/head" ] && return 0
+        sleep 0.5
+    done
+    echo "$0: no head in $state/head after 300 s" >&2
+    exit 1
+}
+
+ip=${GBVNET_NODE_IP:-$(python -c 'import ray.util; print(ray.util.get_node_ip_address())')}
+temp_dir=${GBVNET_RAY_TEMP_DIR:-/tmp/gbvray-${SLURM_JOB_ID:-$$}-$role}
+resources=()
+[ -n "${SLURM_CPUS_PER_TASK:-}" ] && resources+=(--num-cpus "$SLURM_CPUS_PER_TASK")
+[ -n "${SLURM_GPUS_ON_NODE:-}" ] && resources+=(--num-gpus "$SLURM_GPUS_ON_NODE")
+common=(--block --node-ip-address "$ip" --temp-dir "$temp_dir" --dashboard-agent-listen-port "$(free_port)"
+        --disable-usage-stats "${resources[@]}")
+
+case $role in
+head)
+    port=$(free_port) dashboard=$(free_port)
+    ray start --head --port "$port" --dashboard-host 127.0.0.1 --dashboard-port "$dashboard" \
+        --ray-client-server-port "$(free_port)" "${common[@]}" "$@" &
+    pid=$!
+    trap 'kill -TERM "$pid" 2>/dev/null; wait "$pid"' TERM INT
+    until (exec 3<>"/dev/tcp/$ip/$port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$dashboard") 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid"; exit 1; }
+        sleep 0.5
+    done
+    printf 'RAY_ADDRESS=%s\nRAY_API_SERVER_ADDRESS=%s\n' "$ip:$port" "http://127.0.0.1:$dashboard" > "$state/head.tmp"
+    mv "$state/head.tmp" "$state/head"
+    wait "$pid"
+    ;;
+worker)
+    wait_for_head
+    # shellcheck source=/dev/null
+    . "$state/head"
+    export RAY_API_SERVER_ADDRESS
+    exec ray start --address "$RAY_ADDRESS" "${common[@]}" "$@"
+    ;;
+wait)
+    [ $# -eq 1 ] || usage
+    wait_for_head
+    # shellcheck source=/dev/null
+    . "$state/head"
+    alive() {
+        ray list nodes --address "$RAY_API_SERVER_ADDRESS" --filter state=ALIVE --format json 2>/dev/null \
+            | python -c 'import json, sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0
+    }
+    deadline=$((SECONDS + 600))
+    until [ "$(alive)" -ge "$1" ]; do
+        if [ $SECONDS -gt $deadline ]; then
+            echo "$0: fewer than $1 nodes alive after 600 s" >&2
+            exit 1
+        fi
+        sleep 2
+    done
+    cat "$state/head"
+    ;;
+*)
+    usage
+    ;;
+esac
