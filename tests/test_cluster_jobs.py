@@ -62,7 +62,7 @@ def stop(nodes: list[subprocess.Popen]) -> None:
 @pytest.fixture(scope="module")
 def two_nodes():
     """Head (1 CPU, dashboard on 127.0.0.1) plus a second node (1 CPU) joined over loopback, token auth on;
-    yields ``(env, RAY_ADDRESS, job API address)``."""
+    yields ``(env, job API address)``; ``submit(env, job_api, ...)`` runs a job on it."""
     # One temp dir per node (short: Ray's socket paths have a length limit). Nodes sharing one would share its
     # runtime_resources folder, and one node's clean-up would delete the job's working dir under the other.
     state, *temp_dirs = [tempfile.mkdtemp(prefix=f"gbvray{i}-", dir="/tmp") for i in (0, 1, 2)]
@@ -83,15 +83,15 @@ def two_nodes():
         assert waited.returncode == 0, waited.stdout + waited.stderr
         head = dict(line.split("=", 1) for line in waited.stdout.split())
         env.update(RAY_AUTH_MODE="token", RAY_API_SERVER_ADDRESS=head["RAY_API_SERVER_ADDRESS"])
-        yield env, head["RAY_ADDRESS"], head["RAY_API_SERVER_ADDRESS"]
+        yield env, head["RAY_API_SERVER_ADDRESS"]
     finally:
         stop(nodes)
         for d in (state, *temp_dirs):
             shutil.rmtree(d, ignore_errors=True)
 
 
-def alive_nodes(env: dict, gcs: str) -> list[dict]:
-    nodes = json.loads(ray_cli("list", "nodes", "--address", gcs, "--format", "json", env=env).stdout)
+def alive_nodes(env: dict, job_api: str) -> list[dict]:
+    nodes = json.loads(ray_cli("list", "nodes", "--address", job_api, "--format", "json", env=env).stdout)
     return [n for n in nodes if n["state"] == "ALIVE"]
 
 
@@ -107,9 +107,9 @@ def submit(env: dict, job_api: str, *entrypoint: str) -> str:
     return out
 
 
-def actors_by_node(env: dict, gcs: str) -> dict[str, int]:
+def actors_by_node(env: dict, job_api: str) -> dict[str, int]:
     """Ray Train worker actors started so far on this cluster (alive or finished), counted per node id."""
-    actors = json.loads(ray_cli("list", "actors", "--address", gcs, "--format", "json", "--limit", "1000",
+    actors = json.loads(ray_cli("list", "actors", "--address", job_api, "--format", "json", "--limit", "1000",
                                 "--filter", "class_name=RayTrainWorker", env=env).stdout)
     counts: dict[str, int] = {}
     for actor in actors:
@@ -118,8 +118,8 @@ def actors_by_node(env: dict, gcs: str) -> dict[str, int]:
 
 
 def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path):
-    env, gcs, job_api = two_nodes
-    nodes = alive_nodes(env, gcs)
+    env, job_api = two_nodes
+    nodes = alive_nodes(env, job_api)
     assert len(nodes) == 2
     for client, what in (({"RAY_AUTH_MODE": "disabled"}, "without a token"),
                          ({"RAY_AUTH_TOKEN": "not-the-token"}, "with another token")):
@@ -135,7 +135,7 @@ def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path
                  "--train-subjects", "1", "2", "--val-subjects", "3", "--test-subjects", "4", "--workers", "2",
                  "--epochs", "1", "--storage", str(storage), "--name", "ddp-two-nodes")
     assert "final:" in out and "done=True" in out, out[-3000:]
-    assert set(actors_by_node(env, gcs)) == {n["node_id"] for n in nodes}, "the DDP run did not span both nodes"
+    assert set(actors_by_node(env, job_api)) == {n["node_id"] for n in nodes}, "the DDP run did not span both nodes"
 
     submit(env, job_api, "python", "tune/search.py", "--dataset", "mahnob", "--cache", str(mahnob_cache), "--modality",
            "bio", "--space", "smoke", "--num-samples", "2", "--max-epochs", "1", "--search-subjects", "1", "2",

@@ -44,8 +44,11 @@ temp_dir=${GBVNET_RAY_TEMP_DIR:-/tmp/gbvray-${SLURM_JOB_ID:-$$}-$role}
 resources=()
 [ -n "${SLURM_CPUS_PER_TASK:-}" ] && resources+=(--num-cpus "$SLURM_CPUS_PER_TASK")
 [ -n "${SLURM_GPUS_ON_NODE:-}" ] && resources+=(--num-gpus "$SLURM_GPUS_ON_NODE")
+# Every agent port is given (not left to Ray): several Ray instances can share the node, and the raylet does not
+# wait for the agents to report ports they picked themselves (it aborts after 15 s on a busy machine).
 common=(--block --node-ip-address "$ip" --temp-dir "$temp_dir" --dashboard-agent-listen-port "$(free_port)"
-        --disable-usage-stats "${resources[@]}")
+        --dashboard-agent-grpc-port "$(free_port)" --metrics-export-port "$(free_port)"
+        --runtime-env-agent-port "$(free_port)" --disable-usage-stats "${resources[@]}")
 
 case $role in
 head)
