@@ -44,33 +44,61 @@ temp_dir=${GBVNET_RAY_TEMP_DIR:-/tmp/gbvray-${SLURM_JOB_ID:-$$}-$role}
 resources=()
 [ -n "${SLURM_CPUS_PER_TASK:-}" ] && resources+=(--num-cpus "$SLURM_CPUS_PER_TASK")
 [ -n "${SLURM_GPUS_ON_NODE:-}" ] && resources+=(--num-gpus "$SLURM_GPUS_ON_NODE")
-# Every agent port is given (not left to Ray): several Ray instances can share the node, and the raylet does not
-# wait for the agents to report ports they picked themselves (it aborts after 15 s on a busy machine).
-common=(--block --node-ip-address "$ip" --temp-dir "$temp_dir" --dashboard-agent-listen-port "$(free_port)"
-        --dashboard-agent-grpc-port "$(free_port)" --metrics-export-port "$(free_port)"
-        --runtime-env-agent-port "$(free_port)" --disable-usage-stats "${resources[@]}")
+
+pid='' stopping=''
+trap 'stopping=1; [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null' TERM INT
+
+# `ray start --block` in the background (this script forwards TERM / INT to it). Every agent port is given, not
+# left to Ray, so several Ray instances can share the node; ports are picked anew for each attempt.
+start_ray() {
+    ray start --block --node-ip-address "$ip" --temp-dir "$temp_dir" \
+        --dashboard-agent-listen-port "$(free_port)" --dashboard-agent-grpc-port "$(free_port)" \
+        --metrics-export-port "$(free_port)" --runtime-env-agent-port "$(free_port)" \
+        --disable-usage-stats "${resources[@]}" "$@" &
+    pid=$!
+}
+
+# The raylet gives its agents 15 s to start and aborts otherwise (a busy node, a slow shared filesystem): a node
+# that fails within its first 3 minutes is started again, up to 3 times in all.
+finish_or_retry() {
+    local started=$1 attempt=$2 status=0
+    wait "$pid" || status=$?
+    while [ -n "$stopping" ] && kill -0 "$pid" 2>/dev/null; do wait "$pid" || status=$?; done
+    if [ -n "$stopping" ] || [ "$status" -eq 0 ] || [ $((SECONDS - started)) -gt 180 ] || [ "$attempt" -eq 3 ]; then
+        exit "$status"
+    fi
+    echo "$0: $role failed during start-up (attempt $attempt, status $status); starting it again" >&2
+}
 
 case $role in
 head)
-    port=$(free_port) dashboard=$(free_port)
-    ray start --head --port "$port" --dashboard-host 127.0.0.1 --dashboard-port "$dashboard" \
-        --ray-client-server-port "$(free_port)" "${common[@]}" "$@" &
-    pid=$!
-    trap 'kill -TERM "$pid" 2>/dev/null; wait "$pid"' TERM INT
-    until (exec 3<>"/dev/tcp/$ip/$port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$dashboard") 2>/dev/null; do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid"; exit 1; }
-        sleep 0.5
+    for attempt in 1 2 3; do
+        started=$SECONDS port=$(free_port) dashboard=$(free_port)
+        start_ray --head --port "$port" --dashboard-host 127.0.0.1 --dashboard-port "$dashboard" \
+            --ray-client-server-port "$(free_port)" "$@"
+        until (exec 3<>"/dev/tcp/$ip/$port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$dashboard") 2>/dev/null
+        do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.5
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            printf 'RAY_ADDRESS=%s\nRAY_API_SERVER_ADDRESS=%s\n' "$ip:$port" "http://127.0.0.1:$dashboard" \
+                > "$state/head.tmp"
+            mv "$state/head.tmp" "$state/head"
+        fi
+        finish_or_retry "$started" "$attempt"
     done
-    printf 'RAY_ADDRESS=%s\nRAY_API_SERVER_ADDRESS=%s\n' "$ip:$port" "http://127.0.0.1:$dashboard" > "$state/head.tmp"
-    mv "$state/head.tmp" "$state/head"
-    wait "$pid"
     ;;
 worker)
     wait_for_head
     # shellcheck source=/dev/null
     . "$state/head"
     export RAY_API_SERVER_ADDRESS
-    exec ray start --address "$RAY_ADDRESS" "${common[@]}" "$@"
+    for attempt in 1 2 3; do
+        started=$SECONDS
+        start_ray --address "$RAY_ADDRESS" "$@"
+        finish_or_retry "$started" "$attempt"
+    done
     ;;
 wait)
     [ $# -eq 1 ] || usage
