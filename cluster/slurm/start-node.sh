@@ -30,6 +30,12 @@ fi
 
 free_port() { python -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
 
+# Alive nodes of the cluster whose job API is $1 (0 while it does not answer).
+alive_nodes() {
+    ray list nodes --address "$1" --filter state=ALIVE --format json 2>/dev/null \
+        | python -c 'import json, sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0
+}
+
 wait_for_head() {
     for _ in $(seq 600); do
         [ -s "$state/head" ] && return 0
@@ -45,25 +51,28 @@ resources=()
 [ -n "${SLURM_CPUS_PER_TASK:-}" ] && resources+=(--num-cpus "$SLURM_CPUS_PER_TASK")
 [ -n "${SLURM_GPUS_ON_NODE:-}" ] && resources+=(--num-gpus "$SLURM_GPUS_ON_NODE")
 
-pid='' stopping=''
-trap 'stopping=1; [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null' TERM INT
-
 # `ray start --block` in the background (this script forwards TERM / INT to it). Every agent port is given, not
 # left to Ray, so several Ray instances can share the node; ports are picked anew for each attempt.
 start_ray() {
+    trap 'stopping=1; kill -TERM "$pid" 2>/dev/null' TERM INT
     ray start --block --node-ip-address "$ip" --temp-dir "$temp_dir" \
         --dashboard-agent-listen-port "$(free_port)" --dashboard-agent-grpc-port "$(free_port)" \
         --metrics-export-port "$(free_port)" --runtime-env-agent-port "$(free_port)" \
         --disable-usage-stats "${resources[@]}" "$@" &
     pid=$!
 }
+pid='' stopping=''
+
 
 # The raylet gives its agents 15 s to start and aborts otherwise (a busy node, a slow shared filesystem): a node
 # that fails within its first 3 minutes is started again, up to 3 times in all.
 finish_or_retry() {
     local started=$1 attempt=$2 status=0
     wait "$pid" || status=$?
-    while [ -n "$stopping" ] && kill -0 "$pid" 2>/dev/null; do wait "$pid" || status=$?; done
+    while kill -0 "$pid" 2>/dev/null; do  # wait was interrupted by TERM / INT: stop the node, then leave
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid" || status=$?
+    done
     if [ -n "$stopping" ] || [ "$status" -eq 0 ] || [ $((SECONDS - started)) -gt 180 ] || [ "$attempt" -eq 3 ]; then
         exit "$status"
     fi
@@ -73,12 +82,13 @@ finish_or_retry() {
 case $role in
 head)
     for attempt in 1 2 3; do
+        rm -f "$state/head"
         started=$SECONDS port=$(free_port) dashboard=$(free_port)
         start_ray --head --port "$port" --dashboard-host 127.0.0.1 --dashboard-port "$dashboard" \
             --ray-client-server-port "$(free_port)" "$@"
-        until (exec 3<>"/dev/tcp/$ip/$port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$dashboard") 2>/dev/null
-        do
-            kill -0 "$pid" 2>/dev/null || break
+        # ready: the head node (its raylet) is alive in the cluster's state
+        until [ "$(alive_nodes "http://127.0.0.1:$dashboard")" -ge 1 ]; do
+            [ -z "$stopping" ] && kill -0 "$pid" 2>/dev/null || break
             sleep 0.5
         done
         if kill -0 "$pid" 2>/dev/null; then
@@ -90,11 +100,11 @@ head)
     done
     ;;
 worker)
-    wait_for_head
-    # shellcheck source=/dev/null
-    . "$state/head"
-    export RAY_API_SERVER_ADDRESS
     for attempt in 1 2 3; do
+        wait_for_head  # (again after a failed attempt: the head may have been started again meanwhile)
+        # shellcheck source=/dev/null
+        . "$state/head"
+        export RAY_API_SERVER_ADDRESS
         started=$SECONDS
         start_ray --address "$RAY_ADDRESS" "$@"
         finish_or_retry "$started" "$attempt"
@@ -105,12 +115,8 @@ wait)
     wait_for_head
     # shellcheck source=/dev/null
     . "$state/head"
-    alive() {
-        ray list nodes --address "$RAY_API_SERVER_ADDRESS" --filter state=ALIVE --format json 2>/dev/null \
-            | python -c 'import json, sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0
-    }
     deadline=$((SECONDS + 600))
-    until [ "$(alive)" -ge "$1" ]; do
+    until [ "$(alive_nodes "$RAY_API_SERVER_ADDRESS")" -ge "$1" ]; do
         if [ $SECONDS -gt $deadline ]; then
             echo "$0: fewer than $1 nodes alive after 600 s" >&2
             exit 1
