@@ -32,8 +32,10 @@ free_port() { python -c 'import socket; s = socket.socket(); s.bind(("", 0)); pr
 
 # Alive nodes of the cluster whose job API is $1 (0 while it does not answer).
 alive_nodes() {
-    ray list nodes --address "$1" --filter state=ALIVE --format json 2>/dev/null \
-        | python -c 'import json, sys; print(len(json.load(sys.stdin)))' 2>/dev/null || echo 0
+    local n
+    n=$(ray list nodes --address "$1" --filter state=ALIVE --format json 2>/dev/null \
+        | python -c 'import json, sys; print(len(json.load(sys.stdin)))' 2>/dev/null) || true
+    echo "${n:-0}"
 }
 
 wait_for_head() {
