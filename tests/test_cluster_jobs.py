@@ -79,7 +79,7 @@ def two_nodes():
             nodes.append(subprocess.Popen([str(START_NODE), role, state, *common, *extra], cwd=REPO,
                                           env={**env, "GBVNET_RAY_TEMP_DIR": temp_dir}, start_new_session=True))
         waited = subprocess.run([str(START_NODE), "wait", state, "2"], env=env, capture_output=True, text=True,
-                                timeout=900)  # start-node.sh starts a node again when it fails during start-up
+                                timeout=1500)  # start-node.sh starts a node again when it fails during start-up
         assert waited.returncode == 0, waited.stdout + waited.stderr
         head = dict(line.split("=", 1) for line in waited.stdout.split())
         env.update(RAY_AUTH_MODE="token", RAY_API_SERVER_ADDRESS=head["RAY_API_SERVER_ADDRESS"])

@@ -39,11 +39,11 @@ alive_nodes() {
 }
 
 wait_for_head() {
-    for _ in $(seq 600); do
+    for _ in $(seq 1800); do  # 15 min: the head may need all its start-up attempts
         [ -s "$state/head" ] && return 0
         sleep 0.5
     done
-    echo "$0: no head in $state/head after 300 s" >&2
+    echo "$0: no head in $state/head after 900 s" >&2
     exit 1
 }
 
