@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ DOCKERFILE = CLUSTER / "Dockerfile"
 RUNTIME_ENV = CLUSTER / "runtime_env.yaml"
 COMPOSE = CLUSTER / "mlflow" / "docker-compose.yaml"
 README = CLUSTER / "README.md"
+SLURM = CLUSTER / "slurm"
+READMES = (README, SLURM / "README.md")
 SHELL_OPERATORS = {"&&", "||", ";", "|", ">", ">>", "<", "&"}
 
 
@@ -137,10 +140,10 @@ def command_args(command: str, program: str) -> list[str] | None:
     return None
 
 
-def readme_commands() -> list[str]:
-    """Shell commands of the ```bash blocks of cluster/README.md, continuation lines joined."""
+def readme_commands(*readmes: Path) -> list[str]:
+    """Shell commands of the ```bash blocks of ``readmes`` (default: cluster/README.md), continuation lines joined."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+    for block in re.findall(r"```bash\n(.*?)```", "".join(p.read_text() for p in readmes or (README,)), re.S):
         for command in re.sub(r"\\\n\s*", " ", block).splitlines():
             if command.strip() and not command.lstrip().startswith("#"):
                 commands.append(command.strip())
@@ -209,14 +212,18 @@ def test_instance_policies_grant_only_what_the_nodes_use(role):
     assert not [a for a in actions if "*" in a], "wildcard actions"
     cluster_name = load(LAUNCHER)["cluster_name"]
     listing = allowed(statements, "s3:ListBucket")
-    assert len(listing) == 1
-    prefixes = listing[0]["Condition"]["StringLike"]["s3:prefix"]
+    by_prefix = [st for st in listing if "StringLike" in st.get("Condition", {})]
+    assert len(by_prefix) == 1 and len(listing) == 2
+    prefixes = by_prefix[0]["Condition"]["StringLike"]["s3:prefix"]
     for prefix in S3_PREFIXES:  # existence checks get 404 (not 403) under every prefix the jobs touch
         assert {prefix, f"{prefix}/*"} <= set(prefixes), prefix
+    # HeadBucket (no prefix in the request): the other listing statement applies to requests without a prefix only
+    assert [st["Condition"] for st in listing if st not in by_prefix] == [{"Null": {"s3:prefix": "true"}}]
     written = {r for st in allowed(statements, "s3:PutObject") for r in st["Resource"]}
-    assert written == {"arn:aws:s3:::YOUR_BUCKET/gbvnet/ray/*", "arn:aws:s3:::YOUR_BUCKET/gbvnet/results/*"}
+    assert written == {"arn:aws:s3:::YOUR_BUCKET/gbvnet/ray/*", "arn:aws:s3:::YOUR_BUCKET/gbvnet/results/*",
+                       "arn:aws:s3:::YOUR_BUCKET/gbvnet/"}  # the last: the folder marker pyarrow writes
     if role == "worker":
-        assert not [a for a in actions if a.split(":")[0] in ("ec2", "iam", "ssm")]
+        assert not [a for a in actions if a.split(":")[0] in ("ec2", "iam", "ssm", "secretsmanager")]
         return
     passing = allowed(statements, "iam:PassRole")
     assert [r for st in passing for r in st["Resource"]] == ["arn:aws:iam::EDIT_ACCOUNT_ID:role/gbvnet-ray-worker"]
@@ -228,10 +235,10 @@ def test_instance_policies_grant_only_what_the_nodes_use(role):
     launch = [st for st in allowed(statements, "ec2:RunInstances") if any(":instance/" in r for r in st["Resource"])]
     assert launch and all(st["Condition"]["StringEquals"]["aws:RequestTag/ray-cluster-name"] == cluster_name
                           for st in launch)
-    ami = load(LAUNCHER)["available_node_types"]["ray.worker.gpu"]["node_config"]["ImageId"]
-    parameter = ami.removeprefix("resolve:ssm:")
-    ssm = [r for st in allowed(statements, "ssm:GetParameters") for r in st["Resource"]]
-    assert any(parameter.startswith(r.split(":parameter", 1)[1].rstrip("*")) for r in ssm), ssm
+    types = {t["node_config"]["InstanceType"] for t in load(LAUNCHER)["available_node_types"].values()}
+    assert all(set(st["Condition"]["StringEquals"]["ec2:InstanceType"]) == types for st in launch), types
+    secrets = [r for st in allowed(statements, "secretsmanager:GetSecretValue") for r in st["Resource"]]
+    assert secrets == ["arn:aws:secretsmanager:us-west-2:EDIT_ACCOUNT_ID:secret:gbvnet/mlflow-credentials-*"]
 
 
 def test_every_s3_location_in_the_walkthrough_is_granted():
@@ -325,9 +332,7 @@ def test_raycluster_token_from_a_secret_and_settings_from_the_configmap():
     for name in ("GBVNET_STORAGE", "MLFLOW_TRACKING_URI"):
         ref = head[name]["valueFrom"]["configMapKeyRef"]
         assert ref["name"] == configmap["metadata"]["name"] and ref["key"] in configmap["data"], name
-    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        ref = head[name]["valueFrom"]["secretKeyRef"]
-        assert ref["name"] == "gbvnet-mlflow-auth" and not ref.get("optional"), name
+    assert not {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} & set(head), "a file, not env vars"
 
 
 def test_each_container_gets_only_the_environment_it_uses():
@@ -378,11 +383,22 @@ def test_loso_rayjob_evaluates_the_searched_config_on_unsearched_subjects():
     assert loso.output.startswith("s3://YOUR_BUCKET/gbvnet/results/")
 
 
+def mounts_in(node) -> list[dict]:
+    """Every volumeMount named anywhere in a manifest."""
+    if isinstance(node, dict):
+        return list(node.get("volumeMounts", [])) + [m for k, v in node.items() for m in mounts_in(v)]
+    if isinstance(node, list):
+        return [m for v in node for m in mounts_in(v)]
+    return []
+
+
 def test_no_pod_local_state_configs_and_results_go_through_storage():
-    """A head restart loses nothing: no pod volume holds results; the jobs pass configs and results by URI."""
+    """A head restart loses nothing: no pod volume holds results (only read-only secrets and the API token are
+    mounted); the jobs pass configs and results by URI."""
     for path in sorted(KUBERAY.glob("*.yaml")):
         for doc in documents(path):
-            assert "emptyDir" not in json.dumps(doc) and "volumeMounts" not in json.dumps(doc), path.name
+            assert "emptyDir" not in json.dumps(doc) and "persistentVolumeClaim" not in json.dumps(doc), path.name
+            assert all(m["readOnly"] is True for m in mounts_in(doc)), path.name
 
 
 def all_pod_templates() -> list[tuple[str, dict]]:
@@ -401,8 +417,8 @@ def test_pods_meet_the_restricted_pod_security_standard():
         ctx = pod["securityContext"]
         assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] != 0, where
         assert ctx["seccompProfile"]["type"] == "RuntimeDefault", where
-        # only the head's autoscaler sidecar uses the Kubernetes API
-        assert pod["automountServiceAccountToken"] is (where == "head"), where
+        # no automatic API token anywhere; the head's autoscaler sidecar mounts its own (test below)
+        assert pod["automountServiceAccountToken"] is False, where
         containers = pod["containers"] + ([spec["autoscalerOptions"]] if where == "head" else [])
         for container in containers:
             c = container["securityContext"]
@@ -410,8 +426,53 @@ def test_pods_meet_the_restricted_pod_security_standard():
             assert not c.get("privileged") and not c.get("runAsUser") == 0, where
 
 
+def test_only_the_autoscaler_gets_the_kubernetes_api_token():
+    spec = raycluster()["spec"]
+    head = spec["headGroupSpec"]["template"]["spec"]
+    volume = next(v for v in head["volumes"] if v["name"] == "kube-api-access")
+    assert any("serviceAccountToken" in source for source in volume["projected"]["sources"])
+    token_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert [m["mountPath"] for m in spec["autoscalerOptions"]["volumeMounts"]] == [token_dir]
+    for where, template in all_pod_templates():
+        for container in template["spec"]["containers"]:
+            assert not [m for m in container.get("volumeMounts", []) if m["name"] == "kube-api-access"], where
+
+
+def test_namespace_is_labelled_restricted():
+    commands = readme_commands()
+    order = [next(i for i, c in enumerate(commands) if c.startswith(prefix)) for prefix in (
+        "kubectl create namespace gbvnet", "kubectl label namespace gbvnet pod-security.kubernetes.io/enforce="
+        "restricted", "kubectl config set-context --current --namespace gbvnet", "kubectl create secret",
+        "kubectl apply -f cluster/kuberay/raycluster.yaml")]
+    assert order == sorted(order), order
+
+
+def test_kubectl_waits_before_port_forward_and_logs():
+    """Blocker: port-forward / logs right after apply, before the Service, pod or Job exist."""
+    commands = readme_commands()
+    cluster_name = raycluster()["metadata"]["name"]
+    for i, command in enumerate(commands):
+        if command.startswith("kubectl port-forward"):
+            assert f"svc/{cluster_name}-head-svc" in command
+            assert any(c.startswith("kubectl wait --for=jsonpath='{.status.state}'=ready")
+                       and f"raycluster/{cluster_name}" in c for c in commands[:i]), command
+        if command.startswith("kubectl logs"):
+            job = re.search(r"job/(\S+)", command).group(1)
+            assert job in {rayjob(f)["metadata"]["name"] for f in ("rayjob-search.yaml", "rayjob-loso.yaml")}
+            assert commands[i - 1].startswith(f"kubectl wait --for=create job/{job} "), command
+            assert "--pod-running-timeout" in command
+    for filename in ("raycluster.yaml", "rayjob-search.yaml", "rayjob-loso.yaml"):
+        header = (KUBERAY / filename).read_text().split("\napiVersion", 1)[0]
+        assert "kubectl wait" in header or "kubectl logs" not in header and "port-forward" not in header, filename
+
+
 def test_network_policy_fences_every_pod_of_the_cluster():
     policy_doc = kuberay("NetworkPolicy", "raycluster.yaml")
+    for rule in policy_doc["spec"]["egress"]:
+        assert rule.get("to"), "an egress rule without 'to' lets the pods reach any address"
+    operator = [peer for rule in policy_doc["spec"]["ingress"] for peer in rule["from"] if "namespaceSelector" in peer]
+    assert operator[0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
+    assert any("-l app.kubernetes.io/name=kuberay-operator" in c for c in readme_commands())
     selector = policy_doc["spec"]["podSelector"]["matchLabels"]
     assert set(policy_doc["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     for where, template in all_pod_templates():
@@ -429,7 +490,8 @@ def test_one_image_everywhere_built_by_the_dockerfile():
     launcher_docker = load(LAUNCHER)["docker"]
     images |= {launcher_docker[k] for k in ("image", "head_image", "worker_image") if k in launcher_docker}
     assert len(images) == 1, f"different images: {sorted(images)}"
-    image = images.pop()
+    image, _, digest = images.pop().partition("@")
+    assert digest == "sha256:EDIT_IMAGE_DIGEST", "name the pushed image by digest (cluster/README.md step 1)"
     tags = dockerfile_tags()
     assert image in tags, f"{image} is not built by cluster/Dockerfile (tags: {sorted(tags)})"
     assert "whl/cu" in tags[image], "the cluster image must be the CUDA build (GPU workers)"
@@ -533,7 +595,10 @@ def test_mlflow_stack_postgres_backend_s3_artifacts_loopback_by_default():
     assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
     assert mlflow["ports"] == ["${MLFLOW_BIND:-127.0.0.1}:${MLFLOW_PORT:-5000}:5000"]
     for name, service in services.items():
-        if name != "mlflow":
+        if name == "tls-proxy":  # TLS on 443 in front of MLflow, started only with the "tls" profile
+            assert service["profiles"] == ["tls"] and [p.rsplit(":", 2)[1:] for p in service["ports"]] == [
+                ["443", "443"]]
+        elif name != "mlflow":
             assert "ports" not in service, f"{name} must not be published"
     env_example = (CLUSTER / "mlflow" / ".env.example").read_text()
     assert re.search(r"^MLFLOW_BIND=127\.0\.0\.1$", env_example, re.M)
@@ -656,7 +721,7 @@ def test_secret_env_vars_in_manifests_are_references():
 
 # --------------------------------------------------------------------------------------------- README
 def test_readme_commands_use_flags_the_parsers_accept():
-    commands = readme_commands()
+    commands = readme_commands(*READMES)
     checked = 0
     for command in commands:
         for program, parse in (("tune/search.py", parse_search), ("evaluation.loso", parse_evaluation)):
@@ -671,6 +736,174 @@ def test_readme_local_cluster_section_keeps_the_security_defaults():
     text = README.read_text()
     for heading in ("Local 2-node cluster on one machine", "What changes on a cloud", "Security defaults"):
         assert re.search(rf"^#+ {re.escape(heading)}", text, re.M), heading
-    heads = [c for c in readme_commands() if "ray start" in c and "--head" in c]
-    assert heads and all(re.search(r"--dashboard-host[ =]127\.0\.0\.1", c) for c in heads)
+    # the nodes are started by the Slurm recipe's script (loopback dashboard, token auth: test_sbatch_...)
+    heads = [c for c in readme_commands() if "cluster/slurm/start-node.sh head" in c]
+    assert heads and not [c for c in readme_commands() if c.startswith("ray start") or c.startswith("ray stop")]
     assert "export RAY_AUTH_MODE=token" in text
+
+
+# ------------------------------------------------------------------------ every README command is checked
+def check_table() -> list[tuple[str, str]]:
+    """(command prefix, how it is checked) rows of the last table of cluster/README.md."""
+    section = README.read_text().split("## How each command of this page is checked", 1)[1]
+    rows = re.findall(r"^\| `([^`]+)` \| (.+) \|$", section, re.M)
+    assert rows, "no check table at the end of cluster/README.md"
+    return rows
+
+
+def test_every_readme_command_is_in_the_check_table():
+    rows = check_table()
+    unmatched = [c for c in readme_commands(*READMES) if not any(c.startswith(prefix) for prefix, _ in rows)]
+    assert not unmatched, "commands without a row in the check table:\n" + "\n".join(unmatched)
+    tests = {f"{p.relative_to(REPO).as_posix()}::{name}" for p in (REPO / "tests").glob("test_*.py")
+             for name in re.findall(r"^def (test_\w+)", p.read_text(), re.M)}
+    for prefix, how in rows:
+        for named in re.findall(r"tests/\w+\.py::\w+", how):
+            assert named in tests, f"{prefix}: {named} does not exist"
+
+
+def run_bash(script: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", script], env={**os.environ, **env}, cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_sed_substitutions_reach_every_placeholder(tmp_path):
+    """The README's `sed` lines, run on a copy of cluster/: every placeholder replaced, the files still parse."""
+    shutil.copytree(CLUSTER, tmp_path / "cluster", ignore=shutil.ignore_patterns("mlflow", "__pycache__"))
+    values = {"REGISTRY": "123456789012.dkr.ecr.us-west-2.amazonaws.com", "DIGEST": "sha256:" + "a" * 64,
+              "SG": "sg-0123456789abcdef1", "SUBNET": "subnet-0123456789abcdef2", "AMI": "ami-0123456789abcdef3",
+              "ACCOUNT": "123456789012", "BUCKET": "my-gbvnet-bucket", "OPERATOR_NS": "ray-system"}
+    seds = [c for c in readme_commands() if c.startswith("sed -i")]
+    assert len(seds) == 3, seds
+    for command in seds:
+        done = run_bash(command, values, tmp_path)
+        assert done.returncode == 0, done.stderr
+    files = [tmp_path / "cluster" / "gbvnet-gpu.yaml", *sorted((tmp_path / "cluster" / "aws").glob("*.json")),
+             *sorted((tmp_path / "cluster" / "kuberay").glob("*.yaml"))]
+    for path in files:
+        text = path.read_text()
+        left = re.findall(r"EDIT_\w+|YOUR_BUCKET|registry\.example\.com|kuberay-system", text)
+        assert not left, f"{path.name}: {sorted(set(left))} left after the README's sed"
+        json.loads(text) if path.suffix == ".json" else [*yaml.safe_load_all(text)]
+    launcher = load(tmp_path / "cluster" / "gbvnet-gpu.yaml")
+    assert launcher["docker"]["image"] == f"{values['REGISTRY']}/gbvnet/gbvnet:0.1.0-cu130@{values['DIGEST']}"
+    assert launcher["initialization_commands"][0].endswith(f"--password-stdin {values['REGISTRY']}")
+    head = json.loads((tmp_path / "cluster" / "aws" / "head-policy.json").read_text())
+    assert f"arn:aws:ec2:us-west-2::image/{values['AMI']}" in json.dumps(head)
+
+
+def test_aws_setup_creates_then_substitutes_then_uploads():
+    """Blocker: the policies were uploaded before the security group id was written into them."""
+    commands = readme_commands()
+
+    def first(prefix: str) -> int:
+        found = [i for i, c in enumerate(commands) if c.startswith(prefix)]
+        assert found, prefix
+        return found[0]
+
+    sed = next(i for i, c in enumerate(commands) if c.startswith("sed -i") and "sg-EDIT_RAY_NODES" in c)
+    assert first("SG=$(aws ec2 create-security-group") < first("AMI=$(aws ssm get-parameter") < sed
+    assert sed < first("aws iam put-role-policy") < first("aws secretsmanager create-secret")
+    for name in ("SG", "SUBNET", "AMI", "ACCOUNT", "BUCKET"):
+        assert f"${name}/g" in commands[sed], name
+    for path in ("cluster/aws/ec2-trust.json", "cluster/aws/head-policy.json", "cluster/aws/worker-policy.json"):
+        assert (REPO / path).is_file(), path
+
+
+def test_launcher_pins_the_ami_and_the_image_by_id_and_digest():
+    config = load(LAUNCHER)
+    amis = {t["node_config"]["ImageId"] for t in config["available_node_types"].values()}
+    assert amis == {"ami-EDIT_DLAMI"}, "pin the AMI by id (a resolve:ssm:.../latest floats)"
+    lookup = next(c for c in readme_commands() if c.startswith("AMI=$(aws ssm get-parameter"))
+    assert "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id" in lookup
+    assert "@sha256:" in config["docker"]["image"]
+    # blocker: `docker pull` from a private registry needs a login on the host first
+    registry = config["docker"]["image"].split("/", 1)[0]
+    assert config["initialization_commands"] == [
+        f"aws ecr get-login-password --region {config['provider']['region']} | docker login --username AWS "
+        f"--password-stdin {registry}"]
+
+
+def test_token_generation_ignores_a_leftover_token_path(tmp_path):
+    """Blocker: a RAY_AUTH_TOKEN_PATH left exported by the local walkthrough made `--generate` fail."""
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    if ray is None:
+        pytest.skip("no ray CLI next to python")
+    command = next(c for c in readme_commands() if "get-auth-token --generate" in c).split("#")[0]
+    env = {"HOME": str(tmp_path), "RAY_AUTH_TOKEN_PATH": str(tmp_path / "gone" / "auth_token"),
+           "PATH": f"{Path(ray).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = run_bash(command, env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    token = tmp_path / ".ray" / "auth_token"
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
+    assert token.read_text().strip() not in done.stdout + done.stderr, "the token was printed"
+
+
+def test_mlflow_credentials_reach_the_head_only_as_a_file(tmp_path, monkeypatch):
+    """Blocker / hole: the MLflow user came from `env_vars` (stored with the job, given to every worker) or an
+    undefined variable; now it is MLflow's credentials file, written from a secret store on the head only."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    writers = [c for c in readme_commands(*READMES) if "mlflow_tracking_password" in c]
+    assert len(writers) == 3, writers  # AWS Secrets Manager, the Kubernetes Secret, the Slurm user's own file
+    formats = {re.search(r"printf '([^']+)'", c).group(1) for c in writers}
+    assert len(formats) == 1
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".mlflow").mkdir()
+    done = run_bash(f"printf '{formats.pop()}' \"$MLFLOW_RAY_PASSWORD\" > ~/.mlflow/credentials",
+                    {"HOME": str(tmp_path), "MLFLOW_RAY_PASSWORD": "s3cr3t"}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    creds = read_mlflow_creds()
+    assert (creds.username, creds.password) == ("gbvnet-ray", "s3cr3t")
+    assert "MLFLOW_RAY_PASSWORD=$(openssl rand" in (CLUSTER / "mlflow" / "README.md").read_text()
+    # launcher: the head reads the secret the README creates; the head's role may read it, the worker's not
+    secret = re.search(r"--name (\S+)", next(c for c in writers if "secretsmanager" in c)).group(1)
+    head_setup = " ".join(load(LAUNCHER)["head_setup_commands"])
+    assert f"SecretId='{secret}'" in head_setup and "umask 077" in head_setup and "~/.mlflow/credentials" in head_setup
+    assert not load(LAUNCHER)["worker_setup_commands"] and "mlflow" not in " ".join(load(LAUNCHER)["setup_commands"])
+    # KubeRay: the Secret's file, mounted read-only into the head's Ray container only
+    spec = raycluster()["spec"]
+    head = spec["headGroupSpec"]["template"]["spec"]
+    volume = next(v for v in head["volumes"] if v["name"] == "mlflow-credentials")
+    assert volume["secret"]["secretName"] == "gbvnet-mlflow-auth" and volume["secret"]["items"] == [
+        {"key": "credentials", "path": "credentials"}]
+    assert "--from-file=credentials=" in next(c for c in writers if "gbvnet-mlflow-auth" in c)
+    mounts = [(where, m) for where, t in all_pod_templates() for c in t["spec"]["containers"]
+              for m in c.get("volumeMounts", []) if m["name"] == "mlflow-credentials"]
+    assert [(w, m["mountPath"]) for w, m in mounts] == [("head", "/home/ray/.mlflow")]
+    assert not [k for k in load(RUNTIME_ENV)["env_vars"] if k.startswith("MLFLOW")]
+
+
+# ------------------------------------------------------------------------------------------------- Slurm
+def test_sbatch_starts_every_node_with_start_node():
+    """The sbatch recipe starts its nodes with start-node.sh, the script tests/test_cluster_jobs.py runs."""
+    sbatch, start = SLURM / "gbvnet.sbatch", SLURM / "start-node.sh"
+    for script in (sbatch, start):
+        assert os.access(script, os.X_OK), f"{script.name} is not executable"
+        done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    text = sbatch.read_text()
+    sruns = [line.strip() for line in text.splitlines() if line.strip().startswith("srun ")]
+    assert [re.search(r"start-node\.sh (\w+)", s).group(1) for s in sruns] == ["head", "worker"]
+    assert all("cluster/slurm/start-node.sh" in s for s in sruns)
+    assert re.search(r"^export RAY_AUTH_MODE=token$", text, re.M) and "umask 077" in text
+    assert "ray stop" not in text and "ray stop" not in start.read_text(), "stops other jobs' Ray on the node"
+    assert re.search(r"^#SBATCH --output=gbvnet-%j\.out$", text, re.M)
+    starting = start.read_text()
+    assert "--dashboard-host 127.0.0.1" in starting and "export RAY_AUTH_MODE=token" in starting
+    assert "SLURM_GPUS_ON_NODE" in starting and "SLURM_CPUS_PER_TASK" in starting
+    assert "cluster\" / \"slurm\" / \"start-node.sh" in (REPO / "tests" / "test_cluster_jobs.py").read_text()
+    assert (REPO / "pyproject.toml").is_file()  # `pip install -e .` of the Slurm walkthrough
+
+
+@pytest.mark.parametrize("module", ["gbvnet.prepare", "gbvnet.data.synthetic"])
+def test_readme_commands_of_other_clis_use_flags_their_help_lists(module):
+    commands = [c for c in readme_commands(*READMES) if f"python -m {module} " in c]
+    assert commands, module
+    help_text = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                               cwd=REPO, timeout=120).stdout
+    for command in commands:
+        for flag in re.findall(r"\s(--[\w-]+)", command.split(f"python -m {module} ", 1)[1]):
+            assert re.search(rf"{flag}\b", help_text), f"{module} has no {flag}: {command}"

@@ -1,9 +1,10 @@
 """cluster/README.md's local walkthrough as a test: a 2-node Ray cluster on loopback with token auth (the test
-session's token, so it starts on a fresh machine), then as Ray jobs (``ray job submit --working-dir . --runtime-env
-...``) on shared storage: one training run with two DDP workers, one per node; the search; the evaluation.
+session's token, so it starts on a fresh machine), started by ``cluster/slurm/start-node.sh`` exactly as the Slurm
+recipe starts its nodes; then, as Ray jobs (``ray job submit --working-dir . --runtime-env ...``) on shared
+storage: one training run with two DDP workers, one per node; the search; the evaluation.
 
-The cluster has its own temp dirs and ports, so it can run beside the test session's Ray instance (and
-anyone else's), and only its own processes are stopped afterwards.
+The nodes pick free ports and have their own temp dirs, so the cluster runs beside the test session's Ray
+instance (and anyone else's); clean-up stops the process groups this test started, and nothing else.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
@@ -24,8 +25,7 @@ from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-GCS_PORT, DASHBOARD_PORT = 6399, 8299
-GCS = f"127.0.0.1:{GCS_PORT}"
+START_NODE = REPO / "cluster" / "slurm" / "start-node.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("ray", path=str(BIN)) is None, reason="no ray CLI next to python")
 
@@ -36,59 +36,70 @@ def ray_cli(*args: str, env: dict, timeout: float = 120) -> subprocess.Completed
     return proc
 
 
-def stop_own_processes(temp_dirs: list[str]) -> None:
-    """Kill this cluster's processes (found by temp dir or GCS port, with their children), nothing else."""
-    own = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if p.pid != os.getpid() and (any(d in cmd for d in temp_dirs) or f":{GCS_PORT}" in cmd):
-            own.append(p)
-    victims = {c.pid: c for p in own for c in [p, *p.children(recursive=True)] if c.pid != os.getpid()}
-    for p in victims.values():
+def stop(nodes: list[subprocess.Popen]) -> None:
+    """Stop the nodes this test started: each one's process group (its own session), then any descendant that
+    left it. Other Ray instances on the machine are never touched."""
+    procs = []
+    for node in nodes:
+        try:
+            procs += [psutil.Process(node.pid), *psutil.Process(node.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    for node in nodes:
+        try:
+            os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops its node's processes
+        except ProcessLookupError:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=30)
+    for p in alive:
         try:
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(list(victims.values()), timeout=20)
+    psutil.wait_procs(alive, timeout=10)
 
 
 @pytest.fixture(scope="module")
 def two_nodes():
-    """Head (1 CPU, dashboard on 127.0.0.1) plus a second node (1 CPU) joined over loopback, token auth on."""
+    """Head (1 CPU, dashboard on 127.0.0.1) plus a second node (1 CPU) joined over loopback, token auth on;
+    yields ``(env, job API address)``; ``submit(env, job_api, ...)`` runs a job on it."""
     # One temp dir per node (short: Ray's socket paths have a length limit). Nodes sharing one would share its
     # runtime_resources folder, and one node's clean-up would delete the job's working dir under the other.
-    temp_dirs = [tempfile.mkdtemp(prefix=f"gbvray{i}-", dir="/tmp") for i in (1, 2)]
+    state, *temp_dirs = [tempfile.mkdtemp(prefix=f"gbvray{i}-", dir="/tmp") for i in (0, 1, 2)]
     # Token auth with the test session's own token (tests/conftest.py: RAY_AUTH_TOKEN_PATH, 0600, never ~/.ray);
     # every process below (nodes, CLI clients) inherits it.
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("RAY_ADDRESS", None)
-    # Ray's processes learn where the state API is, instead of guessing among the machine's Ray instances.
-    env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{DASHBOARD_PORT}"
-    common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    for name in ("RAY_ADDRESS", "GBVNET_NODE_IP", "SLURM_CPUS_PER_TASK", "SLURM_GPUS_ON_NODE", "SLURM_JOB_ID"):
+        env.pop(name, None)
+    common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20)]
+    nodes = []
     try:
-        ray_cli("start", "--head", "--port", str(GCS_PORT), "--dashboard-host", "127.0.0.1", "--dashboard-port",
-                str(DASHBOARD_PORT), "--dashboard-agent-listen-port", "52399", "--ray-client-server-port", "9099",
-                "--temp-dir", temp_dirs[0], *common, env=env)
-        ray_cli("start", "--address", GCS, "--dashboard-agent-listen-port", "52398", "--resources", '{"node2": 1}',
-                "--temp-dir", temp_dirs[1], *common, env=env)
-        deadline = time.time() + 60
-        while len(alive_nodes(env)) < 2 and time.time() < deadline:
-            time.sleep(1)
-        yield env
+        for role, temp_dir, extra in (("head", temp_dirs[0], []), ("worker", temp_dirs[1], ["--resources",
+                                                                                            '{"node2": 1}'])):
+            nodes.append(subprocess.Popen([str(START_NODE), role, state, *common, *extra], cwd=REPO,
+                                          env={**env, "GBVNET_RAY_TEMP_DIR": temp_dir}, start_new_session=True))
+        waited = subprocess.run([str(START_NODE), "wait", state, "2"], env=env, capture_output=True, text=True,
+                                timeout=1500)  # start-node.sh starts a node again when it fails during start-up
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+        head = dict(line.split("=", 1) for line in waited.stdout.split())
+        env.update(RAY_AUTH_MODE="token", RAY_API_SERVER_ADDRESS=head["RAY_API_SERVER_ADDRESS"])
+        yield env, head["RAY_API_SERVER_ADDRESS"]
     finally:
-        stop_own_processes(temp_dirs)
-        for d in temp_dirs:
+        stop(nodes)
+        for d in (state, *temp_dirs):
             shutil.rmtree(d, ignore_errors=True)
 
 
-def alive_nodes(env: dict) -> list[dict]:
-    nodes = json.loads(ray_cli("list", "nodes", "--address", GCS, "--format", "json", env=env).stdout)
+def alive_nodes(env: dict, job_api: str) -> list[dict]:
+    nodes = json.loads(ray_cli("list", "nodes", "--address", job_api, "--format", "json", env=env).stdout)
     return [n for n in nodes if n["state"] == "ALIVE"]
 
 
-def submit(env: dict, *entrypoint: str) -> str:
+def submit(env: dict, job_api: str, *entrypoint: str) -> str:
+    """``ray job submit`` as cluster/README.md runs it (repository uploaded, runtime_env.yaml); asserts success and
+    returns what the job printed."""
     proc = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{DASHBOARD_PORT}",
+        [str(BIN / "ray"), "job", "submit", "--address", job_api,
          "--working-dir", str(REPO), "--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--",
          *entrypoint], env=env, capture_output=True, text=True, timeout=540, cwd=REPO)
     out = proc.stdout + proc.stderr
@@ -96,9 +107,9 @@ def submit(env: dict, *entrypoint: str) -> str:
     return out
 
 
-def actors_by_node(env: dict) -> dict[str, int]:
+def actors_by_node(env: dict, job_api: str) -> dict[str, int]:
     """Ray Train worker actors started so far on this cluster (alive or finished), counted per node id."""
-    actors = json.loads(ray_cli("list", "actors", "--address", GCS, "--format", "json", "--limit", "1000",
+    actors = json.loads(ray_cli("list", "actors", "--address", job_api, "--format", "json", "--limit", "1000",
                                 "--filter", "class_name=RayTrainWorker", env=env).stdout)
     counts: dict[str, int] = {}
     for actor in actors:
@@ -107,10 +118,9 @@ def actors_by_node(env: dict) -> dict[str, int]:
 
 
 def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path):
-    env = two_nodes
-    nodes = alive_nodes(env)
+    env, job_api = two_nodes
+    nodes = alive_nodes(env, job_api)
     assert len(nodes) == 2
-    job_api = f"http://127.0.0.1:{DASHBOARD_PORT}"
     for client, what in (({"RAY_AUTH_MODE": "disabled"}, "without a token"),
                          ({"RAY_AUTH_TOKEN": "not-the-token"}, "with another token")):
         refused = subprocess.run([str(BIN / "ray"), "job", "list", "--address", job_api], env={**env, **client},
@@ -121,18 +131,18 @@ def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path
     storage, uri, best = shared / "ray", f"sqlite:///{shared}/mlflow.db", shared / "best.yaml"
     shared.mkdir()
     # One run, two DDP workers: one CPU each on 1-CPU nodes, so one worker per node (gloo over loopback).
-    out = submit(env, "python", "-m", "gbvnet.train", "--cache", str(mahnob_cache), "--modality", "bio",
+    out = submit(env, job_api, "python", "-m", "gbvnet.train", "--cache", str(mahnob_cache), "--modality", "bio",
                  "--train-subjects", "1", "2", "--val-subjects", "3", "--test-subjects", "4", "--workers", "2",
                  "--epochs", "1", "--storage", str(storage), "--name", "ddp-two-nodes")
     assert "final:" in out and "done=True" in out, out[-3000:]
-    assert set(actors_by_node(env)) == {n["node_id"] for n in nodes}, "the DDP run did not span both nodes"
+    assert set(actors_by_node(env, job_api)) == {n["node_id"] for n in nodes}, "the DDP run did not span both nodes"
 
-    submit(env, "python", "tune/search.py", "--dataset", "mahnob", "--cache", str(mahnob_cache), "--modality",
+    submit(env, job_api, "python", "tune/search.py", "--dataset", "mahnob", "--cache", str(mahnob_cache), "--modality",
            "bio", "--space", "smoke", "--num-samples", "2", "--max-epochs", "1", "--search-subjects", "1", "2",
            "--concurrent", "2", "--storage", str(storage), "--tracking-uri", uri, "--output", str(best))
     assert yaml.safe_load(best.read_text())["search"]["trials"] == 2
 
-    submit(env, "python", "-m", "evaluation.loso", "--dataset", "mahnob", "--cache", str(mahnob_cache),
+    submit(env, job_api, "python", "-m", "evaluation.loso", "--dataset", "mahnob", "--cache", str(mahnob_cache),
            "--modality", "bio", "--config", str(best), "--epochs", "2", "--test-subjects", "3", "4",
            "--folds-in-parallel", "2", "--storage", str(storage), "--tracking-uri", uri,
            "--output", str(shared / "loso.json"))

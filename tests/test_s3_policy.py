@@ -1,0 +1,251 @@
+"""The instance policies of cluster/aws/ against what the code really sends to S3.
+
+The search and a LOSO evaluation run (bio, smoke space, 1 epoch, 2 trials / 2 folds) with ``--cache``,
+``--storage``, ``--output`` and ``--config`` on a local S3 server (moto's, on a free port, in this process). Every
+request it receives is recorded and mapped to the IAM action(s) and resource(s) S3 authorises it by; each must be
+allowed by ``head-policy.json`` and by ``worker-policy.json`` (both node kinds run drivers, trials and folds), as
+judged by :func:`allows`, a small evaluator of the Allow / Deny / Condition rules the policies use. A policy that
+lacks a permission the code needs therefore fails here, not as an AccessDenied on a cluster.
+
+The endpoint and moto's dummy keys travel in the URIs (``s3://KEY:SECRET@bucket/key?endpoint_override=...``),
+which pyarrow reads and pickles with the filesystem, so the session's Ray workers reach the server without any
+environment of their own; on a cluster the same paths are plain ``s3://YOUR_BUCKET/...``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import parse_qs, unquote
+
+import pytest
+
+moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (the dev extra)")
+
+REPO = Path(__file__).resolve().parents[1]
+POLICIES = REPO / "cluster" / "aws"
+BUCKET = "gbvnet-policy-test"  # stands for YOUR_BUCKET, as a user edits it
+
+
+# ------------------------------------------------------------------------------------ requests -> IAM actions
+def authorisations(method: str, path: str, query: str, copy_source: str | None, body: bytes) -> list[tuple]:
+    """``(action, resource ARN, condition context)`` for one S3 REST request (path-style), as S3 authorises it."""
+    bucket, _, key = unquote(path).lstrip("/").partition("/")
+    q = parse_qs(query, keep_blank_values=True)
+    bucket_arn = f"arn:aws:s3:::{bucket}"
+    if not key:
+        if method == "HEAD" or (method == "GET" and ("list-type" in q or not q)):  # HeadBucket, ListObjects(V2)
+            return [("s3:ListBucket", bucket_arn, {"s3:prefix": q["prefix"][0]} if "prefix" in q else {})]
+        if method == "GET" and "location" in q:
+            return [("s3:GetBucketLocation", bucket_arn, {})]
+        if method == "GET" and "uploads" in q:
+            return [("s3:ListBucketMultipartUploads", bucket_arn, {})]
+        if method == "POST" and "delete" in q:  # DeleteObjects: s3:DeleteObject on every key of the body
+            keys = [e.text for e in ET.fromstring(body).iter() if e.tag.rsplit("}", 1)[-1] == "Key"]
+            return [("s3:DeleteObject", f"{bucket_arn}/{k}", {}) for k in keys]
+        raise ValueError(f"unmapped bucket request {method} {path}?{query}: teach authorisations() about it")
+    arn = f"{bucket_arn}/{key}"
+    if method in ("HEAD", "GET"):
+        return [("s3:ListMultipartUploadParts" if "uploadId" in q else "s3:GetObject", arn, {})]
+    if method == "PUT" and copy_source:  # CopyObject (pyarrow's move): read the source, write the target
+        return [("s3:GetObject", f"arn:aws:s3:::{unquote(copy_source).lstrip('/')}", {}), ("s3:PutObject", arn, {})]
+    if method in ("PUT", "POST"):  # PutObject, and the multipart upload's create / part / complete
+        return [("s3:PutObject", arn, {})]
+    if method == "DELETE":
+        return [("s3:AbortMultipartUpload" if "uploadId" in q else "s3:DeleteObject", arn, {})]
+    raise ValueError(f"unmapped object request {method} {path}?{query}: teach authorisations() about it")
+
+
+# ------------------------------------------------------------------------------------------ policy evaluator
+def _listed(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _like(pattern: str, value: str, ignore_case: bool = False) -> bool:
+    """IAM wildcards: ``*`` any run of characters, ``?`` one character; nothing else is special."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.I if ignore_case else 0) is not None
+
+
+def _condition_holds(condition: dict, context: dict) -> bool:
+    for operator, tests in condition.items():
+        for key, wanted in tests.items():
+            present = key in context
+            if operator == "Null":
+                holds = (str(wanted).lower() == "true") != present
+            elif operator in ("StringEquals", "StringLike"):
+                holds = present and any(w == context[key] if operator == "StringEquals" else _like(w, context[key])
+                                        for w in _listed(wanted))
+            else:
+                raise ValueError(f"condition operator {operator} is not known to this evaluator")
+            if not holds:
+                return False
+    return True
+
+
+def allows(policy: dict, action: str, resource: str, context: dict) -> bool:
+    """IAM's decision for one identity policy: an explicit Deny wins, else any matching Allow, else denied."""
+    allowed = False
+    for st in policy["Statement"]:
+        unknown = {"NotAction", "NotResource", "Principal", "NotPrincipal"} & set(st)
+        if unknown:
+            raise ValueError(f"{st.get('Sid')}: {sorted(unknown)} are not known to this evaluator")
+        if not any(_like(a, action, ignore_case=True) for a in _listed(st["Action"])):
+            continue
+        if not any(_like(r, resource) for r in _listed(st["Resource"])):
+            continue
+        if not _condition_holds(st.get("Condition", {}), context):
+            continue
+        if st["Effect"] == "Deny":
+            return False
+        allowed = True
+    return allowed
+
+
+def load_policy(role: str) -> dict:
+    return json.loads((POLICIES / f"{role}-policy.json").read_text().replace("YOUR_BUCKET", BUCKET))
+
+
+def denied(policy: dict, requests: list[tuple]) -> list[str]:
+    return sorted({f"{action} {resource} {context or ''}" for request in requests
+                   for action, resource, context in authorisations(*request)
+                   if not allows(policy, action, resource, context)})
+
+
+def test_evaluator_follows_iam_rules():
+    policy = {"Statement": [
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::b",
+         "Condition": {"StringLike": {"s3:prefix": ["p", "p/*"]}}},
+        {"Effect": "Allow", "Action": ["s3:Get*"], "Resource": "arn:aws:s3:::b/p/*"},
+        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/p/secret"},
+    ]}
+    assert allows(policy, "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "p/x/"})
+    assert not allows(policy, "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "q/"})
+    assert not allows(policy, "s3:ListBucket", "arn:aws:s3:::b", {})  # a missing key fails a String condition
+    assert allows(policy, "s3:GetObject", "arn:aws:s3:::b/p/a", {})
+    assert not allows(policy, "s3:GetObject", "arn:aws:s3:::b/p/secret", {})
+    assert not allows(policy, "s3:PutObject", "arn:aws:s3:::b/p/a", {})
+    assert authorisations("POST", f"/{BUCKET}", "delete", None,
+                          b"<Delete><Object><Key>gbvnet/ray/a</Key></Object></Delete>") == [
+        ("s3:DeleteObject", f"arn:aws:s3:::{BUCKET}/gbvnet/ray/a", {})]
+
+
+# ------------------------------------------------------------------------------------- the recorded workload
+class Recorder:
+    """WSGI middleware in front of moto: ``(method, path, query, copy source, body)`` of every request."""
+
+    def __init__(self, app):
+        self.app, self.requests, self.on = app, [], False
+
+    def __call__(self, environ, start_response):
+        query = environ.get("QUERY_STRING", "")
+        body = b""
+        if "delete" in parse_qs(query, keep_blank_values=True):  # the keys of DeleteObjects are in the body
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+        if self.on:
+            self.requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), query,
+                                  environ.get("HTTP_X_AMZ_COPY_SOURCE"), body))
+        return self.app(environ, start_response)
+
+
+@pytest.fixture(scope="module")
+def s3(mahnob_cache):
+    """A moto S3 server on a free port with the bucket and the prepared cache under ``gbvnet/cache/mahnob``;
+    yields ``(uri, recorder)``, ``uri(key)`` being the URI of a key in the bucket."""
+    import boto3
+    import pyarrow.fs as pafs
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args) -> None:  # the recorder keeps what matters
+            pass
+
+    recorder = Recorder(moto_server.DomainDispatcherApplication(moto_server.create_backend_app))
+    server = make_server("127.0.0.1", 0, recorder, threaded=True, request_handler=Quiet)  # port 0: the OS picks a free one
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"127.0.0.1:{server.server_port}"
+
+    def uri(key: str) -> str:
+        return f"s3://testing:testing@{BUCKET}/{key}?endpoint_override={endpoint}&scheme=http"
+
+    try:
+        boto3.client("s3", endpoint_url=f"http://{endpoint}", region_name="us-east-1", aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+        fs, cache = pafs.FileSystem.from_uri(uri("gbvnet/cache/mahnob"))  # `gbvnet.prepare --cache s3://...`
+        pafs.copy_files(str(mahnob_cache), cache, destination_filesystem=fs)  # (by the user, not the nodes)
+        yield uri, recorder
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def cluster_requests(s3, ray_session, tmp_path_factory, monkeypatch_module) -> list[tuple]:
+    """What the nodes send: the search, then the evaluation of its best config, as in cluster/README.md."""
+    from evaluation import loso
+    from tune import search
+
+    uri, recorder = s3
+    monkeypatch_module.setenv("GBVNET_LOCAL_CACHE", str(tmp_path_factory.mktemp("node-cache")))
+    mlflow = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    best = uri("gbvnet/results/best-mahnob-valence.yaml")
+    recorder.on = True
+    search.main(["--dataset", "mahnob", "--cache", uri("gbvnet/cache/mahnob"), "--modality", "bio", "--space",
+                 "smoke", "--num-samples", "2", "--max-epochs", "1", "--search-subjects", "1", "2", "--concurrent",
+                 "2", "--storage", uri("gbvnet/ray"), "--tracking-uri", mlflow, "--output", best, "--quiet"])
+    doc = loso.main(["--dataset", "mahnob", "--cache", uri("gbvnet/cache/mahnob"), "--modality", "bio",
+                     "--config", best, "--epochs", "1", "--test-subjects", "3", "4", "--storage", uri("gbvnet/ray"),
+                     "--tracking-uri", mlflow, "--output", uri("gbvnet/results/loso-mahnob-valence.json")])
+    recorder.on = False
+    assert [f["fold"] for f in doc["folds"]] == ["subject-3", "subject-4"]
+    # pyarrow probes the endpoint once with a HEAD of a bucket name that cannot exist; no policy is involved
+    return [r for r in recorder.requests if r[1].lstrip("/").split("/")[0] == BUCKET]
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.mark.parametrize("role", ["head", "worker"])
+def test_policy_allows_every_request_of_the_search_and_the_evaluation(cluster_requests, role):
+    actions = {a for r in cluster_requests for a, _, _ in authorisations(*r)}
+    # the workload exercised what the policies are about: listing, reads, writes, moves, deletes
+    assert {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= actions, actions
+    assert not denied(load_policy(role), cluster_requests), "\n".join(denied(load_policy(role), cluster_requests))
+
+
+def without(policy: dict, action: str, resource: str) -> dict:
+    """A copy of ``policy`` whose Allow statements no longer grant ``action`` on ``resource`` (the statement's other
+    actions and resources stay granted)."""
+    policy = copy.deepcopy(policy)
+    for st in list(policy["Statement"]):
+        if st["Effect"] == "Allow" and action in _listed(st["Action"]) and resource in _listed(st["Resource"]):
+            st["Action"] = [a for a in _listed(st["Action"]) if a != action] or ["none:None"]
+            kept = [r for r in _listed(st["Resource"]) if r != resource]
+            if kept:
+                policy["Statement"].append({**st, "Action": [action], "Resource": kept})
+    return policy
+
+
+@pytest.mark.parametrize("action, resource", [
+    ("s3:PutObject", f"arn:aws:s3:::{BUCKET}/gbvnet/results/*"),  # --output
+    ("s3:PutObject", f"arn:aws:s3:::{BUCKET}/gbvnet/ray/*"),  # checkpoints, experiment state
+    ("s3:GetObject", f"arn:aws:s3:::{BUCKET}/gbvnet/cache/*"),  # the window cache
+    ("s3:DeleteObject", f"arn:aws:s3:::{BUCKET}/gbvnet/results/*"),  # pyarrow's move: copy, then delete
+    ("s3:ListBucket", f"arn:aws:s3:::{BUCKET}"),  # HeadBucket, existence checks
+])
+def test_policy_missing_a_needed_permission_is_caught(cluster_requests, action, resource):
+    policy = load_policy("worker")
+    assert not denied(policy, cluster_requests)
+    refused = denied(without(policy, action, resource), cluster_requests)
+    prefix = resource.removesuffix("*")
+    assert [d for d in refused if d.startswith(f"{action} {prefix}")], refused
