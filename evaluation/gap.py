@@ -204,31 +204,35 @@ def format_gap(document: dict) -> str:
     return "\n".join(lines)
 
 
-def log_gap(spec: EvalSpec, index, arms: dict[str, Arm], results: dict[str, list], documents: dict[str, dict],
-            key: str) -> Tracker:
-    """The gap's MLflow parent run, with each arm logged as an evaluation's parent run would be, nested under it."""
+def log_gap(spec: EvalSpec, index, arms: dict[str, Arm], results: dict[str, list], document: dict,
+            key: str) -> None:
+    """The gap's MLflow parent run: its parameters, metrics, ``gap.json`` and plot, with each arm logged as an
+    evaluation's parent run would be, nested under it; the run ids are written into ``document``."""
     tracker = Tracker(tracking_uri(spec.tracking_uri), spec.experiment_name, key, resume=spec.resume,
                       run_name=f"gap-{spec.model.modality}-{spec.model.fusion.kind}-{spec.train.target}-"
                                f"{spec.preset}-{key[:6]}")
     tracker.log_cache(spec.cache, index, context="evaluation")
-    loso = arms["loso"].spec
     tracker.log_params({"protocol": "gap", "dataset": spec.dataset, "cache": spec.cache,
                         "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
-                        "seed": spec.train.seed, "model": to_dict(spec.model),
-                        "train": to_dict(spec.train), "k": arms["subject-dependent"].spec.protocol_args["k"],
-                        "validation": loso.protocol_args["validation"], "rows": spec.rows,
+                        "seed": spec.train.seed, "model": to_dict(spec.model), "train": to_dict(spec.train),
+                        "k": document["k"], "validation": document["validation"], "rows": spec.rows,
                         "protocols": " ".join(ARMS)})
-    tested = documents["loso"]["tested_subjects"]
+    tested = document["subjects"]
     tracker.set_tags({"kind": "gap", "protocol": "gap", "dataset": spec.dataset, "modality": spec.model.modality,
                       "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky_arm": "segment-random",
                       "tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested)})
+    documents = document["protocols"]
     for protocol, arm in arms.items():
         child = start_run(arm.spec, index, arm.folds, tested, arm.spec.invocation_key(index.manifest_hash))
         child.set_tags({"mlflow.parentRunId": tracker.run_id, "gap_run": tracker.run_id})
         log_results(child, arm.spec, index, arm.folds, results[protocol], documents[protocol], arm.audit)
         child.finish()
-        documents[protocol]["mlflow_run_id"] = child.run_id
-    return tracker
+        documents[protocol].update(mlflow_run_id=child.run_id, mlflow_experiment=spec.experiment_name)
+    document.update(mlflow_run_id=tracker.run_id, mlflow_experiment=spec.experiment_name)
+    tracker.log_metrics(document["metrics"])
+    tracker.log_json({k: v for k, v in document.items() if k != "protocols"}, "gap.json")
+    tracker.log_file(plots.save_figures({"protocol_gap.png": plots.gap_figure(documents)})[0])
+    tracker.finish()
 
 
 def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects") -> dict:
@@ -250,17 +254,12 @@ def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects") -> dict:
                                "fusion": spec.model.fusion.kind, "cache": spec.cache, "tested_subjects": tested,
                                **score(arm.spec, cache, index, arm.folds, results[protocol]), "audit": arm.audit}
     gaps = inflation(documents)
-    tracker = log_gap(spec, index, arms, results, documents, key)
     document = {"kind": "gap", "dataset": spec.dataset, "target": spec.train.target,
                 "modality": spec.model.modality, "fusion": spec.model.fusion.kind, "preset": spec.preset,
                 "seed": spec.train.seed, "k": k, "validation": validation, "rows": spec.rows,
                 "subjects": documents["loso"]["tested_subjects"], "protocols": documents, "inflation": gaps,
-                "metrics": flat_metrics(documents, gaps), "mlflow_run_id": tracker.run_id,
-                "mlflow_experiment": spec.experiment_name}
-    tracker.log_metrics(document["metrics"])
-    tracker.log_json({k_: v for k_, v in document.items() if k_ != "protocols"}, "gap.json")
-    tracker.log_file(plots.save_figures({"protocol_gap.png": plots.gap_figure(documents)})[0])
-    tracker.finish()
+                "metrics": flat_metrics(documents, gaps)}
+    log_gap(spec, index, arms, results, document, key)
     return document
 
 
