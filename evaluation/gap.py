@@ -72,6 +72,7 @@ class Arm:
     folds: list[Fold]
     jobs: list[Job]
     audit: dict
+    tested: list[int]  # the subjects its folds test
 
     @property
     def names(self) -> list[str]:
@@ -103,8 +104,8 @@ def check_inputs(spec: EvalSpec, index, k: int, validation: str) -> None:
     trials = {s: len(np.unique(index.trial[rows][index.subject[rows] == s])) for s in subjects}
     short = {s: n for s, n in trials.items() if n < k + 1}
     if short:
-        raise GapInputError(f"subject-dependent and segment-random (k={k}) need at least k+1 = {k + 1} trials per "
-                            f"subject (k folds plus validation); subjects {sorted(short)} of cache {spec.cache} have "
+        raise GapInputError(f"subject-dependent (k={k}) needs at least k+1 = {k + 1} trials per subject (k folds "
+                            f"plus validation); subjects {sorted(short)} of cache {spec.cache} have "
                             f"{', '.join(str(short[s]) for s in sorted(short))} (use a smaller --k)")
 
 
@@ -124,10 +125,10 @@ def plan(specs: dict[str, EvalSpec], index) -> dict[str, Arm]:
                                          spec.allow_searched_test_subjects)}
         if spec.leaky:
             audit["leaky_split"] = LEAKY_AUDIT
-        arms[protocol] = Arm(spec, folds, jobs, audit)
-    tested = {p: subjects_with_rows(index, np.concatenate([f.test for f in a.folds])) for p, a in arms.items()}
-    if len({tuple(t) for t in tested.values()}) != 1:
-        raise GapInputError(f"the protocols would test different subjects: {tested}")
+        arms[protocol] = Arm(spec, folds, jobs, audit, tested)
+    if len({tuple(a.tested) for a in arms.values()}) != 1:
+        raise GapInputError(f"the protocols would test different subjects: "
+                            f"{ {p: a.tested for p, a in arms.items()} }")
     return arms
 
 
@@ -151,15 +152,12 @@ def run_pooled(spec: EvalSpec, arms: dict[str, Arm], key: str) -> dict[str, list
 def inflation(documents: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """Per neighbouring pair of protocols (leaky - trial, trial - loso) and metric: the paired comparison of the
     per-subject scores (two-sided Wilcoxon, rank-biserial effect size); empty with fewer than 2 subjects."""
-    out: dict[str, dict[str, dict]] = {}
-    for a, b in report.GAP_PAIRS:
-        pa, pb = (next(p for p, short in report.GAP_ARMS.items() if short == name) for name in (a, b))
-        if len(documents[pa]["per_subject"]) < 2:
-            continue
-        out[f"{a}_minus_{b}"] = {m: paired_comparison(aggregate.per_subject_scores(documents[pa], m),
-                                                      aggregate.per_subject_scores(documents[pb], m))
-                                 for m in METRICS}
-    return out
+    by_short = {short: documents[p] for p, short in report.GAP_ARMS.items()}
+    if len(by_short["loso"]["per_subject"]) < 2:
+        return {}
+    return {f"{a}_minus_{b}": {m: paired_comparison(aggregate.per_subject_scores(by_short[a], m),
+                                                    aggregate.per_subject_scores(by_short[b], m)) for m in METRICS}
+            for a, b in report.GAP_PAIRS}
 
 
 def flat_metrics(documents: dict[str, dict], gaps: dict[str, dict[str, dict]]) -> dict[str, float]:
@@ -248,10 +246,9 @@ def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects") -> dict:
     documents = {}
     for protocol, arm in arms.items():
         arm.audit.update(check_normalizers(arm.folds, [r.metrics.get("normalizer_digest") for r in results[protocol]]))
-        tested = subjects_with_rows(index, np.concatenate([f.test for f in arm.folds]))
         documents[protocol] = {"protocol": protocol, "leaky": arm.spec.leaky, "dataset": spec.dataset,
                                "target": spec.train.target, "modality": spec.model.modality,
-                               "fusion": spec.model.fusion.kind, "cache": spec.cache, "tested_subjects": tested,
+                               "fusion": spec.model.fusion.kind, "cache": spec.cache, "tested_subjects": arm.tested,
                                **score(arm.spec, cache, index, arm.folds, results[protocol]), "audit": arm.audit}
     gaps = inflation(documents)
     document = {"kind": "gap", "dataset": spec.dataset, "target": spec.train.target,

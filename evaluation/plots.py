@@ -105,12 +105,12 @@ def gap_figure(documents: dict[str, dict]) -> plt.Figure:
             if name == "model":
                 ax.plot(x + dx, y, "o", color=colour, ms=7, label=label)
             else:
-                ax.plot(x + dx, y, GAP_MARKERS.get(name, "."), color=colour, ms=5, alpha=0.7,
-                        mfc="none", label=f"{name} ({protocol})")
+                ax.plot(x + dx, y, GAP_MARKERS.get(name, "."), color=colour, ms=5, alpha=0.7, mfc="none")
+    for name, marker in GAP_MARKERS.items():  # one legend entry per baseline, in the protocols' colours
+        ax.plot([], [], marker, color="grey", mfc="none", label=f"{name} baseline")
     ax.axhline(0.5, color="grey", lw=1, ls="--")
     ax.set_xticks(x, [str(s) for s in subjects])
-    ax.set(xlabel="test subject", ylabel="accuracy", ylim=(0, 1.02),
-           title="Per-subject test accuracy by protocol (baselines: small markers)")
+    ax.set(xlabel="test subject", ylabel="accuracy", ylim=(0, 1.02), title="Test accuracy per subject and protocol")
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
