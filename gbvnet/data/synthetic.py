@@ -406,7 +406,7 @@ def write_deap(out: str | Path, subjects: int = 3, trials: int = 40, seed: int =
     """Write a DEAP-layout corpus for subjects 1..``subjects`` (videos for 1-22, ``video_size`` = (width,
     height) at ``video_fps``); return the truth manifest.
 
-    The manifest: ``{"format", "seed", "label_noise", "trials": [{"subject", "trial" (Experiment_id),
+    The manifest: ``{"format", "seed", "label_noise", "trial_signature", "trials": [{"subject", "trial" (Experiment_id),
     "presentation" (Trial), "valence", "arousal", "noisy_valence", "noisy_arousal", "video" (relative path or
     None)}, ...]}``.
     """
@@ -460,7 +460,7 @@ def write_mahnob(out: str | Path, subjects: int = 2, trials: int = 20, seed: int
     """Write a MAHNOB-HCI-layout corpus (``duration`` s stimuli; colour videos of ``video_size`` = (width,
     height) at ``video_fps``); return the truth manifest.
 
-    The manifest: ``{"format", "seed", "label_noise", "trials": [{"subject", "trial" (session id), "valence",
+    The manifest: ``{"format", "seed", "label_noise", "trial_signature", "trials": [{"subject", "trial" (session id), "valence",
     "arousal", "noisy_valence", "noisy_arousal", "bdf", "video" (relative paths; video may be None)}, ...],
     "unrated": [relative session.xml paths without felt ratings]}``.
     """
