@@ -1,5 +1,6 @@
 """Plots logged with every evaluation: per-subject accuracy (model beside every baseline), summed confusion matrix,
-learning curves (training loss and the model-selection metric, validation macro-F1)."""
+learning curves (training loss and the model-selection metric, validation macro-F1); and the protocol gap's
+per-subject accuracy under each protocol (:func:`gap_figure`)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,14 @@ def make_all(summary: dict, histories: dict[str, list[dict]], baselines: dict[st
     ``summary`` and each of ``baselines`` (name -> summary on the same folds) are
     :func:`evaluation.aggregate.summarise` outputs; ``histories`` maps a fold to its per-epoch results.
     """
+    return save_figures({"per_subject_accuracy.png": per_subject_figure(summary, baselines or {}),
+                         "confusion_matrix.png": confusion_figure(summary),
+                         "learning_curves.png": learning_curves(histories)}, folder)
+
+
+def save_figures(figures: dict[str, plt.Figure], folder: str | Path) -> list[Path]:
+    """Write each figure as its PNG file name into ``folder`` (and close it); return the paths."""
     out = Path(folder)
-    figures = {"per_subject_accuracy.png": per_subject_figure(summary, baselines or {}),
-               "confusion_matrix.png": confusion_figure(summary), "learning_curves.png": learning_curves(histories)}
     for name, fig in figures.items():
         fig.savefig(out / name, dpi=100)
         plt.close(fig)
@@ -75,5 +81,35 @@ def learning_curves(histories: dict[str, list[dict]]) -> plt.Figure:
             ylim=(0, 1))
     if len(histories) <= 12:
         ax2.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+GAP_MARKERS = {"majority": "_", "stratified": "x", "bandpower_logreg": "^"}
+
+
+def gap_figure(documents: dict[str, dict]) -> plt.Figure:
+    """Per subject, the model's test accuracy under each protocol (``documents``: protocol -> its evaluation
+    document, leakiest first; one filled marker colour per protocol) and each baseline on the same folds (small
+    markers in the protocol's colour), with the chance line."""
+    subjects = sorted({r["subject"] for doc in documents.values() for r in doc["per_subject"]})
+    x = np.arange(len(subjects))
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(subjects) + 3), 3.2))
+    offsets = np.linspace(-0.25, 0.25, len(documents))
+    for (protocol, doc), dx, colour in zip(documents.items(), offsets, ("C3", "C0", "C2", "C1"), strict=False):
+        label = protocol + (" (LEAKY)" if doc.get("leaky") else "")
+        for name, summary in [("model", doc), *doc.get("baselines", {}).items()]:
+            scores = {r["subject"]: r["accuracy"] for r in summary["per_subject"]}
+            y = [scores.get(s, np.nan) for s in subjects]
+            if name == "model":
+                ax.plot(x + dx, y, "o", color=colour, ms=7, label=label)
+            else:
+                ax.plot(x + dx, y, GAP_MARKERS.get(name, "."), color=colour, ms=5, alpha=0.7, mfc="none")
+    for name, marker in GAP_MARKERS.items():  # one legend entry per baseline, in the protocols' colours
+        ax.plot([], [], marker, color="grey", mfc="none", label=f"{name} baseline")
+    ax.axhline(0.5, color="grey", lw=1, ls="--")
+    ax.set_xticks(x, [str(s) for s in subjects])
+    ax.set(xlabel="test subject", ylabel="accuracy", ylim=(0, 1.02), title="Test accuracy per subject and protocol")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig

@@ -23,6 +23,11 @@ share a block. Within a block, cells that were trained, validated or tested on d
 ``[b]``, ...: compare only cells with the same letter. ``--compare A B`` pairs the two runs' per-subject accuracies (the subjects both
 tested), prints the differences, the two-sided Wilcoxon signed-rank test and the rank-biserial effect size, and
 logs the comparison as ``comparisons/vs_<B>.json`` on run A.
+
+Protocol-gap runs (``python -m evaluation.gap``) in the experiments get their own tables after the runs table
+(:func:`gap_tables`): per protocol the model's accuracy, balanced accuracy and macro-F1 and the baselines'
+accuracy on the same folds, then the inflation between neighbouring protocols with its paired test; their three
+evaluations are listed in the runs table like any evaluation.
 """
 
 from __future__ import annotations
@@ -51,6 +56,22 @@ def modality_rows() -> list[tuple[tuple[str, str, str], str]]:
     """The ablation table's rows: ``((modality, fusion kind, rows), label)``, the single modalities, then one
     face+bio row per registered fusion kind (:data:`gbvnet.config.FUSIONS`)."""
     return [*SINGLE_MODALITY_ROWS, *((("facebio", k.name, "face"), k.label) for k in FUSIONS.values())]
+
+
+# The protocol gap (evaluation.gap): each protocol's short name in the gap run's metrics, leakiest first, and the
+# neighbouring pairs whose per-subject difference is the inflation (metric ``<a>_minus_<b>_<metric>_<field>``).
+GAP_ARMS = {"segment-random": "leaky", "subject-dependent": "trial", "loso": "loso"}
+GAP_PAIRS = (("leaky", "trial"), ("trial", "loso"))
+GAP_LABELS = {"leaky": "segment-random, LEAKY (windows of a trial in train and test)",
+              "trial": "subject-dependent (trials kept apart)", "loso": "LOSO (subjects kept apart)"}
+GAP_METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"))
+GAP_READING = (
+    "How to read it: the three rows are one configuration, seed and set of windows, split three ways. "
+    "leaky - trial is what recognising a trial from its other windows adds; trial - loso is what knowing the "
+    "person adds; the baselines moving with the protocol show the split, not the model, at work. The p-values "
+    "are two-sided paired Wilcoxon tests over subjects (n: subjects with a non-zero difference), r the "
+    "rank-biserial effect size. This measures this configuration on this data; it is not a claim about any "
+    "paper's code.")
 
 
 def mean_sd(metrics: dict, name: str, with_n: bool = False) -> str:
@@ -152,6 +173,50 @@ def ablation_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[st
     return out
 
 
+def gap_title(d: dict) -> str:
+    """The heading of a gap's tables, from its ``--output`` document or its run's params and tags."""
+    return (f"protocol gap on {d['dataset']}: {d['modality']} ({d['fusion']}), target {d['target']}, seed {d['seed']}, "
+            f"k={d['k']}, LOSO validation on {d['validation']}, subjects {d['subjects']}")
+
+
+def gap_tables(m: dict, title: str) -> list[tuple[str, list[str], list[list[str]]]]:
+    """A gap run's tables from its metrics ``m`` (:func:`evaluation.gap.flat_metrics`): per protocol the model's
+    scores and the baselines' accuracy (mean ± sd over subjects), then the inflation with its paired tests."""
+    baselines = [b for b in BASELINES if f"loso_baseline_{b}_test_accuracy_mean" in m]
+    header = ["protocol", *(label for _, label in GAP_METRICS), *(f"{b} accuracy" for b in baselines), "subjects"]
+    body = [[GAP_LABELS[a], *(mean_sd(m, f"{a}_test_{name}") for name, _ in GAP_METRICS),
+             *(mean_sd(m, f"{a}_baseline_{b}_test_accuracy") for b in baselines),
+             str(int(m.get(f"{a}_test_accuracy_n", 0)))] for a in GAP_ARMS.values()]
+    tests = []
+    for a, b in GAP_PAIRS:
+        for name, label in GAP_METRICS:
+            key = f"{a}_minus_{b}_{name}"
+            if f"{key}_p_value" not in m:
+                continue
+            unreachable = m[f"{key}_min_p"] >= ALPHA
+            tests.append([f"{a} - {b}", label, f"{m[f'{key}_mean_difference']:+.3f}",
+                          f"{int(m[f'{key}_n'])} of {int(m[f'{key}_n_subjects'])}", f"{m[f'{key}_p_value']:.3g}",
+                          f"{m[f'{key}_effect_size']:+.2f}",
+                          "p<0.05 out of reach with so few pairs" if unreachable else ""])
+    return [(f"{title} (mean ± sd over subjects)", header, body),
+            ("inflation: per-subject difference, paired over subjects (two-sided Wilcoxon signed-rank)",
+             ["difference", "metric", "mean", "non-zero pairs of subjects", "p", "effect size r", "note"], tests)]
+
+
+def gap_runs(client: MlflowClient, experiments: list[str]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The tables of every finished gap run in ``experiments`` (newest first)."""
+    ids = [e.experiment_id for e in map(client.get_experiment_by_name, experiments) if e is not None]
+    runs = client.search_runs(ids, "tags.kind = 'gap' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1000) if ids else []
+    tables = []
+    for run in runs:
+        params, tags = run.data.params, run.data.tags
+        title = gap_title({**tags, "seed": params.get("seed"), "k": params.get("k"),
+                           "validation": params.get("validation"), "subjects": tags.get("tested_subjects")})
+        tables += gap_tables(run.data.metrics, f"{title}, run {run.info.run_id[:8]}")
+    return tables
+
+
 def resolve_runs(client: MlflowClient, *refs: str) -> list[str]:
     """The full ids of the evaluation parent runs whose ids start with ``refs`` (the tables show 8 characters)."""
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -226,7 +291,7 @@ def build(args: argparse.Namespace) -> str:
         raise SystemExit(f"no finished evaluation runs in {args.experiment}")
     tables = ablation_tables(rows) if args.ablation else \
         [(f"runs in {', '.join(args.experiment)} (test metrics: mean ± sd over subjects)", *runs_table(rows))]
-    return render(tables, args.format)
+    return render(tables + gap_runs(client, args.experiment), args.format)
 
 
 def build_parser() -> argparse.ArgumentParser:

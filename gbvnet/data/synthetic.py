@@ -55,6 +55,13 @@ hair and face position/size, so cross-subject prediction is harder than within-s
 latents exactly would reach an accuracy of ``1 - round(label_noise * T) / T`` per target (0.9 for the default
 label_noise 0.1 and 40 or 20 trials), and no model can do better in expectation: the flipped trials are
 unlearnable by construction.
+
+A trial signature (``trial_signature=S``, ``--trial-signature S``; default 0, none) adds to every trial, while the
+stimulus runs, an offset on each EEG channel drawn per trial and channel (S times the EEG's RMS times a standard
+normal), unrelated to the ratings: what makes real trials recognisable whatever the emotion (electrode drift,
+impedance, posture). A split that puts windows of one trial in training and test (``segment-random``) can then
+score by recognising the trial; splits that keep trials apart cannot (``python -m evaluation.gap`` shows the
+difference).
 """
 
 from __future__ import annotations
@@ -104,6 +111,8 @@ STATUS_CODE = 0x100000  # Status bits set throughout (BioSemi system bits above 
 TRIGGER = 16  # trigger code of the stimulus onset and offset pulses
 TRUTH_FILE = "synthetic_truth.json"
 
+_EEG_CHANNELS = 32  # the first 32 channels of both layouts
+_EEG_RMS = 6.6  # uV: RMS of the synthetic EEG (background 4.8, alpha 4.2, beta 1.8)
 _LEFT_FRONTAL = ("Fp1", "AF3", "F3", "F7", "FC5", "FC1")
 _RIGHT_FRONTAL = ("Fp2", "AF4", "F4", "F8", "FC6", "FC2")
 _DIGITAL = (-(2**23), 2**23 - 1)
@@ -272,12 +281,17 @@ def _ecg(xa, sfreq, subj: _Subject) -> np.ndarray:
     return 800 * np.exp(-(beat**2) / (2 * 0.05**2)) + 150 * np.exp(-((beat - 1.2) ** 2) / (2 * 0.3**2))
 
 
+def _signature_course(t, start, end, signature: np.ndarray) -> np.ndarray:
+    """The trial's EEG offsets (:func:`_signatures`) while the stimulus runs, zero outside it."""
+    return signature[:, None] * ((t >= start) & (t < end))
+
+
 def _latent_courses(t, start, end, subj: _Subject, xv: float, xa: float):
     active = ((t >= start) & (t < end)).astype(float)
     return subj.offset_v + xv * active, subj.offset_a + xa * active
 
 
-def _deap_trial(rng, subj: _Subject, xv: float, xa: float) -> np.ndarray:
+def _deap_trial(rng, subj: _Subject, xv: float, xa: float, signature: np.ndarray) -> np.ndarray:
     t = np.arange(DEAP_SAMPLES) / DEAP_SFREQ
     v, a = _latent_courses(t, DEAP_STIM_START, t[-1] + 1, subj, xv, xa)
     noise = rng.standard_normal((6, t.size))
@@ -293,11 +307,11 @@ def _deap_trial(rng, subj: _Subject, xv: float, xa: float) -> np.ndarray:
         1000 * np.maximum(np.sin(heart), 0) ** 2,  # Plethysmograph
         32.5 + 0.2 * (subj.conductance - 1) + 0.01 * noise[5],  # Temperature
     ])  # fmt: skip
-    eeg = _eeg(rng, t, v, a, subj, DEAP_CHANNELS[:32])
+    eeg = _eeg(rng, t, v, a, subj, DEAP_CHANNELS[:32]) + _signature_course(t, DEAP_STIM_START, t[-1] + 1, signature)
     return np.concatenate([eeg, peripheral * subj.gains[32:, None]])
 
 
-def _mahnob_trial(rng, subj: _Subject, xv: float, xa: float, duration: float) -> np.ndarray:
+def _mahnob_trial(rng, subj: _Subject, xv: float, xa: float, duration: float, signature: np.ndarray) -> np.ndarray:
     n = int(round((MAHNOB_PRE + duration + MAHNOB_POST) * MAHNOB_SFREQ))
     t = np.arange(n) / MAHNOB_SFREQ
     v, a = _latent_courses(t, MAHNOB_PRE, MAHNOB_PRE + duration, subj, xv, xa)
@@ -315,7 +329,8 @@ def _mahnob_trial(rng, subj: _Subject, xv: float, xa: float, duration: float) ->
         "Resp": 600 * np.sin(_phase(0.25 + 0.08 * a, MAHNOB_SFREQ)),
         "Temp": np.full(n, 32.5 + 0.2 * (subj.conductance - 1)),
     }
-    eeg = _eeg(rng, t, v, a, subj, BDF_CHANNELS[:32])
+    eeg = _eeg(rng, t, v, a, subj, BDF_CHANNELS[:32]) + _signature_course(t, MAHNOB_PRE, MAHNOB_PRE + duration,
+                                                                          signature)
     other = np.stack([rows[name] * g for name, g in zip(BDF_CHANNELS[32:-1], subj.gains[32:-1], strict=True)])
     return np.concatenate([eeg, other, status[None]])
 
@@ -383,13 +398,32 @@ def _write_video(path: Path, rng, subj: _Subject, xv: float, xa: float, start: f
 
 # -------------------------------------------------------------------------------------------------- corpora
 def _subjects(seed: int, subjects: int, channels: tuple[str, ...], trials: int, label_noise: float,
-              integer: bool) -> Iterator[tuple[int, np.random.Generator, _Subject, dict]]:
+              integer: bool, trial_signature: float = 0.0) -> Iterator[tuple[int, np.random.Generator, _Subject, dict]]:
     """For subjects 1..``subjects``: the number, the corpus's generator (``seed``), the subject's traits and its
-    trials' ratings. Each subject's traits and ratings are drawn before the caller draws its trials, so a corpus
-    is a function of its seed."""
+    trials' ratings, with each trial's signature under ``"signature"`` (:func:`_signatures`). Each subject's
+    traits and ratings are drawn before the caller draws its trials, so a corpus is a function of its seed."""
     rng = np.random.default_rng(seed)
     for s in range(1, subjects + 1):
-        yield s, rng, _subject(rng, channels), _ratings(rng, trials, label_noise, integer=integer)
+        subject = _subject(rng, channels)
+        ratings = _ratings(rng, trials, label_noise, integer=integer)
+        ratings["signature"] = _signatures(seed, s, trials, trial_signature)
+        yield s, rng, subject, ratings
+
+
+def _signatures(seed: int, subject: int, trials: int, strength: float) -> np.ndarray:
+    """Per trial, an offset (uV) of each EEG channel during the stimulus: ``strength`` times the EEG's RMS times a
+    standard normal draw per trial and channel, unrelated to the ratings (zeros for ``strength`` 0).
+
+    It stands for what makes a real trial recognisable whatever the emotion (electrode drift, impedance or
+    posture that change between trials). A split that puts windows of one trial in training and test can score
+    by recognising the trial from it; a split that keeps trials apart cannot. Drawn from a generator of its own,
+    so a corpus without signatures is the same as before the option existed.
+    """
+    if strength < 0:
+        raise ValueError(f"trial_signature must be >= 0, got {strength}")
+    if strength == 0:
+        return np.zeros((trials, _EEG_CHANNELS))
+    return strength * _EEG_RMS * np.random.default_rng([seed, subject, 1]).standard_normal((trials, _EEG_CHANNELS))
 
 
 def _write_truth(out: Path, truth: dict) -> dict:
@@ -399,11 +433,11 @@ def _write_truth(out: Path, truth: dict) -> dict:
 
 def write_deap(out: str | Path, subjects: int = 3, trials: int = 40, seed: int = 0, video: bool = True,
                label_noise: float = 0.1, video_size: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE),
-               video_fps: float = VIDEO_FPS) -> dict:
+               video_fps: float = VIDEO_FPS, trial_signature: float = 0.0) -> dict:
     """Write a DEAP-layout corpus for subjects 1..``subjects`` (videos for 1-22, ``video_size`` = (width,
     height) at ``video_fps``); return the truth manifest.
 
-    The manifest: ``{"format", "seed", "label_noise", "trials": [{"subject", "trial" (Experiment_id),
+    The manifest: ``{"format", "seed", "label_noise", "trial_signature", "trials": [{"subject", "trial" (Experiment_id),
     "presentation" (Trial), "valence", "arousal", "noisy_valence", "noisy_arousal", "video" (relative path or
     None)}, ...]}``.
     """
@@ -411,13 +445,14 @@ def write_deap(out: str | Path, subjects: int = 3, trials: int = 40, seed: int =
         raise ValueError(f"need subjects >= 1 and 1 <= trials <= 40, got {subjects} and {trials}")
     out = Path(out)
     rows, truth = [], []
-    for s, rng, subj, r in _subjects(seed, subjects, DEAP_CHANNELS, trials, label_noise, integer=False):
+    for s, rng, subj, r in _subjects(seed, subjects, DEAP_CHANNELS, trials, label_noise, integer=False,
+                                     trial_signature=trial_signature):
         presentation = rng.permutation(trials) + 1  # presentation[k] = Trial of Experiment_id k + 1
         data = np.empty((trials, len(DEAP_CHANNELS), DEAP_SAMPLES))
         labels = np.column_stack([r["valence"][0], r["arousal"][0], rng.uniform(1, 9, (trials, 2)).round(2)])
         for k in range(trials):
             xv, xa = r["valence"][1][k], r["arousal"][1][k]
-            data[k] = _deap_trial(rng, subj, xv, xa)
+            data[k] = _deap_trial(rng, subj, xv, xa, r["signature"][k])
             vid = None
             if video and s <= 22:
                 vid = deap_video_path(out, s, int(presentation[k]))
@@ -436,7 +471,8 @@ def write_deap(out: str | Path, subjects: int = 3, trials: int = 40, seed: int =
         writer.writerow(["Participant_id", "Trial", "Experiment_id", "Start_time", "Valence", "Arousal",
                          "Dominance", "Liking", "Familiarity"])
         writer.writerows(sorted(rows, key=lambda row: (row[0], row[1])))
-    return _write_truth(out, {"format": "deap", "seed": seed, "label_noise": label_noise, "trials": truth})
+    return _write_truth(out, {"format": "deap", "seed": seed, "label_noise": label_noise,
+                              "trial_signature": trial_signature, "trials": truth})
 
 
 def _session_xml(path: Path, attrs: dict[str, str], subject: int, tracks: list[dict[str, str]]) -> None:
@@ -451,11 +487,11 @@ def _session_xml(path: Path, attrs: dict[str, str], subject: int, tracks: list[d
 
 def write_mahnob(out: str | Path, subjects: int = 2, trials: int = 20, seed: int = 0, duration: float = 12.0,
                  video: bool = True, label_noise: float = 0.1, video_size: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE),
-                 video_fps: float = VIDEO_FPS) -> dict:
+                 video_fps: float = VIDEO_FPS, trial_signature: float = 0.0) -> dict:
     """Write a MAHNOB-HCI-layout corpus (``duration`` s stimuli; colour videos of ``video_size`` = (width,
     height) at ``video_fps``); return the truth manifest.
 
-    The manifest: ``{"format", "seed", "label_noise", "trials": [{"subject", "trial" (session id), "valence",
+    The manifest: ``{"format", "seed", "label_noise", "trial_signature", "trials": [{"subject", "trial" (session id), "valence",
     "arousal", "noisy_valence", "noisy_arousal", "bdf", "video" (relative paths; video may be None)}, ...],
     "unrated": [relative session.xml paths without felt ratings]}``.
     """
@@ -464,14 +500,16 @@ def write_mahnob(out: str | Path, subjects: int = 2, trials: int = 20, seed: int
                          f"{duration}")
     out = Path(out)
     truth, unrated = [], []
-    for s, rng, subj, r in _subjects(seed, subjects, BDF_CHANNELS, trials, label_noise, integer=True):
+    for s, rng, subj, r in _subjects(seed, subjects, BDF_CHANNELS, trials, label_noise, integer=True,
+                                     trial_signature=trial_signature):
         base = 130 * (s - 1)
         for k in range(1, trials + 1):
             sid = base + 2 * k
             folder = out / "Sessions" / str(sid)
             xv, xa = r["valence"][1][k - 1], r["arousal"][1][k - 1]
             bdf = folder / f"Part_{s}_S_Trial{k}_emotion.bdf"
-            write_bdf(bdf, list(BDF_CHANNELS), _mahnob_trial(rng, subj, xv, xa, duration), MAHNOB_SFREQ)
+            write_bdf(bdf, list(BDF_CHANNELS), _mahnob_trial(rng, subj, xv, xa, duration, r["signature"][k - 1]),
+                      MAHNOB_SFREQ)
             tracks = [{"type": "Physiological", "id": "0", "filename": bdf.name}]
             vid = None
             if video:
@@ -495,7 +533,8 @@ def write_mahnob(out: str | Path, subjects: int = 2, trials: int = 20, seed: int
         _session_xml(tagging, {"cutNr": "1", "isStim": "1", "experimentType": "tagging",
                                "sessionId": str(tagging_id), "date": "2009-07-09", "mediaFile": "tag1.jpg"}, s, [])
         unrated.append(str(tagging.relative_to(out)))
-    return _write_truth(out, {"format": "mahnob", "seed": seed, "label_noise": label_noise, "trials": truth,
+    return _write_truth(out, {"format": "mahnob", "seed": seed, "label_noise": label_noise,
+                              "trial_signature": trial_signature, "trials": truth,
                               "unrated": unrated})
 
 
@@ -586,6 +625,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, help="MAHNOB / AMIGOS short stimulus length in seconds (default 12)")
     p.add_argument("--long-trials", type=int, help="AMIGOS long videos per participant, 0-4 (default 0)")
     p.add_argument("--label-noise", type=float, default=0.1, help="fraction of trials whose signal contradicts")
+    p.add_argument("--trial-signature", type=float, metavar="S",
+                   help="DEAP / MAHNOB: give every trial an EEG offset pattern unrelated to its ratings, S times the "
+                        "EEG's RMS (default 0: none); a leaky split scores by recognising the trial (evaluation.gap)")
     p.add_argument("--no-video", action="store_true", help="write no face videos")
     p.add_argument("--video-size", default=f"{VIDEO_SIZE}x{VIDEO_SIZE}",
                    help="WIDTHxHEIGHT of the face videos, or 'camera' for the real camera's (DEAP 720x576, MAHNOB "
@@ -609,7 +651,8 @@ def main(argv: list[str] | None = None) -> None:
     size_args = {"subjects": args.subjects, "seed": args.seed, "video": not args.no_video,
                  "label_noise": args.label_noise, "video_size": size, "video_fps": fps}
     size_args |= {name: value for name, value in (("trials", args.trials), ("duration", args.duration),
-                                                  ("long_trials", args.long_trials)) if value is not None}
+                                                  ("long_trials", args.long_trials),
+                                                  ("trial_signature", args.trial_signature)) if value is not None}
     for name in size_args.keys() - inspect.signature(WRITERS[args.format]).parameters.keys():
         p.error(f"--{name.replace('_', '-')} does not apply to {args.format}")
     truth = WRITERS[args.format](args.out, **size_args)

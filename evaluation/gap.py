@@ -1,0 +1,298 @@
+"""``python -m evaluation.gap``: the same configuration, seed and rows under the three protocols, side by side.
+
+    python -m evaluation.gap --dataset deap --cache data/cache/deap --config best.yaml --modality bio --target valence
+
+How much of an accuracy is the split? The configuration is evaluated with
+
+* ``segment-random`` (LEAKY): per subject, k folds over shuffled windows, so windows of one trial sit in training
+  and test (the split most emotion-recognition papers report); ``--allow-leaky-split`` is implied for this arm
+  only, and its audit says so;
+* ``subject-dependent``: per subject, k folds over trials (windows of a trial never straddle training and test);
+* ``loso``: leave one subject out (the model never sees the test person).
+
+Every fold of the three is one pool of Ray Tune trials (one experiment, fold names prefixed with their protocol:
+the cluster runs them side by side rather than three evaluations one after another; ``--resume`` continues it),
+then the results are split back per protocol and scored exactly as :mod:`evaluation.run` scores an evaluation
+(per subject, the baselines on the same folds). The *inflation* is the per-subject difference between
+neighbouring protocols (leaky minus trial-level, trial-level minus LOSO) with a two-sided paired Wilcoxon
+signed-rank test and the rank-biserial effect size over the subjects (:func:`evaluation.stats.paired_comparison`).
+
+MLflow: a parent run (experiment ``gbvnet-<dataset>-gap``; metrics named as :data:`evaluation.report.GAP_ARMS`
+says, the plot ``protocol_gap.png`` and ``gap.json``) with the three evaluations as child runs, each logged like
+an evaluation's parent run (its folds nested under it), so ``evaluation.report`` lists them and its gap table.
+
+The gap measures this configuration on this data. It is not a claim about any paper's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from evaluation import aggregate, plots, report
+from evaluation.audit import audit_folds, check_normalizers, check_search_subjects
+from evaluation.baselines import Baselines
+from evaluation.run import (
+    EvalSpec,
+    add_arguments,
+    log_results,
+    plan_folds,
+    remove_fold_checkpoints,
+    run_folds,
+    score,
+    spec_from_args,
+    start_run,
+)
+from evaluation.stats import paired_comparison
+from gbvnet.cli import one_line_errors
+from gbvnet.config import to_dict
+from gbvnet.data.cache import open_cache
+from gbvnet.launch import exit_on_interrupt, init_ray
+from gbvnet.loop import Job, make_job
+from gbvnet.splits import Fold, LeaveOneSubjectOut, subjects_with_rows, usable_rows
+from gbvnet.storage import write_text
+from gbvnet.tracking import Tracker, git_commit, tracking_uri
+
+ARMS = tuple(report.GAP_ARMS)  # leakiest first
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1")  # shown per protocol, and their inflation
+LEAKY_AUDIT = "implied by evaluation.gap for this arm only (windows of one trial in training and test)"
+
+
+class GapInputError(ValueError):
+    """The cache cannot be evaluated under one of the protocols (too few subjects or trials)."""
+
+
+@dataclass
+class Arm:
+    """One protocol of the gap: its evaluation spec, folds (checked), jobs and leakage audit."""
+
+    spec: EvalSpec
+    folds: list[Fold]
+    jobs: list[Job]
+    audit: dict
+    tested: list[int]  # the subjects its folds test
+
+    @property
+    def names(self) -> list[str]:
+        """The folds' names in the pooled Tune experiment: prefixed with the protocol."""
+        return [f"{self.spec.protocol}-{f.name}" for f in self.folds]
+
+
+def arm_specs(spec: EvalSpec, k: int, validation: str) -> dict[str, EvalSpec]:
+    """The three protocols' specs: ``spec`` (model, training, seed, rows, cache) with each protocol's folds, all
+    logged to the gap's experiment."""
+    seed = spec.train.seed
+    protocol_args = {"segment-random": {"k": k, "seed": seed, "allow_leaky": True},
+                     "subject-dependent": {"k": k, "seed": seed},
+                     "loso": {"seed": seed, "validation": validation}}
+    return {p: replace(spec, protocol=p, protocol_args=protocol_args[p], experiment=spec.experiment_name)
+            for p in ARMS}
+
+
+def check_inputs(spec: EvalSpec, index, k: int, validation: str) -> None:
+    """Refuse (:class:`GapInputError`, naming the protocol and subjects) a cache that one of the protocols cannot
+    split: fewer than 3 subjects (2 with LOSO validation on trials), or subjects with fewer than k+1 trials."""
+    rows = usable_rows(index, spec.model.modality, spec.rows)
+    subjects = subjects_with_rows(index, rows)
+    fewest = 3 if validation == "subjects" else 2
+    if len(subjects) < fewest:
+        raise GapInputError(f"loso (validation on held-out {validation}) needs at least {fewest} subjects with rows "
+                            f"for modality {spec.model.modality!r}; cache {spec.cache} has {len(subjects)}: "
+                            f"subjects {subjects}")
+    trials = {s: len(np.unique(index.trial[rows][index.subject[rows] == s])) for s in subjects}
+    short = {s: n for s, n in trials.items() if n < k + 1}
+    if short:
+        raise GapInputError(f"subject-dependent (k={k}) needs at least k+1 = {k + 1} trials per subject (k folds "
+                            f"plus validation); subjects {sorted(short)} of cache {spec.cache} have "
+                            f"{', '.join(str(short[s]) for s in sorted(short))} (use a smaller --k)")
+
+
+def plan(specs: dict[str, EvalSpec], index) -> dict[str, Arm]:
+    """Each protocol's folds (checked by the leakage guard as they are built), jobs and audit; before Ray starts.
+    The leaky arm's audit records that the gap allowed its split."""
+    arms = {}
+    for protocol, spec in specs.items():
+        try:
+            folds = plan_folds(spec, index)
+            jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky,
+                             manifest_hash=index.manifest_hash) for f in folds]
+        except ValueError as exc:
+            raise GapInputError(f"{protocol}: {exc}") from exc
+        tested = subjects_with_rows(index, np.concatenate([f.test for f in folds]))
+        audit = {**audit_folds(folds),
+                 **check_search_subjects(spec.search, spec.dataset, spec.train.target, index.manifest_hash, tested,
+                                         spec.allow_searched_test_subjects)}
+        if spec.leaky:
+            audit["leaky_split"] = LEAKY_AUDIT
+        arms[protocol] = Arm(spec, folds, jobs, audit, tested)
+    if len({tuple(a.tested) for a in arms.values()}) != 1:
+        raise GapInputError(f"the protocols would test different subjects: "
+                            f"{ {p: a.tested for p, a in arms.items()} }")
+    return arms
+
+
+def gap_key(arms: dict[str, Arm], manifest_hash: str) -> str:
+    """Stable id of the gap: its three evaluations' invocation keys (used by --resume)."""
+    keys = {p: a.spec.invocation_key(manifest_hash) for p, a in arms.items()}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_pooled(spec: EvalSpec, arms: dict[str, Arm], key: str) -> dict[str, list]:
+    """Every fold of every arm as one Tune experiment (``eval-gap-<dataset>-<key>``); each arm's results back."""
+    jobs = [j for a in arms.values() for j in a.jobs]
+    names = [n for a in arms.values() for n in a.names]
+    results = run_folds(spec, jobs, names, key)
+    out, start = {}, 0
+    for protocol, arm in arms.items():
+        out[protocol], start = results[start:start + len(arm.jobs)], start + len(arm.jobs)
+    return out
+
+
+def inflation(documents: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """Per neighbouring pair of protocols (leaky - trial, trial - loso) and metric: the paired comparison of the
+    per-subject scores (two-sided Wilcoxon, rank-biserial effect size); empty with fewer than 2 subjects."""
+    by_short = {short: documents[p] for p, short in report.GAP_ARMS.items()}
+    if len(by_short["loso"]["per_subject"]) < 2:
+        return {}
+    return {f"{a}_minus_{b}": {m: paired_comparison(aggregate.per_subject_scores(by_short[a], m),
+                                                    aggregate.per_subject_scores(by_short[b], m)) for m in METRICS}
+            for a, b in report.GAP_PAIRS}
+
+
+def flat_metrics(documents: dict[str, dict], gaps: dict[str, dict[str, dict]]) -> dict[str, float]:
+    """The gap run's MLflow metrics (the names :func:`evaluation.report.gap_tables` reads)."""
+    metrics = {}
+    for protocol, doc in documents.items():
+        short = report.GAP_ARMS[protocol]
+        for m in METRICS:
+            for stat in ("mean", "std", "n"):
+                metrics[f"{short}_test_{m}_{stat}"] = doc["aggregate"][f"test_{m}_{stat}"]
+        for name, b in doc["baselines"].items():
+            for stat in ("mean", "std"):
+                metrics[f"{short}_baseline_{name}_test_accuracy_{stat}"] = b["aggregate"][f"test_accuracy_{stat}"]
+    for pair, by_metric in gaps.items():
+        for m, cmp in by_metric.items():
+            for field in ("mean_difference", "p_value", "effect_size", "n", "n_subjects", "min_p"):
+                metrics[f"{pair}_{m}_{field}"] = cmp[field]
+    return metrics
+
+
+def per_subject_table(documents: dict[str, dict], metric: str = "accuracy") -> tuple[str, list[str], list[list[str]]]:
+    """Per subject: each protocol's score and the differences between neighbouring protocols."""
+    scores = {report.GAP_ARMS[p]: aggregate.per_subject_scores(doc, metric) for p, doc in documents.items()}
+    header = ["subject", *scores, *(f"{a} - {b}" for a, b in report.GAP_PAIRS)]
+    body = [[str(s), *(f"{scores[a][s]:.3f}" for a in scores),
+             *(f"{scores[a][s] - scores[b][s]:+.3f}" for a, b in report.GAP_PAIRS)]
+            for s in sorted(scores["loso"])]
+    return f"per-subject {metric}", header, body
+
+
+def format_gap(document: dict) -> str:
+    """What the command prints: the gap tables (as ``evaluation.report`` shows them), the per-subject scores,
+    how to read them, each arm's audit and the MLflow run."""
+    title = report.gap_title({**document, "subjects": " ".join(map(str, document["subjects"]))})
+    lines = [report.render(report.gap_tables(document["metrics"], title)
+                           + [per_subject_table(document["protocols"])], "md").rstrip(), "", report.GAP_READING, ""]
+    for protocol, doc in document["protocols"].items():
+        lines.append(f"leakage audit, {protocol}: " + "; ".join(f"{k}={v}" for k, v in doc["audit"].items()
+                                                                 if isinstance(v, str)))
+    lines.append(f"MLflow run {document['mlflow_run_id']} in experiment {document['mlflow_experiment']!r} "
+                 f"(the three evaluations are its child runs)")
+    return "\n".join(lines)
+
+
+def log_gap(spec: EvalSpec, index, arms: dict[str, Arm], results: dict[str, list], document: dict,
+            key: str) -> None:
+    """The gap's MLflow parent run: its parameters, metrics, ``gap.json`` and plot, with each arm logged as an
+    evaluation's parent run would be, nested under it; the run ids are written into ``document``."""
+    tracker = Tracker(tracking_uri(spec.tracking_uri), spec.experiment_name, key, resume=spec.resume,
+                      run_name=f"gap-{spec.model.modality}-{spec.model.fusion.kind}-{spec.train.target}-"
+                               f"{spec.preset}-{key[:6]}")
+    tracker.log_cache(spec.cache, index, context="evaluation")
+    tracker.log_params({"protocol": "gap", "dataset": spec.dataset, "cache": spec.cache,
+                        "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
+                        "seed": spec.train.seed, "model": to_dict(spec.model), "train": to_dict(spec.train),
+                        "k": document["k"], "validation": document["validation"], "rows": spec.rows,
+                        "protocols": " ".join(ARMS)})
+    tested = document["subjects"]
+    tracker.set_tags({"kind": "gap", "protocol": "gap", "dataset": spec.dataset, "modality": spec.model.modality,
+                      "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky_arm": "segment-random",
+                      "tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested)})
+    documents = document["protocols"]
+    for protocol, arm in arms.items():
+        child = start_run(arm.spec, index, arm.folds, tested, arm.spec.invocation_key(index.manifest_hash))
+        child.set_tags({"mlflow.parentRunId": tracker.run_id, "gap_run": tracker.run_id})
+        log_results(child, arm.spec, index, arm.folds, results[protocol], documents[protocol], arm.audit)
+        child.finish()
+        documents[protocol].update(mlflow_run_id=child.run_id, mlflow_experiment=spec.experiment_name)
+    document.update(mlflow_run_id=tracker.run_id, mlflow_experiment=spec.experiment_name)
+    tracker.log_metrics(document["metrics"])
+    tracker.log_json({k: v for k, v in document.items() if k != "protocols"}, "gap.json")
+    with tempfile.TemporaryDirectory(prefix="gbvnet-plots-") as folder:
+        tracker.log_file(plots.save_figures({"protocol_gap.png": plots.gap_figure(documents)}, folder)[0])
+    tracker.finish()
+
+
+def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects") -> dict:
+    """Evaluate ``spec``'s configuration under the three protocols as one pool of folds; returns the ``--output``
+    document (every refusal comes before Ray starts)."""
+    index = open_cache(spec.cache).index()
+    check_inputs(spec, index, k, validation)
+    arms = plan(arm_specs(spec, k, validation), index)
+    init_ray(log_to_driver=False)
+    key = gap_key(arms, index.manifest_hash)
+    baselines = {p: Baselines(spec.cache, arm.folds, index.labels(spec.train.target), spec.train.seed)
+                 for p, arm in arms.items()}  # scored beside the folds
+    results = run_pooled(spec, arms, key)
+    documents = {}
+    for protocol, arm in arms.items():
+        arm.audit.update(check_normalizers(arm.folds, [r.metrics.get("normalizer_digest") for r in results[protocol]]))
+        documents[protocol] = {"protocol": protocol, "leaky": arm.spec.leaky, "dataset": spec.dataset,
+                               "target": spec.train.target, "modality": spec.model.modality,
+                               "fusion": spec.model.fusion.kind, "cache": spec.cache, "tested_subjects": arm.tested,
+                               **score(index, arm.folds, results[protocol], baselines[protocol]), "audit": arm.audit}
+    gaps = inflation(documents)
+    document = {"kind": "gap", "dataset": spec.dataset, "target": spec.train.target,
+                "modality": spec.model.modality, "fusion": spec.model.fusion.kind, "preset": spec.preset,
+                "seed": spec.train.seed, "k": k, "validation": validation, "rows": spec.rows,
+                "subjects": documents["loso"]["tested_subjects"], "protocols": documents, "inflation": gaps,
+                "metrics": flat_metrics(documents, gaps)}
+    log_gap(spec, index, arms, results, document, key)
+    for names, arm_results in ((arm.names, results[p]) for p, arm in arms.items()):
+        for name, result in zip(names, arm_results, strict=True):
+            remove_fold_checkpoints(spec, key, name, result.path)
+    return document
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m evaluation.gap", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    p.add_argument("--k", type=int, default=5,
+                   help="folds per subject of the subject-dependent (over trials) and segment-random (over "
+                        "windows) protocols")
+    p.add_argument("--validation", choices=LeaveOneSubjectOut.VALIDATION, default="subjects",
+                   help="LOSO early stopping on held-out training subjects (default) or on held-out trials")
+    args = p.parse_args(argv)
+    try:
+        with one_line_errors():
+            spec = spec_from_args(args, "gap", {})
+            with exit_on_interrupt():
+                document = gap(spec, k=args.k, validation=args.validation)
+    except GapInputError as exc:
+        sys.exit(f"error: {exc}")
+    print(format_gap(document))
+    if args.output:
+        write_text(args.output, json.dumps(document, indent=2))
+        print(f"wrote {args.output}")
+    sys.stdout.flush()
+    return document
+
+
+if __name__ == "__main__":
+    main()
