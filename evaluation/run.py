@@ -52,7 +52,15 @@ from gbvnet.launch import init_ray, run_tuner, storage_path, tune_fold, tune_tri
 from gbvnet.loop import Job, make_job
 from gbvnet.progress import ProgressTable
 from gbvnet.sources import resolve_cache
-from gbvnet.splits import PROTOCOLS, ROW_RULES, Fold, folds_digest, subjects_with_rows, usable_rows
+from gbvnet.splits import (
+    PROTOCOLS,
+    ROW_RULES,
+    Fold,
+    folds_digest,
+    subjects_with_rows,
+    usable_rows,
+    warn_few_training_subjects,
+)
 from gbvnet.storage import write_text
 from gbvnet.tracking import Tracker, git_commit, tracking_uri
 
@@ -139,6 +147,7 @@ def plan_folds(spec: EvalSpec, index) -> list[Fold]:
         folds = [f for f in folds if set(np.unique(index.subject[f.test]).tolist()) <= set(spec.test_subjects)]
         if not folds:
             raise ValueError(f"no fold tests only on subjects {spec.test_subjects}")
+    warn_few_training_subjects(index, folds)
     return folds
 
 
@@ -308,8 +317,10 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
                     preset=preset, quiet=args.quiet)
 
 
-def cli(protocol: str, description: str, extra=None, argv: list[str] | None = None) -> dict:
-    """Shared body of the protocol CLIs: parse, evaluate, print the table, write ``--output``."""
+def cli(protocol: str, description: str, extra=None, argv: list[str] | None = None, run=None) -> dict:
+    """Shared body of the protocol CLIs: parse, evaluate, print the table, write ``--output``. ``run(args, spec)``
+    (default: :func:`evaluate` of ``spec``) returns the document; ``evaluation.loso --search`` runs the nested
+    evaluation there."""
     parser = argparse.ArgumentParser(prog=f"python -m evaluation.{protocol.replace('-', '_')}",
                                      description=description)
     add_arguments(parser)
@@ -323,7 +334,7 @@ def cli(protocol: str, description: str, extra=None, argv: list[str] | None = No
     if getattr(args, "allow_leaky_split", False):
         protocol, protocol_args["allow_leaky"] = "segment-random", True
     spec = spec_from_args(args, protocol, protocol_args)
-    document = evaluate(spec)
+    document = run(args, spec) if run else evaluate(spec)
     print(aggregate.format_table(document))
     if args.output:
         write_text(args.output, json.dumps(document, indent=2))

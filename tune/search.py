@@ -57,12 +57,10 @@ from gbvnet.launch import init_ray, run_tuner, search_trial, storage_path, tune_
 from gbvnet.loop import fit_model_to_cache, make_job
 from gbvnet.progress import ProgressTable
 from gbvnet.sources import resolve_cache
+from gbvnet.space import METRIC, SPACES, apply, search_space
 from gbvnet.splits import Fold, search_fold, subjects_with_rows, usable_rows
 from gbvnet.storage import write_text
 from gbvnet.tracking import Tracker, tracking_uri
-from tune.space import SPACES, apply, search_space
-
-METRIC = "val_macro_f1"
 
 
 def make_search_alg(seed: int, concurrent: int, algo: str = "optuna"):
@@ -183,7 +181,7 @@ def run_trials(spec: SearchSpec, fold: Fold) -> tune.ResultGrid:
     storage = storage_path(spec.storage)
     base = {"model": spec.model, "train": spec.train, "cache": spec.cache, "fold": fold}
     trainable = tune.with_resources(
-        tune.with_parameters(search_trial, base=base, apply=apply, storage=storage, experiment=spec.run_name),
+        tune.with_parameters(search_trial, base=base, storage=storage, experiment=spec.run_name),
         tune_trial_resources(spec.train))
     progress = [] if spec.quiet else [ProgressTable(total=spec.num_samples, max_epochs=spec.train.epochs,
                                                     concurrency=spec.concurrent, title="search")]

@@ -2,7 +2,9 @@
 
 Keys are ``model.<section>.<field>`` (:class:`gbvnet.config.ModelConfig`) or ``train.<field>``
 (:class:`gbvnet.config.TrainConfig`); :func:`apply` writes a sampled point into copies of the base configs, and
-the search's Tune trainable (:func:`gbvnet.launch.search_trial`) trains one point.
+the Tune trainables of the search (:func:`gbvnet.launch.search_trial`) and of the nested evaluation
+(:func:`gbvnet.launch.nested_trial`) train one point. It lives in the library because both ``tune/search.py`` and
+``evaluation.loso --search`` sample it; :data:`METRIC` is what both select on.
 
 | key | prior | why |
 | --- | --- | --- |
@@ -41,6 +43,7 @@ from ray import tune
 
 from gbvnet.config import ModelConfig, TrainConfig
 
+METRIC = "val_macro_f1"  # what the searches maximise: validation macro-F1 on held-out subjects
 SPACES = ("paper", "smoke")  # search_space kinds
 WIDTH = "width"  # one sampled value sets face.dim, bio.dim and fusion.dim (they must agree)
 
