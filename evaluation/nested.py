@@ -263,7 +263,7 @@ def compare_untuned(folds: list[Fold], outcomes: list[FoldOutcome], scores: dict
              if o.untuned is not None and o.tuned is not None]
     if not pairs:
         return {"error": "no fold has both a tuned and an untuned result"}
-    untuned = aggregate.summarise([f for f, _ in pairs], [r.metrics["test_confusion"] for r in pairs], index)
+    untuned = aggregate.summarise([f for f, _ in pairs], [r.metrics["test_confusion"] for _, r in pairs], index)
     out = {"per_subject": untuned["per_subject"], "aggregate": untuned["aggregate"], "tests": {}}
     for metric in ("balanced_accuracy", "macro_f1"):
         try:
