@@ -57,17 +57,19 @@ def trial_files(out: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def resumed(ray_session, nested_cache, tmp_path_factory) -> Resumed:
-    """A nested run whose driver is killed (SIGKILL) once 3 trials have finished, then resumed here."""
+    """A nested run whose driver (on the session's Ray instance) is killed (SIGKILL) once 3 trials have finished,
+    then resumed here."""
     out = tmp_path_factory.mktemp("nested")
     cmd = [sys.executable, "-m", "evaluation.loso", *nested_args(nested_cache, out, "--quiet")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    log = out / "driver.log"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"), env=env, start_new_session=True)
     deadline, finished = time.time() + 240, {}
     while time.time() < deadline and proc.poll() is None and len(finished) < 3:
         finished = {name: p.read_text() for name, p in trial_files(out).items() if '"done": true' in p.read_text()}
         time.sleep(0.3)
-    assert len(finished) >= 3 and proc.poll() is None, "the nested run ended before 3 trials had finished"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started
+    assert len(finished) >= 3 and proc.poll() is None, f"the nested run ended early: {log.read_text()[-2000:]}"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver: Ray ends its trials
     proc.wait()
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
