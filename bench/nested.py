@@ -91,10 +91,12 @@ def main() -> None:
         return
     rows = []
     for size in args.sizes:
-        out = subprocess.run([sys.executable, "-m", "bench.nested", "--child", size, "--max-epochs",
-                              str(args.max_epochs), "--epochs", str(args.epochs), "--cpus", str(args.cpus)],
-                             check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        child_run = subprocess.run([sys.executable, "-m", "bench.nested", "--child", size, "--max-epochs",
+                                    str(args.max_epochs), "--epochs", str(args.epochs), "--cpus", str(args.cpus)],
+                                   capture_output=True, text=True)
+        if child_run.returncode:
+            sys.exit(f"the {size} run failed:\n{child_run.stderr[-3000:]}")
+        rows.append(json.loads(child_run.stdout.strip().splitlines()[-1]))
     lines = [f"machine: {machine()}; local Ray of {args.cpus} CPUs = {args.cpus} slots; search trials of "
              f"{args.max_epochs} epoch(s), outer trainings of {args.epochs} (tuned and untuned)",
              f"{'folds x trials':>14} {'trials run':>10} {'epochs':>6} {'Tune wall':>9} {'sum epochs/slots':>16} "
