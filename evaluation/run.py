@@ -67,9 +67,19 @@ from gbvnet.launch import (
 from gbvnet.loop import Job, make_job
 from gbvnet.progress import ProgressTable
 from gbvnet.sources import resolve_cache
-from gbvnet.splits import PROTOCOLS, Fold, folds_digest, subjects_with_rows, usable_rows
+from gbvnet.splits import (
+    PROTOCOLS,
+    Fold,
+    folds_digest,
+    subjects_with_rows,
+    usable_rows,
+    warn_few_training_subjects,
+)
 from gbvnet.storage import join, write_text
 from gbvnet.tracking import Tracker, TrialLogger, git_commit, tracking_uri, trial_history
+
+Runner = Callable[[argparse.Namespace, 'EvalSpec', Callable[[dict], None]], dict]
+"""What evaluates a CLI's spec: ``run(args, spec, publish) -> document`` (:func:`run_cli`)."""
 
 
 @dataclass
@@ -178,6 +188,7 @@ def plan_folds(spec: EvalSpec, index) -> list[Fold]:
         folds = [f for f in folds if set(np.unique(index.subject[f.test]).tolist()) <= set(spec.test_subjects)]
         if not folds:
             raise ValueError(f"no fold tests only on subjects {spec.test_subjects}")
+    warn_few_training_subjects(index, folds)
     return folds
 
 
@@ -398,14 +409,20 @@ def publish(document: dict, output: str | None) -> None:
     sys.stdout.flush()
 
 
-def run_cli(args: argparse.Namespace, protocol: str, protocol_args: dict) -> dict:
-    """The CLIs' evaluation: ``protocol`` as ``args`` ask, the table printed and ``--output`` written before the
-    final MLflow logging (:func:`evaluate`); a data problem ends in one line (exit 1), an interruption in one
-    line and exit code 130 / 143."""
+def run_cli(args: argparse.Namespace, protocol: str, protocol_args: dict, run: Runner | None = None) -> dict:
+    """The CLIs' evaluation: ``protocol`` as ``args`` ask, run by ``run(args, spec, publish)`` (default:
+    :func:`evaluate`; ``evaluation.loso --search`` hands over to the nested evaluation), the table printed and
+    ``--output`` written before the final MLflow logging; a data problem ends in one line (exit 1), an
+    interruption in one line and exit code 130 / 143."""
     with one_line_errors():
         spec = spec_from_args(args, protocol, protocol_args)
         with exit_on_interrupt():
-            return evaluate(spec, lambda document: publish(document, args.output))
+            return (run or default_run)(args, spec, lambda document: publish(document, args.output))
+
+
+def default_run(args: argparse.Namespace, spec: EvalSpec, publish: Callable[[dict], None]) -> dict:
+    """The evaluation of ``spec`` (:func:`evaluate`)."""
+    return evaluate(spec, publish)
 
 
 def protocol_parser(protocol: str, description: str, leaky_alternative: str | None = None
@@ -424,10 +441,10 @@ def protocol_parser(protocol: str, description: str, leaky_alternative: str | No
 
 
 def cli(protocol: str, description: str, extra=None, argv: list[str] | None = None,
-        leaky_alternative: str | None = None) -> dict:
+        leaky_alternative: str | None = None, run: Runner | None = None) -> dict:
     """Shared body of the one-protocol CLIs (``evaluation.loso``, ``evaluation.subject_dependent``): parse
-    (:func:`protocol_parser`, then ``extra(parser)`` adds any further flags), evaluate, print the table, write
-    ``--output``."""
+    (:func:`protocol_parser`, then ``extra(parser)`` adds any further flags), evaluate (:func:`run_cli`, with
+    ``run``), print the table, write ``--output``."""
     parser = protocol_parser(protocol, description, leaky_alternative)
     if extra:
         extra(parser)
@@ -438,7 +455,7 @@ def cli(protocol: str, description: str, extra=None, argv: list[str] | None = No
         protocol_args = protocol_arguments(args, protocol)
     except ValueError as exc:
         parser.error(str(exc))
-    return run_cli(args, protocol, protocol_args)
+    return run_cli(args, protocol, protocol_args, run)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,8 @@ reserves, so four one-worker trials at 0.25 train at once on one GPU (shares nee
 GPU per worker). A one-worker trial reserves its worker's resources itself; a trial that only waits on its
 trainer reserves a sliver of a CPU (:data:`DRIVER_CPU`), which its workers leave out.
 
-The Tune trainables :func:`tune_fold` (evaluations) and :func:`search_trial` (search) live here rather than next
+The Tune trainables :func:`tune_fold` (evaluations), :func:`search_trial` (search) and :func:`nested_trial` (the
+nested evaluation's search trials and folds) live here rather than next
 to their drivers so that each trial's process imports the training code only (no MLflow, Optuna or sklearn).
 """
 
@@ -29,7 +30,6 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
 
 import pyarrow.fs as pafs
 import ray
@@ -40,6 +40,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from gbvnet.config import TrainConfig
 from gbvnet.loop import Job, TuneTrialSession, ends_if_cache_changed, make_job, train_loop_per_worker
+from gbvnet.space import apply
 from gbvnet.storage import absolute, delete_quietly_dir, filesystem
 
 # A Tune trial whose function only waits on its TorchTrainer reserves this sliver of a CPU (Ray refuses
@@ -274,12 +275,29 @@ def tune_fold(config: dict, jobs: list[Job], names: list[str], storage: str, pre
     fit_in_tune(jobs[i], f"{prefix}-{names[i]}", storage=storage)
 
 
-def search_trial(config: dict, base: dict, apply: Callable, storage: str, experiment: str) -> None:
+def search_trial(config: dict, base: dict, storage: str, experiment: str) -> None:
     """Tune trainable of ``tune/search.py``: the sampled point ``config`` written into the ``base`` model and
-    training configs by ``apply`` (the search's :func:`tune.space.apply`, passed in: the library does not import
-    the front-ends), trained on the search fold of the cache snapshot ``base["manifest_hash"]``."""
+    training configs (:func:`gbvnet.space.apply`), trained on the search fold of the cache snapshot
+    ``base["manifest_hash"]``."""
     model, train = apply(config, base["model"], base["train"])
     name = f"{experiment}-{tune.get_context().get_trial_id()}"
     with ends_if_cache_changed(name):
         job = make_job(base["cache"], model, train, base["fold"], manifest_hash=base.get("manifest_hash"))
+        fit_in_tune(job, name, storage=storage)
+
+
+NESTED_KEYS = ("fold", "job", "number")  # a nested trial's config: these, plus the sampled point (if any)
+
+
+def nested_trial(config: dict, jobs: dict[str, list[Job]], storage: str, experiment: str) -> None:
+    """Tune trainable of the nested evaluation (``evaluation.loso --search``): one trial of outer fold
+    ``config["fold"]``. ``config["job"]`` says which: ``inner`` (a search trial on that fold's inner fold,
+    ``jobs["inner"]``), ``tuned`` (the outer fold trained with its search's best point and tested) or ``untuned``
+    (the outer fold with the base configuration); the rest of ``config`` is the point written into the job's
+    configs (:func:`gbvnet.space.apply`)."""
+    base = jobs["inner" if config["job"] == "inner" else "outer"][config["fold"]]
+    model, train = apply({k: v for k, v in config.items() if k not in NESTED_KEYS}, base.model, base.train)
+    job = dataclasses.replace(base, model=model, train=train)  # the fold and cache were checked by make_job
+    name = f"{experiment}-{tune.get_context().get_trial_id()}"
+    with ends_if_cache_changed(name):
         fit_in_tune(job, name, storage=storage)

@@ -16,8 +16,9 @@ The module has four sections:
   frames (in DEAP only subjects 1-22 have videos), a bio model every window, or, with ``rows="face"``, the same
   face rows (so a bio ablation is scored on exactly the windows of the face runs). :func:`subjects_with_rows`
   names the subjects that keep rows under it.
-* **Folds from subject lists**: :func:`subject_fold` (``gbvnet.train --train-subjects/--val-subjects``) and
-  :func:`search_fold` (the search subjects of ``tune/search.py``).
+* **Folds from subject lists**: :func:`subject_fold` (``gbvnet.train --train-subjects/--val-subjects``),
+  :func:`search_fold` (the search subjects of ``tune/search.py``) and :func:`inner_fold` (the search fold of an
+  outer fold of the nested evaluation, from that fold's training subjects only).
 * **Evaluation protocols**: split generators with validation from training data only; :data:`PROTOCOLS` is the
   one list (:func:`register_protocol`), each declaring its arguments and whether it is leaky (see their base
   class, ``_Protocol``).
@@ -212,13 +213,52 @@ def search_fold(index, search_subjects: list[int], seed: int, modality: str = "b
     if without:
         warnings.warn(f"search subjects {without} have no face frames: modality {modality!r} searches on {kept}",
                       stacklevel=2)
-    rng = np.random.default_rng(seed)
-    n_val = max(1, math.ceil(0.25 * len(kept)))
-    val = sorted(rng.choice(kept, n_val, replace=False).tolist())
-    train = sorted(set(kept) - set(val))
+    train, val = _hold_out_subjects(kept, seed)
     fold = Fold("search", "subject", rows[np.isin(index.subject[rows], train)],
                 rows[np.isin(index.subject[rows], val)])
     return check_fold(fold, index.subject, index.trial)
+
+
+def _hold_out_subjects(subjects: list[int], seed) -> tuple[list[int], list[int]]:
+    """The searches' rule: a seeded 25 % (at least one) of ``subjects`` validate, the rest train."""
+    n_val = max(1, math.ceil(0.25 * len(subjects)))
+    val = sorted(np.random.default_rng(seed).choice(subjects, n_val, replace=False).tolist())
+    return sorted(set(subjects) - set(val)), val
+
+
+def inner_fold(index, outer: Fold, seed: int) -> Fold:
+    """The search fold of the outer fold ``outer`` (nested evaluation): built from ``outer``'s training and
+    validation rows only, its subjects split by the rule of :func:`search_fold` (seeded per fold), checked by the
+    guard, and refused (:class:`LeakageError`) if it holds any of ``outer``'s test subjects. Fewer than 2 subjects
+    to split is a ``ValueError`` naming the fold and its subjects."""
+    rows = np.sort(np.concatenate([outer.train, outer.val]))
+    subjects, tested = subjects_with_rows(index, rows), subjects_with_rows(index, outer.test)
+    if len(subjects) < 2:
+        raise ValueError(f"fold {outer.name} (test subjects {tested}): its search needs at least 2 training subjects "
+                         f"(some train, some validate), got {subjects}")
+    train, val = _hold_out_subjects(subjects, [seed, *tested])
+    fold = check_fold(Fold(f"{outer.name}/search", "subject", rows[np.isin(index.subject[rows], train)],
+                           rows[np.isin(index.subject[rows], val)]), index.subject, index.trial)
+    if set(subjects) & set(tested):
+        raise LeakageError(f"fold {fold.name}: outer test subject(s) {sorted(set(subjects) & set(tested))} in the "
+                           "search fold")
+    fold.check["verdict"] += f"; none of the outer test subjects {tested}"
+    return fold
+
+
+MIN_TRAIN_SUBJECTS = 3  # below this, a cross-subject model learns from too few people (warned about)
+
+
+def warn_few_training_subjects(index, folds: list[Fold]) -> None:
+    """Warn when a subject-level fold trains on fewer than :data:`MIN_TRAIN_SUBJECTS` subjects, naming how many."""
+    few = {f.name: subjects_with_rows(index, f.train) for f in folds if f.level == "subject"}
+    few = {name: s for name, s in few.items() if len(s) < MIN_TRAIN_SUBJECTS}
+    if few:
+        name, subjects = next(iter(few.items()))
+        warnings.warn(f"{len(few)} fold(s) train on fewer than {MIN_TRAIN_SUBJECTS} subjects (e.g. {name}: "
+                      f"{subjects}): a cross-subject model learned from so few people often scores at chance; with "
+                      "a small corpus use --validation trials (every other subject trains) or more subjects",
+                      stacklevel=2)
 
 
 # ------------------------------------------------------------------------------------- evaluation protocols

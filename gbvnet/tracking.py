@@ -215,12 +215,12 @@ class Tracker:
         rows, subjects = len(index.subject), len(set(index.subject.tolist()))
         self.client.log_inputs(self.run_id, [cache_input(uri, index.manifest_hash, rows, subjects, context)])
 
-    def log_params(self, params: dict[str, Any]) -> None:
+    def log_params(self, params: dict[str, Any], run_id: str | None = None) -> None:
         flat = flat_params("", params)
-        have = self.client.get_run(self.run_id).data.params
+        have = self.client.get_run(run_id or self.run_id).data.params
         new = [Param(k, v) for k, v in flat.items() if k not in have]
         for i in range(0, len(new), 100):
-            self.client.log_batch(self.run_id, params=new[i:i + 100])
+            self.client.log_batch(run_id or self.run_id, params=new[i:i + 100])
 
     def log_metrics(self, metrics: dict[str, float], run_id: str | None = None, step: int = 0) -> None:
         now = int(time.time() * 1000)
@@ -238,9 +238,9 @@ class Tracker:
     def log_file(self, path: str | Path, run_id: str | None = None) -> None:
         self.client.log_artifact(run_id or self.run_id, str(path))
 
-    def children(self) -> dict[str, Any]:
-        """Nested runs of this parent (deleted ones excluded), by trial name."""
-        runs = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.run_id}'",
+    def children(self, parent: str | None = None) -> dict[str, Any]:
+        """Nested runs of this parent (or of its nested run ``parent``; deleted ones excluded), by trial name."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{parent or self.run_id}'",
                                        max_results=10000)
         return {r.data.tags.get(TRIAL_TAG): r for r in runs}
 
@@ -260,20 +260,21 @@ class Tracker:
         except Exception as error:  # the tracking store itself is unreachable
             print(f"could not mark MLflow run {self.run_id} as ended: {error}", file=sys.stderr, flush=True)
 
-    def log_child(self, name: str, history: list[dict], params: dict | None = None) -> str:
+    def log_child(self, name: str, history: list[dict], params: dict | None = None, parent: str | None = None) -> str:
         """A FINISHED nested run ``name`` with per-epoch ``history`` (Tune results; step = epoch, the project's
-        metrics only) spanning the trial's real start and end (:func:`trial_times`); kept if already logged.
+        metrics only) spanning the trial's real start and end (:func:`trial_times`), under the parent run (or under
+        its nested run ``parent``: a nested evaluation's search trials under their fold); kept if already logged.
 
         An unfinished run of the same name (an interrupted earlier attempt) is replaced.
         """
-        old = self.children().get(name)
+        old = self.children(parent).get(name)
         if old is not None and old.info.status == "FINISHED":
             return old.info.run_id
         if old is not None:
             self.client.delete_run(old.info.run_id)
         start, end = trial_times(history)
         run_id = self.client.create_run(self.experiment_id, run_name=name, start_time=start,
-                                        tags={"mlflow.parentRunId": self.run_id, TRIAL_TAG: name}).info.run_id
+                                        tags={"mlflow.parentRunId": parent or self.run_id, TRIAL_TAG: name}).info.run_id
         if params:
             items = [Param(k, v) for k, v in flat_params("", params).items()]
             for i in range(0, len(items), 100):

@@ -15,9 +15,9 @@ from evaluation import baselines, report, run
 from gbvnet import train
 from gbvnet.config import FUSIONS, FusionKind, register_fusion
 from gbvnet.models import create_model
+from gbvnet.space import SPACES, register_space, search_space
 from gbvnet.splits import PROTOCOLS, Fold, ProtocolArgument, _Protocol, register_protocol
 from tune import search
-from tune.space import SPACES, register_space, search_space
 
 
 class SumFusion(nn.Module):

@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from evaluation import loso
 from gbvnet.data.cache import open_cache
+from gbvnet.space import search_space
 from tune import search
-from tune.space import search_space
 
 
 def search_args(cache, tmp_path, *extra):

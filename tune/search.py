@@ -77,10 +77,10 @@ from gbvnet.loop import fit_model_to_cache, make_job
 from gbvnet.metrics import SELECTION_METRIC
 from gbvnet.progress import ProgressTable
 from gbvnet.sources import resolve_cache
+from gbvnet.space import SPACES, apply, get_space, search_space
 from gbvnet.splits import Fold, search_fold, subjects_with_rows, usable_rows
 from gbvnet.storage import write_text
 from gbvnet.tracking import Tracker, TrialLogger, tracking_uri, trial_history
-from tune.space import SPACES, apply, get_space, search_space
 
 METRIC = SELECTION_METRIC  # the objective: what early stopping selects on in every trial
 
@@ -219,7 +219,7 @@ def run_trials(spec: SearchSpec, fold: Fold, tracker: Tracker, manifest_hash: st
     base = {"model": spec.model, "train": spec.train, "cache": spec.cache, "fold": fold,
             "manifest_hash": manifest_hash}
     trainable = tune.with_resources(
-        tune.with_parameters(search_trial, base=base, apply=apply, storage=storage, experiment=spec.run_name),
+        tune.with_parameters(search_trial, base=base, storage=storage, experiment=spec.run_name),
         tune_trial_resources(spec.train))
     progress = [] if spec.quiet else [ProgressTable(total=spec.num_samples, max_epochs=spec.train.epochs,
                                                     concurrency=spec.concurrent, title="search")]

@@ -2,7 +2,9 @@
 
 Keys are ``model.<section>.<field>`` (:class:`gbvnet.config.ModelConfig`) or ``train.<field>``
 (:class:`gbvnet.config.TrainConfig`); :func:`apply` writes a sampled point into copies of the base configs, and
-the search's Tune trainable (:func:`gbvnet.launch.search_trial`) trains one point.
+the Tune trainables of the search (:func:`gbvnet.launch.search_trial`) and of the nested evaluation
+(:func:`gbvnet.launch.nested_trial`) train one point. It lives in the library because both ``tune/search.py`` and
+``evaluation.loso --search`` sample it; :data:`METRIC` is what both select on.
 
 | key | prior | why |
 | --- | --- | --- |
