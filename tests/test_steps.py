@@ -56,8 +56,12 @@ def test_compiled_and_eager_training_agree(small_mahnob_cache, monkeypatch):
     # which costs minutes on 2 cores; bench/gpu_train.py runs the default inductor backend on a GPU.
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     eager, _ = two_epochs(small_mahnob_cache, compile=False)
+    torch._dynamo.utils.counters.clear()
     compiled, forward = two_epochs(small_mahnob_cache, compile=True)
     assert forward.compiled is not None, "compilation fell back to eager on CPU"
+    # one graph: the full batch; each epoch's shorter last batch runs eagerly (no second shape to compile)
+    assert len(bio_setup(small_mahnob_cache, False)[1]) % 8, "the cache must leave a shorter last batch"
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     assert np.isfinite(eager).all() and eager[1] < eager[0]  # it learns
     np.testing.assert_allclose(compiled, eager, rtol=2e-3)  # the same function, compiled
 
