@@ -5,8 +5,8 @@ and more (:data:`IMAGE`), but no Ray, MLflow, Optuna or mne, and nothing can be 
 with the working tree (the device tool carries ignored paths) must stay well under 64 MiB, and Ray's wheel alone
 is ~79 MB, 31 MB of it Java jars (used only by Java workers) and 2 MB RLlib. This script:
 
-1. downloads Ray's cp312 manylinux wheel for the Ray version installed here and repacks it without ``ray/jars``
-   and ``ray/rllib`` (their files and their ``RECORD`` lines);
+1. downloads Ray's cp312 manylinux wheel for the Ray version installed here and repacks it without ``ray/jars``,
+   ``ray/rllib`` and the dashboard's web pages (:data:`DROP`: their files and their ``RECORD`` lines);
 2. walks the requirements of ``ray[tune,train]``, ``optuna`` and ``mlflow-skinny`` (the MLflow client and its
    file/SQLite stores, without the server) in this environment, at the versions installed here, leaves out what
    the image already has (and :data:`UNUSED`), and downloads each missing one as a cp312 wheel (``--no-deps``);
@@ -59,8 +59,9 @@ ROOTS = ["ray[tune,train]", "optuna", "mlflow-skinny"]
 # Required by google-auth (which MLflow imports through databricks-sdk) for signing only, never imported by an
 # evaluation or a search: 5 MiB that the 64 MiB limit cannot spare.
 UNUSED = {"cryptography", "cffi", "pycparser", "pyasn1", "pyasn1-modules"}
-# Ray's folders that the Python workers never load: Java workers' jars and RLlib.
-DROP = ("ray/jars/", "ray/rllib/")
+# Ray's folders that the benches never load: Java workers' jars, RLlib, and the dashboard's web pages (the benches
+# start Ray without its dashboard).
+DROP = ("ray/jars/", "ray/rllib/", "ray/dashboard/client/")
 TARGET = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
           "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",
           "platform_python_implementation": "CPython"}
