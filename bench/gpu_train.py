@@ -53,6 +53,7 @@ def write_random_cache(path: Path, windows: int, channels: int, samples: int, fr
                        face: bool = True, per_file: int = 512) -> str:
     """A cache of ``windows`` random windows (bio, and faces if ``face``) in the project's format, one file per
     512 windows."""
+    path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     n_bio, n_face = channels * samples, frames * size * size * 3 if face else 0
     names = [f"ch{i}" for i in range(channels)]

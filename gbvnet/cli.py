@@ -100,8 +100,8 @@ def add_compute_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cpus-per-worker", type=float, default=1.0,
                    help="CPUs reserved per worker; torch uses that many threads (default 1)")
     g.add_argument("--gpus-per-worker", type=float, default=None,
-                   help="GPUs per worker: 1 (default when the cluster has GPUs), 0 for CPU, or a share such as "
-                        "0.25 that packs four one-worker runs onto one GPU")
+                   help="GPUs per worker: 1 (default when the cluster has GPUs or can autoscale GPU nodes), 0 for "
+                        "CPU, or a share such as 0.25 that packs four one-worker runs onto one GPU")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (default: on with CUDA, off on CPU); falls back to eager with "
                         "a warning where compilation fails")

@@ -243,8 +243,8 @@ class TrainConfig:
     augment: bool = True
     num_workers: int = 1  # Ray Train workers (DDP when > 1)
     cpus_per_worker: float = 1.0  # CPUs Ray reserves per worker; torch runs that many threads (at least 1)
-    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0; a fraction (0.25) packs
-    #                                       several one-worker trials/folds onto one GPU
+    gpus_per_worker: float | None = None  # None: 1 when the cluster has (or autoscales to) GPUs, else 0; a share
+    #                                       (0.25) packs several one-worker trials/folds onto one GPU
     compile: bool | None = None  # torch.compile the model; None: on CUDA only (where it pays)
     max_failures: int = 0
 

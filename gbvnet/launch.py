@@ -11,10 +11,11 @@ Every run executes the loop of :mod:`gbvnet.loop` on a :class:`~gbvnet.loop.Job`
   retries and schedulers (ASHA) as it does a trainer's.
 
 Resources (:func:`scaling`, :func:`tune_trial_resources`): each worker reserves ``cpus_per_worker`` CPUs and
-``gpus_per_worker`` GPUs, ``None`` meaning 1 GPU where the cluster has GPUs. A GPU share below 1 is what Ray
-reserves, so four one-worker trials at 0.25 train at once on one GPU (shares need one worker per run: DDP needs a
-GPU per worker). A one-worker trial reserves its worker's resources itself; a trial that only waits on its
-trainer reserves a sliver of a CPU (:data:`DRIVER_CPU`), which its workers leave out.
+``gpus_per_worker`` GPUs, ``None`` meaning 1 GPU where the cluster has GPUs or an autoscaler that can add GPU
+nodes. A GPU share below 1 is what Ray reserves, so four one-worker trials at 0.25 train at once on one GPU
+(shares need one worker per run: DDP needs a GPU per worker). A one-worker trial reserves its worker's resources
+itself; a trial that only waits on its trainer reserves a sliver of a CPU (:data:`DRIVER_CPU`), which its
+workers leave out.
 
 The Tune trainables :func:`tune_fold` (evaluations), :func:`search_trial` (search) and :func:`nested_trial` (the
 nested evaluation's search trials and folds) live here rather than next
@@ -33,8 +34,10 @@ import threading
 
 import pyarrow.fs as pafs
 import ray
+import ray._private.state
 import ray.train
 import ray.train.torch
+import yaml
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -80,11 +83,35 @@ def storage_path(storage: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- resources
+# Where the cluster launcher puts its config on the head node (the autoscaler reads its node types from it).
+LAUNCHER_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+def declared_gpu_node_types() -> list[str]:
+    """The node types of the cluster's autoscaler that carry GPUs, up or not: from the cluster config that Ray's
+    autoscaler (v2, KubeRay) reports to the cluster, else from the cluster launcher's config on the head node
+    (:data:`LAUNCHER_CONFIG`, where jobs' drivers run). Empty without an autoscaler (a fixed or local cluster)."""
+    config = ray._private.state.state.get_cluster_config()
+    if config is not None and config.node_group_configs:
+        return [g.name for g in config.node_group_configs if g.resources.get("GPU", 0) > 0 and g.max_count != 0]
+    path = os.path.expanduser(LAUNCHER_CONFIG)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        types = (yaml.safe_load(f) or {}).get("available_node_types") or {}
+    return [name for name, t in types.items()
+            if (t.get("resources") or {}).get("GPU", 0) > 0 and t.get("max_workers", 1) != 0]
+
+
 def gpus_per_worker(tc: TrainConfig) -> float:
-    """``tc.gpus_per_worker``, with ``None`` resolved: 1 when the Ray cluster has GPUs, else 0."""
+    """``tc.gpus_per_worker``, with ``None`` resolved: 1 when the Ray cluster has GPUs or can scale up nodes with
+    GPUs (:func:`declared_gpu_node_types`: GPU workers that autoscale from zero are not up when the run starts),
+    else 0."""
     if tc.gpus_per_worker is not None:
         return float(tc.gpus_per_worker)
-    return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    if not ray.is_initialized():
+        return 0.0
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 or declared_gpu_node_types() else 0.0
 
 
 def tune_trial_resources(tc: TrainConfig) -> dict:

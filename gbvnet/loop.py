@@ -328,8 +328,9 @@ class WorkerState:
                    **validation, f"best_{SELECTION_METRIC}": progress["best_score"],
                    "best_epoch": progress["best_epoch"] + 1,
                    "lr": self.scheduler.get_last_lr()[0], "train_time_s": train_time,
-                   "epoch_time_s": time.perf_counter() - started, "threads": torch.get_num_threads(),
-                   "compiled": self.forward.compiled is not None,
+                   "train_windows": int(seen), "epoch_time_s": time.perf_counter() - started,
+                   "threads": torch.get_num_threads(), "compiled": self.forward.compiled is not None,
+                   "cuda": self.session.device.type == "cuda",
                    "start_epoch": start_epoch, "done": finished}
         if self.job.model.modality == "facebio" and FUSIONS[self.job.model.fusion.kind].gates:
             metrics["val_gate_face"] = gate / max(n_val, 1)

@@ -10,7 +10,11 @@ there (augmenting in training), the model runs under bf16 autocast on CUDA, and 
 summed on the device: the host waits for the device once per pass, not once per batch.
 
 ``torch.compile`` (:class:`Forward`) is on by default on CUDA (``TrainConfig.compile = None``); if compiling
-fails the pass continues eagerly with a warning.
+fails the pass continues eagerly with a warning. A run compiles one shape, the full training batch (the shorter
+last batch of an epoch runs eagerly), and PyTorch keeps what it compiled in its on-disk caches (Inductor's FX
+graph and AOTAutograd caches under ``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_<user>``, one per
+machine): the next fold or trial of the same model on that machine, in the same process or a new one, loads the
+compiled graph instead of compiling it again.
 """
 
 from __future__ import annotations
@@ -56,9 +60,11 @@ def use_compile(setting: bool | None, device: torch.device) -> bool:
 class Forward:
     """Calls ``model``, through ``torch.compile`` when ``compile`` is set.
 
-    Shapes are static (``dynamic=False``): a pass compiles once for the full batch and once for a shorter last
-    batch, each specialised. :meth:`run` executes one step with the compiled model; if that raises (compilation
-    failed, an unsupported setup), it warns once, drops the compiled model and runs the step again eagerly.
+    Shapes are static (``dynamic=False``) and one is compiled: :meth:`run` takes the compiled model for full
+    batches and the eager one for a step marked ``eager`` (:func:`train_epoch`: an epoch's shorter last batch),
+    so a run compiles once, and a later run of the same model on the machine finds that one graph in PyTorch's
+    compile cache. If the compiled step raises (compilation failed, an unsupported setup), :meth:`run` warns once,
+    drops the compiled model and runs the step again eagerly.
     """
 
     def __init__(self, model: nn.Module, compile: bool = False):
@@ -69,8 +75,9 @@ class Forward:
             torch._dynamo.reset()
         self.compiled = torch.compile(model, dynamic=False) if compile else None
 
-    def run(self, step: Callable[[Callable], torch.Tensor]) -> torch.Tensor:
-        if self.compiled is None:
+    def run(self, step: Callable[[Callable], torch.Tensor], eager: bool = False) -> torch.Tensor:
+        """``step(model)`` with the compiled model, or with the eager one when ``eager`` (or nothing compiled)."""
+        if self.compiled is None or eager:
             return step(self.model)
         try:
             return step(self.compiled)
@@ -103,7 +110,7 @@ def train_epoch(forward: Forward, batches: Iterable[dict], transform: BatchTrans
             loss.backward()
             return loss
 
-        loss = forward.run(step)
+        loss = forward.run(step, eager=len(y) < tc.batch_size)  # one compiled shape: the full batch
         optimizer.step()
         scheduler.step()
         loss_sum += loss.detach() * len(y)

@@ -25,10 +25,10 @@ from gbvnet.steps import Forward, evaluate, make_optimizer, train_epoch
 CPU = torch.device("cpu")
 
 
-def bio_setup(cache_dir, compile: bool):
+def bio_setup(cache_dir, compile: bool, batch_size: int = 8):
     cache = open_cache(str(cache_dir))
     rows = np.arange(len(WindowDataset(cache, modality="bio")))
-    tc = TrainConfig(epochs=2, batch_size=8, lr=3e-3, warmup_epochs=0)
+    tc = TrainConfig(epochs=2, batch_size=batch_size, lr=3e-3, warmup_epochs=0)
     ds = WindowDataset(cache, target=tc.target, modality="bio")
     transform = BatchTransform("bio", CPU, fit_normalizer(cache, rows))
     torch.manual_seed(0)
@@ -37,8 +37,8 @@ def bio_setup(cache_dir, compile: bool):
     return ds, rows, tc, transform, Forward(model, compile=compile), optimizer, scheduler
 
 
-def two_epochs(cache_dir, compile: bool):
-    ds, rows, tc, transform, forward, optimizer, scheduler = bio_setup(cache_dir, compile)
+def two_epochs(cache_dir, compile: bool, batch_size: int = 8):
+    ds, rows, tc, transform, forward, optimizer, scheduler = bio_setup(cache_dir, compile, batch_size)
     losses = []
     for epoch in range(tc.epochs):
         generator = torch.Generator().manual_seed(epoch)
@@ -55,9 +55,13 @@ def test_compiled_and_eager_training_agree(small_mahnob_cache, monkeypatch):
     # Dynamo graph capture + AOTAutograd (forward and backward graphs), without inductor's C++ code generation,
     # which costs minutes on 2 cores; bench/gpu_train.py runs the default inductor backend on a GPU.
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
-    eager, _ = two_epochs(small_mahnob_cache, compile=False)
-    compiled, forward = two_epochs(small_mahnob_cache, compile=True)
+    eager, _ = two_epochs(small_mahnob_cache, compile=False, batch_size=5)
+    torch._dynamo.utils.counters.clear()
+    compiled, forward = two_epochs(small_mahnob_cache, compile=True, batch_size=5)
     assert forward.compiled is not None, "compilation fell back to eager on CPU"
+    # one graph, for the full batch: each epoch's shorter last batch runs eagerly (no second shape to compile)
+    assert len(bio_setup(small_mahnob_cache, False)[1]) % 5, "the cache must leave a shorter last batch"
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     assert np.isfinite(eager).all() and eager[1] < eager[0]  # it learns
     np.testing.assert_allclose(compiled, eager, rtol=2e-3)  # the same function, compiled
 

@@ -38,9 +38,11 @@ def fit(job, tmp_path, name):
 def test_two_worker_ddp_run_reports_metrics(ray_session, mahnob_cache, tmp_path):
     result = fit(bio_job(mahnob_cache, epochs=2, num_workers=2), tmp_path, "ddp")
     m = result.metrics
-    assert m["epoch"] == 2 and m["done"] and m["threads"] == 1 and not m["compiled"]
+    assert m["epoch"] == 2 and m["done"] and m["threads"] == 1 and not m["compiled"] and not m["cuda"]
     assert 0 <= m["val_accuracy"] <= 1 and 0 <= m["test_accuracy"] <= 1
     index = open_cache(str(mahnob_cache)).index()
+    train_rows = int(np.isin(index.subject, [1, 2]).sum())
+    assert m["train_windows"] == train_rows + train_rows % 2  # each window once, padded to equal shards
     # validation and test confusion matrices cover every window exactly once across both workers
     assert np.sum(m["val_confusion"]) == np.sum(index.subject == 3)
     assert np.sum(m["test_confusion"]) == np.sum(index.subject == 4)
