@@ -29,7 +29,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from gbvnet.space import METRIC
+from gbvnet.metrics import SELECTION_METRIC as METRIC
 
 SCORE = f"best_{METRIC}"  # a trial's best epoch's validation score (gbvnet.loop reports it every epoch)
 

@@ -1,7 +1,7 @@
 """Nested leave-one-subject-out evaluation: ``python -m evaluation.loso ... --search N``.
 
 For every outer LOSO fold, a search of ``N`` trials (Optuna TPE + ASHA, over the space of ``tune/search.py``:
-``--space``, ``--max-epochs``, ``--grace-epochs``, ``--reduction-factor``) on that fold's training subjects only,
+``--space``, ``--search-epochs``, ``--grace-epochs``, ``--reduction-factor``) on that fold's training subjects only,
 validating on held-out training subjects (:func:`gbvnet.splits.inner_fold`, checked by the leakage guard and
 recorded in the audit); then the outer fold trains with its own best configuration (the evaluation's
 ``--epochs`` / ``--patience``) and is tested once on its left-out subject. Every subject is tested; no
@@ -49,6 +49,7 @@ from evaluation.baselines import Baselines
 from evaluation.fold_search import SCORE, FoldScheduler, FoldSearcher
 from evaluation.run import EvalSpec, evaluate, log_results, plan_folds, score, start_run
 from evaluation.stats import paired_comparison
+from gbvnet.cli import hidden_alias
 from gbvnet.data.cache import check_snapshot, open_cache
 from gbvnet.launch import (
     init_ray,
@@ -98,11 +99,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="search N configurations per outer fold (TPE + ASHA), then train each fold with its own best")
     g.add_argument("--space", choices=SPACES, default=None,
                    help="search space (default: smoke with the smoke preset, paper otherwise)")
-    g.add_argument("--max-epochs", type=_positive, default=20, help="the most a search trial trains")
+    g.add_argument("--search-epochs", dest="max_epochs", type=_positive, default=20,
+                   help="the most a search trial trains (--epochs: the outer folds' training)")
+    hidden_alias(g, "--max-epochs", "max_epochs", type=_positive)
     g.add_argument("--grace-epochs", type=_positive, default=1, help="ASHA grace period (epochs)")
     g.add_argument("--reduction-factor", type=_positive, default=2,
                    help="ASHA: keeps the best 1/factor of a fold's trials at each rung")
-    g.add_argument("--concurrent", type=_positive, default=2, help="trials at a time, all folds together")
     g.add_argument("--compare-untuned", action="store_true",
                    help="also train every outer fold with the untuned --preset configuration; paired Wilcoxon test")
 

@@ -38,7 +38,7 @@ def nested_cache(prepared_cache) -> Path:
 def nested_args(cache, out: Path, *extra) -> list[str]:
     """2 search trials per fold, folds trained with their best and untuned, all for 1 epoch."""
     return ["--dataset", "deap", "--cache", str(cache), "--preset", "smoke", "--modality", "bio", "--search", "2",
-            "--max-epochs", "1", "--epochs", "1", "--compare-untuned", "--lr", "2e-3",
+            "--search-epochs", "1", "--epochs", "1", "--compare-untuned", "--lr", "2e-3",
             "--tracking-uri", f"sqlite:///{out}/mlflow.db", "--storage", str(out / "ray"),
             "--output", str(out / "out.json"), *extra]
 
