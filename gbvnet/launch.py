@@ -261,7 +261,7 @@ def run_tuner(trainable, name: str, storage: str, *, resume: bool, param_space: 
     process start and no import of torch and the model code (3-4 s per trial on 2 CPU cores).
 
     SIGINT / SIGTERM (:func:`tune_signals`) stop the run with its state saved and raise :class:`Interrupted`,
-    counting the finished trials (of ``total``, each called a ``kind``)."""
+    counting the finished trials (those whose last result says ``done``; of ``total``, each called a ``kind``)."""
     path = f"{storage.rstrip('/')}/{name}"
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
@@ -273,8 +273,8 @@ def run_tuner(trainable, name: str, storage: str, *, resume: bool, param_space: 
                                       failure_config=tune.FailureConfig(max_failures=max_failures)))
     with tune_signals() as caught:
         grid = tuner.fit()
-    if caught:
-        raise Interrupted(caught[0], grid.num_terminated, total, kind)
+    if caught:  # trials stopped by the interruption are TERMINATED too: count those that reported "done"
+        raise Interrupted(caught[0], sum(bool(r.metrics and r.metrics.get("done")) for r in grid), total, kind)
     return grid
 
 

@@ -198,7 +198,8 @@ def test_results_survive_a_failure_of_the_final_logging(ray_session, mahnob_cach
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the plots are drawn
     (tmp_path / "tmp").mkdir()
     resumed = loso.main([*args, "--resume"])
-    assert resumed["mlflow_run_id"] == doc["mlflow_run_id"] and resumed["folds"] == doc["folds"]
+    assert resumed["mlflow_run_id"] == doc["mlflow_run_id"]
+    assert [f["confusion"] for f in resumed["folds"]] == [f["confusion"] for f in doc["folds"]]
     assert client.get_run(doc["mlflow_run_id"]).info.status == "FINISHED"
     assert {r.info.run_id for r in nested_runs(client.tracking_uri, "gbvnet-mahnob-loso",
                                                doc["mlflow_run_id"])[1]} == {r.info.run_id for r in children}

@@ -42,7 +42,7 @@ def test_sigterm_stops_a_tune_run_and_restores_the_handlers(ray_session, tmp_pat
         if config["i"] == 1:
             os.kill(driver, signal.SIGTERM)
         for step in range(600):
-            tune.report({"step": step})
+            tune.report({"step": step, "done": False})
             time.sleep(0.1)
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
