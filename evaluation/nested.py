@@ -34,7 +34,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -125,9 +124,8 @@ def run(args: argparse.Namespace, spec: EvalSpec, publish: Callable[[dict], None
                         compare_untuned=args.compare_untuned)
 
     def show(document: dict) -> None:
-        publish(document)
         print(format_nested(document["nested"]))
-        sys.stdout.flush()
+        publish(document)
 
     return evaluate_nested(dataclasses.replace(spec, preset=f"{spec.preset}-nested{nested.trials}"), nested, show)
 
