@@ -46,7 +46,7 @@ from evaluation import aggregate
 from evaluation.audit import audit_folds, check_normalizers
 from evaluation.baselines import Baselines
 from evaluation.fold_search import SCORE, FoldScheduler, FoldSearcher
-from evaluation.run import EvalSpec, evaluate, log_results, plan_folds, score, start_run
+from evaluation.run import EvalSpec, evaluate, log_results, output_document, plan_folds, score, start_run
 from evaluation.stats import paired_comparison
 from gbvnet.cli import hidden_alias
 from gbvnet.data.cache import check_snapshot, open_cache
@@ -386,10 +386,7 @@ def evaluate_nested(spec: EvalSpec, nested: NestedSpec, publish: Callable[[dict]
         baselines = Baselines(spec.cache, done_folds, index.labels(spec.train.target), spec.train.seed)
         scores = score(index, done_folds, results, baselines)
         section = summarise(nested, folds, outcomes, scores, index)
-        document = {"protocol": spec.protocol, "leaky": spec.leaky, "dataset": spec.dataset,
-                    "target": spec.train.target, "modality": spec.model.modality, "fusion": spec.model.fusion.kind,
-                    "mlflow_run_id": tracker.run_id, "mlflow_experiment": spec.experiment_name, "cache": spec.cache,
-                    **scores, "audit": audit, "nested": section}
+        document = {**output_document(spec, tracker, scores, audit), "nested": section}
         if publish is not None:
             publish(document)
         log_results(tracker, spec, index, done_folds, results, scores, audit)

@@ -256,6 +256,13 @@ def log_results(tracker: Tracker, spec: EvalSpec, index, folds: list[Fold], resu
             tracker.log_file(path)
 
 
+def output_document(spec: EvalSpec, tracker: Tracker, scores: dict, audit: dict) -> dict:
+    """The ``--output`` document of an evaluation: what ran, where MLflow has it, the scores and the audit."""
+    return {"protocol": spec.protocol, "leaky": spec.leaky, "dataset": spec.dataset, "target": spec.train.target,
+            "modality": spec.model.modality, "fusion": spec.model.fusion.kind, "mlflow_run_id": tracker.run_id,
+            "mlflow_experiment": spec.experiment_name, "cache": spec.cache, **scores, "audit": audit}
+
+
 def evaluate(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> dict:
     """Run the evaluation described by ``spec``; returns the ``--output`` document, handed to ``publish`` (the
     CLI: print the table, write ``--output``) before the final MLflow logging, so no bookkeeping failure loses it.
@@ -283,10 +290,7 @@ def evaluate(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> d
         results = run_folds(spec, jobs, [f.name for f in folds], key, tracker, [fold_params(index, f) for f in folds])
         audit.update(check_normalizers(folds, [r.metrics.get("normalizer_digest") for r in results]))
         scores = score(index, folds, results, baselines)
-        document = {"protocol": spec.protocol, "leaky": spec.leaky, "dataset": spec.dataset,
-                    "target": spec.train.target, "modality": spec.model.modality, "fusion": spec.model.fusion.kind,
-                    "mlflow_run_id": tracker.run_id, "mlflow_experiment": spec.experiment_name, "cache": spec.cache,
-                    **scores, "audit": audit}
+        document = output_document(spec, tracker, scores, audit)
         if publish is not None:
             publish(document)
         log_results(tracker, spec, index, folds, results, scores, audit)
