@@ -237,7 +237,7 @@ def log_results(tracker: Tracker, spec: EvalSpec, index, folds: list[Fold], resu
     """Log the folds not logged yet (child runs), the scores, the audit and the plots to the parent run."""
     histories = {}
     for fold, result in zip(folds, results, strict=True):
-        histories[fold.name] = trial_history(result.path)
+        histories[fold.name] = trial_history(result.path, result.filesystem)
         tracker.log_child(fold.name, histories[fold.name], params=fold_params(index, fold))
     tracker.log_metrics(scores["aggregate"])
     for name, b in scores["baselines"].items():

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow.fs as pafs
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -162,9 +163,17 @@ def scalar_metrics(result: dict) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k.split("/")[0] not in TUNE_KEYS}
 
 
-def trial_history(path: str) -> list[dict]:
-    """Every result a Tune trial reported (its ``result.json`` at ``path``, a path or URI), in order."""
-    return [json.loads(line) for line in read_text(join(path, "result.json")).splitlines() if line.strip()]
+def trial_history(path: str, filesystem: pafs.FileSystem | None = None) -> list[dict]:
+    """Every result a Tune trial reported (its ``result.json`` at ``path``), in order. ``path`` is a local path or
+    URI, or a path on ``filesystem``: a Tune result's ``path`` on its ``filesystem`` (``--storage s3://...`` gives
+    bucket paths without the scheme)."""
+    file = join(path, "result.json")
+    if filesystem is None:
+        text = read_text(file)
+    else:
+        with filesystem.open_input_stream(file) as f:
+            text = f.read().decode()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def trial_times(history: list[dict]) -> tuple[int | None, int | None]:

@@ -240,7 +240,7 @@ def rank_trials(grid: tune.ResultGrid) -> list[tuple[float, tune.Result]]:
     finished = [r for r in grid if r.error is None and r.metrics and METRIC in r.metrics]
     if not finished:
         raise RuntimeError(f"no search trial finished; errors: {[str(r.error) for r in grid if r.error]}")
-    ranked = [(max(row[METRIC] for row in trial_history(r.path) if METRIC in row), r) for r in finished]
+    ranked = [(max(row[METRIC] for row in trial_history(r.path, r.filesystem) if METRIC in row), r) for r in finished]
     ranked.sort(key=lambda item: -item[0])
     return ranked
 
@@ -295,7 +295,7 @@ def search(spec: SearchSpec) -> dict:
         document = best_config(spec, index, provenance, ranked, grid, tracker.run_id)
         write_text(spec.output, yaml.safe_dump(document, sort_keys=False))  # first: no bookkeeping failure loses it
         for _, r in ranked:  # the trials not logged yet
-            tracker.log_child(trial_name(r.metrics["trial_id"]), trial_history(r.path), params=r.config)
+            tracker.log_child(trial_name(r.metrics["trial_id"]), trial_history(r.path, r.filesystem), params=r.config)
         tracker.log_metrics({f"best_{METRIC}": document["search"][f"best_{METRIC}"], "trials": len(grid)})
         tracker.log_json(document, "best_config.json")
     except BaseException as exc:
