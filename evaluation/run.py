@@ -139,9 +139,10 @@ def fold_experiment(spec: EvalSpec, key: str) -> str:
 def remove_fold_checkpoints(spec: EvalSpec, key: str, name: str, trial_path: str) -> None:
     """Remove the checkpoints of the finished fold ``name``: its trial's and, with several workers, its trainer's
     (:func:`gbvnet.launch.remove_checkpoints`); kept with ``--keep-checkpoints``."""
-    if not spec.keep_checkpoints:
-        remove_checkpoints(trial_path)
-        remove_checkpoints(join(storage_path(spec.storage), f"{fold_experiment(spec, key)}-{name}"))
+    if not spec.keep_checkpoints:  # by the storage URI: a trial's own path has no scheme on remote storage
+        storage, experiment = storage_path(spec.storage), fold_experiment(spec, key)
+        remove_checkpoints(join(storage, f"{experiment}/{trial_path.rstrip('/').rsplit('/', 1)[-1]}"))
+        remove_checkpoints(join(storage, f"{experiment}-{name}"))
 
 
 def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str, tracker: Tracker | None = None,

@@ -41,7 +41,10 @@ def absolute(uri: str) -> str:
 
 
 def join(base: str, name: str) -> str:
-    return f"{base.rstrip('/')}/{name}"
+    """``name`` under the folder ``base`` (a path or URI; a URI's query, such as ``?endpoint_override=...``, stays at
+    the end)."""
+    base, query, options = base.partition("?")
+    return f"{base.rstrip('/')}/{name}{query}{options}"
 
 
 def delete_quietly(fs: pafs.FileSystem, path: str) -> None:

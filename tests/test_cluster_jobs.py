@@ -156,3 +156,12 @@ def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path
                                   f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == ["subject-3", "subject-4"]
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in children)
+
+    # the nested evaluation: every outer fold searched on its own training subjects, all in one Tune run
+    submit(env, job_api, "python", "-m", "evaluation.loso", "--dataset", "mahnob", "--cache", str(mahnob_cache),
+           "--modality", "bio", "--preset", "smoke", "--search", "2", "--search-epochs", "1", "--epochs", "1",
+           "--test-subjects", "3", "4", "--concurrent", "2", "--storage", str(storage), "--tracking-uri", uri,
+           "--output", str(shared / "nested.json"))
+    nested = json.loads((shared / "nested.json").read_text())
+    assert [f["fold"] for f in nested["folds"]] == ["subject-3", "subject-4"]
+    assert nested["nested"]["failed_folds"] == {} and nested["nested"]["budget"]["trials"] == 4
