@@ -116,10 +116,11 @@ def parse_search(args: list[str], what: str) -> argparse.Namespace:
 
 
 def parse_evaluation(args: list[str], what: str) -> argparse.Namespace:
-    from evaluation.run import add_arguments
+    from evaluation import nested
+    from evaluation.run import protocol_parser
 
-    parser = argparse.ArgumentParser(prog="python -m evaluation.loso")
-    add_arguments(parser)  # the parser `evaluation.loso` builds (evaluation.run.cli)
+    parser = protocol_parser("loso", "evaluation.loso")  # the parser `evaluation.loso` builds (evaluation.run.cli)
+    nested.add_arguments(parser)
     return parse_with(parser.parse_args, args, what)
 
 
