@@ -19,14 +19,12 @@ Example:
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-_DONE = object()
+from gbvnet.prefetch import read_ahead
 
 
 class BatchLoader:
@@ -73,38 +71,9 @@ class BatchLoader:
             for rows in self._chunks():
                 yield self._ready(*self._load(rows, stream))
             return
-        ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
-        stop = threading.Event()
-
-        def put(item) -> bool:
-            """Hand ``item`` over; False once the consumer has gone."""
-            while not stop.is_set():
-                try:
-                    ready.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce() -> None:
-            try:
-                for rows in self._chunks():
-                    if not put(self._load(rows, stream)):
-                        return
-                put(_DONE)
-            except BaseException as exc:  # handed to the consumer, raised there
-                put(exc)
-
-        thread = threading.Thread(target=produce, name="gbvnet-batch-loader", daemon=True)
-        thread.start()
-        try:
-            while (item := ready.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                yield self._ready(*item)
-        finally:
-            stop.set()
-            thread.join()
+        loads = (self._load(rows, stream) for rows in self._chunks())  # run by the prefetching thread
+        for loaded in read_ahead(loads, self.prefetch, name="gbvnet-batch-loader"):
+            yield self._ready(*loaded)
 
     @staticmethod
     def _ready(batch: dict[str, torch.Tensor], event) -> dict[str, torch.Tensor]:

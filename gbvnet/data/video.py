@@ -25,8 +25,6 @@ frames had none is warned about (its crops are mostly not faces).
 
 from __future__ import annotations
 
-import queue
-import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +35,7 @@ import cv2
 import numpy as np
 
 from gbvnet.data.records import DataError
+from gbvnet.prefetch import read_ahead
 
 CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 SYNC_TOLERANCE = 2.0  # seconds a video may be shorter / longer than expected before read_frames warns
@@ -79,47 +78,6 @@ def _frames(path: str | Path, times: np.ndarray, span: tuple[float, float] | Non
             yield np.flatnonzero(wanted == frame), image
     finally:
         cap.release()
-
-
-def read_ahead(items: Iterator, depth: int = 4) -> Iterator:
-    """``items``, produced by a thread of their own up to ``depth`` items ahead of the consumer; an error in the
-    producer is raised to the consumer, and a consumer that stops early stops (and closes) the producer."""
-    slots: queue.Queue = queue.Queue(depth)
-    stop, end = threading.Event(), object()
-
-    def put(entry: tuple) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((end, None))
-        except BaseException as exc:  # handed to the consumer, which raises it
-            put((end, exc))
-        finally:
-            items.close()
-
-    producer = threading.Thread(target=produce, name="video-decode", daemon=True)
-    producer.start()
-    try:
-        while True:
-            item, error = slots.get()
-            if item is end:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()
-        producer.join()
 
 
 @contextmanager
