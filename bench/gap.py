@@ -6,7 +6,7 @@ Printed: the folds, the summed epoch time, the slots, the ideal time (sum / slot
 (Ray start, the pooled Tune run, scoring and MLflow) and the ratio wall / ideal (target <= 1.3 on 2 cores). The
 command runs in this process (Python's imports not counted; Ray's start is).
 
-    python -m bench.gap [--subjects 4] [--trials 6] [--k 2] [--epochs 3] [--folds-in-parallel 2] [--write]
+    python -m bench.gap [--subjects 4] [--trials 6] [--k 2] [--epochs 3] [--concurrent 2] [--write]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--trials", type=int, default=6)
     p.add_argument("--k", type=int, default=2)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--folds-in-parallel", type=int, default=2)
+    p.add_argument("--concurrent", type=int, default=2)
     p.add_argument("--write", action="store_true", help="make this bench/RESULTS.md's section")
     p.add_argument("--note", default="", help="a line added to the published figure (e.g. the machine's load)")
     args = p.parse_args(argv)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         doc = gap.main(["--dataset", "deap", "--cache", str(tmp / "cache"), "--preset", "smoke", "--modality", "bio",
                         "--k", str(args.k), "--epochs", str(args.epochs), "--patience", str(args.epochs),
-                        "--batch-size", "8", "--lr", "3e-3", "--folds-in-parallel", str(args.folds_in_parallel),
+                        "--batch-size", "8", "--lr", "3e-3", "--concurrent", str(args.concurrent),
                         "--quiet", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--storage", str(tmp / "ray")])
     wall = time.perf_counter() - started
     [pool] = list((tmp / "ray").glob("eval-gap-deap-*"))
@@ -68,13 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     folds = sum(len(d["folds"]) for d in doc["protocols"].values())
     per_protocol = ", ".join(f"{p} {len(d['folds'])}" for p, d in doc["protocols"].items())
     epoch_sum = sum(r["epoch_time_s"] for r in rows)
-    slots = min(args.folds_in_parallel, folds)
+    slots = min(args.concurrent, folds)
     ideal = epoch_sum / slots
     scoring = wall - sum(phases.values())
     body = "\n".join([
         f"machine: {machine()}" + (f"; {args.note}" if args.note else ""),
         f"command: python -m bench.gap --subjects {args.subjects} --trials {args.trials} --k {args.k} "
-        f"--epochs {args.epochs} --folds-in-parallel {args.folds_in_parallel}",
+        f"--epochs {args.epochs} --concurrent {args.concurrent}",
         f"corpus: DEAP layout, {args.subjects} subjects x {args.trials} trials, bio, trial signature 2, smoke model",
         f"folds: {folds} ({per_protocol}), "
         f"{len(rows)} epochs in all",
