@@ -9,16 +9,21 @@ STAMP := $(VENV)/.installed
 # torch: on a machine without an NVIDIA GPU (no nvidia-smi) its CPU wheels, from PyTorch's CPU index (PyPI has only
 # the CUDA build for Linux x86-64): .venv about 2.4 GB instead of 7. Where that index cannot be reached, torch comes
 # from PyPI with the project. A torch already in .venv is kept. `make TORCH_CPU_INDEX=` skips this step.
+# The CPU step is --isolated (that index only, none of the machine's pip settings): a local wheel folder may hold a
+# CPU torch of another version, next to which the index's torchvision would not load (torchvision::nms missing).
+# The last check stops the install when torch and torchvision in .venv are not a working pair.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	if [ -n "$(TORCH_CPU_INDEX)" ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
-	  $(PY) -m pip install -q --timeout 10 --retries 1 --index-url $(TORCH_CPU_INDEX) torch torchvision \
+	  $(PY) -m pip install -q --isolated --timeout 10 --retries 1 --index-url $(TORCH_CPU_INDEX) torch torchvision \
 	  || echo "$(TORCH_CPU_INDEX) not reachable: torch comes from PyPI, with its CUDA wheels (.venv about 7 GB)"; \
 	fi
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -c 'import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)' \
+	  || { echo "torch and torchvision in $(VENV) are not a matching pair: rm -rf $(VENV) and make again" >&2; exit 1; }
 	touch $(STAMP)
 
 demo: $(STAMP)
