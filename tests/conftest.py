@@ -62,6 +62,38 @@ def _session_home() -> None:
 _session_home()
 
 
+def _session_train_polling() -> None:
+    """Ray Train's controller polls its workers every 2 s and starts a preemption watcher actor (a process) per
+    run: seconds of fixed cost per run, which a suite of many short runs pays many times over. The tests poll
+    every 0.25 s and watch no preemption (a local instance is never preempted). Values set by the caller stay."""
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+
+_session_train_polling()
+
+
+_STORE_TEMPLATE: list[Path] = []
+
+
+def store_uri(folder: Path | str) -> str:
+    """The URI of an empty MLflow tracking store at ``folder/mlflow.db``: a copy of one store created once per test
+    session (MLflow's schema migration of a new SQLite file costs seconds; the tests of store creation itself,
+    tests/test_tracking.py, use a new file)."""
+    if not _STORE_TEMPLATE:
+        from mlflow.tracking import MlflowClient
+
+        template = Path(tempfile.mkdtemp(prefix="gbvnet-test-store-")) / "mlflow.db"
+        atexit.register(shutil.rmtree, template.parent, ignore_errors=True)
+        MlflowClient(f"sqlite:///{template}").search_experiments()  # creates the tables
+        _STORE_TEMPLATE.append(template)
+    target = Path(folder) / "mlflow.db"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_STORE_TEMPLATE[0], target)
+    return f"sqlite:///{target}"
+
+
 def pytest_collection_modifyitems(items) -> None:
     """The markers of pyproject.toml that follow from fixtures: ``ray`` on every test using the session's Ray
     instance, ``slow`` on those reading the session's LOSO evaluations (the first one runs them)."""
@@ -187,7 +219,7 @@ def evaluations(ray_session, prepared_cache, tmp_path_factory) -> Evaluations:
     cache = prepared_cache("deap", {"subjects": Evaluations.subjects, "trials": 8, "seed": 3, "label_noise": 0,
                                     "video": False}, face=False, baseline_norm=True)
     out = tmp_path_factory.mktemp("evaluations")
-    uri = f"sqlite:///{out}/mlflow.db"
+    uri = store_uri(out)
     docs, printed = {}, {}
     for target, extra in (("valence", ["--epochs", "5"]), ("arousal", ["--epochs", "2", "--test-subjects", "1", "2"])):
         stdout = io.StringIO()

@@ -22,6 +22,7 @@ from gbvnet.data.records import DataError, ReadReport
 from gbvnet.data.video import CASCADE
 from gbvnet.datasets import DATASETS, get_dataset
 from gbvnet.prepare import prepare_dataset
+from tests.conftest import store_uri
 
 SIZE = {"subjects": 3, "trials": 4, "long_trials": 1, "duration": 6.0, "long_duration": 9.0, "seed": 7}
 WINDOWS = {"short": 2, "long": 3}  # 3 s windows, stride 3 s, in 6 s and 9 s stimuli
@@ -245,7 +246,7 @@ def test_loso_bio_and_facebio(ray_session, prepared_cache, tmp_path):
     for modality in ("bio", "facebio"):
         out = tmp_path / modality
         doc = loso.main(["--dataset", "amigos", "--cache", str(cache), "--preset", "smoke", "--modality", modality,
-                         "--epochs", "1", "--test-subjects", "1", "--tracking-uri", f"sqlite:///{out}/mlflow.db",
+                         "--epochs", "1", "--test-subjects", "1", "--tracking-uri", store_uri(out),
                          "--storage", str(out / "ray"), "--output", str(out / "out.json"), "--quiet"])
         assert doc["dataset"] == "amigos" and doc["modality"] == modality
         assert [f["test_subjects"] for f in doc["folds"]] == [[1]]

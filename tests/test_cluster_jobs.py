@@ -23,6 +23,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import store_uri
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 START_NODE = REPO / "cluster" / "slurm" / "start-node.sh"
@@ -50,7 +52,7 @@ def stop(nodes: list[subprocess.Popen]) -> None:
             os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops its node's processes
         except ProcessLookupError:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=30)
+    _, alive = psutil.wait_procs(procs, timeout=10)
     for p in alive:
         try:
             p.kill()
@@ -95,16 +97,28 @@ def alive_nodes(env: dict, job_api: str) -> list[dict]:
     return [n for n in nodes if n["state"] == "ALIVE"]
 
 
-def submit(env: dict, job_api: str, *entrypoint: str) -> str:
-    """``ray job submit`` as cluster/README.md runs it (repository uploaded, runtime_env.yaml); asserts success and
-    returns what the job printed."""
-    proc = subprocess.run(
+def start_job(env: dict, job_api: str, *entrypoint: str) -> subprocess.Popen:
+    """``ray job submit`` as cluster/README.md runs it (repository uploaded, runtime_env.yaml), started."""
+    return subprocess.Popen(
         [str(BIN / "ray"), "job", "submit", "--address", job_api,
          "--working-dir", str(REPO), "--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--",
-         *entrypoint], env=env, capture_output=True, text=True, timeout=540, cwd=REPO)
-    out = proc.stdout + proc.stderr
+         *entrypoint], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+
+def job_output(proc: subprocess.Popen) -> str:
+    """Waits for a job started by :func:`start_job`; asserts success and returns what the job printed."""
+    try:
+        out, _ = proc.communicate(timeout=540)
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # the CLI this test started (the job itself ends with the cluster)
     assert proc.returncode == 0 and "succeeded" in out, out[-4000:]
     return out
+
+
+def submit(env: dict, job_api: str, *entrypoint: str) -> str:
+    """One job, submitted and waited for (:func:`job_output`)."""
+    return job_output(start_job(env, job_api, *entrypoint))
 
 
 def actors_by_node(env: dict, job_api: str) -> dict[str, int]:
@@ -128,8 +142,7 @@ def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path
         assert refused.returncode != 0, f"the job API answered a client {what}"
 
     shared = tmp_path / "shared"  # both nodes see this folder: the shared storage of the walkthrough
-    storage, uri, best = shared / "ray", f"sqlite:///{shared}/mlflow.db", shared / "best.yaml"
-    shared.mkdir()
+    storage, uri, best = shared / "ray", store_uri(shared), shared / "best.yaml"
     # One run, two DDP workers: one CPU each on 1-CPU nodes, so one worker per node (gloo over loopback).
     out = submit(env, job_api, "python", "-m", "gbvnet.train", "--cache", str(mahnob_cache), "--modality", "bio",
                  "--train-subjects", "1", "2", "--val-subjects", "3", "--test-subjects", "4", "--workers", "2",
@@ -137,14 +150,22 @@ def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path
     assert "final:" in out and "done=True" in out, out[-3000:]
     assert set(actors_by_node(env, job_api)) == {n["node_id"] for n in nodes}, "the DDP run did not span both nodes"
 
-    submit(env, job_api, "python", "tune/search.py", "--dataset", "mahnob", "--cache", str(mahnob_cache), "--modality",
-           "bio", "--space", "smoke", "--num-samples", "2", "--max-epochs", "1", "--search-subjects", "1", "2",
-           "--concurrent", "2", "--storage", str(storage), "--tracking-uri", uri, "--output", str(best))
+    # the search and the nested evaluation (every outer fold searched on its own training subjects, all in one Tune
+    # run) are independent: submitted together, as users run commands side by side, sharing the nodes and the store
+    search = start_job(env, job_api, "python", "tune/search.py", "--dataset", "mahnob", "--cache", str(mahnob_cache),
+                       "--modality", "bio", "--space", "smoke", "--num-samples", "2", "--epochs", "1",
+                       "--search-subjects", "1", "2", "--concurrent", "2", "--storage", str(storage),
+                       "--tracking-uri", uri, "--output", str(best))
+    nested = start_job(env, job_api, "python", "-m", "evaluation.loso", "--dataset", "mahnob", "--cache",
+                       str(mahnob_cache), "--modality", "bio", "--preset", "smoke", "--search", "2", "--search-epochs",
+                       "1", "--epochs", "1", "--test-subjects", "3", "4", "--concurrent", "2", "--storage",
+                       str(storage), "--tracking-uri", uri, "--output", str(shared / "nested.json"))
+    job_output(search)
     assert yaml.safe_load(best.read_text())["search"]["trials"] == 2
 
     submit(env, job_api, "python", "-m", "evaluation.loso", "--dataset", "mahnob", "--cache", str(mahnob_cache),
            "--modality", "bio", "--config", str(best), "--epochs", "2", "--test-subjects", "3", "4",
-           "--folds-in-parallel", "2", "--storage", str(storage), "--tracking-uri", uri,
+           "--concurrent", "2", "--storage", str(storage), "--tracking-uri", uri,
            "--output", str(shared / "loso.json"))
     doc = json.loads((shared / "loso.json").read_text())
     assert [f["fold"] for f in doc["folds"]] == ["subject-3", "subject-4"]
@@ -157,11 +178,7 @@ def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path
     assert sorted(r.info.run_name for r in children) == ["subject-3", "subject-4"]
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in children)
 
-    # the nested evaluation: every outer fold searched on its own training subjects, all in one Tune run
-    submit(env, job_api, "python", "-m", "evaluation.loso", "--dataset", "mahnob", "--cache", str(mahnob_cache),
-           "--modality", "bio", "--preset", "smoke", "--search", "2", "--search-epochs", "1", "--epochs", "1",
-           "--test-subjects", "3", "4", "--concurrent", "2", "--storage", str(storage), "--tracking-uri", uri,
-           "--output", str(shared / "nested.json"))
+    job_output(nested)
     nested = json.loads((shared / "nested.json").read_text())
     assert [f["fold"] for f in nested["folds"]] == ["subject-3", "subject-4"]
     assert nested["nested"]["failed_folds"] == {} and nested["nested"]["budget"]["trials"] == 4

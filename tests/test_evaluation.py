@@ -16,11 +16,12 @@ from mlflow.tracking import MlflowClient
 
 from evaluation import loso, subject_dependent
 from gbvnet.data.cache import open_cache
+from tests.conftest import store_uri
 
 
 def common(mahnob_cache, tmp_path, *extra):
     return ["--dataset", "mahnob", "--cache", str(mahnob_cache), "--preset", "smoke",
-            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--storage", str(tmp_path / "ray"),
+            "--tracking-uri", store_uri(tmp_path), "--storage", str(tmp_path / "ray"),
             "--output", str(tmp_path / "out.json"), *extra]
 
 
@@ -85,7 +86,7 @@ def test_subject_dependent_folds_split_trials(ray_session, mahnob_cache, tmp_pat
     assert "started" not in printed and "done after epoch" not in printed  # --quiet: only the final table
     assert len(doc["folds"]) == 4  # 2 subjects x 2 folds
     assert {tuple(f["test_subjects"]) for f in doc["folds"]} == {(1,), (2,)}
-    _, children = nested_runs(f"sqlite:///{tmp_path}/mlflow.db", "gbvnet-mahnob-subject-dependent", doc["mlflow_run_id"])
+    _, children = nested_runs(store_uri(tmp_path), "gbvnet-mahnob-subject-dependent", doc["mlflow_run_id"])
     assert len(children) == 4
 
 
@@ -147,7 +148,7 @@ def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_pat
     assert re.search(r"^interrupted: [12] of 3 folds finished; --resume continues$", printed, re.M), printed[-3000:]
     assert "Traceback" not in printed
     assert_gone(started)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(store_uri(tmp_path))
     [parent] = [r for r in client.search_runs([client.get_experiment_by_name("gbvnet-mahnob-loso").experiment_id])
                 if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "KILLED"
@@ -158,7 +159,7 @@ def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_pat
     assert len(doc["folds"]) == 3
     for trial_dir, text in done_before.items():  # finished folds were not trained again
         assert (results.glob(f"eval-loso-*/{trial_dir}/result.json").__next__()).read_text() == text
-    _, children = nested_runs(f"sqlite:///{tmp_path}/mlflow.db", "gbvnet-mahnob-loso", doc["mlflow_run_id"])
+    _, children = nested_runs(store_uri(tmp_path), "gbvnet-mahnob-loso", doc["mlflow_run_id"])
     assert sorted(r.info.run_name for r in children) == [f"subject-{s}" for s in (1, 2, 3)]  # no duplicates
     assert client.get_run(doc["mlflow_run_id"]).info.status == "FINISHED"
     assert not list(results.glob("**/checkpoint_*"))  # removed once each fold was logged
@@ -188,7 +189,7 @@ def test_results_survive_a_failure_of_the_final_logging(ray_session, mahnob_cach
     doc = json.loads((tmp_path / "out.json").read_text())
     assert f"wrote {tmp_path / 'out.json'}" in printed.out and "subject" in printed.out  # the table
     assert "run the same command with --resume" in printed.err
-    client, children = nested_runs(f"sqlite:///{tmp_path}/mlflow.db", "gbvnet-mahnob-loso", doc["mlflow_run_id"])
+    client, children = nested_runs(store_uri(tmp_path), "gbvnet-mahnob-loso", doc["mlflow_run_id"])
     assert client.get_run(doc["mlflow_run_id"]).info.status == "FAILED"
     assert sorted((r.info.run_name, r.info.status) for r in children) == [("subject-1", "FINISHED"),
                                                                           ("subject-2", "FINISHED")]

@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from evaluation import gap, report
+from tests.conftest import store_uri
 
 # 3 subjects x 4 trials (k=2: 2 subjects' worth of folds each), no signal in the labels (half the trials flipped),
 # and a strong per-trial EEG signature: only a split that trains on windows of the test trials can score.
@@ -24,7 +25,7 @@ def signature_cache(prepared_cache):
 @pytest.fixture(scope="module")
 def gap_run(ray_session, signature_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("gap")
-    uri = f"sqlite:///{out}/mlflow.db"
+    uri = store_uri(out)
     doc = gap.main(["--dataset", "deap", "--cache", str(signature_cache), "--preset", "smoke", "--modality", "bio",
                     "--k", "2", "--epochs", "3", "--batch-size", "4", "--lr", "3e-3", "--quiet",
                     "--tracking-uri", uri, "--storage", str(out / "ray"), "--output", str(out / "gap.json")])
@@ -87,7 +88,7 @@ def test_too_few_subjects_or_trials_are_refused_before_ray(prepared_cache, signa
     monkeypatch.setattr(gap, "init_ray", no_ray)
     two = prepared_cache("deap", {**SIGNATURE, "subjects": 2}, face=False, baseline_norm=True)
     args = ["--dataset", "deap", "--preset", "smoke", "--modality", "bio", "--tracking-uri",
-            f"sqlite:///{tmp_path}/mlflow.db", "--storage", str(tmp_path / "ray")]
+            store_uri(tmp_path), "--storage", str(tmp_path / "ray")]
     with pytest.raises(SystemExit, match=r"loso .*needs at least 3 subjects.*subjects \[1, 2\]"):
         gap.main([*args, "--cache", str(two), "--k", "2"])
     with pytest.raises(SystemExit, match=r"subject-dependent \(k=4\).*subjects \[1, 2, 3\].*have 4, 4, 4"):

@@ -24,6 +24,7 @@ from evaluation import loso, nested
 from evaluation import run as run_module
 from evaluation.fold_search import SCORE, FoldScheduler, FoldSearcher
 from gbvnet.space import search_space
+from tests.conftest import store_uri
 
 SUBJECTS = 4
 SIZE = {"subjects": SUBJECTS, "trials": 4, "seed": 3, "label_noise": 0, "video": False}
@@ -39,7 +40,7 @@ def nested_args(cache, out: Path, *extra) -> list[str]:
     """2 search trials per fold, folds trained with their best and untuned, all for 1 epoch."""
     return ["--dataset", "deap", "--cache", str(cache), "--preset", "smoke", "--modality", "bio", "--search", "2",
             "--search-epochs", "1", "--epochs", "1", "--compare-untuned", "--lr", "2e-3",
-            "--tracking-uri", f"sqlite:///{out}/mlflow.db", "--storage", str(out / "ray"),
+            "--tracking-uri", store_uri(out), "--storage", str(out / "ray"),
             "--output", str(out / "out.json"), *extra]
 
 
@@ -104,7 +105,7 @@ def test_every_subject_is_tested_once_by_a_fold_searched_without_it(resumed):
 
 
 def test_each_fold_trained_with_its_own_best_configuration_read_back_from_mlflow(resumed):
-    client = MlflowClient(f"sqlite:///{resumed.out}/mlflow.db")
+    client = MlflowClient(store_uri(resumed.out))
     parent = resumed.doc["mlflow_run_id"]
     experiment = client.get_run(parent).info.experiment_id
     runs = client.search_runs([experiment], max_results=1000)

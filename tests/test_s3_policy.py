@@ -25,6 +25,8 @@ from urllib.parse import parse_qs, unquote
 
 import pytest
 
+from tests.conftest import store_uri
+
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (the dev extra)")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,7 +196,7 @@ def cluster_requests(s3, ray_session, tmp_path_factory, monkeypatch_module) -> l
 
     uri, recorder = s3
     monkeypatch_module.setenv("GBVNET_LOCAL_CACHE", str(tmp_path_factory.mktemp("node-cache")))
-    mlflow = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    mlflow = store_uri(tmp_path_factory.mktemp('mlflow'))
     best = uri("gbvnet/results/best-mahnob-valence.yaml")
     recorder.on = True
     search.main(["--dataset", "mahnob", "--cache", uri("gbvnet/cache/mahnob"), "--modality", "bio", "--space",

@@ -14,13 +14,14 @@ from mlflow.tracking import MlflowClient
 from evaluation import loso
 from gbvnet.data.cache import open_cache
 from gbvnet.space import search_space
+from tests.conftest import store_uri
 from tune import search
 
 
 def search_args(cache, tmp_path, *extra):
     return ["--dataset", "mahnob", "--cache", str(cache), "--modality", "bio", "--space", "smoke",
             "--num-samples", "4", "--max-epochs", "2", "--search-subjects", "1", "2",
-            "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+            "--storage", str(tmp_path / "ray"), "--tracking-uri", store_uri(tmp_path),
             "--output", str(tmp_path / "best.yaml"), *extra]
 
 
@@ -29,7 +30,7 @@ def test_smoke_search_writes_a_config_that_loso_accepts(ray_session, mahnob_cach
     doc = search.main(search_args(mahnob_cache, tmp_path))
     printed = capsys.readouterr().out
     assert printed.count(" started\n") == 4 and "[search " in printed  # progress of the 4 trials
-    parent = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(doc["search"]["mlflow_run_id"])
+    parent = MlflowClient(store_uri(tmp_path)).get_run(doc["search"]["mlflow_run_id"])
     assert parent.inputs.dataset_inputs[0].dataset.digest == doc["search"]["cache_manifest_hash"]
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert best == json.loads(json.dumps(doc))
@@ -45,7 +46,7 @@ def test_smoke_search_writes_a_config_that_loso_accepts(ray_session, mahnob_cach
     assert {p: p.read_text() for p in (tmp_path / "ray").glob("search-*/*/result.json")} == results
     out = loso.main(["--dataset", "mahnob", "--cache", str(mahnob_cache), "--modality", "bio", "--config",
                      str(tmp_path / "best.yaml"), "--epochs", "1", "--test-subjects", "3", "4",
-                     "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+                     "--storage", str(tmp_path / "ray"), "--tracking-uri", store_uri(tmp_path)])
     assert [f["test_subjects"] for f in out["folds"]] == [[3], [4]]
 
 
@@ -72,7 +73,7 @@ def deap_partly_filmed(prepared_cache):
 
 def deap_search_args(cache, tmp_path, *extra):
     return ["--dataset", "deap", "--cache", str(cache), "--space", "smoke", "--num-samples", "1",
-            "--max-epochs", "1", "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+            "--max-epochs", "1", "--storage", str(tmp_path / "ray"), "--tracking-uri", store_uri(tmp_path),
             "--output", str(tmp_path / "best.yaml"), *extra]
 
 
@@ -126,13 +127,13 @@ def test_search_and_evaluation_on_deap_where_some_subjects_have_no_video(ray_ses
     assert provenance["modality"] == "facebio" and provenance["label_threshold"] == 5.0
     assert provenance["face_weights"] == f"checkpoint:{weights}" and doc["model"]["face"]["checkpoint"] == str(weights)
     assert "patience" not in doc["train"] and "epochs" not in doc["train"]
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(store_uri(tmp_path))
     params = client.get_run(provenance["mlflow_run_id"]).data.params
     assert params["face_weights"] == f"checkpoint:{weights}" and params["label_threshold"] == "5.0"
 
     out = loso.main(["--dataset", "deap", "--cache", str(deap_partly_filmed), "--config", str(tmp_path / "best.yaml"),
                      "--epochs", "1", "--test-subjects", "3", "--storage", str(tmp_path / "ray"),
-                     "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+                     "--tracking-uri", store_uri(tmp_path)])
     assert [f["test_subjects"] for f in out["folds"]] == [[3]]
     assert out["audit"]["search"] == "passed; searched on deap (same target and cache)"
     run = client.get_run(out["mlflow_run_id"])
