@@ -28,7 +28,7 @@ Best of ``repeats``; grab-only, face path and the prepare command timed in turn,
 the same machine load.
 
     python -m bench.prepare [--subjects 4] [--quick] [--profile] [--write]
-    python -m bench.prepare --faces [--trials 2] [--repeats 3] [--reference] [--quick] [--write]
+    python -m bench.prepare --faces [--trials 6] [--repeats 3] [--reference] [--quick] [--write]
 """
 
 from __future__ import annotations
@@ -210,7 +210,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 subjects, one repetition (--faces: 1 trial)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one subject's preparation")
     parser.add_argument("--faces", action="store_true", help="face preparation at camera size vs grab-only")
-    parser.add_argument("--trials", type=int, default=2, help="--faces: trials (videos) per dataset")
+    parser.add_argument("--trials", type=int, default=6,
+                        help="--faces: trials (videos) per dataset (a real subject has 20-40; at 2 the start-up dominates)")
     parser.add_argument("--reference", action="store_true", help="--faces: also time the per-frame detector")
     parser.add_argument("--repeats", type=int, default=3, help="--faces: timed repeats (the best is reported)")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
