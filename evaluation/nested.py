@@ -174,7 +174,8 @@ def run_trials(spec: EvalSpec, nested: NestedSpec, jobs: dict, names: list[str],
         tune_trial_resources(spec.train))
     total = len(names) * (nested.trials + 1 + nested.compare_untuned)
     progress = [] if spec.quiet else [ProgressTable(
-        total=total, max_epochs=max(nested.max_epochs, spec.train.epochs), concurrency=nested.concurrent,
+        total=total, concurrency=nested.concurrent,
+        max_epochs=lambda trial: nested.max_epochs if trial.config["job"] == "inner" else spec.train.epochs,
         title=f"nested {spec.protocol}", name=lambda trial: trial_name(names, trial.config))]
     tune_config = tune.TuneConfig(
         search_alg=FoldSearcher(search_space(nested.space), len(names), nested.trials, spec.train.seed,

@@ -50,6 +50,7 @@ def clock(seconds: float | None) -> str:
 class _Row:
     name: str
     started: float
+    max_epochs: int  # the epochs this trial may train
     status: str = "starting"  # starting (no epoch yet), running, done, failed
     ended: float | None = None
     epoch: int = 0
@@ -68,17 +69,20 @@ class _Row:
 class ProgressTable(tune.Callback):
     """Print the progress of a Tune run's folds / trials (see the module docstring).
 
-    ``total``: folds or trials the run will have; ``max_epochs``: epochs each may train; ``concurrency``: how many
+    ``total``: folds or trials the run will have; ``max_epochs``: epochs each may train (or, per trial, a function
+    of it: a nested run's search trials train fewer than its outer folds); ``concurrency``: how many
     run at a time; ``kind``: what a trial is called (``fold``, ``trial``); ``name``: a trial's display name
     (default: its Tune id); ``title``: the run's label in the header; ``metric``: the per-epoch score shown.
     """
 
-    def __init__(self, *, total: int, max_epochs: int, concurrency: int, kind: str = "trial", title: str = "tune",
+    def __init__(self, *, total: int, max_epochs: int | Callable[[Trial], int], concurrency: int,
+                 kind: str = "trial", title: str = "tune",
                  name: Callable[[Trial], str] | None = None, metric: str = SELECTION_METRIC, interval: float = 30.0,
                  stream: TextIO | None = None, now: Callable[[], float] = time.monotonic):
-        self.total, self.max_epochs, self.concurrency = total, max_epochs, max(1, concurrency)
+        self.total, self.concurrency = total, max(1, concurrency)
         self.kind, self.title, self.metric, self.interval = kind, title, metric, interval
         self.name = name or (lambda trial: trial.trial_id)
+        self.epochs_of = max_epochs if callable(max_epochs) else (lambda trial: max_epochs)
         self.stream, self.now = stream, now
         self.setup()
 
@@ -94,11 +98,11 @@ class ProgressTable(tune.Callback):
         self.done_before = sum(t.status == Trial.TERMINATED and t.trial_id not in self.rows for t in trials)
         row = self.rows.get(trial.trial_id)
         if row is None or row.status in ("done", "failed"):
-            self.rows[trial.trial_id] = _Row(self.name(trial), self.now())
+            self.rows[trial.trial_id] = self._new_row(trial)
         self._print(f"{self.kind} {self.rows[trial.trial_id].name} started")
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
-        row = self.rows.setdefault(trial.trial_id, _Row(self.name(trial), self.now()))
+        row = self.rows.setdefault(trial.trial_id, self._new_row(trial))
         if "epoch" not in result:
             return
         t = self.now()
@@ -112,7 +116,7 @@ class ProgressTable(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         row = self._end(trial, "done")
         best = "-" if row.best is None else f"{row.best:.3f}"
-        self._print(f"{self.kind} {row.name} done after epoch {row.epoch}/{self.max_epochs}: best {self.metric} "
+        self._print(f"{self.kind} {row.name} done after epoch {row.epoch}/{row.max_epochs}: best {self.metric} "
                     f"{best}, {clock(row.ended - row.started)}")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
@@ -131,8 +135,11 @@ class ProgressTable(tune.Callback):
             self._print(self.table())
 
     # ------------------------------------------------------------------------------------------ the table
+    def _new_row(self, trial: Trial) -> _Row:
+        return _Row(self.name(trial), self.now(), self.epochs_of(trial))
+
     def _end(self, trial: Trial, status: str) -> _Row:
-        row = self.rows.setdefault(trial.trial_id, _Row(self.name(trial), self.now()))
+        row = self.rows.setdefault(trial.trial_id, self._new_row(trial))
         row.status, row.ended = status, self.now()
         return row
 
@@ -147,7 +154,7 @@ class ProgressTable(tune.Callback):
             return 0.0
         per_epoch, mean = row.epoch_seconds(), self._finished_mean()
         if per_epoch is not None:
-            return (self.max_epochs - row.epoch) * per_epoch
+            return (row.max_epochs - row.epoch) * per_epoch
         return None if mean is None else max(0.0, mean - (self.now() - row.started))
 
     def time_left(self) -> float | None:
@@ -182,7 +189,7 @@ class ProgressTable(tune.Callback):
                        f"{'elapsed':>8} {'left':>8}"]
         for r in rows:
             left = self._left(r)
-            lines.append(f"  {r.name:<{width}}  {r.status:<9} {f'{r.epoch}/{self.max_epochs}':>7} "
+            lines.append(f"  {r.name:<{width}}  {r.status:<9} {f'{r.epoch}/{r.max_epochs}':>7} "
                          f"{'-' if r.score is None else f'{r.score:.3f}':>12} "
                          f"{'-' if r.best is None else f'{r.best:.3f}':>6} "
                          f"{clock((r.ended or now) - r.started):>8} {'-' if left == 0 else clock(left):>8}")

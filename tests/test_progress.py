@@ -83,5 +83,28 @@ def test_resumed_run_counts_folds_finished_before():
     assert "1 done, 1 running, 1 waiting" in table.table().splitlines()[0]
 
 
+def test_each_trial_shows_its_own_epoch_budget():
+    """A nested run's search trials train fewer epochs than its outer folds: each row and done line says its own."""
+    now, out = Clock(), io.StringIO()
+    table = ProgressTable(total=2, concurrency=2, title="nested loso", stream=out, now=now,
+                          max_epochs=lambda trial: 2 if trial.config["job"] == "inner" else 8,
+                          name=lambda trial: trial.config["job"])
+    trials = [Trial("__fake", config={"job": job}, stub=True) for job in ("inner", "tuned")]
+    table.setup()
+    for t in trials:
+        table.on_trial_start(0, trials, t)
+    now.t += 10
+    for t in trials:
+        table.on_trial_result(1, trials, t, {"epoch": 1, "val_macro_f1": 0.5})
+    now.t += 10
+    for t in trials:
+        table.on_trial_result(2, trials, t, {"epoch": 2, "val_macro_f1": 0.6})
+    rows = {line.split()[0]: line.split() for line in table.table().splitlines()[2:]}
+    assert rows["inner"][2] == "2/2" and rows["tuned"][2] == "2/8"
+    assert rows["tuned"][-1] == "0:01:00"  # 6 epochs left at 10 s each
+    table.on_trial_complete(2, trials, trials[0])
+    assert out.getvalue().splitlines()[-1].startswith("trial inner done after epoch 2/2:")
+
+
 def test_clock():
     assert clock(3725.4) == "1:02:05" and clock(None) == "?"
