@@ -266,7 +266,7 @@ def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects") -> dict:
     log_gap(spec, index, arms, results, document, key)
     for names, arm_results in ((arm.names, results[p]) for p, arm in arms.items()):
         for name, result in zip(names, arm_results, strict=True):
-            remove_fold_checkpoints(spec, key, name, result.path)
+            remove_fold_checkpoints(spec, key, name, result.path, result.filesystem)
     return document
 
 

@@ -62,6 +62,7 @@ from gbvnet.loop import make_job
 from gbvnet.progress import ProgressTable
 from gbvnet.space import SPACES, search_space
 from gbvnet.splits import Fold, inner_fold, subjects_with_rows
+from gbvnet.storage import join
 
 JOBS = ("inner", "tuned", "untuned")
 
@@ -165,10 +166,25 @@ def trial_name(names: list[str], config: dict) -> str:
     return f"{names[config['fold']]}/" + (f"search-{config['number']}" if job == "inner" else job)
 
 
+def nested_experiment(spec: EvalSpec, key: str) -> str:
+    """The Tune experiment of the nested evaluation ``key`` (a folder of the Ray storage); a trial with several
+    workers trains as the trainer run ``<experiment>-<trial id>`` beside it."""
+    return f"nested-{spec.protocol}-{spec.dataset}-{key}"
+
+
+def remove_trial_checkpoints(spec: EvalSpec, key: str, grid: tune.ResultGrid) -> None:
+    """Remove every trial's checkpoints (and those of its trainer run, with several workers); results stay."""
+    storage, experiment = storage_path(spec.storage), nested_experiment(spec, key)
+    for result in grid:
+        remove_checkpoints(result.path, result.filesystem)
+        if result.metrics and "trial_id" in result.metrics:
+            remove_checkpoints(join(storage, f"{experiment}-{result.metrics['trial_id']}"))
+
+
 def run_trials(spec: EvalSpec, nested: NestedSpec, jobs: dict, names: list[str], key: str) -> tune.ResultGrid:
     """Every fold's search trials and outer trainings as one Tune run (see :mod:`evaluation.fold_search`)."""
     storage = storage_path(spec.storage)
-    experiment = f"nested-{spec.protocol}-{spec.dataset}-{key}"
+    experiment = nested_experiment(spec, key)
     trainable = tune.with_resources(
         tune.with_parameters(nested_trial, jobs=jobs, storage=storage, experiment=experiment),
         tune_trial_resources(spec.train))
@@ -397,6 +413,5 @@ def evaluate_nested(spec: EvalSpec, nested: NestedSpec, publish: Callable[[dict]
         raise
     tracker.finish()
     if not spec.keep_checkpoints:
-        for result in grid:
-            remove_checkpoints(result.path)
+        remove_trial_checkpoints(spec, key, grid)
     return document

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 from ray import tune
 
 from evaluation import aggregate, plots
@@ -136,13 +137,13 @@ def fold_experiment(spec: EvalSpec, key: str) -> str:
     return f"eval-{spec.protocol}-{spec.dataset}-{key}"
 
 
-def remove_fold_checkpoints(spec: EvalSpec, key: str, name: str, trial_path: str) -> None:
-    """Remove the checkpoints of the finished fold ``name``: its trial's and, with several workers, its trainer's
-    (:func:`gbvnet.launch.remove_checkpoints`); kept with ``--keep-checkpoints``."""
-    if not spec.keep_checkpoints:  # by the storage URI: a trial's own path has no scheme on remote storage
-        storage, experiment = storage_path(spec.storage), fold_experiment(spec, key)
-        remove_checkpoints(join(storage, f"{experiment}/{trial_path.rstrip('/').rsplit('/', 1)[-1]}"))
-        remove_checkpoints(join(storage, f"{experiment}-{name}"))
+def remove_fold_checkpoints(spec: EvalSpec, key: str, name: str, trial_path: str, fs: pafs.FileSystem) -> None:
+    """Remove the checkpoints of the finished fold ``name``: its trial's (``trial_path`` on the storage filesystem
+    ``fs``) and, with several workers, its trainer's (:func:`gbvnet.launch.remove_checkpoints`); kept with
+    ``--keep-checkpoints``."""
+    if not spec.keep_checkpoints:
+        remove_checkpoints(trial_path, fs)
+        remove_checkpoints(join(storage_path(spec.storage), f"{fold_experiment(spec, key)}-{name}"))
 
 
 def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str, tracker: Tracker | None = None,
@@ -160,7 +161,8 @@ def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str, track
         callbacks.append(TrialLogger(
             tracker, name=lambda trial: names[trial.config["fold"]],
             params=lambda trial: params[trial.config["fold"]] if params else {},
-            then=lambda trial: remove_fold_checkpoints(spec, key, names[trial.config["fold"]], trial.path)))
+            then=lambda trial: remove_fold_checkpoints(spec, key, names[trial.config["fold"]], trial.path,
+                                                       trial.storage.storage_filesystem)))
     grid = run_tuner(trainable, experiment, storage, resume=spec.resume,
                      param_space={"fold": tune.grid_search(list(range(len(jobs))))},
                      tune_config=tune.TuneConfig(max_concurrent_trials=spec.folds_in_parallel),
@@ -300,7 +302,7 @@ def evaluate(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> d
         raise
     tracker.finish()
     for fold, result in zip(folds, results, strict=True):
-        remove_fold_checkpoints(spec, key, fold.name, result.path)
+        remove_fold_checkpoints(spec, key, fold.name, result.path, result.filesystem)
     return document
 
 

@@ -87,8 +87,9 @@ def write_text(uri: str, text: str) -> None:
     write_bytes(fs, path, text.encode())
 
 
-def read_text(uri: str) -> str:
-    """Read a small text file from a local path or a URI."""
-    fs, path = filesystem(uri)
+def read_text(uri: str, fs: pafs.FileSystem | None = None) -> str:
+    """Read a small text file from a local path or a URI, or from the path ``uri`` on ``fs`` (a Tune result's path
+    on its filesystem: on remote storage, a bucket path without the scheme)."""
+    fs, path = (fs, uri) if fs is not None else filesystem(uri)
     with fs.open_input_stream(path) as f:
         return f.read().decode()

@@ -167,12 +167,7 @@ def trial_history(path: str, filesystem: pafs.FileSystem | None = None) -> list[
     """Every result a Tune trial reported (its ``result.json`` at ``path``), in order. ``path`` is a local path or
     URI, or a path on ``filesystem``: a Tune result's ``path`` on its ``filesystem`` (``--storage s3://...`` gives
     bucket paths without the scheme)."""
-    file = join(path, "result.json")
-    if filesystem is None:
-        text = read_text(file)
-    else:
-        with filesystem.open_input_stream(file) as f:
-            text = f.read().decode()
+    text = read_text(join(path, "result.json"), filesystem)
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 

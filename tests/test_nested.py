@@ -149,6 +149,7 @@ def test_resume_after_a_kill_trains_nothing_finished_again(resumed):
         assert name in recorded and files[name].read_text() == text
     configs = [json.loads((files[name].parent / "params.json").read_text()) for name in recorded]
     assert len({(c["fold"], c["job"], c["number"]) for c in configs}) == len(configs)
+    assert not [p for name in recorded for p in files[name].parent.glob("checkpoint_*")]  # removed at the end
 
 
 # ----------------------------------------------------------------------------- no Ray

@@ -251,3 +251,30 @@ def test_policy_missing_a_needed_permission_is_caught(cluster_requests, action, 
     refused = denied(without(policy, action, resource), cluster_requests)
     prefix = resource.removesuffix("*")
     assert [d for d in refused if d.startswith(f"{action} {prefix}")], refused
+
+
+def test_finished_folds_leave_no_checkpoint_in_the_bucket(s3, cluster_requests):
+    """The evaluation removed its folds' checkpoints on S3 too (a Tune trial's path there is a bucket path, on the
+    trial's own filesystem); its results stay."""
+    import pyarrow.fs as pafs
+
+    uri, _ = s3
+    fs, ray_root = pafs.FileSystem.from_uri(uri("gbvnet/ray"))
+    keys = [i.path for i in fs.get_file_info(pafs.FileSelector(ray_root, recursive=True))]
+    evaluation = [k for k in keys if "/eval-loso-" in k]
+    assert [k for k in evaluation if k.endswith("/result.json")], keys
+    assert not [k for k in evaluation if "/checkpoint_" in k]
+
+
+def test_checkpoints_removed_by_a_path_on_the_storage_filesystem(s3):
+    import pyarrow.fs as pafs
+
+    from gbvnet.launch import remove_checkpoints
+
+    uri, _ = s3
+    fs, trial = pafs.FileSystem.from_uri(uri("gbvnet/ray/removal/trial_0"))  # a bucket path, no scheme
+    for name in ("checkpoint_000000/model.pt", "checkpoint_000001/model.pt", "result.json"):
+        with fs.open_output_stream(f"{trial}/{name}") as f:
+            f.write(b"x")
+    remove_checkpoints(trial, fs)
+    assert [i.base_name for i in fs.get_file_info(pafs.FileSelector(trial, recursive=True))] == ["result.json"]
