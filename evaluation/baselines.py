@@ -30,6 +30,7 @@ import ray
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from gbvnet.data.cache import open_cache
 from gbvnet.data.dataset import WindowDataset
@@ -105,9 +106,14 @@ def bandpower_logreg(fold: Fold, y: np.ndarray, features: np.ndarray, seed: int 
 def fold_confusions(i: int, fold: Fold, y: np.ndarray, features: np.ndarray | None,
                     seed: int = 0) -> dict[str, np.ndarray]:
     """Per registered baseline, the test confusion matrix of fold number ``i`` (seeded ``seed + i``).
-    ``features=None`` skips the baselines that need features."""
-    return {b.name: b.score(fold, y, features, seed + i)
-            for b in BASELINES.values() if features is not None or not b.needs_features}
+    ``features=None`` skips the baselines that need features.
+
+    The baselines run with one BLAS thread, so their results do not depend on where they run: a logistic
+    regression fitted with two OpenBLAS threads predicted differently from one fitted with one on 13 of the 32
+    folds of a 32-subject corpus (sums in another order), and one thread is also faster on small fits."""
+    with threadpool_limits(1):
+        return {b.name: b.score(fold, y, features, seed + i)
+                for b in BASELINES.values() if features is not None or not b.needs_features}
 
 
 def baseline_confusions(folds: list[Fold], y: np.ndarray, features: np.ndarray | None,

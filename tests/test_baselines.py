@@ -1,0 +1,30 @@
+"""The baselines give the same numbers wherever they are scored (the driver, a Ray actor, a machine with more
+cores)."""
+
+from __future__ import annotations
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from evaluation import baselines
+from gbvnet.splits import Fold
+
+
+def test_baselines_fit_with_one_blas_thread_whatever_the_caller_allows(monkeypatch):
+    """A logistic regression's sums depend on the BLAS thread count (two OpenBLAS threads changed the predictions of
+    13 of 32 folds of a 32-subject corpus), so every baseline is scored with one thread."""
+    seen = []
+
+    def probe(fold, y, features, seed):
+        seen.append({pool["internal_api"]: pool["num_threads"] for pool in threadpool_info()})
+        return baselines.majority(fold, y)
+
+    monkeypatch.setitem(baselines.BASELINES, "probe", baselines.Baseline("probe", probe, needs_features=True))
+    rng = np.random.default_rng(0)
+    features, y = rng.standard_normal((40, 6)), np.tile([0, 1], 20)
+    fold = Fold("f", "window", train=np.arange(30), val=[], test=np.arange(30, 40))
+    with threadpool_limits(2):
+        scored = baselines.fold_confusions(0, fold, y, features)
+    assert seen and all(threads == 1 for pools in seen for threads in pools.values()), seen
+    assert set(scored) == {"majority", "stratified", "bandpower_logreg", "probe"}
+    assert scored["bandpower_logreg"].sum() == 10
