@@ -19,7 +19,9 @@ signed-rank test and the rank-biserial effect size over the subjects (:func:`eva
 
 MLflow: a parent run (experiment ``gbvnet-<dataset>-gap``; metrics named as :data:`evaluation.report.GAP_ARMS`
 says, the plot ``protocol_gap.png`` and ``gap.json``) with the three evaluations as child runs, each logged like
-an evaluation's parent run (its folds nested under it), so ``evaluation.report`` lists them and its gap table.
+an evaluation's parent run (its folds nested under it, each as soon as it finishes), so ``evaluation.report``
+lists them and its gap table. As in an evaluation, the tables are printed and ``--output`` written before the
+final MLflow logging, and a failure marks the runs FAILED (``--resume`` continues).
 
 The gap measures this configuration on this data. It is not a claim about any paper's code.
 """
@@ -31,6 +33,7 @@ import hashlib
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -40,7 +43,9 @@ from evaluation.audit import audit_folds, check_normalizers, check_search_subjec
 from evaluation.baselines import Baselines
 from evaluation.run import (
     EvalSpec,
+    FoldLog,
     add_arguments,
+    fold_params,
     log_results,
     plan_folds,
     remove_fold_checkpoints,
@@ -143,11 +148,14 @@ def gap_key(arms: dict[str, Arm], manifest_hash: str) -> str:
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_pooled(spec: EvalSpec, arms: dict[str, Arm], key: str) -> dict[str, list]:
-    """Every fold of every arm as one Tune experiment (``eval-gap-<dataset>-<key>``); each arm's results back."""
+def run_pooled(spec: EvalSpec, arms: dict[str, Arm], key: str, index, children: dict[str, Tracker]
+               ) -> dict[str, list]:
+    """Every fold of every arm as one Tune experiment (``eval-gap-<dataset>-<key>``), each fold logged under its
+    protocol's run (``children``) as soon as it finishes; each arm's results back."""
     jobs = [j for a in arms.values() for j in a.jobs]
     names = [n for a in arms.values() for n in a.names]
-    results = run_folds(spec, jobs, names, key)
+    logs = [FoldLog(children[p], f.name, fold_params(index, f)) for p, a in arms.items() for f in a.folds]
+    results = run_folds(spec, jobs, names, key, logs)
     out, start = {}, 0
     for protocol, arm in arms.items():
         out[protocol], start = results[start:start + len(arm.jobs)], start + len(arm.jobs)
@@ -207,10 +215,11 @@ def format_gap(document: dict) -> str:
     return "\n".join(lines)
 
 
-def log_gap(spec: EvalSpec, index, arms: dict[str, Arm], results: dict[str, list], document: dict,
-            key: str) -> None:
-    """The gap's MLflow parent run: its parameters, metrics, ``gap.json`` and plot, with each arm logged as an
-    evaluation's parent run would be, nested under it; the run ids are written into ``document``."""
+def start_gap_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, k: int, validation: str
+                  ) -> tuple[Tracker, dict[str, Tracker]]:
+    """The gap's MLflow parent run (its parameters and tags) and, nested under it, each protocol's run, started as
+    an evaluation's parent run is (:func:`evaluation.run.start_run`; the folds are logged under it as they
+    finish). Found again by their keys with ``--resume``."""
     tracker = Tracker(tracking_uri(spec.tracking_uri), spec.experiment_name, key, resume=spec.resume,
                       run_name=f"gap-{spec.model.modality}-{spec.model.fusion.kind}-{spec.train.target}-"
                                f"{spec.preset}-{key[:6]}")
@@ -218,56 +227,88 @@ def log_gap(spec: EvalSpec, index, arms: dict[str, Arm], results: dict[str, list
     tracker.log_params({"protocol": "gap", "dataset": spec.dataset, "cache": spec.cache,
                         "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
                         "seed": spec.train.seed, "model": to_dict(spec.model), "train": to_dict(spec.train),
-                        "k": document["k"], "validation": document["validation"], "rows": spec.rows,
-                        "protocols": " ".join(ARMS)})
-    tested = document["subjects"]
+                        "k": k, "validation": validation, "rows": spec.rows, "protocols": " ".join(ARMS)})
+    tested = arms["loso"].tested  # every arm tests the same subjects (:func:`plan`)
     tracker.set_tags({"kind": "gap", "protocol": "gap", "dataset": spec.dataset, "modality": spec.model.modality,
                       "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky_arm": "segment-random",
                       "tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested)})
+    children = {}
+    for protocol, arm in arms.items():
+        children[protocol] = start_run(arm.spec, index, arm.folds, tested, arm.spec.invocation_key(index.manifest_hash))
+        children[protocol].set_tags({"mlflow.parentRunId": tracker.run_id, "gap_run": tracker.run_id})
+    return tracker, children
+
+
+def log_gap(tracker: Tracker, children: dict[str, Tracker], index, arms: dict[str, Arm], results: dict[str, list],
+            document: dict) -> None:
+    """The final MLflow logging: each protocol's run as an evaluation's parent run (its folds not logged yet,
+    scores, audit, plots), then the gap's metrics, ``gap.json`` and plot; every run ends FINISHED."""
     documents = document["protocols"]
     for protocol, arm in arms.items():
-        child = start_run(arm.spec, index, arm.folds, tested, arm.spec.invocation_key(index.manifest_hash))
-        child.set_tags({"mlflow.parentRunId": tracker.run_id, "gap_run": tracker.run_id})
-        log_results(child, arm.spec, index, arm.folds, results[protocol], documents[protocol], arm.audit)
-        child.finish()
-        documents[protocol].update(mlflow_run_id=child.run_id, mlflow_experiment=spec.experiment_name)
-    document.update(mlflow_run_id=tracker.run_id, mlflow_experiment=spec.experiment_name)
+        log_results(children[protocol], arm.spec, index, arm.folds, results[protocol], documents[protocol], arm.audit)
     tracker.log_metrics(document["metrics"])
     tracker.log_json({k: v for k, v in document.items() if k != "protocols"}, "gap.json")
     with tempfile.TemporaryDirectory(prefix="gbvnet-plots-") as folder:
         tracker.log_file(plots.save_figures({"protocol_gap.png": plots.gap_figure(documents)}, folder)[0])
-    tracker.finish()
+    for run in (*children.values(), tracker):
+        run.finish()
 
 
-def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects") -> dict:
+def arm_document(spec: EvalSpec, index, arm: Arm, results: list, baselines: Baselines, run: Tracker) -> dict:
+    """One protocol's part of the gap's document: scored as :mod:`evaluation.run` scores an evaluation, with its
+    leakage audit (the normalisers' check added) and MLflow run."""
+    arm.audit.update(check_normalizers(arm.folds, [r.metrics.get("normalizer_digest") for r in results]))
+    return {"protocol": arm.spec.protocol, "leaky": arm.spec.leaky, "dataset": spec.dataset,
+            "target": spec.train.target, "modality": spec.model.modality, "fusion": spec.model.fusion.kind,
+            "cache": spec.cache, "tested_subjects": arm.tested, **score(index, arm.folds, results, baselines),
+            "audit": arm.audit, "mlflow_run_id": run.run_id, "mlflow_experiment": spec.experiment_name}
+
+
+def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects",
+        publish: Callable[[dict], None] | None = None) -> dict:
     """Evaluate ``spec``'s configuration under the three protocols as one pool of folds; returns the ``--output``
-    document (every refusal comes before Ray starts)."""
+    document, handed to ``publish`` before the final MLflow logging (every refusal comes before Ray starts). A
+    failure marks the gap's runs FAILED and says that ``--resume`` continues."""
     index = open_cache(spec.cache).index()
     check_inputs(spec, index, k, validation)
     arms = plan(arm_specs(spec, k, validation), index)
     init_ray(log_to_driver=False)
     key = gap_key(arms, index.manifest_hash)
-    baselines = {p: Baselines(spec.cache, arm.folds, index.labels(spec.train.target), spec.train.seed)
-                 for p, arm in arms.items()}  # scored beside the folds
-    results = run_pooled(spec, arms, key)
-    documents = {}
-    for protocol, arm in arms.items():
-        arm.audit.update(check_normalizers(arm.folds, [r.metrics.get("normalizer_digest") for r in results[protocol]]))
-        documents[protocol] = {"protocol": protocol, "leaky": arm.spec.leaky, "dataset": spec.dataset,
-                               "target": spec.train.target, "modality": spec.model.modality,
-                               "fusion": spec.model.fusion.kind, "cache": spec.cache, "tested_subjects": arm.tested,
-                               **score(index, arm.folds, results[protocol], baselines[protocol]), "audit": arm.audit}
-    gaps = inflation(documents)
-    document = {"kind": "gap", "dataset": spec.dataset, "target": spec.train.target,
-                "modality": spec.model.modality, "fusion": spec.model.fusion.kind, "preset": spec.preset,
-                "seed": spec.train.seed, "k": k, "validation": validation, "rows": spec.rows,
-                "subjects": documents["loso"]["tested_subjects"], "protocols": documents, "inflation": gaps,
-                "metrics": flat_metrics(documents, gaps)}
-    log_gap(spec, index, arms, results, document, key)
+    tracker, children = start_gap_run(spec, index, arms, key, k, validation)
+    try:
+        baselines = {p: Baselines(spec.cache, arm.folds, index.labels(spec.train.target), spec.train.seed)
+                     for p, arm in arms.items()}  # scored beside the folds
+        results = run_pooled(spec, arms, key, index, children)
+        documents = {p: arm_document(spec, index, arm, results[p], baselines[p], children[p])
+                     for p, arm in arms.items()}
+        gaps = inflation(documents)
+        document = {"kind": "gap", "dataset": spec.dataset, "target": spec.train.target,
+                    "modality": spec.model.modality, "fusion": spec.model.fusion.kind, "preset": spec.preset,
+                    "seed": spec.train.seed, "k": k, "validation": validation, "rows": spec.rows,
+                    "subjects": documents["loso"]["tested_subjects"], "protocols": documents, "inflation": gaps,
+                    "metrics": flat_metrics(documents, gaps), "mlflow_run_id": tracker.run_id,
+                    "mlflow_experiment": spec.experiment_name}
+        if publish is not None:
+            publish(document)
+        log_gap(tracker, children, index, arms, results, document)
+    except BaseException as exc:
+        tracker.fail(exc)
+        for child in children.values():
+            child.fail(exc, quiet=True)
+        raise
     for names, arm_results in ((arm.names, results[p]) for p, arm in arms.items()):
         for name, result in zip(names, arm_results, strict=True):
             remove_fold_checkpoints(spec, key, name, result.path, result.filesystem)
     return document
+
+
+def publish_gap(document: dict, output: str | None) -> None:
+    """Print the gap's tables (:func:`format_gap`) and write ``output`` (JSON) when given."""
+    print(format_gap(document))
+    if output:
+        write_text(output, json.dumps(document, indent=2))
+        print(f"wrote {output}")
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -283,15 +324,10 @@ def main(argv: list[str] | None = None) -> dict:
         with one_line_errors():
             spec = spec_from_args(args, "gap", {})
             with exit_on_interrupt():
-                document = gap(spec, k=args.k, validation=args.validation)
+                return gap(spec, k=args.k, validation=args.validation,
+                           publish=lambda document: publish_gap(document, args.output))
     except GapInputError as exc:
         sys.exit(f"error: {exc}")
-    print(format_gap(document))
-    if args.output:
-        write_text(args.output, json.dumps(document, indent=2))
-        print(f"wrote {args.output}")
-    sys.stdout.flush()
-    return document
 
 
 if __name__ == "__main__":

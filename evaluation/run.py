@@ -146,10 +146,20 @@ def remove_fold_checkpoints(spec: EvalSpec, key: str, name: str, trial_path: str
         remove_checkpoints(join(storage_path(spec.storage), f"{fold_experiment(spec, key)}-{name}"))
 
 
-def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str, tracker: Tracker | None = None,
-              params: list[dict] | None = None) -> list[tune.Result]:
-    """Run every fold as a Tune trial; return each fold's Tune result (in fold order). With a ``tracker``, each
-    fold is logged as a nested run with its ``params`` as soon as it finishes, then its checkpoints removed."""
+@dataclass
+class FoldLog:
+    """Where a fold is logged as soon as it finishes: the nested run ``name`` of ``tracker``'s run, with ``params``
+    (:meth:`gbvnet.tracking.Tracker.log_child`)."""
+
+    tracker: Tracker
+    name: str
+    params: dict
+
+
+def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str,
+              logs: list[FoldLog] | None = None) -> list[tune.Result]:
+    """Run every fold as a Tune trial (``names``: unique in the Tune run); return each fold's Tune result (in fold
+    order). With ``logs`` (one per fold), each fold is logged as it finishes, then its checkpoints removed."""
     storage = storage_path(spec.storage)
     experiment = fold_experiment(spec, key)
     trainable = tune.with_parameters(tune_fold, jobs=jobs, names=names, storage=storage, prefix=experiment)
@@ -157,10 +167,10 @@ def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str, track
     callbacks: list[tune.Callback] = [] if spec.quiet else [ProgressTable(
         total=len(jobs), max_epochs=spec.train.epochs, concurrency=min(spec.folds_in_parallel, len(jobs)),
         kind="fold", title=spec.protocol, name=lambda trial: names[trial.config["fold"]])]
-    if tracker is not None:
+    if logs is not None:
         callbacks.append(TrialLogger(
-            tracker, name=lambda trial: names[trial.config["fold"]],
-            params=lambda trial: params[trial.config["fold"]] if params else {},
+            lambda trial: logs[trial.config["fold"]].tracker, name=lambda trial: logs[trial.config["fold"]].name,
+            params=lambda trial: logs[trial.config["fold"]].params,
             then=lambda trial: remove_fold_checkpoints(spec, key, names[trial.config["fold"]], trial.path,
                                                        trial.storage.storage_filesystem)))
     grid = run_tuner(trainable, experiment, storage, resume=spec.resume,
@@ -290,7 +300,8 @@ def evaluate(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> d
     tracker = start_run(spec, index, folds, tested, key)
     try:
         baselines = Baselines(spec.cache, folds, index.labels(spec.train.target), spec.train.seed)
-        results = run_folds(spec, jobs, [f.name for f in folds], key, tracker, [fold_params(index, f) for f in folds])
+        results = run_folds(spec, jobs, [f.name for f in folds], key,
+                            [FoldLog(tracker, f.name, fold_params(index, f)) for f in folds])
         audit.update(check_normalizers(folds, [r.metrics.get("normalizer_digest") for r in results]))
         scores = score(index, folds, results, baselines)
         document = output_document(spec, tracker, scores, audit)

@@ -251,12 +251,12 @@ class Tracker:
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
 
-    def fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException, quiet: bool = False) -> None:
         """End the parent run after ``exc``: ``KILLED`` for an interruption (Ctrl-C, SIGTERM), else ``FAILED``
-        with a line saying that ``--resume`` continues (what finished is kept); never left ``RUNNING`` while the
-        store can be reached."""
+        with a line saying that ``--resume`` continues (what finished is kept; ``quiet``: no line, another run of the
+        command says it); never left ``RUNNING`` while the store can be reached."""
         interrupted = isinstance(exc, KeyboardInterrupt)
-        if not interrupted:
+        if not interrupted and not quiet:
             print(f"failed: {type(exc).__name__}: {exc}\nwhat finished is kept: run the same command with --resume "
                   "to continue", file=sys.stderr, flush=True)
         try:
@@ -290,19 +290,19 @@ class Tracker:
 
 
 class TrialLogger(tune.Callback):
-    """A Tune callback logging each trial as a nested run of ``tracker`` (:meth:`Tracker.log_child`) as soon as
-    it finishes: named ``name(trial)``, with ``params(trial)``; ``then(trial)`` runs once it is logged (e.g. the
-    trial's checkpoints removed). A trial that cannot be logged (the tracking store unreachable) is reported in
+    """A Tune callback logging each trial as a nested run of ``tracker(trial)`` (:meth:`Tracker.log_child`) as
+    soon as it finishes: named ``name(trial)``, with ``params(trial)``; ``then(trial)`` runs once it is logged (e.g.
+    the trial's checkpoints removed). A trial that cannot be logged (the tracking store unreachable) is reported in
     one line and left to the command's final step."""
 
-    def __init__(self, tracker: Tracker, name: Callable[[Any], str], params: Callable[[Any], dict],
-                 then: Callable[[Any], None] | None = None):
+    def __init__(self, tracker: Callable[[Any], Tracker], name: Callable[[Any], str],
+                 params: Callable[[Any], dict], then: Callable[[Any], None] | None = None):
         self.tracker, self.name, self.params, self.then = tracker, name, params, then
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         name = self.name(trial)
         try:
-            self.tracker.log_child(name, trial_history(trial.local_path), self.params(trial))
+            self.tracker(trial).log_child(name, trial_history(trial.local_path), self.params(trial))
         except Exception as exc:
             print(f"could not log {name} to MLflow yet ({type(exc).__name__}: {str(exc)[:200]}); logged at the end",
                   file=sys.stderr, flush=True)

@@ -4,6 +4,8 @@ pool of Ray Tune trials, on a synthetic corpus whose trials carry a signature un
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -22,18 +24,41 @@ def signature_cache(prepared_cache):
     return prepared_cache("deap", SIGNATURE, face=False, baseline_norm=True)
 
 
+@dataclass
+class Interrupted:
+    """What the first attempt of :func:`gap_run`, whose final MLflow logging failed, left behind."""
+
+    document: dict  # its --output
+    statuses: list[tuple[str, str]]  # (MLflow run name, status), sorted
+    trained: dict[str, str]  # result.json path -> text
+
+
 @pytest.fixture(scope="module")
 def gap_run(ray_session, signature_cache, tmp_path_factory):
+    """The gap command, whose final MLflow logging fails once (as with the tracking server down at the end), then
+    the same command with --resume."""
     out = tmp_path_factory.mktemp("gap")
     uri = store_uri(out)
-    doc = gap.main(["--dataset", "deap", "--cache", str(signature_cache), "--preset", "smoke", "--modality", "bio",
-                    "--k", "2", "--epochs", "3", "--batch-size", "4", "--lr", "3e-3", "--quiet",
-                    "--tracking-uri", uri, "--storage", str(out / "ray"), "--output", str(out / "gap.json")])
-    return doc, uri, out
+    args = ["--dataset", "deap", "--cache", str(signature_cache), "--preset", "smoke", "--modality", "bio", "--k",
+            "2", "--epochs", "3", "--batch-size", "4", "--lr", "3e-3", "--quiet", "--tracking-uri", uri,
+            "--storage", str(out / "ray"), "--output", str(out / "gap.json")]
+
+    def down(*args, **kwargs):
+        raise ConnectionError("tracking server down")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gap, "log_gap", down)
+        with pytest.raises(ConnectionError):
+            gap.main(args)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("gbvnet-deap-gap").experiment_id], max_results=1000)
+    first = Interrupted(json.loads((out / "gap.json").read_text()), sorted((r.info.run_name, r.info.status) for r in runs),
+                        {str(p): p.read_text() for p in (out / "ray").glob("eval-gap-deap-*/*/result.json")})
+    return gap.main([*args, "--resume"]), uri, out, first
 
 
 def test_leaky_split_scores_by_recognising_the_trial(gap_run, capsys):
-    doc, uri, out = gap_run
+    doc, uri, out, _ = gap_run
     accuracy = {p: {r["subject"]: r["accuracy"] for r in d["per_subject"]} for p, d in doc["protocols"].items()}
     above = [s for s in (1, 2, 3) if accuracy["segment-random"][s] > accuracy["loso"][s]]
     assert len(above) >= 2, accuracy
@@ -45,7 +70,7 @@ def test_leaky_split_scores_by_recognising_the_trial(gap_run, capsys):
 
 
 def test_arms_share_configuration_and_only_the_leaky_one_is_labelled(gap_run):
-    doc, uri, _ = gap_run
+    doc, uri, _, _ = gap_run
     client = MlflowClient(uri)
     parent = client.get_run(doc["mlflow_run_id"])
     assert parent.data.tags["kind"] == "gap"
@@ -70,8 +95,25 @@ def test_arms_share_configuration_and_only_the_leaky_one_is_labelled(gap_run):
             doc["protocols"][protocol]["aggregate"]["test_accuracy_mean"])
 
 
+def test_a_failed_final_logging_loses_nothing_and_resume_finishes_it(gap_run, capsys):
+    """The tables and --output come before the final MLflow logging, each fold reached MLflow as it finished, the
+    failure marked the gap's runs FAILED; --resume trains nothing again and finishes the same runs."""
+    doc, uri, out, first = gap_run
+    assert first.document["protocols"]["loso"]["per_subject"] == doc["protocols"]["loso"]["per_subject"]
+    assert first.document["mlflow_run_id"] == doc["mlflow_run_id"]
+    fold = re.compile(r"subject-\d")  # a fold's run: subject-3, subject-3-fold-1, ...
+    folds = [status for name, status in first.statuses if fold.match(name)]
+    assert folds == ["FINISHED"] * (6 + 6 + 3)  # each logged as it finished
+    assert [s for n, s in first.statuses if not fold.match(n)] == ["FAILED"] * 4  # the gap and its arms
+    assert {str(p): p.read_text() for p in (out / "ray").glob("eval-gap-deap-*/*/result.json")} == first.trained
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("gbvnet-deap-gap").experiment_id], max_results=1000)
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [(n, "FINISHED") for n, _ in first.statuses]
+    assert not list((out / "ray").glob("**/checkpoint_*"))
+
+
 def test_report_shows_the_gap(gap_run):
-    doc, uri, _ = gap_run
+    doc, uri, _, _ = gap_run
     text = report.main(["--experiment", doc["mlflow_experiment"], "--tracking-uri", uri])
     assert "segment-random LEAKY" in text  # the leaky evaluation in the runs table
     assert "protocol gap on deap: bio (gated), target valence" in text

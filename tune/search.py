@@ -223,7 +223,8 @@ def run_trials(spec: SearchSpec, fold: Fold, tracker: Tracker, manifest_hash: st
         tune_trial_resources(spec.train))
     progress = [] if spec.quiet else [ProgressTable(total=spec.num_samples, max_epochs=spec.train.epochs,
                                                     concurrency=spec.concurrent, title="search")]
-    logger = TrialLogger(tracker, name=lambda trial: trial_name(trial.trial_id), params=lambda trial: trial.config)
+    logger = TrialLogger(lambda trial: tracker, name=lambda trial: trial_name(trial.trial_id),
+                         params=lambda trial: trial.config)
     tune_config = tune.TuneConfig(
         search_alg=make_search_alg(spec.train.seed, spec.concurrent, spec.algo),
         scheduler=ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=spec.train.epochs,
