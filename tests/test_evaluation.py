@@ -112,11 +112,11 @@ def test_each_fold_is_checked_once_before_ray_starts(mahnob_cache, monkeypatch):
     assert len(checked) == len(set(checked)) == 8  # 4 subjects x 2 folds, each once
 
 
-@pytest.mark.ray
 @pytest.mark.slow
-def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_path):
-    """Ctrl-C after the first fold: one line (what finished, --resume continues), exit 130 within 30 s, no
-    traceback, no Ray process left, the parent run KILLED; --resume trains only the missing folds."""
+def test_interrupted_evaluation_resumes_only_missing_folds(ray_session, mahnob_cache, tmp_path):
+    """Ctrl-C after the first fold (a command with its own local Ray): one line (what finished, --resume
+    continues), exit 130 within 30 s, no traceback, no Ray process left, the parent run KILLED; --resume (here on
+    the session's Ray instance: no second Ray start) trains only the missing folds."""
     from tests.test_interrupts import assert_gone, descendants
 
     args = common(mahnob_cache, tmp_path, "--modality", "bio", "--epochs", "2", "--folds-in-parallel", "1",
@@ -154,7 +154,7 @@ def test_interrupted_evaluation_resumes_only_missing_folds(mahnob_cache, tmp_pat
     assert parent.info.status == "KILLED"
     done_before = {p.parent.name: p.read_text() for p in finished}
 
-    subprocess.run(cmd + ["--resume"], check=True, capture_output=True, env=env)
+    loso.main([*args, "--resume"])
     doc = json.loads((tmp_path / "out.json").read_text())
     assert len(doc["folds"]) == 3
     for trial_dir, text in done_before.items():  # finished folds were not trained again
