@@ -151,14 +151,20 @@ class FoldScorer:
 class Baselines:
     """The baselines of an evaluation's folds, started before the folds train and scored beside them (a
     :class:`FoldScorer` on the Ray cluster), so that the driver has nothing left to compute once the last fold
-    ends and never reads the windows itself. ``y``: the labels of the evaluation's target, per cache row."""
+    ends and never reads the windows itself. ``y``: the labels of the evaluation's target, per cache row.
 
-    def __init__(self, cache: str, folds: list[Fold], y: np.ndarray, seed: int = 0):
-        self.scorer = FoldScorer.remote(absolute(cache), y, seed)  # the actor runs in another folder
+    Several evaluations of one cache, target and seed (the protocol gap's three) share one ``scorer`` (a
+    :class:`FoldScorer` handle): each window's features are then computed once, and Ray ends the scorer once its
+    last handle is dropped."""
+
+    def __init__(self, cache: str, folds: list[Fold], y: np.ndarray, seed: int = 0, scorer=None):
+        self.owner = scorer is None
+        self.scorer = FoldScorer.remote(absolute(cache), y, seed) if self.owner else scorer  # runs in another folder
         self.pending = [self.scorer.score.remote(i, f) for i, f in enumerate(folds)]
 
     def confusions(self) -> dict[str, list[np.ndarray]]:
         """Per baseline, one test confusion matrix per fold (waits for the folds still being scored)."""
         per_fold = ray.get(self.pending)
-        ray.kill(self.scorer)
+        if self.owner:
+            ray.kill(self.scorer)
         return {name: [cms[name] for cms in per_fold] for name in per_fold[0]}

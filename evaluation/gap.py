@@ -40,7 +40,7 @@ import numpy as np
 
 from evaluation import aggregate, plots, report
 from evaluation.audit import audit_folds, check_normalizers, check_search_subjects
-from evaluation.baselines import Baselines
+from evaluation.baselines import Baselines, FoldScorer
 from evaluation.run import (
     EvalSpec,
     FoldLog,
@@ -61,7 +61,7 @@ from gbvnet.data.cache import open_cache
 from gbvnet.launch import exit_on_interrupt, init_ray
 from gbvnet.loop import Job, make_job
 from gbvnet.splits import Fold, LeaveOneSubjectOut, subjects_with_rows, usable_rows
-from gbvnet.storage import write_text
+from gbvnet.storage import absolute, write_text
 from gbvnet.tracking import Tracker, git_commit, tracking_uri
 
 ARMS = tuple(report.GAP_ARMS)  # leakiest first
@@ -254,6 +254,14 @@ def log_gap(tracker: Tracker, children: dict[str, Tracker], index, arms: dict[st
         run.finish()
 
 
+def shared_baselines(spec: EvalSpec, index, arms: dict[str, Arm]) -> dict[str, Baselines]:
+    """Each arm's baselines, scored beside the folds by one scorer: the arms' windows are the same, so their
+    features are computed once."""
+    y = index.labels(spec.train.target)
+    scorer = FoldScorer.remote(absolute(spec.cache), y, spec.train.seed)
+    return {p: Baselines(spec.cache, arm.folds, y, spec.train.seed, scorer=scorer) for p, arm in arms.items()}
+
+
 def arm_document(spec: EvalSpec, index, arm: Arm, results: list, baselines: Baselines, run: Tracker) -> dict:
     """One protocol's part of the gap's document: scored as :mod:`evaluation.run` scores an evaluation, with its
     leakage audit (the normalisers' check added) and MLflow run."""
@@ -276,8 +284,7 @@ def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects",
     key = gap_key(arms, index.manifest_hash)
     tracker, children = start_gap_run(spec, index, arms, key, k, validation)
     try:
-        baselines = {p: Baselines(spec.cache, arm.folds, index.labels(spec.train.target), spec.train.seed)
-                     for p, arm in arms.items()}  # scored beside the folds
+        baselines = shared_baselines(spec, index, arms)
         results = run_pooled(spec, arms, key, index, children)
         documents = {p: arm_document(spec, index, arm, results[p], baselines[p], children[p])
                      for p, arm in arms.items()}

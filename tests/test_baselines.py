@@ -28,3 +28,28 @@ def test_baselines_fit_with_one_blas_thread_whatever_the_caller_allows(monkeypat
     assert seen and all(threads == 1 for pools in seen for threads in pools.values()), seen
     assert set(scored) == {"majority", "stratified", "bandpower_logreg", "probe"}
     assert scored["bandpower_logreg"].sum() == 10
+
+
+def test_evaluations_sharing_a_scorer_get_the_numbers_of_their_own(ray_session, prepared_cache):
+    """The protocol gap scores its three arms' baselines with one scorer (each window's features computed once):
+    the same confusion matrices as each evaluation's folds scored on their own, here in this process."""
+    from gbvnet.data.cache import open_cache
+    from gbvnet.data.dataset import WindowDataset
+    from gbvnet.splits import PROTOCOLS, usable_rows
+    from tests.test_gap import SIGNATURE
+
+    cache = str(prepared_cache("deap", SIGNATURE, face=False, baseline_norm=True))  # the gap tests' cache
+    opened = open_cache(cache)
+    index = opened.index()
+    rows, y = usable_rows(index, "bio"), index.labels("valence")
+    plans = [PROTOCOLS["loso"](seed=0).cache_folds(index, rows, "valence"),
+             PROTOCOLS["subject-dependent"](k=2, seed=0).cache_folds(index, rows, "valence")]
+    scorer = baselines.FoldScorer.remote(cache, y, 1)
+    shared = [baselines.Baselines(cache, folds, y, seed=1, scorer=scorer) for folds in plans]
+    dataset = WindowDataset(opened, modality="bio")
+    features = baselines.bio_features(dataset, float(opened.manifest.rate), np.arange(len(dataset)))
+    for folds, scored in zip(plans, [b.confusions() for b in shared], strict=True):
+        own = baselines.baseline_confusions(folds, y, features, seed=1)
+        assert list(scored) == list(own) == list(baselines.BASELINES)
+        for name in own:
+            assert [m.tolist() for m in scored[name]] == [m.tolist() for m in own[name]], name
