@@ -48,6 +48,7 @@ from evaluation.run import (
     fold_params,
     log_results,
     plan_folds,
+    publish,
     remove_fold_checkpoints,
     run_folds,
     score,
@@ -61,7 +62,7 @@ from gbvnet.data.cache import open_cache
 from gbvnet.launch import exit_on_interrupt, init_ray
 from gbvnet.loop import Job, make_job
 from gbvnet.splits import Fold, LeaveOneSubjectOut, subjects_with_rows, usable_rows
-from gbvnet.storage import absolute, write_text
+from gbvnet.storage import absolute
 from gbvnet.tracking import Tracker, git_commit, tracking_uri
 
 ARMS = tuple(report.GAP_ARMS)  # leakiest first
@@ -309,15 +310,6 @@ def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects",
     return document
 
 
-def publish_gap(document: dict, output: str | None) -> None:
-    """Print the gap's tables (:func:`format_gap`) and write ``output`` (JSON) when given."""
-    print(format_gap(document))
-    if output:
-        write_text(output, json.dumps(document, indent=2))
-        print(f"wrote {output}")
-    sys.stdout.flush()
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m evaluation.gap", description=__doc__.splitlines()[0])
     add_arguments(p)
@@ -332,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
             spec = spec_from_args(args, "gap", {})
             with exit_on_interrupt():
                 return gap(spec, k=args.k, validation=args.validation,
-                           publish=lambda document: publish_gap(document, args.output))
+                           publish=lambda document: publish(document, args.output, format_gap))
     except GapInputError as exc:
         sys.exit(f"error: {exc}")
 

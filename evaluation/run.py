@@ -418,9 +418,10 @@ def protocol_arguments(args: argparse.Namespace, protocol: str) -> dict:
     return values
 
 
-def publish(document: dict, output: str | None) -> None:
-    """Print the evaluation's table and write ``output`` (JSON) when given."""
-    print(aggregate.format_table(document))
+def publish(document: dict, output: str | None, formatter: Callable[[dict], str] = aggregate.format_table) -> None:
+    """Print the document's tables (``formatter``: an evaluation's by default) and write ``output`` (JSON) when
+    given."""
+    print(formatter(document))
     if output:
         write_text(output, json.dumps(document, indent=2))
         print(f"wrote {output}")

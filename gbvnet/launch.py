@@ -280,8 +280,8 @@ def run_tuner(trainable, name: str, storage: str, *, resume: bool, param_space: 
 
 def remove_checkpoints(path: str, fs: pafs.FileSystem | None = None) -> None:
     """Delete the ``checkpoint_*`` folders of a finished trial or trainer run at ``path`` (a path or URI, or a path
-    on ``fs``: a Tune trial's or result's path on its storage filesystem); its results stay."""
-    fs, root = (fs, path) if fs is not None else filesystem(path)
+    on ``fs``, :func:`gbvnet.storage.filesystem`); its results stay."""
+    fs, root = filesystem(path, fs)
     try:
         infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     except OSError:

@@ -13,11 +13,15 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """``(filesystem, path)`` for a local path or a URI such as ``s3://bucket/prefix``.
+def filesystem(uri: str, fs: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, path)`` for a local path or a URI such as ``s3://bucket/prefix``; given ``fs``, ``uri`` is a
+    path on it (a Tune trial's or result's path on its storage filesystem: on remote storage, a bucket path
+    without the scheme) and comes back as it is.
 
     URIs that ``pyarrow.fs`` does not know are handed to fsspec (wrapped in a ``pyarrow.fs.PyFileSystem``).
     """
+    if fs is not None:
+        return fs, uri
     uri = str(uri)
     if "://" not in uri:
         return pafs.LocalFileSystem(), str(pafs.LocalFileSystem().normalize_path(uri))
@@ -88,8 +92,7 @@ def write_text(uri: str, text: str) -> None:
 
 
 def read_text(uri: str, fs: pafs.FileSystem | None = None) -> str:
-    """Read a small text file from a local path or a URI, or from the path ``uri`` on ``fs`` (a Tune result's path
-    on its filesystem: on remote storage, a bucket path without the scheme)."""
-    fs, path = (fs, uri) if fs is not None else filesystem(uri)
+    """Read a small text file from a local path or a URI, or from the path ``uri`` on ``fs`` (:func:`filesystem`)."""
+    fs, path = filesystem(uri, fs)
     with fs.open_input_stream(path) as f:
         return f.read().decode()
