@@ -4,8 +4,10 @@ synthetic DEAP corpus (bio, with a trial signature) vs the summed epoch time of 
 
 Printed: the folds, the summed epoch time, the slots, the ideal time (sum / slots), the phases of the command
 (Ray start, MLflow runs started, the pooled Tune run, scoring, the final MLflow logging) and the ratio wall / ideal
-(target <= 1.3 on 2 cores). The
-command runs in this process (Python's imports not counted; Ray's start is).
+(target <= 1.3 on 2 cores). Then, on the same Ray instance, the floor of Ray Tune alone at this granularity
+(:func:`bench.tune_floor.tune_floor`: one trial per fold that only spins for that fold's epoch times, reporting
+each, in the same slots): what any Tune pool of these folds costs before model, data or MLflow. The command runs
+in this process (Python's imports not counted; Ray's start is).
 
     python -m bench.gap [--subjects 4] [--trials 6] [--k 2] [--epochs 3] [--concurrent 2] [--write]
 """
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 from bench.common import machine, publish
+from bench.tune_floor import tune_floor
 from evaluation import gap
 from gbvnet.data.synthetic import write_deap
 from gbvnet.datasets import get_dataset
@@ -65,13 +68,15 @@ def main(argv: list[str] | None = None) -> None:
                         "--quiet", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--storage", str(tmp / "ray")])
     wall = time.perf_counter() - started
     [pool] = list((tmp / "ray").glob("eval-gap-deap-*"))
-    rows = [json.loads(line) for f in pool.glob("*/result.json") for line in f.read_text().splitlines() if line]
+    trials = [[json.loads(line) for line in f.read_text().splitlines() if line] for f in pool.glob("*/result.json")]
+    rows = [r for trial in trials for r in trial]
     folds = sum(len(d["folds"]) for d in doc["protocols"].values())
     per_protocol = ", ".join(f"{p} {len(d['folds'])}" for p, d in doc["protocols"].items())
     epoch_sum = sum(r["epoch_time_s"] for r in rows)
     slots = min(args.concurrent, folds)
     ideal = epoch_sum / slots
     scoring = wall - sum(phases.values())
+    floor = tune_floor([[r["epoch_time_s"] for r in trial] for trial in trials], slots, str(tmp / "ray"))
     body = "\n".join([
         f"machine: {machine()}" + (f"; {args.note}" if args.note else ""),
         f"command: python -m bench.gap --subjects {args.subjects} --trials {args.trials} --k {args.k} "
@@ -86,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{phases.get('log_gap', 0):.1f} s",
         f"ratio wall / ideal: {wall / ideal:.2f} (target <= 1.3 on 2 cores); pooled folds alone / ideal: "
         f"{phases.get('run_pooled', 0) / ideal:.2f}",
+        f"Ray Tune alone (a trial per fold spinning its epoch times, reporting each, same slots): {floor:.1f} s = "
+        f"{floor / ideal:.2f} x ideal; the gap's pooled folds take {phases.get('run_pooled', 0) / floor:.2f} x that",
     ])
     publish("Protocol gap: wall vs summed fold epochs / slots (bench/gap.py)", body, args.write)
     sys.stdout.flush()
