@@ -41,9 +41,9 @@ from gbvnet import storage
 from gbvnet.config import PRESETS, PrepareConfig, TrainConfig, model_preset
 from gbvnet.data import cache as cache_mod
 from gbvnet.data.cache import Manifest, SubjectEntry, open_cache
-from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
+from gbvnet.data.window_dataset import WindowDataset, fit_normalizer
 from gbvnet.models import GBVNet
 from gbvnet.models.summary import count_flops
 from gbvnet.steps import Forward, make_optimizer, train_epoch

@@ -93,7 +93,7 @@ def measure(cache: Path, trials: int, workers: int) -> dict:
 
     from gbvnet.config import TrainConfig, model_preset
     from gbvnet.data.cache import open_cache
-    from gbvnet.data.dataset import WindowDataset, fit_normalizer
+    from gbvnet.data.window_dataset import WindowDataset, fit_normalizer
 
     try:
         from gbvnet.loop import make_job

@@ -29,7 +29,7 @@ import ray
 from bench.common import machine, publish
 from evaluation.baselines import Baselines, baseline_confusions, bio_features
 from gbvnet.data.cache import open_cache
-from gbvnet.data.dataset import WindowDataset
+from gbvnet.data.window_dataset import WindowDataset
 from gbvnet.datasets import get_dataset
 from gbvnet.prepare import prepare_dataset
 from gbvnet.splits import PROTOCOLS, usable_rows

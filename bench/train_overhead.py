@@ -26,9 +26,9 @@ import torch
 from bench.common import machine, publish
 from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
-from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
+from gbvnet.data.window_dataset import WindowDataset, fit_normalizer
 from gbvnet.launch import init_ray, make_trainer
 from gbvnet.loop import fit_model_to_cache, make_job
 from gbvnet.models import GBVNet

@@ -33,7 +33,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from gbvnet.data.cache import open_cache
-from gbvnet.data.dataset import WindowDataset
+from gbvnet.data.window_dataset import WindowDataset
 from gbvnet.metrics import confusion
 from gbvnet.splits import Fold
 from gbvnet.storage import absolute

@@ -61,9 +61,9 @@ from gbvnet.config import (
     to_dict,
 )
 from gbvnet.data.cache import CacheChanged, Manifest, check_snapshot, open_cache
-from gbvnet.data.dataset import Normalizer, WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
+from gbvnet.data.window_dataset import Normalizer, WindowDataset, fit_normalizer
 from gbvnet.metrics import SELECTION_METRIC, prefixed
 from gbvnet.models import GBVNet
 from gbvnet.splits import Fold, require_checked, rows_digest

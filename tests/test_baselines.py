@@ -34,7 +34,7 @@ def test_evaluations_sharing_a_scorer_get_the_numbers_of_their_own(ray_session, 
     """The protocol gap scores its three arms' baselines with one scorer (each window's features computed once):
     the same confusion matrices as each evaluation's folds scored on their own, here in this process."""
     from gbvnet.data.cache import open_cache
-    from gbvnet.data.dataset import WindowDataset
+    from gbvnet.data.window_dataset import WindowDataset
     from gbvnet.splits import PROTOCOLS, usable_rows
     from tests.test_gap import SIGNATURE
 

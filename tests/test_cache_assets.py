@@ -16,8 +16,8 @@ from evaluation import loso
 from gbvnet import prepare
 from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import CacheChanged, check_snapshot, open_cache, read_manifest
-from gbvnet.data.dataset import WindowDataset
 from gbvnet.data.records import DataError
+from gbvnet.data.window_dataset import WindowDataset
 from gbvnet.datasets import get_dataset
 from gbvnet.loop import Job, WorkerState, make_job, train_loop_per_worker
 from gbvnet.prepare import CacheConflict, prepare_dataset

@@ -14,7 +14,7 @@ import pytest
 
 from bench.object_store import CountingFileSystem
 from gbvnet.data.cache import LOCAL_COPY_ENV, MANIFEST, open_cache
-from gbvnet.data.dataset import WindowDataset
+from gbvnet.data.window_dataset import WindowDataset
 
 
 @pytest.fixture

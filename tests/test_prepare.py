@@ -28,9 +28,9 @@ from gbvnet.config import PrepareConfig
 from gbvnet.data import cache as cache_mod
 from gbvnet.data import deap, mahnob, synthetic
 from gbvnet.data.cache import open_cache, read_manifest
-from gbvnet.data.dataset import WindowDataset
 from gbvnet.data.records import DataError, TrialRecord
 from gbvnet.data.video import crop_square, face_crops, read_frames
+from gbvnet.data.window_dataset import WindowDataset
 from gbvnet.data.windows import cut, windows
 from gbvnet.datasets import DATASETS, Reader, get_dataset
 from gbvnet.prepare import CacheConflict, format_report, prepare_dataset

@@ -14,9 +14,9 @@ import torch
 from gbvnet.cli import add_compute_arguments, apply_compute_arguments
 from gbvnet.config import ConfigError, TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
-from gbvnet.data.dataset import WindowDataset, fit_normalizer
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
+from gbvnet.data.window_dataset import WindowDataset, fit_normalizer
 from gbvnet.launch import scaling
 from gbvnet.loop import fit_model_to_cache
 from gbvnet.models import GBVNet

@@ -2,7 +2,7 @@
 
 :class:`BatchLoader` cuts ``rows`` into consecutive batches (in order; the last one may be shorter; the rows
 within a batch in ascending order, so each subject file is read in one run), reads each
-with :meth:`~gbvnet.data.dataset.WindowDataset.batch` and moves it to the device. With ``prefetch > 0`` a
+with :meth:`~gbvnet.data.window_dataset.WindowDataset.batch` and moves it to the device. With ``prefetch > 0`` a
 background thread does the reading (and, on CUDA, gathers straight into page-locked memory and copies on its
 own CUDA stream, without blocking), up to ``prefetch`` batches ahead, so host reads and copies overlap the
 model's work. The batches are exactly those of the synchronous loader (``prefetch=0``), in the same order:

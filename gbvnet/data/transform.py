@@ -1,11 +1,11 @@
 """Cached values -> model inputs, on the training device: one place for training, validation and test.
 
-A batch from :meth:`gbvnet.data.dataset.WindowDataset.batch` arrives on the device as it is cached (faces
+A batch from :meth:`gbvnet.data.window_dataset.WindowDataset.batch` arrives on the device as it is cached (faces
 ``uint8`` ``(B, F, H, W, 3)``, bio raw float32 ``(B, C, T)``). :class:`BatchTransform` then
 
 * faces: converts to float, ImageNet-normalises (one multiply-add per value) and returns ``(B, F, 3, H, W)``
   (a channels-last view of the cached layout: no transpose copy);
-* bio: standardises per channel with the training-rows :class:`~gbvnet.data.dataset.Normalizer`;
+* bio: standardises per channel with the training-rows :class:`~gbvnet.data.window_dataset.Normalizer`;
 * with a ``generator`` (training only): augments as PAPER.md describes. Faces: horizontal flip (p = 0.5),
   contrast (per sample, +-20 % around the sample's per-channel mean) and brightness (per sample and channel,
   +-0.2 in normalised units). Bio: circular time shift (up to 10 % of the window) and Gaussian noise
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gbvnet.data.dataset import Normalizer
+from gbvnet.data.window_dataset import Normalizer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
