@@ -20,7 +20,7 @@ import torch
 from bench.common import machine
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-HELPERS = {"__init__", "common"}
+HELPERS = {"__init__", "common", "tune_floor"}  # imported by the scripts, not run
 # Each script's smallest run. gpu_train's smallest CPU run is tests/test_steps.py's (it also checks its imports).
 SMOKE = {
     "prepare": ["--quick"],
