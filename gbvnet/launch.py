@@ -63,6 +63,10 @@ def init_ray(**local_options) -> None:
     # Tune keeps 2 checkpoints per trial, which makes it snapshot the experiment state at every epoch's checkpoint
     # and warn each time; a few kB per epoch is the price of resuming exactly, so the warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's console reporter prints an experiment header and a TensorBoard hint (a /tmp/ray folder) whatever the
+    # verbosity; its other reporter honours ``verbose=0``. Progress is the project's own table
+    # (gbvnet.progress), results are in MLflow.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):

@@ -40,6 +40,7 @@ def test_loso_folds_mlflow_structure_and_output(evaluations):
         assert f"fold {fold} started" in printed
         assert f"fold {fold} done after epoch 5/5: best val_macro_f1" in printed
     assert "[loso " in printed and f"folds: {subjects} done, 0 running, 0 waiting" in printed
+    assert "Configuration for experiment" not in printed and "TensorBoard" not in printed  # no Tune banner
     assert [f["test_subjects"] for f in doc["folds"]] == [[s] for s in range(1, subjects + 1)]
     assert not doc["leaky"]
     checks = doc["audit"]["fold_checks"]  # the guard's verdict on each fold, given once when it was built
