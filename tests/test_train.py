@@ -168,7 +168,7 @@ def test_killed_one_worker_trial_resumes_from_its_checkpoint(ray_session, mahnob
     while not (pid := _trial_pid_after_two_checkpoints(tmp_path / "trial")) and time.time() < deadline:
         time.sleep(0.1)
     assert pid, "the trial wrote no second checkpoint"
-    os.kill(pid, signal.SIGKILL)  # at once: Ray's state API can take seconds on busy cores, the trial not
+    os.kill(pid, signal.SIGKILL)  # at once: a state-API query can take seconds on busy cores, time to finish
     thread.join(timeout=400)
     assert _train_workers_ever() == train_workers, "expected the trial to train in its own process"
     result = outcome["grid"][0]
