@@ -70,14 +70,14 @@ def test_learning_works_end_to_end(ray_session, mahnob_cache, tmp_path):
     assert m["threads"] == 2  # torch in the worker runs as many threads as the worker has CPUs
 
 
-def _train_worker_pids() -> list[int]:
-    """PIDs of the live Ray Train worker actors of this test session's Ray instance (Ray's state API)."""
+def _train_workers(alive: bool = True) -> list:
+    """The Ray Train worker actors of this test session's Ray instance (Ray's state API): the live ones, or every
+    one it has started."""
     import ray
     from ray.util.state import list_actors
 
-    actors = list_actors(address=ray.get_runtime_context().gcs_address,
-                         filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-    return [a.pid for a in actors]
+    filters = [("class_name", "=", "RayTrainWorker"), *([("state", "=", "ALIVE")] if alive else [])]
+    return list_actors(address=ray.get_runtime_context().gcs_address, limit=10_000, filters=filters)
 
 
 def _registered_checkpoints(snapshot) -> int:
@@ -85,15 +85,6 @@ def _registered_checkpoints(snapshot) -> int:
         return len(json.loads(snapshot.read_text())["checkpoint_results"])
     except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
         return 0
-
-
-def _train_workers_ever() -> int:
-    """How many Ray Train worker actors this test session's Ray instance has started (alive or not)."""
-    import ray
-    from ray.util.state import list_actors
-
-    return len(list_actors(address=ray.get_runtime_context().gcs_address, limit=10_000,
-                           filters=[("class_name", "=", "RayTrainWorker")]))
 
 
 def _trial_pid_after_two_checkpoints(experiment: Path) -> int | None:
@@ -133,7 +124,7 @@ def test_killed_worker_resumes_from_checkpoint_and_leaves_no_local_checkpoints(r
     while not _registered_checkpoints(snapshot) and time.time() < deadline:
         time.sleep(0.1)  # kill only once the controller has registered a checkpoint (a file alone is not enough)
     assert _registered_checkpoints(snapshot), "no checkpoint was registered"
-    pids = _train_worker_pids()
+    pids = [a.pid for a in _train_workers()]
     assert pids, "no Ray Train worker process found"
     os.kill(pids[0], signal.SIGKILL)
     thread.join(timeout=400)
@@ -160,7 +151,7 @@ def test_killed_one_worker_trial_resumes_from_its_checkpoint(ray_session, mahnob
                        run_config=tune.RunConfig(name="trial", storage_path=str(tmp_path), verbose=0,
                                                  failure_config=tune.FailureConfig(max_failures=2),
                                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
-    train_workers = _train_workers_ever()
+    train_workers = len(_train_workers(alive=False))
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(grid=tuner.fit()))
     thread.start()
@@ -170,7 +161,7 @@ def test_killed_one_worker_trial_resumes_from_its_checkpoint(ray_session, mahnob
     assert pid, "the trial wrote no second checkpoint"
     os.kill(pid, signal.SIGKILL)  # at once: a state-API query can take seconds on busy cores, time to finish
     thread.join(timeout=400)
-    assert _train_workers_ever() == train_workers, "expected the trial to train in its own process"
+    assert len(_train_workers(alive=False)) == train_workers, "expected the trial to train in its own process"
     result = outcome["grid"][0]
     assert result.error is None
     assert result.metrics["epoch"] == 20 and result.metrics["done"]
