@@ -65,7 +65,7 @@ from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
 from gbvnet.data.window_dataset import Normalizer, WindowDataset, fit_normalizer
 from gbvnet.metrics import SELECTION_METRIC, prefixed
-from gbvnet.models import GBVNet
+from gbvnet.models import build_model
 from gbvnet.splits import Fold, require_checked, rows_digest
 from gbvnet.steps import Forward, evaluate, make_optimizer, train_epoch, use_compile
 from gbvnet.storage import absolute
@@ -268,7 +268,7 @@ class WorkerState:
         transform = BatchTransform(mc.modality, device, normalizer)
 
         torch.manual_seed(tc.seed)
-        model = GBVNet(mc)
+        model = build_model(mc)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         model = session.prepare(model)
