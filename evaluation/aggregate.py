@@ -74,7 +74,10 @@ def format_table(document: dict) -> str:
         for name, summary in baselines.items():
             lines.append(f"  {name:<18} {_mean_sd(summary['aggregate'], 'accuracy')} / "
                          f"{_mean_sd(summary['aggregate'], 'balanced_accuracy')}")
-    for name, cmp in document.get("comparisons", {}).items():
+    comparisons = document.get("comparisons", {})
+    if comparisons:
+        lines.append(f"paired tests over subjects ({next(iter(comparisons.values()))['family']}; raw p beside):")
+    for name, cmp in comparisons.items():
         verdict = "better" if cmp["better"] else "not shown better"
         lines.append(f"  model vs {name}: per-subject accuracy difference {cmp['mean_difference']:+.3f} "
                      f"(n={cmp['n']} non-zero pairs of {cmp['n_subjects']} subjects), one-sided Wilcoxon "

@@ -15,7 +15,8 @@ the cluster runs them side by side rather than three evaluations one after anoth
 then the results are split back per protocol and scored exactly as :mod:`evaluation.run` scores an evaluation
 (per subject, the baselines on the same folds). The *inflation* is the per-subject difference between
 neighbouring protocols (leaky minus trial-level, trial-level minus LOSO) with a two-sided paired Wilcoxon
-signed-rank test and the rank-biserial effect size over the subjects (:func:`evaluation.stats.paired_comparison`).
+signed-rank test and the rank-biserial effect size over the subjects (:func:`evaluation.stats.paired_comparison`),
+Holm-corrected over the 2 pairs x 3 metrics it prints (raw p beside).
 
 MLflow: a parent run (experiment ``gbvnet-<dataset>-gap``; metrics named as :data:`evaluation.report.GAP_ARMS`
 says, the plot ``protocol_gap.png`` and ``gap.json``) with the three evaluations as child runs, each logged like
@@ -55,7 +56,7 @@ from evaluation.run import (
     spec_from_args,
     start_run,
 )
-from evaluation.stats import paired_comparison
+from evaluation.stats import correct_family, paired_comparison
 from gbvnet.cli import one_line_errors
 from gbvnet.config import to_dict
 from gbvnet.data.cache import open_cache
@@ -165,13 +166,17 @@ def run_pooled(spec: EvalSpec, arms: dict[str, Arm], key: str, index, children: 
 
 def inflation(documents: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """Per neighbouring pair of protocols (leaky - trial, trial - loso) and metric: the paired comparison of the
-    per-subject scores (two-sided Wilcoxon, rank-biserial effect size); empty with fewer than 2 subjects."""
+    per-subject scores (two-sided Wilcoxon, rank-biserial effect size), the pairs x metrics Holm-corrected as one
+    family; empty with fewer than 2 subjects."""
     by_short = {short: documents[p] for p, short in report.GAP_ARMS.items()}
     if len(by_short["loso"]["per_subject"]) < 2:
         return {}
-    return {f"{a}_minus_{b}": {m: paired_comparison(aggregate.per_subject_scores(by_short[a], m),
+    gaps = {f"{a}_minus_{b}": {m: paired_comparison(aggregate.per_subject_scores(by_short[a], m),
                                                     aggregate.per_subject_scores(by_short[b], m)) for m in METRICS}
             for a, b in report.GAP_PAIRS}
+    correct_family({(pair, m): test for pair, tests in gaps.items() for m, test in tests.items()},
+                   report.GAP_FAMILY)
+    return gaps
 
 
 def flat_metrics(documents: dict[str, dict], gaps: dict[str, dict[str, dict]]) -> dict[str, float]:
@@ -187,7 +192,7 @@ def flat_metrics(documents: dict[str, dict], gaps: dict[str, dict[str, dict]]) -
                 metrics[f"{short}_baseline_{name}_test_accuracy_{stat}"] = b["aggregate"][f"test_accuracy_{stat}"]
     for pair, by_metric in gaps.items():
         for m, cmp in by_metric.items():
-            for field in ("mean_difference", "p_value", "effect_size", "n", "n_subjects", "min_p"):
+            for field in ("mean_difference", "p_value", "p_holm", "effect_size", "n", "n_subjects", "min_p"):
                 metrics[f"{pair}_{m}_{field}"] = cmp[field]
     return metrics
 

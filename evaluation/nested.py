@@ -13,7 +13,7 @@ sampler, and hands out a fold's final training as soon as its own search has fin
 :class:`evaluation.fold_search.FoldScheduler` gives each fold its own ASHA. ``--concurrent`` trials run at a time
 (resources per trial as for every fold: ``--cpus-per-worker``, ``--gpus-per-worker``). ``--compare-untuned`` also
 trains every outer fold with the untuned configuration (the ``--preset``) in the same pool and tests, per subject
-(Wilcoxon), whether tuning helped.
+(Wilcoxon, Holm over its two metrics), whether tuning helped.
 
 Reported like every evaluation (per-subject table, baselines on the same test windows, Wilcoxon + Holm, audit)
 plus, per fold, the chosen configuration and the search's best validation score beside the outer test score,
@@ -47,7 +47,7 @@ from evaluation.audit import audit_folds, check_normalizers
 from evaluation.baselines import Baselines
 from evaluation.fold_search import SCORE, FoldScheduler, FoldSearcher
 from evaluation.run import EvalSpec, evaluate, log_results, output_document, plan_folds, score, start_run
-from evaluation.stats import paired_comparison
+from evaluation.stats import correct_family, paired_comparison
 from gbvnet.cli import hidden_alias
 from gbvnet.data.cache import check_snapshot, open_cache
 from gbvnet.launch import (
@@ -65,6 +65,7 @@ from gbvnet.splits import Fold, inner_fold, subjects_with_rows
 from gbvnet.storage import join
 
 JOBS = ("inner", "tuned", "untuned")
+UNTUNED_METRICS = ("balanced_accuracy", "macro_f1")  # tuned vs untuned, per subject: one Holm family
 
 
 @dataclass
@@ -297,12 +298,13 @@ def compare_untuned(folds: list[Fold], outcomes: list[FoldOutcome], scores: dict
         return {"error": "no fold has both a tuned and an untuned result"}
     untuned = aggregate.summarise([f for f, _ in pairs], [r.metrics["test_confusion"] for _, r in pairs], index)
     out = {"per_subject": untuned["per_subject"], "aggregate": untuned["aggregate"], "tests": {}}
-    for metric in ("balanced_accuracy", "macro_f1"):
+    for metric in UNTUNED_METRICS:
         try:
             out["tests"][metric] = paired_comparison(aggregate.per_subject_scores(scores, metric),
                                                      aggregate.per_subject_scores(untuned, metric))
         except ValueError as error:  # fewer than 2 subjects with defined scores
             out["tests"][metric] = {"error": str(error)}
+    out["family"] = correct_family(out["tests"], f"tuned vs untuned x {len(UNTUNED_METRICS)} metrics, two-sided")
     return out
 
 
@@ -333,13 +335,15 @@ def format_nested(section: dict) -> str:
                  f"{budget['outer_epochs']} epochs of final training")
     if "untuned" in section:
         untuned = section["untuned"]
+        if "family" in untuned:
+            lines.append(f"tuned vs untuned, paired over subjects ({untuned['family']}; raw p beside):")
         for metric, test in untuned.get("tests", {}).items():
             if "error" in test:
                 lines.append(f"tuned vs untuned ({metric}): {test['error']}")
                 continue
             lines.append(f"tuned vs untuned ({metric}, per subject): mean difference {test['mean_difference']:+.3f}, "
-                         f"Wilcoxon p = {test['p_value']:.3g} (two-sided, n = {test['n']})"
-                         + (f"; {test['warning']}" if test["warning"] else ""))
+                         f"Wilcoxon p = {test['p_value']:.3g}, Holm p = {test['p_holm']:.3g} (two-sided, "
+                         f"n = {test['n']})" + (f"; {test['warning']}" if test["warning"] else ""))
         if "error" in untuned:
             lines.append(f"tuned vs untuned: {untuned['error']}")
     if section["failed_folds"]:

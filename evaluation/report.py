@@ -65,12 +65,13 @@ GAP_PAIRS = (("leaky", "trial"), ("trial", "loso"))
 GAP_LABELS = {"leaky": "segment-random, LEAKY (windows of a trial in train and test)",
               "trial": "subject-dependent (trials kept apart)", "loso": "LOSO (subjects kept apart)"}
 GAP_METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"))
+GAP_FAMILY = f"{len(GAP_PAIRS)} pairs x {len(GAP_METRICS)} metrics, two-sided"  # one Holm family
 GAP_READING = (
     "How to read it: the three rows are one configuration, seed and set of windows, split three ways. "
     "leaky - trial is what recognising a trial from its other windows adds; trial - loso is what knowing the "
     "person adds; the baselines moving with the protocol show the split, not the model, at work. The p-values "
     "are two-sided paired Wilcoxon tests over subjects (n: subjects with a non-zero difference), r the "
-    "rank-biserial effect size. This measures this configuration on this data; it is not a claim about any "
+    "rank-biserial effect size; the 6 tests are Holm-corrected as one family (raw p beside). This measures this configuration on this data; it is not a claim about any "
     "paper's code.")
 
 
@@ -196,11 +197,13 @@ def gap_tables(m: dict, title: str) -> list[tuple[str, list[str], list[list[str]
             unreachable = m[f"{key}_min_p"] >= ALPHA
             tests.append([f"{a} - {b}", label, f"{m[f'{key}_mean_difference']:+.3f}",
                           f"{int(m[f'{key}_n'])} of {int(m[f'{key}_n_subjects'])}", f"{m[f'{key}_p_value']:.3g}",
-                          f"{m[f'{key}_effect_size']:+.2f}",
+                          f"{m[f'{key}_p_holm']:.3g}", f"{m[f'{key}_effect_size']:+.2f}",
                           "p<0.05 out of reach with so few pairs" if unreachable else ""])
     return [(f"{title} (mean ± sd over subjects)", header, body),
-            ("inflation: per-subject difference, paired over subjects (two-sided Wilcoxon signed-rank)",
-             ["difference", "metric", "mean", "non-zero pairs of subjects", "p", "effect size r", "note"], tests)]
+            (f"inflation: per-subject difference, paired over subjects (two-sided Wilcoxon signed-rank; Holm over "
+             f"{len(tests)} tests: {GAP_FAMILY})",
+             ["difference", "metric", "mean", "non-zero pairs of subjects", "p (raw)", "p (Holm)", "effect size r",
+              "note"], tests)]
 
 
 def gap_runs(client: MlflowClient, experiments: list[str]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -259,7 +262,8 @@ def comparison_tables(result: dict) -> list[tuple[str, list[str], list[list[str]
                 verdict]]
     return [(f"per-subject {result['metric']}: A={result['run_a'][:8]} vs B={result['run_b'][:8]}",
              ["subject", "A", "B", "A - B"], per_subject),
-            ("paired test (two-sided Wilcoxon signed-rank, matched-pairs rank-biserial effect size)",
+            ("paired test (two-sided Wilcoxon signed-rank, matched-pairs rank-biserial effect size; one test, so no "
+             "multiple-test correction)",
              ["non-zero pairs of subjects", "mean difference", "W", "p", "effect size r", "at p < 0.05"], summary)]
 
 
@@ -290,7 +294,9 @@ def build(args: argparse.Namespace) -> str:
     if not rows:
         raise SystemExit(f"no finished evaluation runs in {args.experiment}")
     tables = ablation_tables(rows) if args.ablation else \
-        [(f"runs in {', '.join(args.experiment)} (test metrics: mean ± sd over subjects)", *runs_table(rows))]
+        [(f"runs in {', '.join(args.experiment)} (test metrics: mean ± sd over subjects; p_holm_<baseline>: per "
+          f"run, Holm over {len(BASELINES)} tests: model vs {len(BASELINES)} baselines, one-sided, per-subject "
+          "accuracy)", *runs_table(rows))]
     return render(tables + gap_runs(client, args.experiment), args.format)
 
 

@@ -10,8 +10,10 @@ pairs the smallest p the exact test can give is ``1 / 2**n`` one-sided and ``2 /
 The effect size is the matched-pairs rank-biserial correlation ``r = (W+ - W-) / (W+ + W-)`` over the non-zero
 differences (-1..1: the share of rank mass in favour of A minus that in favour of B).
 
-:func:`versus_baselines` compares the model with every baseline and corrects the p-values for the number of
-baselines with Holm's step-down method (``p_holm``); ``better`` needs ``p_holm < 0.05`` and a positive mean
+Every family of tests a command prints is corrected together with Holm's step-down method
+(:func:`correct_family`): each test gets its adjusted ``p_holm`` beside its raw ``p_value`` and the family's name
+(``family``: "Holm over 6 tests: 2 pairs x 3 metrics"), which the outputs print. :func:`versus_baselines`
+compares the model with every baseline, one family; ``better`` needs ``p_holm < 0.05`` and a positive mean
 difference.
 
 Example:
@@ -20,6 +22,11 @@ Example:
     (4, 3, 0.225, 1.0, 0.25)
     >>> holm({"a": 0.01, "b": 0.04, "c": 0.03})
     {'a': 0.03, 'b': 0.06, 'c': 0.06}
+    >>> tests = {"x": {"p_value": 0.03125}, "y": {"p_value": 0.03125}, "z": {"error": "fewer than 2 subjects"}}
+    >>> correct_family(tests, "tuned vs untuned x 2 metrics")
+    'Holm over 2 tests: tuned vs untuned x 2 metrics'
+    >>> tests["x"]["p_holm"], "p_holm" in tests["z"]
+    (0.0625, False)
 """
 
 from __future__ import annotations
@@ -73,10 +80,23 @@ def holm(p_values: dict) -> dict:
     return {k: adjusted[k] for k in p_values}
 
 
+def correct_family(tests: dict, what: str) -> str:
+    """Holm-correct the family ``tests`` (name -> :func:`paired_comparison` result) in place: each test that ran
+    gets ``p_holm`` and ``family``, the family's name ("Holm over N tests: ``what``"), which is returned; a test
+    that could not run (an ``error`` entry, no ``p_value``) is not in the family."""
+    ran = {name: test for name, test in tests.items() if "p_value" in test}
+    family = f"Holm over {len(ran)} test{'s' if len(ran) != 1 else ''}: {what}"
+    for name, p in holm({name: test["p_value"] for name, test in ran.items()}).items():
+        ran[name].update(p_holm=p, family=family)
+    return family
+
+
 def versus_baselines(model: dict, baselines: dict[str, dict]) -> dict[str, dict]:
-    """One-sided "is the model better?" test against every baseline, Holm-corrected across the baselines."""
+    """One-sided "is the model better?" test of the per-subject accuracy against every baseline: one family,
+    Holm-corrected across the baselines."""
     out = {name: paired_comparison(model, scores, alternative="greater") for name, scores in baselines.items()}
-    for name, p in holm({name: cmp["p_value"] for name, cmp in out.items()}).items():
-        out[name]["p_holm"] = p
-        out[name]["better"] = bool(p < ALPHA and out[name]["mean_difference"] > 0)
+    correct_family(out, f"model vs {len(out)} baseline{'s' if len(out) != 1 else ''}, one-sided, per-subject "
+                        "accuracy")
+    for cmp in out.values():
+        cmp["better"] = bool(cmp["p_holm"] < ALPHA and cmp["mean_difference"] > 0)
     return out

@@ -113,6 +113,9 @@ def test_every_subject_is_tested_once_by_a_fold_searched_without_it(resumed):
     untuned = doc["nested"]["untuned"]
     assert [row["subject"] for row in untuned["per_subject"]] == list(range(1, SUBJECTS + 1))
     assert untuned["tests"]["balanced_accuracy"]["n_subjects"] == SUBJECTS
+    assert untuned["family"] == "Holm over 2 tests: tuned vs untuned x 2 metrics, two-sided"
+    assert all(t["p_holm"] >= t["p_value"] for t in untuned["tests"].values())
+    assert f"({untuned['family']}; raw p beside)" in resumed.printed and "Holm p = " in resumed.printed
     assert set(doc["comparisons"]) == set(doc["baselines"])  # model vs baselines, Holm-corrected
     assert "nested search: 2 trials per fold" in resumed.printed and "tuned vs untuned" in resumed.printed
     assert json.loads((resumed.out / "out.json").read_text())["nested"] == json.loads(json.dumps(doc["nested"]))

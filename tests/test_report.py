@@ -65,6 +65,37 @@ def test_holm_correction_against_every_baseline():
                 "mlflow_run_id": "x", "mlflow_experiment": "e"}
     table = aggregate.format_table(document)
     assert "(n=3 non-zero pairs of 3 subjects)" in table and "WARNING: only 3 non-zero pair(s)" in table
+    assert "(Holm over 1 test: model vs 1 baseline, one-sided, per-subject accuracy; raw p beside)" in table
+    assert out["majority"]["family"] == "Holm over 3 tests: model vs 3 baselines, one-sided, per-subject accuracy"
+
+
+def test_every_family_of_tests_is_holm_corrected_and_named():
+    """The gap's 2 pairs x 3 metrics are one family: raw and corrected p side by side, the family's size in the
+    output; a test that could not run is left out of its family."""
+    from evaluation import gap
+    from evaluation.stats import correct_family, holm
+
+    rng = np.random.default_rng(0)
+
+    def document(shift):
+        rows = [{"subject": s, **{m: float(0.5 + shift + rng.normal(0, 0.05)) for m in gap.METRICS}}
+                for s in range(1, 7)]
+        agg = {f"test_{m}_{k}": 0.5 for m in gap.METRICS for k in ("mean", "std", "n")}
+        return {"per_subject": rows, "aggregate": agg, "baselines": {}}
+
+    documents = {"segment-random": document(0.4), "subject-dependent": document(0.05), "loso": document(0.0)}
+    gaps = gap.inflation(documents)
+    tests = {(pair, m): t for pair, by_metric in gaps.items() for m, t in by_metric.items()}
+    assert len(tests) == 6
+    assert {t["family"] for t in tests.values()} == {"Holm over 6 tests: 2 pairs x 3 metrics, two-sided"}
+    expected = holm({k: t["p_value"] for k, t in tests.items()})
+    assert {k: t["p_holm"] for k, t in tests.items()} == pytest.approx(expected)
+    text = report.render(report.gap_tables(gap.flat_metrics(documents, gaps), "gap"), "md")
+    assert "Holm over 6 tests: 2 pairs x 3 metrics" in text and "| p (raw) | p (Holm) |" in text
+    t = gaps["leaky_minus_trial"]["accuracy"]
+    assert f"| {t['p_value']:.3g} | {t['p_holm']:.3g} |" in text
+    family = {"a": {"p_value": 0.02}, "b": {"error": "fewer than 2 subjects"}}
+    assert correct_family(family, "x") == "Holm over 1 test: x" and "p_holm" not in family["b"]
 
 
 def fake_run(run_id, modality, fusion, target, tested, digest, acc, rows="modality", n=None):
