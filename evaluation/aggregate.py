@@ -18,7 +18,9 @@ from gbvnet.metrics import METRIC_NAMES, binary_metrics
 from gbvnet.splits import Fold
 
 SHOWN = ("accuracy", "precision", "recall", "f1", "balanced_accuracy")
-LABELS = {"accuracy": "acc", "precision": "prec", "recall": "recall", "f1": "f1", "balanced_accuracy": "bal_acc"}
+# column labels: precision, recall and F1 are the "high" (positive) class's; macro-F1 is named so where shown
+LABELS = {"accuracy": "acc", "precision": "prec_high", "recall": "recall_high", "f1": "f1_high",
+          "balanced_accuracy": "bal_acc"}
 
 
 def summarise(folds: list[Fold], confusions: list, index) -> dict:

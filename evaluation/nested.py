@@ -317,14 +317,15 @@ def format_nested(section: dict) -> str:
     budget, failed folds and the untuned comparison."""
     lines = [f"nested search: {section['trials_per_fold']} trials per fold, space {section['space']}, "
              f"up to {section['max_epochs']} epochs per trial",
-             f"{'fold':>12} {'trials':>6} {'search val F1':>13} {'test F1':>8} {'test acc':>8}  chosen configuration"]
+             f"{'fold':>12} {'trials':>6} {'val macro-F1':>12} {'test macro-F1':>13} {'test acc':>8}  "
+             "chosen configuration (val: its search's best)"]
     for row in section["folds"]:
         if "failure" in row:
             lines.append(f"{row['fold']:>12} {row['trials']:>6}  FAILED: {row['failure']}")
             continue
         chosen = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in row["chosen"].items())
-        lines.append(f"{row['fold']:>12} {row['trials']:>6} {row['inner_best_val_macro_f1']:>13.3f} "
-                     f"{row['test_macro_f1']:>8.3f} {row['test_accuracy']:>8.3f}  {chosen}")
+        lines.append(f"{row['fold']:>12} {row['trials']:>6} {row['inner_best_val_macro_f1']:>12.3f} "
+                     f"{row['test_macro_f1']:>13.3f} {row['test_accuracy']:>8.3f}  {chosen}")
     lines.append("stability of the chosen configurations (counts per value; min / median / max):")
     for key, entry in section["stability"].items():
         shown = (", ".join(f"{v}: {n}" for v, n in entry["counts"].items()) if "counts" in entry

@@ -15,7 +15,7 @@ the baselines beaten at corrected p < 0.05, or ``none``, with a note where too f
 (``segment-random``) are labelled ``LEAKY`` wherever they appear.
 
 ``--ablation`` lays out the paper's ablation table: rows bio / bio on the face windows only / face / face+bio
-(one row per fusion kind of :data:`gbvnet.config.FUSIONS`: gated, cross-attention + concat, concat), columns accuracy and F1 (with n, the subjects behind each) for
+(one row per fusion kind of :data:`gbvnet.config.FUSIONS`: gated, cross-attention + concat, concat), columns accuracy and the high class's F1 (with n, the subjects behind each) for
 valence and arousal. One block per dataset, protocol, set of tested subjects and fold count (clean protocols
 first, leaky ones after them), using the latest finished run of each cell, so runs on different subjects never
 share a block. Within a block, cells that were trained, validated or tested on different windows (different
@@ -119,7 +119,7 @@ def describe(run) -> dict:
             "target": tags.get("target", "?"), "folds": int(m.get("n_folds", 0)),
             "subjects": int(m.get("n_subjects", 0)), "tested_subjects": tags.get("tested_subjects", "?"),
             "folds_digest": tags.get("folds_digest"),
-            "accuracy": mean_sd(m, "test_accuracy"), "f1": mean_sd(m, "test_f1"),
+            "accuracy": mean_sd(m, "test_accuracy"), "f1_high": mean_sd(m, "test_f1"),
             "accuracy_n": mean_sd(m, "test_accuracy", with_n=True), "f1_n": mean_sd(m, "test_f1", with_n=True),
             "balanced_accuracy": mean_sd(m, "test_balanced_accuracy"),
             **{f"{b}_accuracy": mean_sd(m, f"baseline_{b}_test_accuracy") for b in BASELINES},
@@ -131,7 +131,7 @@ def describe(run) -> dict:
 def run_columns() -> list[str]:
     """The runs table's columns: the run, the model's scores, then each registered baseline's accuracy and the
     Holm-corrected p of the model against it (:data:`evaluation.baselines.BASELINES`)."""
-    return ["run_id", "dataset", "protocol", "modality", "fusion", "target", "folds", "subjects", "accuracy", "f1",
+    return ["run_id", "dataset", "protocol", "modality", "fusion", "target", "folds", "subjects", "accuracy", "f1_high",
             "balanced_accuracy", *(f"{b}_accuracy" for b in BASELINES), *(f"p_holm_{b}" for b in BASELINES),
             "beats"]
 
@@ -148,7 +148,7 @@ def ablation_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[st
     for r in rows:  # newest first: keep the first seen per cell
         key = (r["dataset"], r["protocol"], r["tested_subjects"], r["folds"])
         blocks.setdefault(key, {}).setdefault((r["row_key"], r["target"]), r)
-    header = ["model", "valence accuracy", "valence F1", "arousal accuracy", "arousal F1",
+    header = ["model", "valence accuracy", "valence F1 (high class)", "arousal accuracy", "arousal F1 (high class)",
               "majority baseline (valence / arousal)"]
     out = []
     for (dataset, protocol, tested, folds), cells in sorted(blocks.items(),

@@ -66,6 +66,7 @@ def test_holm_correction_against_every_baseline():
     table = aggregate.format_table(document)
     assert "(n=3 non-zero pairs of 3 subjects)" in table and "WARNING: only 3 non-zero pair(s)" in table
     assert "(Holm over 1 test: model vs 1 baseline, one-sided, per-subject accuracy; raw p beside)" in table
+    assert table.splitlines()[1].split() == ["subject", "n", "acc", "prec_high", "recall_high", "f1_high", "bal_acc"]
     assert out["majority"]["family"] == "Holm over 3 tests: model vs 3 baselines, one-sided, per-subject accuracy"
 
 
@@ -123,7 +124,9 @@ def test_ablation_blocks_compare_like_with_like():
     tables = report.ablation_tables([report.describe(r) for r in runs])
     assert [t[0].split(" (")[0] for t in tables] == ["loso on deap: subjects 1 2 3, 3 folds",
                                                      "loso on deap: subjects 1 2 3 4 5, 5 folds"]
-    title, _, body = tables[0]
+    title, header, body = tables[0]
+    assert header[1:5] == ["valence accuracy", "valence F1 (high class)", "arousal accuracy", "arousal F1 (high class)"]
+    assert "f1_high" in report.run_columns() and "f1" not in report.run_columns()
     cells = {row[0]: row[1] for row in body}
     assert "different letters" in title
     assert cells == {"face+bio (gated)": "0.810 ± 0.100 (n=3) [a]",  # the newest run of the cell
