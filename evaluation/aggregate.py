@@ -8,6 +8,11 @@ per-subject scores (the spread is between subjects, not subject x fold). A metri
 for example the F1 of the high class for a subject with no high window, see :mod:`gbvnet.metrics`) is left out
 of the mean and sd, and ``test_<metric>_n`` counts the subjects that did contribute; the sd of fewer than two
 values is NaN.
+
+A fold whose model predicted one class for every test window (:func:`one_class`) learnt nothing that the test
+can see, whatever its accuracy: each fold row says so (``one_class``: the class predicted, or None), each
+subject row counts its such folds (``one_class_folds``), the aggregate counts them (``n_one_class_folds``, an
+MLflow metric), and :func:`degenerate_line` is the warning every output starts with when most folds are such.
 """
 
 from __future__ import annotations
@@ -23,6 +28,22 @@ LABELS = {"accuracy": "acc", "precision": "prec_high", "recall": "recall_high", 
           "balanced_accuracy": "bal_acc"}
 
 
+def one_class(cm) -> int | None:
+    """The one class a test confusion matrix (rows true, columns predicted) shows predicted for every window, or
+    None when both were predicted."""
+    predicted = np.asarray(cm).sum(axis=0)
+    return int(np.argmax(predicted)) if predicted.sum() and np.count_nonzero(predicted) == 1 else None
+
+
+def degenerate_line(agg: dict, what: str = "the model") -> str | None:
+    """The warning that opens an output when most of its folds predicted one class for every test window."""
+    n, total = agg.get("n_one_class_folds", 0), agg["n_folds"]
+    if not total or 2 * n <= total:
+        return None
+    return (f"WARNING: {what} predicted a single class for every test window in {n} of {total} folds: it learnt "
+            "nothing these tests can see; read the scores below as chance, not as a model")
+
+
 def summarise(folds: list[Fold], confusions: list, index) -> dict:
     """Per-fold and per-subject metrics, and their aggregate over subjects (NaN-aware, with counts)."""
     per_fold, by_subject = [], {}
@@ -33,10 +54,11 @@ def summarise(folds: list[Fold], confusions: list, index) -> dict:
             raise ValueError(f"fold {fold.name} tests subjects {subjects}: per-subject metrics need exactly one "
                              "test subject per fold")
         per_fold.append({"fold": fold.name, "test_subjects": subjects, "n_test": int(cm.sum()),
-                         "confusion": cm.tolist(), **binary_metrics(cm)})
+                         "confusion": cm.tolist(), "one_class": one_class(cm), **binary_metrics(cm)})
         by_subject[subjects[0]] = by_subject.get(subjects[0], 0) + cm
-    per_subject = [{"subject": s, "n_test": int(cm.sum()), "confusion": cm.tolist(), **binary_metrics(cm)}
-                   for s, cm in sorted(by_subject.items())]
+    degenerate = {s: sum(f["one_class"] is not None for f in per_fold if f["test_subjects"] == [s]) for s in by_subject}
+    per_subject = [{"subject": s, "n_test": int(cm.sum()), "confusion": cm.tolist(),
+                    "one_class_folds": degenerate[s], **binary_metrics(cm)} for s, cm in sorted(by_subject.items())]
     agg: dict[str, float] = {}
     for name in METRIC_NAMES:
         values = np.array([row[name] for row in per_subject], dtype=np.float64)
@@ -45,6 +67,7 @@ def summarise(folds: list[Fold], confusions: list, index) -> dict:
         agg[f"test_{name}_std"] = float(values.std(ddof=1)) if values.size > 1 else float("nan")
         agg[f"test_{name}_n"] = int(values.size)
     agg["n_folds"], agg["n_subjects"] = len(per_fold), len(per_subject)
+    agg["n_one_class_folds"] = sum(f["one_class"] is not None for f in per_fold)
     total = np.sum([f["confusion"] for f in per_fold], axis=0)
     return {"folds": per_fold, "per_subject": per_subject, "aggregate": agg, "confusion": total.tolist()}
 
@@ -60,16 +83,21 @@ def _mean_sd(agg: dict, metric: str) -> str:
 def format_table(document: dict) -> str:
     """The final table printed by the evaluation CLIs: per subject, mean +- std, baselines, paired tests."""
     leaky = " [LEAKY: windows of a trial in train and test]" if document.get("leaky") else ""
-    lines = [f"{document['protocol']} on {document['dataset']}: {document['modality']} "
-             f"({document['fusion']}), target {document['target']}{leaky}",
-             f"{'subject':>8} {'n':>6} " + " ".join(f"{LABELS[m]:>12}" for m in SHOWN)]
-    for row in document["per_subject"]:
-        lines.append(f"{row['subject']:>8} {row['n_test']:>6} " + " ".join(f"{row[m]:>12.3f}" for m in SHOWN))
     agg = document["aggregate"]
+    lines = [line for line in (degenerate_line(agg),) if line]
+    lines += [f"{document['protocol']} on {document['dataset']}: {document['modality']} "
+              f"({document['fusion']}), target {document['target']}{leaky}",
+              f"{'subject':>8} {'n':>6} " + " ".join(f"{LABELS[m]:>12}" for m in SHOWN)]
+    for row in document["per_subject"]:
+        flag = f"  [one class predicted in {row['one_class_folds']} fold(s)]" if row["one_class_folds"] else ""
+        lines.append(f"{row['subject']:>8} {row['n_test']:>6} " + " ".join(f"{row[m]:>12.3f}" for m in SHOWN)
+                     + flag)
     lines.append(f"{'mean+-sd':>8} {'':>6} " + " ".join(f"{_mean_sd(agg, m):>12}" for m in SHOWN)
                  + f"  (over subjects, {agg['n_folds']} folds)")
     lines.append(f"{'subjects':>8} {'':>6} " + " ".join(f"{agg[f'test_{m}_n']:>12}" for m in SHOWN)
                  + "  (with the metric defined; nan = undefined, left out)")
+    lines.append(f"one-class folds: {agg['n_one_class_folds']} of {agg['n_folds']} (the model predicted a single "
+                 "class for every test window)")
     baselines = document.get("baselines", {})
     if baselines:
         lines.append("baselines on the same folds (accuracy / balanced accuracy, mean+-sd over subjects):")

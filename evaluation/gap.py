@@ -187,6 +187,8 @@ def flat_metrics(documents: dict[str, dict], gaps: dict[str, dict[str, dict]]) -
         for m in METRICS:
             for stat in ("mean", "std", "n"):
                 metrics[f"{short}_test_{m}_{stat}"] = doc["aggregate"][f"test_{m}_{stat}"]
+        for name in ("n_folds", "n_one_class_folds"):
+            metrics[f"{short}_{name}"] = doc["aggregate"][name]
         for name, b in doc["baselines"].items():
             for stat in ("mean", "std"):
                 metrics[f"{short}_baseline_{name}_test_accuracy_{stat}"] = b["aggregate"][f"test_accuracy_{stat}"]
@@ -211,7 +213,8 @@ def format_gap(document: dict) -> str:
     """What the command prints: the gap tables (as ``evaluation.report`` shows them), the per-subject scores,
     how to read them, each arm's audit and the MLflow run."""
     title = report.gap_title({**document, "subjects": " ".join(map(str, document["subjects"]))})
-    lines = [report.render(report.gap_tables(document["metrics"], title)
+    lines = [line for line in report.gap_warnings(document["metrics"])]
+    lines += [report.render(report.gap_tables(document["metrics"], title)
                            + [per_subject_table(document["protocols"])], "md").rstrip(), "", report.GAP_READING, ""]
     for protocol, doc in document["protocols"].items():
         lines.append(f"leakage audit, {protocol}: " + "; ".join(f"{k}={v}" for k, v in doc["audit"].items()

@@ -126,7 +126,8 @@ def run(args: argparse.Namespace, spec: EvalSpec, publish: Callable[[dict], None
                         compare_untuned=args.compare_untuned)
 
     def show(document: dict) -> None:
-        print(format_nested(document["nested"]))
+        warning = aggregate.degenerate_line(document["aggregate"])
+        print("\n".join(([warning] if warning else []) + [format_nested(document["nested"])]))
         publish(document)
 
     return evaluate_nested(dataclasses.replace(spec, preset=f"{spec.preset}-nested{nested.trials}"), nested, show)
@@ -272,6 +273,7 @@ def summarise(nested: NestedSpec, folds: list[Fold], outcomes: list[FoldOutcome]
             row.update(chosen_trial=outcome.tuned.config["number"], chosen=point_of(outcome.tuned.config),
                        inner_best_val_macro_f1=max(float(r.metrics[SCORE]) for r in outcome.scored),
                        test_macro_f1=tested[fold.name]["macro_f1"], test_accuracy=tested[fold.name]["accuracy"],
+                       one_class=tested[fold.name]["one_class"],
                        final_epochs=int(outcome.tuned.metrics["epoch"]))
         else:
             row["failure"] = outcome.failure
@@ -324,8 +326,10 @@ def format_nested(section: dict) -> str:
             lines.append(f"{row['fold']:>12} {row['trials']:>6}  FAILED: {row['failure']}")
             continue
         chosen = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in row["chosen"].items())
+        flag = f"[ONE CLASS: predicted {row['one_class']} for every test window] " if row["one_class"] is not None \
+            else ""
         lines.append(f"{row['fold']:>12} {row['trials']:>6} {row['inner_best_val_macro_f1']:>12.3f} "
-                     f"{row['test_macro_f1']:>13.3f} {row['test_accuracy']:>8.3f}  {chosen}")
+                     f"{row['test_macro_f1']:>13.3f} {row['test_accuracy']:>8.3f}  {flag}{chosen}")
     lines.append("stability of the chosen configurations (counts per value; min / median / max):")
     for key, entry in section["stability"].items():
         shown = (", ".join(f"{v}: {n}" for v, n in entry["counts"].items()) if "counts" in entry

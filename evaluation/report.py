@@ -41,6 +41,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from evaluation import aggregate
 from evaluation.baselines import BASELINES
 from evaluation.stats import paired_comparison
 from gbvnet.config import FUSIONS
@@ -125,7 +126,8 @@ def describe(run) -> dict:
             **{f"{b}_accuracy": mean_sd(m, f"baseline_{b}_test_accuracy") for b in BASELINES},
             **{f"p_holm_{b}": "-" if f"vs_{b}_p_holm" not in m else f"{m[f'vs_{b}_p_holm']:.3g}"
                for b in BASELINES},
-            "beats": beaten(m)}
+            "beats": beaten(m), "one_class_folds": one_class_folds(m),
+            "n_one_class_folds": int(m.get("n_one_class_folds", 0))}
 
 
 def run_columns() -> list[str]:
@@ -133,7 +135,7 @@ def run_columns() -> list[str]:
     Holm-corrected p of the model against it (:data:`evaluation.baselines.BASELINES`)."""
     return ["run_id", "dataset", "protocol", "modality", "fusion", "target", "folds", "subjects", "accuracy", "f1_high",
             "balanced_accuracy", *(f"{b}_accuracy" for b in BASELINES), *(f"p_holm_{b}" for b in BASELINES),
-            "beats"]
+            "beats", "one_class_folds"]
 
 
 def runs_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -163,7 +165,8 @@ def ablation_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[st
                 continue
             line = [label]
             for t in ("valence", "arousal"):
-                line += [pair[t]["accuracy_n"] + letters[pair[t]["folds_digest"]], pair[t]["f1_n"]] if pair[t] else ["-", "-"]
+                line += [pair[t]["accuracy_n"] + letters[pair[t]["folds_digest"]] + one_class_mark(pair[t]),
+                         pair[t]["f1_n"]] if pair[t] else ["-", "-"]
             line.append(" / ".join(pair[t]["majority_accuracy"] if pair[t] else "-" for t in ("valence", "arousal")))
             body.append(line)
         title = f"{protocol} on {dataset}: subjects {tested}, {folds} folds"
@@ -174,20 +177,51 @@ def ablation_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[st
     return out
 
 
+def run_warning(row: dict) -> str | None:
+    """The report's opening warning for a run (:func:`describe`) whose model predicted one class in most folds."""
+    line = aggregate.degenerate_line({"n_folds": row["folds"], "n_one_class_folds": row["n_one_class_folds"]})
+    return line and f"run {row['run_id'][:8]}: {line}"
+
+
+def one_class_mark(row: dict) -> str:
+    """An ablation cell's flag when some of its folds predicted a single class for every test window."""
+    return f" {{one class in {row['n_one_class_folds']} of {row['folds']} folds}}" if row["n_one_class_folds"] else ""
+
+
 def gap_title(d: dict) -> str:
     """The heading of a gap's tables, from its ``--output`` document or its run's params and tags."""
     return (f"protocol gap on {d['dataset']}: {d['modality']} ({d['fusion']}), target {d['target']}, seed {d['seed']}, "
             f"k={d['k']}, LOSO validation on {d['validation']}, subjects {d['subjects']}")
 
 
+def one_class_folds(m: dict, prefix: str = "") -> str:
+    """``k of n``: the folds whose model predicted a single class for every test window (metrics ``m``, keys
+    after ``prefix``), ``MOST`` marked; ``-`` for runs logged before they were counted."""
+    if f"{prefix}n_one_class_folds" not in m:
+        return "-"
+    n, total = int(m[f"{prefix}n_one_class_folds"]), int(m[f"{prefix}n_folds"])
+    return f"{n} of {total}" + (" (MOST: nothing learnt)" if 2 * n > total else "")
+
+
+def gap_warnings(m: dict) -> list[str]:
+    """The lines a gap's output starts with: one per arm whose model predicted one class in most folds."""
+    lines = []
+    for protocol, a in GAP_ARMS.items():
+        if f"{a}_n_one_class_folds" in m:
+            counts = {"n_folds": m[f"{a}_n_folds"], "n_one_class_folds": m[f"{a}_n_one_class_folds"]}
+            lines += [line for line in (aggregate.degenerate_line(counts, f"the {protocol} arm's model"),) if line]
+    return lines
+
+
 def gap_tables(m: dict, title: str) -> list[tuple[str, list[str], list[list[str]]]]:
     """A gap run's tables from its metrics ``m`` (:func:`evaluation.gap.flat_metrics`): per protocol the model's
     scores and the baselines' accuracy (mean ± sd over subjects), then the inflation with its paired tests."""
     baselines = [b for b in BASELINES if f"loso_baseline_{b}_test_accuracy_mean" in m]
-    header = ["protocol", *(label for _, label in GAP_METRICS), *(f"{b} accuracy" for b in baselines), "subjects"]
+    header = ["protocol", *(label for _, label in GAP_METRICS), *(f"{b} accuracy" for b in baselines), "subjects",
+              "one-class folds"]
     body = [[GAP_LABELS[a], *(mean_sd(m, f"{a}_test_{name}") for name, _ in GAP_METRICS),
              *(mean_sd(m, f"{a}_baseline_{b}_test_accuracy") for b in baselines),
-             str(int(m.get(f"{a}_test_accuracy_n", 0)))] for a in GAP_ARMS.values()]
+             str(int(m.get(f"{a}_test_accuracy_n", 0))), one_class_folds(m, f"{a}_")] for a in GAP_ARMS.values()]
     tests = []
     for a, b in GAP_PAIRS:
         for name, label in GAP_METRICS:
@@ -206,18 +240,21 @@ def gap_tables(m: dict, title: str) -> list[tuple[str, list[str], list[list[str]
               "note"], tests)]
 
 
-def gap_runs(client: MlflowClient, experiments: list[str]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """The tables of every finished gap run in ``experiments`` (newest first)."""
+def gap_runs(client: MlflowClient, experiments: list[str]
+             ) -> tuple[list[tuple[str, list[str], list[list[str]]]], list[str]]:
+    """The tables of every finished gap run in ``experiments`` (newest first), and the warnings of those whose
+    model predicted one class in most folds of an arm."""
     ids = [e.experiment_id for e in map(client.get_experiment_by_name, experiments) if e is not None]
     runs = client.search_runs(ids, "tags.kind = 'gap' and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1000) if ids else []
-    tables = []
+    tables, warnings = [], []
     for run in runs:
         params, tags = run.data.params, run.data.tags
         title = gap_title({**tags, "seed": params.get("seed"), "k": params.get("k"),
                            "validation": params.get("validation"), "subjects": tags.get("tested_subjects")})
         tables += gap_tables(run.data.metrics, f"{title}, run {run.info.run_id[:8]}")
-    return tables
+        warnings += [f"gap run {run.info.run_id[:8]}: {line}" for line in gap_warnings(run.data.metrics)]
+    return tables, warnings
 
 
 def resolve_runs(client: MlflowClient, *refs: str) -> list[str]:
@@ -267,17 +304,18 @@ def comparison_tables(result: dict) -> list[tuple[str, list[str], list[list[str]
              ["non-zero pairs of subjects", "mean difference", "W", "p", "effect size r", "at p < 0.05"], summary)]
 
 
-def render(tables: list[tuple[str, list[str], list[list[str]]]], fmt: str) -> str:
-    """Markdown (pipe tables) or a self-contained HTML page."""
+def render(tables: list[tuple[str, list[str], list[list[str]]]], fmt: str, notes: list[str] = ()) -> str:
+    """Markdown (pipe tables) or a self-contained HTML page; ``notes`` (warnings) come first."""
     if fmt == "md":
-        parts = []
+        parts = [f"**{note}**" for note in notes]
         for title, header, body in tables:
             lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(row) + " |" for row in body]
             parts.append("\n".join(lines))
         return "\n\n".join(parts) + "\n"
     parts = ["<!doctype html><meta charset='utf-8'><title>gbvnet report</title>",
-             "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}</style>"]
+             "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}</style>",
+             *(f"<p><strong>{html.escape(note)}</strong></p>" for note in notes)]
     for title, header, body in tables:
         parts.append(f"<h3>{html.escape(title)}</h3><table><tr>"
                      + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
@@ -297,7 +335,8 @@ def build(args: argparse.Namespace) -> str:
         [(f"runs in {', '.join(args.experiment)} (test metrics: mean ± sd over subjects; p_holm_<baseline>: per "
           f"run, Holm over {len(BASELINES)} tests: model vs {len(BASELINES)} baselines, one-sided, per-subject "
           "accuracy)", *runs_table(rows))]
-    return render(tables + gap_runs(client, args.experiment), args.format)
+    gaps, gap_notes = gap_runs(client, args.experiment)
+    return render(tables + gaps, args.format, [note for note in map(run_warning, rows) if note] + gap_notes)
 
 
 def build_parser() -> argparse.ArgumentParser:

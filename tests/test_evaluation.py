@@ -52,7 +52,7 @@ def test_loso_folds_mlflow_structure_and_output(evaluations):
     assert all(len(client.get_metric_history(r.info.run_id, "val_macro_f1")) == 5 for r in children)
     parent = client.get_run(doc["mlflow_run_id"])
     assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
-    assert parent.info.run_name.startswith("loso-bio-gated-valence-smoke-")
+    assert parent.info.run_name.startswith("loso-gbvnet-bio-gated-valence-smoke-")
     [dataset] = [d.dataset for d in parent.inputs.dataset_inputs]
     assert dataset.digest == open_cache(str(evaluations.cache)).index().manifest_hash
     assert json.loads(dataset.source) == {"uri": str(evaluations.cache)}
@@ -60,6 +60,10 @@ def test_loso_folds_mlflow_structure_and_output(evaluations):
                  "test_recall_mean"):
         assert name in parent.data.metrics
     assert parent.data.params["protocol"] == "loso" and parent.data.params["seed"] == "0"
+    one_class = sum(f["one_class"] is not None for f in doc["folds"])  # folds predicting one class throughout
+    assert parent.data.tags["one_class_folds"] == f"{one_class} of {subjects}"
+    assert parent.data.metrics["n_one_class_folds"] == one_class == doc["aggregate"]["n_one_class_folds"]
+    assert f"one-class folds: {one_class} of {subjects}" in printed
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"per_subject.json", "per_subject_accuracy.png", "confusion_matrix.png",
             "learning_curves.png"} <= artifacts

@@ -60,7 +60,7 @@ def test_holm_correction_against_every_baseline():
     assert out["majority"]["better"] and not out["bandpower_logreg"]["better"]
     document = {"protocol": "loso", "dataset": "deap", "modality": "bio", "fusion": "gated", "target": "valence",
                 "per_subject": [], "aggregate": {f"test_{m}_{k}": 0.5 for m in aggregate.SHOWN
-                                                 for k in ("mean", "std", "n")} | {"n_folds": 6},
+                                                 for k in ("mean", "std", "n")} | {"n_folds": 6, "n_one_class_folds": 0},
                 "comparisons": versus_baselines({1: 0.9, 2: 0.8, 3: 0.7}, {"majority": {1: 0.5, 2: 0.5, 3: 0.5}}),
                 "mlflow_run_id": "x", "mlflow_experiment": "e"}
     table = aggregate.format_table(document)
@@ -81,7 +81,8 @@ def test_every_family_of_tests_is_holm_corrected_and_named():
     def document(shift):
         rows = [{"subject": s, **{m: float(0.5 + shift + rng.normal(0, 0.05)) for m in gap.METRICS}}
                 for s in range(1, 7)]
-        agg = {f"test_{m}_{k}": 0.5 for m in gap.METRICS for k in ("mean", "std", "n")}
+        agg = {f"test_{m}_{k}": 0.5 for m in gap.METRICS for k in ("mean", "std", "n")} | {"n_folds": 6,
+                                                                                           "n_one_class_folds": 0}
         return {"per_subject": rows, "aggregate": agg, "baselines": {}}
 
     documents = {"segment-random": document(0.4), "subject-dependent": document(0.05), "loso": document(0.0)}
@@ -99,14 +100,53 @@ def test_every_family_of_tests_is_holm_corrected_and_named():
     assert correct_family(family, "x") == "Holm over 1 test: x" and "p_holm" not in family["b"]
 
 
-def fake_run(run_id, modality, fusion, target, tested, digest, acc, rows="modality", n=None):
+def test_a_model_that_predicts_one_class_is_flagged_everywhere():
+    """Folds whose model predicted a single class for every test window: flagged per fold, per subject, counted in
+    the aggregate (an MLflow metric), in the report's columns and cells, and named in the first line of every output
+    when they are most folds (the gap: per arm)."""
+    from types import SimpleNamespace
+
+    from gbvnet.splits import Fold
+
+    index = SimpleNamespace(subject=np.repeat([1, 2, 3], 4))
+    folds = [Fold(f"subject-{s}", "subject", [0], [], list(range(4 * s - 4, 4 * s))) for s in (1, 2, 3)]
+    confusions = [[[2, 0], [2, 0]], [[0, 2], [0, 2]], [[2, 0], [1, 1]]]  # low only, high only, both
+    summary = aggregate.summarise(folds, confusions, index)
+    assert [f["one_class"] for f in summary["folds"]] == [0, 1, None]
+    assert [r["one_class_folds"] for r in summary["per_subject"]] == [1, 1, 0]
+    assert summary["aggregate"]["n_one_class_folds"] == 2 and summary["folds"][0]["balanced_accuracy"] == 0.5
+    document = {"protocol": "loso", "dataset": "deap", "modality": "bio", "fusion": "gated", "target": "valence",
+                **summary, "mlflow_run_id": "x", "mlflow_experiment": "e"}
+    table = aggregate.format_table(document).splitlines()
+    assert table[0].startswith("WARNING: the model predicted a single class for every test window in 2 of 3 folds")
+    assert table[3].endswith("[one class predicted in 1 fold(s)]") and "one class" not in table[5]
+    assert "one-class folds: 2 of 3 (the model predicted a single class for every test window)" in table
+    summary["aggregate"]["n_one_class_folds"] = 1  # a minority: counted, not a first-line warning
+    assert aggregate.degenerate_line(summary["aggregate"]) is None
+    row = report.describe(fake_run("r1", "bio", "gated", "valence", "1 2 3", "d", 0.5, one_class=2))
+    assert row["one_class_folds"] == "2 of 3 (MOST: nothing learnt)"
+    assert report.run_warning(row).startswith("run r1: WARNING: the model predicted a single class")
+    [(_, _, body)] = report.ablation_tables([row])
+    assert body[0][1].endswith("{one class in 2 of 3 folds}")
+    metrics = {f"{a}_{k}": v for a in report.GAP_ARMS.values() for k, v in (("n_folds", 6), ("n_one_class_folds", 0))}
+    metrics["loso_n_one_class_folds"] = 6
+    assert report.gap_warnings(metrics) == [
+        "WARNING: the loso arm's model predicted a single class for every test window in 6 of 6 folds: it learnt "
+        "nothing these tests can see; read the scores below as chance, not as a model"]
+    [(_, header, body), _] = report.gap_tables(metrics, "gap")
+    assert header[-1] == "one-class folds" and [r[-1] for r in body] == ["0 of 6", "0 of 6",
+                                                                       "6 of 6 (MOST: nothing learnt)"]
+
+
+def fake_run(run_id, modality, fusion, target, tested, digest, acc, rows="modality", n=None, one_class=0):
     """An MLflow parent run as ``report.describe`` reads it (tags and metrics of ``evaluation.run``)."""
     from types import SimpleNamespace
 
     n = n if n is not None else len(tested.split())
     metrics = {"n_folds": len(tested.split()), "n_subjects": len(tested.split()), "test_accuracy_mean": acc,
                "test_accuracy_std": 0.1, "test_accuracy_n": n, "test_f1_mean": acc, "test_f1_std": 0.1,
-               "test_f1_n": n, "baseline_majority_test_accuracy_mean": 0.5, "baseline_majority_test_accuracy_std": 0}
+               "test_f1_n": n, "baseline_majority_test_accuracy_mean": 0.5, "baseline_majority_test_accuracy_std": 0,
+               "n_one_class_folds": one_class}
     tags = {"dataset": "deap", "protocol": "loso", "leaky": "False", "modality": modality, "fusion": fusion,
             "target": target, "tested_subjects": tested, "folds_digest": digest, "rows": rows}
     return SimpleNamespace(info=SimpleNamespace(run_id=run_id, run_name=run_id),
