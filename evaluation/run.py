@@ -43,6 +43,7 @@ from gbvnet.cli import (
     add_tracking_arguments,
     apply_compute_arguments,
     apply_face_weight_arguments,
+    apply_model_arguments,
     one_line_errors,
     without_evaluation_fields,
 )
@@ -126,10 +127,11 @@ class EvalSpec:
         return self.experiment or f"gbvnet-{self.dataset}-{self.protocol}"
 
     def run_name(self, key: str) -> str:
-        """The MLflow parent run's name: protocol, modality, fusion, target, preset and the invocation ``key``'s
-        first 6 characters (a hash of the whole config and cache), so that different configurations differ."""
-        return (f"{self.protocol}-{self.model.modality}-{self.model.fusion.kind}-{self.train.target}-{self.preset}-"
-                f"{key[:6]}")
+        """The MLflow parent run's name: protocol, model, modality, fusion, target, preset and the invocation
+        ``key``'s first 6 characters (a hash of the whole config and cache), so that different configurations
+        differ."""
+        return (f"{self.protocol}-{self.model.name}-{self.model.modality}-{self.model.fusion.kind}-"
+                f"{self.train.target}-{self.preset}-{key[:6]}")
 
 
 def fold_experiment(spec: EvalSpec, key: str) -> str:
@@ -216,7 +218,8 @@ def start_run(spec: EvalSpec, index, folds: list[Fold], tested: list[int], key: 
                         "protocol_args": spec.protocol_args, "leaky": spec.leaky, "folds": len(folds),
                         "label_threshold": index.manifest.config.threshold, "rows": spec.rows,
                         "face_weights": spec.model.face.weights if spec.model.modality != "bio" else "none"})
-    tracker.set_tags({"protocol": spec.protocol, "dataset": spec.dataset, "modality": spec.model.modality,
+    tracker.set_tags({"protocol": spec.protocol, "dataset": spec.dataset, "model": spec.model.name,
+                      "modality": spec.model.modality,
                       "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky": spec.leaky})
     tracker.set_tags({"tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested), "rows": spec.rows,
                       "folds_digest": folds_digest(folds, index.manifest_hash)})  # the ablation table's keys
@@ -273,7 +276,8 @@ def log_results(tracker: Tracker, spec: EvalSpec, index, folds: list[Fold], resu
 def output_document(spec: EvalSpec, tracker: Tracker, scores: dict, audit: dict) -> dict:
     """The ``--output`` document of an evaluation: what ran, where MLflow has it, the scores and the audit."""
     return {"protocol": spec.protocol, "leaky": spec.leaky, "dataset": spec.dataset, "target": spec.train.target,
-            "modality": spec.model.modality, "fusion": spec.model.fusion.kind, "mlflow_run_id": tracker.run_id,
+            "model": spec.model.name, "modality": spec.model.modality, "fusion": spec.model.fusion.kind,
+            "mlflow_run_id": tracker.run_id,
             "mlflow_experiment": spec.experiment_name, "cache": spec.cache, **scores, "audit": audit}
 
 
@@ -351,7 +355,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict) -> EvalSpec:
     preset = args.preset or ("smoke" if args.synthetic else "paper")
-    model = model_preset(preset, modality=args.modality, fusion=args.fusion)
+    model = model_preset(preset)
     train = TrainConfig(target=args.target, seed=args.seed)
     if args.synthetic:  # a small corpus and the smoke model: fewer epochs at a higher rate
         train.epochs, train.patience, train.lr = 10, 5, 1e-3
@@ -362,18 +366,17 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
         if "model" in config:
             model = from_dict(ModelConfig, config["model"])
             preset = Path(args.config).stem
-            model.modality, model.fusion.kind = args.modality, args.fusion
         if "train" in config:  # what a search decided; the evaluation's own fields stay the evaluation's
             searched = without_evaluation_fields(config["train"]) if search else config["train"]
             train = from_dict(TrainConfig, {**to_dict(train), **searched})
-    apply_face_weight_arguments(args, model)
+    apply_face_weight_arguments(args, apply_model_arguments(args, model))
     train.target, train.seed = args.target, args.seed
     apply_compute_arguments(args, train)
     for name in ("epochs", "batch_size", "lr", "patience"):  # command-line values win over the config file
         if getattr(args, name):
             setattr(train, name, getattr(args, name))
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
-                          on_error=args.on_error, need_face=args.modality != "bio" or args.rows == "face",
+                          on_error=args.on_error, need_face=model.modality != "bio" or args.rows == "face",
                           rebuild=args.rebuild)
     return EvalSpec(protocol=protocol, dataset=args.dataset, cache=cache, model=model.validate(),
                     train=train.validate(), protocol_args=protocol_args, test_subjects=args.test_subjects,

@@ -1,7 +1,8 @@
 """Command-line vocabulary shared by the entry points (``gbvnet.prepare``, ``gbvnet.train``, ``evaluation.*``,
 ``tune/search.py``): one argument group per concern, so the same thing has the same flag everywhere.
 
-* what is trained (:func:`add_model_arguments`): ``--modality``, ``--fusion``, ``--target``, ``--seed``, ``--rows``;
+* what is trained (:func:`add_model_arguments`): ``--model``, ``--modality``, ``--fusion``, ``--channels``,
+  ``--target``, ``--seed``, ``--rows``;
 * source (:func:`add_source_arguments`): ``--dataset``, ``--root`` | ``--synthetic``, ``--cache``, ``--on-error``;
 * tracking (:func:`add_tracking_arguments`): ``--tracking-uri``, ``--experiment`` (MLflow), ``--storage`` (Ray);
 * compute (:func:`add_compute_arguments`): ``--workers`` per training run, CPUs and GPUs per worker, compile;
@@ -21,7 +22,17 @@ import contextlib
 import sys
 from pathlib import Path
 
-from gbvnet.config import FUSIONS, MODALITIES, TARGETS, ModelConfig, TrainConfig, fusion_help
+from gbvnet.config import (
+    FUSIONS,
+    MODALITIES,
+    MODELS,
+    TARGETS,
+    ModelConfig,
+    TrainConfig,
+    fusion_help,
+    get_model,
+    model_help,
+)
 from gbvnet.data.cache import CacheChanged
 from gbvnet.data.records import ON_ERROR, DataError
 from gbvnet.datasets import DATASETS
@@ -70,16 +81,34 @@ def add_tracking_arguments(p: argparse.ArgumentParser, experiment: str) -> None:
 
 
 def add_model_arguments(p: argparse.ArgumentParser, rows: bool = True) -> None:
-    """What is trained: ``--modality``, ``--fusion``, ``--target``, ``--seed`` and (with ``rows``) ``--rows``."""
+    """What is trained: ``--model``, ``--modality``, ``--fusion``, ``--channels``, ``--target``, ``--seed`` and
+    (with ``rows``) ``--rows``; written into a model config by :func:`apply_model_arguments`."""
     g = p.add_argument_group("what is trained")
-    g.add_argument("--modality", choices=MODALITIES, default="facebio", help="face, bio or both (default facebio)")
+    g.add_argument("--model", choices=MODELS, default=None,
+                   help=f"the network (default gbvnet, or --config's): {model_help()}")
+    g.add_argument("--modality", choices=MODALITIES, default=None,
+                   help="face, bio or both (default: the model's first: facebio for gbvnet)")
     g.add_argument("--fusion", choices=FUSIONS, default="gated", help=f"with facebio: {fusion_help()}")
+    g.add_argument("--channels", nargs="+", default=None, metavar="NAME",
+                   help="the bio channels the model reads: eeg (the cache's EEG electrodes), all, or channel "
+                        "names (default: eeg for the EEG networks, all for gbvnet)")
     g.add_argument("--target", choices=TARGETS, default="valence", help="the rating to predict (default valence)")
     g.add_argument("--seed", type=int, default=0, help="seed of the folds, the sampling and the initial weights")
     if rows:
         g.add_argument("--rows", choices=ROW_RULES, default="modality",
                        help="modality: the rows the modality can use (bio: all); face: only windows with face "
                             "frames, whatever the modality (a bio ablation on exactly the face runs' windows)")
+
+
+def apply_model_arguments(args: argparse.Namespace, model: ModelConfig) -> ModelConfig:
+    """``model`` (a preset's or ``--config``'s) with ``--model``, ``--modality`` (default: the model's first),
+    ``--fusion`` and ``--channels`` written in, validated."""
+    model.name = args.model or model.name
+    model.modality = args.modality or get_model(model.name).modalities[0]
+    model.fusion.kind = args.fusion
+    if args.channels is not None:
+        model.channels = tuple(args.channels)
+    return model.validate()
 
 
 def add_concurrency_arguments(p: argparse.ArgumentParser, runs: str, old_flag: str | None = None) -> None:

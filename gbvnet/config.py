@@ -80,6 +80,7 @@ class FaceConfig:
 class BioConfig:
     channels: int = 40  # set from the data: DEAP 40, MAHNOB 38 (or the subset used)
     samples: int = 384  # set from the data: window seconds x rate (3 s x 128 Hz)
+    rate: float = 128.0  # set from the data: Hz (the comparison networks' sfreq)
     local_channels: int = 64  # our choice: Local stage width
     local_kernels: tuple[int, int] = (7, 5)  # our choice; stride 2 on the first block
     tcn_channels: int = 64
@@ -171,6 +172,88 @@ class FusionConfig:
         _fraction("fusion.dropout", self.dropout)
 
 
+@dataclass(frozen=True)
+class ModelKind:
+    """One network of the model registry (``--model``): GBV-Net or a comparison network from the field's
+    reference implementations, trained by the same loop on the same folds.
+
+    ``builder`` is the dotted path of a function ``build(cfg: ModelConfig, **options) -> nn.Module`` whose module's
+    ``forward(face=None, bio=None)`` returns ``{"logits": (B, num_classes)}``; it is imported on first use, so this
+    registry stays free of torch. ``net`` are the network's own keyword arguments (``ModelConfig.net`` overrides
+    them); ``channels`` is what it reads by default (``eeg``: the cache's EEG electrodes, ``all``: every bio
+    channel).
+    """
+
+    name: str
+    builder: str  # "package.module.function"
+    modalities: tuple[str, ...]  # the modalities it can take; the first is its default
+    channels: str  # default --channels: "all" or "eeg"
+    label: str  # its row in the benchmark's tables
+    help: str  # one line for the --model help
+    options: dict = field(default_factory=dict)  # keyword arguments of the builder (which network)
+    net: dict = field(default_factory=dict)  # the network's own default keyword arguments
+
+    def build(self, cfg: ModelConfig):
+        """The ``nn.Module`` of ``cfg`` (the builder imported now)."""
+        package, _, name = self.builder.rpartition(".")
+        return getattr(importlib.import_module(package), name)(cfg, **self.options)
+
+
+MODELS: dict[str, ModelKind] = {}
+"""The model registry, by name: the one list (``--model`` choices, the network a worker builds, the benchmark's
+rows)."""
+
+
+def register_model(kind: ModelKind) -> ModelKind:
+    """Add a network to :data:`MODELS` (a name taken already is an error)."""
+    if kind.name in MODELS:
+        raise ValueError(f"model {kind.name!r} is registered already")
+    if not kind.modalities or set(kind.modalities) - set(MODALITIES) or kind.channels not in CHANNEL_SETS:
+        raise ValueError(f"model {kind.name!r}: modalities must be among {MODALITIES}, channels one of "
+                         f"{CHANNEL_SETS}")
+    MODELS[kind.name] = kind
+    return kind
+
+
+def get_model(name: str) -> ModelKind:
+    """The registered network ``name``; an unknown name is a :class:`ConfigError` listing the known ones."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}") from None
+
+
+def model_help() -> str:
+    """The ``--model`` help text: each registered network and what it takes."""
+    return "; ".join(f"{k.name}: {k.help} ({'/'.join(k.modalities)})" for k in MODELS.values())
+
+
+CHANNEL_SETS = ("eeg", "all")  # --channels: the cache's EEG electrodes, or every bio channel (else channel names)
+
+_BRAINDECODE = "gbvnet.models.comparison.braindecode_network"
+register_model(ModelKind("gbvnet", "gbvnet.models.gbvnet.GBVNet", MODALITIES, "all", "GBV-Net",
+                         help="GBV-Net (face ConvNeXt V2 + temporal Transformer, Local-Medium-Global bio, fusion)"))
+register_model(ModelKind("eegnet", _BRAINDECODE, ("bio",), "eeg", "EEGNet", options={"network": "EEGNet"},
+                         help="EEGNet (Lawhern et al. 2018; braindecode)"))
+register_model(ModelKind("shallow", _BRAINDECODE, ("bio",), "eeg", "ShallowFBCSPNet",
+                         options={"network": "ShallowFBCSPNet"},
+                         help="ShallowFBCSPNet (Schirrmeister et al. 2017; braindecode)"))
+register_model(ModelKind("deep4", _BRAINDECODE, ("bio",), "eeg", "Deep4Net", options={"network": "Deep4Net"},
+                         help="Deep4Net (Schirrmeister et al. 2017; braindecode)"))
+register_model(ModelKind("eegconformer", _BRAINDECODE, ("bio",), "eeg", "EEGConformer",
+                         options={"network": "EEGConformer"},
+                         help="EEG Conformer (Song et al. 2023; braindecode)"))
+register_model(ModelKind("tsception", _BRAINDECODE, ("bio",), "eeg", "TSception", options={"network": "TSception"},
+                         help="TSception (Ding et al. 2022, designed for emotion recognition; braindecode)"))
+register_model(ModelKind("dgcnn", _BRAINDECODE, ("bio",), "eeg", "DGCNN",
+                         options={"network": "DGCNN", "positions": True},
+                         help="DGCNN, the dynamical graph network (Song et al. 2018; braindecode; electrode "
+                              "positions from MNE's standard 10-20 montage)"))
+register_model(ModelKind("facecnn", "gbvnet.models.comparison.FaceCNN", ("face",), "all", "face CNN",
+                         net={"backbone": "resnet18", "dropout": 0.2},
+                         help="a timm image CNN per frame, features averaged over the frames (face only)"))
+
+
 @dataclass
 class ModelConfig:
     modality: str = "facebio"  # face | bio | facebio
@@ -178,10 +261,32 @@ class ModelConfig:
     face: FaceConfig = field(default_factory=FaceConfig)
     bio: BioConfig = field(default_factory=BioConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    name: str = "gbvnet"  # the network (a MODELS name)
+    # The bio channels it reads: () its network's default, ("eeg",), ("all",) or channel names; fitted to the
+    # cache's channel names, in the cache's order, by gbvnet.loop.fit_model_to_cache.
+    channels: tuple[str, ...] = ()
+    net: dict = field(default_factory=dict)  # a comparison network's keyword arguments (over its registry's)
+
+    @property
+    def kind(self) -> ModelKind:
+        """Its entry of the model registry."""
+        return get_model(self.name)
+
+    @property
+    def network_arguments(self) -> dict:
+        """The comparison network's keyword arguments: the registry's defaults with :attr:`net` over them."""
+        return {**self.kind.net, **self.net}
 
     def validate(self) -> ModelConfig:
+        kind = self.kind
         if self.modality not in MODALITIES:
             raise ConfigError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.modality not in kind.modalities:
+            raise ConfigError(f"model {self.name!r} takes modality {' or '.join(kind.modalities)}, not "
+                              f"{self.modality!r}")
+        if self.name == "gbvnet" and self.net:
+            raise ConfigError(f"net {self.net!r}: keyword arguments of comparison networks; GBV-Net's sizes are "
+                              "its face / bio / fusion sections")
         _positive("num_classes", self.num_classes)
         if self.modality in ("face", "facebio"):
             self.face.validate()
@@ -272,8 +377,8 @@ class TrainConfig:
 def model_preset(name: str, **overrides: Any) -> ModelConfig:
     """``smoke``: tiny CPU model for tests; ``paper``: the sizes we use to reproduce the paper.
 
-    Keyword overrides: ``modality``, ``fusion`` (kind), ``bio_channels``, ``bio_samples``, ``frames``,
-    ``image_size``.
+    Keyword overrides: ``model`` (a :data:`MODELS` name), ``modality`` (None: the model's default), ``fusion``
+    (kind), ``channels``, ``bio_channels``, ``bio_samples``, ``frames``, ``image_size``.
     """
     if name == "paper":
         cfg = ModelConfig(face=FaceConfig(backbone="convnextv2_nano", image_size=112))
@@ -287,7 +392,10 @@ def model_preset(name: str, **overrides: Any) -> ModelConfig:
     else:
         raise ConfigError(f"unknown preset {name!r}: choose one of {PRESETS}")
     mapping = {"modality": ("modality",), "fusion": ("fusion", "kind"), "bio_channels": ("bio", "channels"),
-               "bio_samples": ("bio", "samples"), "frames": ("face", "frames"), "image_size": ("face", "image_size")}
+               "bio_samples": ("bio", "samples"), "frames": ("face", "frames"), "image_size": ("face", "image_size"),
+               "model": ("name",), "channels": ("channels",)}
+    if overrides.get("modality", "") is None:  # the network's default modality
+        overrides["modality"] = get_model(overrides.get("model", cfg.name)).modalities[0]
     for key, value in overrides.items():
         if key not in mapping:
             raise ConfigError(f"unknown override {key!r}; known: {sorted(mapping)}")

@@ -66,6 +66,7 @@ from gbvnet.data.transform import BatchTransform
 from gbvnet.data.window_dataset import Normalizer, WindowDataset, fit_normalizer
 from gbvnet.metrics import SELECTION_METRIC, prefixed
 from gbvnet.models import build_model
+from gbvnet.models.comparison import check_input_fits, montage_positions
 from gbvnet.splits import Fold, require_checked, rows_digest
 from gbvnet.steps import Forward, evaluate, make_optimizer, train_epoch, use_compile
 from gbvnet.storage import absolute
@@ -74,14 +75,45 @@ CHECKPOINT_FILE = "state.pt"
 
 
 # --------------------------------------------------------------------------------------------------- job spec
+def select_channels(request: tuple[str, ...], available: list[str], default: str) -> tuple[str, ...]:
+    """The bio channels a model reads, in the cache's order: ``request`` is ``()`` (the network's ``default``),
+    ``("eeg",)`` (the channels named as 10-20 electrodes), ``("all",)`` or channel names, which must all be in
+    ``available`` (the cache's channels)."""
+    request = request or (default,)
+    if request == ("all",):
+        return tuple(available)
+    if request == ("eeg",):
+        chosen = tuple(c for c in available if c.lower() in montage_positions())
+        if not chosen:
+            raise ConfigError(f"--channels eeg: none of the cache's channels ({', '.join(available)}) is an EEG "
+                              "electrode name; name the channels instead")
+        return chosen
+    unknown = [c for c in request if c not in available]
+    if unknown:
+        raise ConfigError(f"--channels: {', '.join(unknown)} not among the cache's channels "
+                          f"({', '.join(available)})")
+    return tuple(c for c in available if c in request)
+
+
 def fit_model_to_cache(model: ModelConfig, manifest: Manifest) -> ModelConfig:
-    """Set the model's input sizes (bio channels/samples, frames, face size) from the cache manifest."""
+    """Set the model's inputs (its bio channels, by name, and their count, samples and rate; frames and face size)
+    from the cache manifest."""
     model = copy.deepcopy(model)
-    model.bio.channels = len(manifest.channels)
+    if model.modality != "face":
+        model.channels = select_channels(model.channels, manifest.channels, model.kind.channels)
+    model.bio.channels = len(model.channels) if model.modality != "face" else len(manifest.channels)
     model.bio.samples = manifest.window_samples
+    model.bio.rate = manifest.rate
     model.face.frames = manifest.frames
     model.face.image_size = manifest.face_size
     return model.validate()
+
+
+def channel_index(model: ModelConfig, manifest: Manifest) -> list[int] | None:
+    """Where the fitted ``model``'s bio channels are in the cache's windows (None: all of them, in order)."""
+    if model.modality == "face" or list(model.channels) == list(manifest.channels):
+        return None
+    return [manifest.channels.index(c) for c in model.channels]
 
 
 @dataclass
@@ -125,6 +157,7 @@ def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, all
     if model.modality != "bio" and not index.has_face:
         raise ConfigError(f"modality {model.modality!r} needs face frames but cache {cache} has none "
                           "(prepared with --no-face, or no videos); use --modality bio")
+    check_input_fits(model)
     require_checked(fold, allow_leaky=allow_leaky)
     if fold.val.size == 0:
         raise ConfigError(f"fold {fold.name}: empty validation set (early stopping needs one)")
@@ -265,7 +298,7 @@ class WorkerState:
         cache = open_cache(job.cache, expect=job.manifest_hash)  # the snapshot the job was planned on, or stop
         normalizer = fit_normalizer(cache, job.fold.train) if mc.modality != "face" else None
         dataset = WindowDataset(cache, target=tc.target, modality=mc.modality)
-        transform = BatchTransform(mc.modality, device, normalizer)
+        transform = BatchTransform(mc.modality, device, normalizer, channel_index(mc, cache.manifest))
 
         torch.manual_seed(tc.seed)
         model = build_model(mc)

@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from gbvnet.cli import add_compute_arguments, add_model_arguments, apply_compute_arguments
+from gbvnet.cli import (
+    add_compute_arguments,
+    add_model_arguments,
+    apply_compute_arguments,
+    apply_model_arguments,
+)
 from gbvnet.config import PRESETS, TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
 from gbvnet.launch import init_ray, make_trainer
@@ -53,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    model = model_preset(args.preset, modality=args.modality, fusion=args.fusion)
+    model = apply_model_arguments(args, model_preset(args.preset))
     train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.epochs,
                                                       batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                                       max_failures=args.max_failures))
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     fold = subject_fold(index, args.train_subjects, args.val_subjects, args.test_subjects)
     job = make_job(args.cache, model, train, fold)
     init_ray()
-    trainer = make_trainer(job, args.name or f"train-{args.modality}-{args.target}-{int(time.time())}",
+    trainer = make_trainer(job, args.name or f"train-{model.name}-{model.modality}-{args.target}-{int(time.time())}",
                            storage=args.storage)
     result = trainer.fit()
     metrics = {k: v for k, v in result.metrics.items() if not isinstance(v, (dict, list))}

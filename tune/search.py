@@ -17,7 +17,8 @@ the best config, and ``evaluation.loso --config`` refuses to test on a searched 
 Each trial trains one sampled configuration (:func:`gbvnet.launch.search_trial`: with one worker inside the
 trial's own process, with several as a ``TorchTrainer``) and reports every epoch to Tune; ASHA stops poor trials
 early on ``val_macro_f1`` per epoch; Optuna's TPE (seeded) proposes configurations, at most ``--concurrent`` at a
-time. ``--resume`` restores an interrupted
+time, after a third of ``--num-samples`` (at least 5) at random: a budget that does not pass that start-up is
+random search, and the outputs say so (:func:`gbvnet.space.sampler`). ``--resume`` restores an interrupted
 search from its storage without re-running finished trials. The best configuration is written to ``--output``
 (YAML with ``model``, ``train`` and ``search`` sections), the format ``evaluation.loso --config`` reads. The
 ``search`` section is its provenance (dataset, target, modality, cache manifest hash, subjects, label threshold,
@@ -39,7 +40,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import yaml
-from optuna.samplers import TPESampler
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -54,6 +54,7 @@ from gbvnet.cli import (
     add_tracking_arguments,
     apply_compute_arguments,
     apply_face_weight_arguments,
+    apply_model_arguments,
     hidden_alias,
     one_line_errors,
     without_evaluation_fields,
@@ -77,7 +78,7 @@ from gbvnet.loop import fit_model_to_cache, make_job
 from gbvnet.metrics import SELECTION_METRIC
 from gbvnet.progress import ProgressTable
 from gbvnet.sources import resolve_cache
-from gbvnet.space import SPACES, apply, get_space, search_space
+from gbvnet.space import SPACES, apply, get_space, sampler, search_space
 from gbvnet.splits import Fold, search_fold, subjects_with_rows, usable_rows
 from gbvnet.storage import write_text
 from gbvnet.tracking import Tracker, TrialLogger, tracking_uri, trial_history
@@ -85,13 +86,21 @@ from gbvnet.tracking import Tracker, TrialLogger, tracking_uri, trial_history
 METRIC = SELECTION_METRIC  # the objective: what early stopping selects on in every trial
 
 
-def make_search_alg(seed: int, concurrent: int, algo: str = "optuna"):
-    """Optuna TPE (seeded: the same seed proposes the same configurations) behind a concurrency limit, or plain
-    seeded random search (``algo="random"``, the baseline of ``bench/search_efficiency.py``)."""
+def make_search_alg(seed: int, concurrent: int, budget: int, algo: str = "optuna"):
+    """Optuna's sampler for ``budget`` trials (:func:`gbvnet.space.sampler`: TPE, or random search when the budget
+    does not pass TPE's start-up; seeded: the same seed proposes the same configurations) behind a concurrency
+    limit, or plain seeded random search (``algo="random"``, the baseline of ``bench/search_efficiency.py``)."""
     if algo == "random":
         return BasicVariantGenerator(random_state=seed, max_concurrent=concurrent)
-    searcher = OptunaSearch(metric=METRIC, mode="max", sampler=TPESampler(seed=seed))
+    searcher = OptunaSearch(metric=METRIC, mode="max", sampler=sampler(budget, seed)[0])
     return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
+
+
+def sampler_name(spec: SearchSpec) -> str:
+    """What proposes the search's configurations, as every output names it."""
+    if spec.algo == "random":
+        return "random search, no early stopping"
+    return f"{sampler(spec.num_samples, spec.train.seed)[1]} + ASHA"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reduction-factor", type=int, default=2,
                    help="ASHA: keeps the best 1/factor of the trials at each rung")
     g.add_argument("--algo", choices=("optuna", "random"), default="optuna",
-                   help="optuna: TPE + ASHA early stopping (default); random: random search, no early stopping")
+                   help="optuna: TPE + ASHA early stopping (default; random search + ASHA when --num-samples is "
+                        "below TPE's start-up); random: random search, no early stopping")
     g.add_argument("--name", default=None,
                    help="the search's name: Ray experiment and MLflow run "
                         "(default search-<dataset>-<modality>-<target>-<algo>-seed<S>)")
@@ -197,6 +207,7 @@ def start_run(spec: SearchSpec, index, provenance: Provenance) -> Tracker:
     tracker.log_cache(spec.cache, index, context="search")
     tracker.log_params({"dataset": spec.dataset, "target": spec.train.target, "modality": spec.model.modality,
                         "space": spec.space, "rows": spec.rows, "num_samples": spec.num_samples,
+                        "sampler": sampler_name(spec),
                         "max_epochs": spec.train.epochs,
                         "seed": spec.train.seed, "search_subjects": provenance.subjects,
                         "train_subjects": provenance.train_subjects, "val_subjects": provenance.val_subjects,
@@ -226,7 +237,7 @@ def run_trials(spec: SearchSpec, fold: Fold, tracker: Tracker, manifest_hash: st
     logger = TrialLogger(lambda trial: tracker, name=lambda trial: trial_name(trial.trial_id),
                          params=lambda trial: trial.config)
     tune_config = tune.TuneConfig(
-        search_alg=make_search_alg(spec.train.seed, spec.concurrent, spec.algo),
+        search_alg=make_search_alg(spec.train.seed, spec.concurrent, spec.num_samples, spec.algo),
         scheduler=ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=spec.train.epochs,
                                 grace_period=spec.grace_epochs, reduction_factor=spec.reduction_factor)
         if spec.algo == "optuna" else None,
@@ -262,12 +273,15 @@ def best_config(spec: SearchSpec, index, provenance: Provenance, ranked: list[tu
                    "metric": METRIC,
                    f"best_{METRIC}": float(best_score), "trial_id": best.metrics["trial_id"],
                    "trials": len(grid), "trial_epochs": int(sum(r.metrics.get("epoch", 0) for r in grid)),
-                   "algo": spec.algo, "cache_manifest_hash": index.manifest_hash, "mlflow_run_id": run_id},
+                   "algo": spec.algo, "sampler": sampler_name(spec), "cache_manifest_hash": index.manifest_hash,
+                   "mlflow_run_id": run_id},
     }
 
 
-def print_ranking(ranked: list[tuple[float, tune.Result]], provenance: Provenance, output: str) -> None:
-    """The five best trials, the subjects searched on and where the best config went."""
+def print_ranking(ranked: list[tuple[float, tune.Result]], provenance: Provenance, output: str, how: str) -> None:
+    """The five best trials of the search (proposed by ``how``), the subjects searched on and where the best
+    config went."""
+    print(f"{len(ranked)} trials finished ({how})")
     print(f"{'rank':>4} {'trial':>10} {'best val macro-F1':>17} {'epochs':>6}  config")
     for rank, (f1, r) in enumerate(ranked[:5], 1):
         shown = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
@@ -303,7 +317,7 @@ def search(spec: SearchSpec) -> dict:
         tracker.fail(exc)
         raise
     tracker.finish()
-    print_ranking(ranked, provenance, spec.output)
+    print_ranking(ranked, provenance, spec.output, sampler_name(spec))
     return document
 
 
@@ -311,11 +325,10 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
     """The search the flags ask for: the cache resolved (``--synthetic`` / ``--root`` prepare it) and the base
     model of the space's preset with the face weights, whose file must exist."""
     space = args.space or ("smoke" if args.synthetic else "paper")
+    model = apply_face_weight_arguments(args, apply_model_arguments(args, model_preset(get_space(space).preset)))
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
-                          on_error=args.on_error, need_face=args.modality != "bio" or args.rows == "face",
+                          on_error=args.on_error, need_face=model.modality != "bio" or args.rows == "face",
                           rebuild=args.rebuild)
-    model = apply_face_weight_arguments(args, model_preset(get_space(space).preset, modality=args.modality,
-                                                                  fusion=args.fusion))
     train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.epochs,
                                                       patience=args.epochs, seed=args.seed))
     return SearchSpec(dataset=args.dataset, cache=cache, model=model, train=train, space=space,

@@ -5,7 +5,8 @@ A batch from :meth:`gbvnet.data.window_dataset.WindowDataset.batch` arrives on t
 
 * faces: converts to float, ImageNet-normalises (one multiply-add per value) and returns ``(B, F, 3, H, W)``
   (a channels-last view of the cached layout: no transpose copy);
-* bio: standardises per channel with the training-rows :class:`~gbvnet.data.window_dataset.Normalizer`;
+* bio: standardises per channel with the training-rows :class:`~gbvnet.data.window_dataset.Normalizer`, then keeps
+  the channels the model reads (``channels``: their positions; ``--channels``);
 * with a ``generator`` (training only): augments as PAPER.md describes. Faces: horizontal flip (p = 0.5),
   contrast (per sample, +-20 % around the sample's per-channel mean) and brightness (per sample and channel,
   +-0.2 in normalised units). Bio: circular time shift (up to 10 % of the window) and Gaussian noise
@@ -49,8 +50,10 @@ class BatchTransform:
     """Model inputs of a device batch for ``modality`` (see the module docstring)."""
 
     def __init__(self, modality: str, device: torch.device, normalizer: Normalizer | None = None,
-                 augmentation: Augmentation = Augmentation()):
+                 channels: list[int] | None = None, augmentation: Augmentation = Augmentation()):
         self.modality, self.device, self.augmentation = modality, torch.device(device), augmentation
+        # the bio channels the model reads, by position in the cached windows (None: all of them)
+        self.channels = None if channels is None else torch.as_tensor(channels, device=self.device)
         std = torch.tensor(IMAGENET_STD, device=self.device)
         # (x / 255 - mean) / std as one multiply-add, shaped for (B, F, 3, H, W)
         self.face_scale = (1 / (255 * std)).view(1, 1, 3, 1, 1)
@@ -86,6 +89,8 @@ class BatchTransform:
 
     def bio(self, bio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = bio if self.bio_mean is None else (bio - self.bio_mean).mul_(self.bio_scale)  # one new tensor
+        if self.channels is not None:
+            x = x.index_select(1, self.channels)
         if generator is None:
             return x
         a, (b, _, t) = self.augmentation, x.shape

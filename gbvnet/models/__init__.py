@@ -10,7 +10,7 @@ from gbvnet.models.gbvnet import GBVNet, create_model
 def build_model(cfg):
     """The ``nn.Module`` that ``cfg`` (a :class:`~gbvnet.config.ModelConfig`, input sizes fitted to the cache)
     describes."""
-    return GBVNet(cfg)
+    return cfg.kind.build(cfg)
 
 
 __all__ = ["GBVNet", "build_model", "create_model"]
