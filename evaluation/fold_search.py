@@ -5,8 +5,9 @@ level whose trials belong to different outer folds; each trial's config names it
 (``job``: ``inner`` search trial, ``tuned`` or ``untuned`` training of the outer fold; see
 :func:`gbvnet.launch.nested_trial`).
 
-:class:`FoldSearcher` keeps one seeded Optuna TPE study per outer fold (its own sampler state: a fold's proposals
-depend only on its own trials' scores) and hands out, whenever Tune asks for a trial: first the ``tuned`` training
+:class:`FoldSearcher` keeps one seeded Optuna study per outer fold (its own sampler state: a fold's proposals
+depend only on its own trials' scores; the sampler is :func:`gbvnet.space.sampler`'s for the fold's budget: TPE,
+or random search where the budget does not pass TPE's random start-up) and hands out, whenever Tune asks for a trial: first the ``tuned`` training
 of a fold whose search has finished (with that search's best point), then the next ``inner`` trial of the folds
 that still have budget, round-robin (so trials of different folds run side by side up to the concurrency), then
 the ``untuned`` trainings (``compare_untuned``). A fold whose every search trial failed gets no ``tuned``
@@ -30,6 +31,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from gbvnet.metrics import SELECTION_METRIC as METRIC
+from gbvnet.space import sampler
 
 SCORE = f"best_{METRIC}"  # a trial's best epoch's validation score (gbvnet.loop reports it every epoch)
 
@@ -57,14 +59,13 @@ class FoldState:
 
 
 class FoldSearcher(Searcher):
-    """Per-fold TPE searches and the outer trainings, as one stream of Tune trials (see the module docstring)."""
+    """Per-fold searches and the outer trainings, as one stream of Tune trials (see the module docstring)."""
 
     def __init__(self, space: dict, folds: int, trials: int, seed: int, compare_untuned: bool):
         super().__init__(metric=SCORE, mode="max")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.distributions = OptunaSearch.convert_search_space(space)
-        self.folds = [FoldState(optuna.create_study(direction="maximize",
-                                                    sampler=optuna.samplers.TPESampler(seed=seed * 10_007 + k)),
+        self.folds = [FoldState(optuna.create_study(direction="maximize", sampler=sampler(trials, seed * 10_007 + k)[0]),
                                 trials) for k in range(folds)]
         self.compare_untuned = compare_untuned
         self.owner: dict[str, int] = {}  # live inner trial id -> fold

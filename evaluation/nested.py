@@ -1,6 +1,6 @@
 """Nested leave-one-subject-out evaluation: ``python -m evaluation.loso ... --search N``.
 
-For every outer LOSO fold, a search of ``N`` trials (Optuna TPE + ASHA, over the space of ``tune/search.py``:
+For every outer LOSO fold, a search of ``N`` trials (Optuna + ASHA, over the space of ``tune/search.py``:
 ``--space``, ``--search-epochs``, ``--grace-epochs``, ``--reduction-factor``) on that fold's training subjects only,
 validating on held-out training subjects (:func:`gbvnet.splits.inner_fold`, checked by the leakage guard and
 recorded in the audit); then the outer fold trains with its own best configuration (the evaluation's
@@ -8,8 +8,9 @@ recorded in the audit); then the outer fold trains with its own best configurati
 configuration ever saw its test subject.
 
 All folds share the cluster at once in one Tune run (Ray Tune cannot start a Tuner inside a trial):
-:class:`evaluation.fold_search.FoldSearcher` interleaves the folds' search trials, gives each fold its own TPE
-sampler, and hands out a fold's final training as soon as its own search has finished;
+:class:`evaluation.fold_search.FoldSearcher` interleaves the folds' search trials, gives each fold its own
+sampler (:func:`gbvnet.space.sampler`: TPE after a third of the budget at random, or random search, named so in
+every output, when ``N`` does not pass TPE's start-up), and hands out a fold's final training as soon as its own search has finished;
 :class:`evaluation.fold_search.FoldScheduler` gives each fold its own ASHA. ``--concurrent`` trials run at a time
 (resources per trial as for every fold: ``--cpus-per-worker``, ``--gpus-per-worker``). ``--compare-untuned`` also
 trains every outer fold with the untuned configuration (the ``--preset``) in the same pool and tests, per subject
@@ -60,7 +61,7 @@ from gbvnet.launch import (
 )
 from gbvnet.loop import make_job
 from gbvnet.progress import ProgressTable
-from gbvnet.space import SPACES, search_space
+from gbvnet.space import SPACES, sampler, search_space
 from gbvnet.splits import Fold, inner_fold, subjects_with_rows
 from gbvnet.storage import join
 
@@ -97,7 +98,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The nested run's flags, in their own group."""
     g = p.add_argument_group("nested search (--search N: tune every outer fold on its own training subjects)")
     g.add_argument("--search", type=_positive, default=None, metavar="N",
-                   help="search N configurations per outer fold (TPE + ASHA), then train each fold with its own best")
+                   help="search N configurations per outer fold (TPE + ASHA; random search + ASHA when N is below "
+                        "TPE's start-up), then train each fold with its own best")
     g.add_argument("--space", choices=SPACES, default=None,
                    help="search space (default: smoke with the smoke preset, paper otherwise)")
     g.add_argument("--search-epochs", dest="max_epochs", type=_positive, default=20,
@@ -279,7 +281,8 @@ def summarise(nested: NestedSpec, folds: list[Fold], outcomes: list[FoldOutcome]
             row["failure"] = outcome.failure
         per_fold.append(row)
     done = [row for row in per_fold if "chosen" in row]
-    section = {"trials_per_fold": nested.trials, "space": nested.space, "max_epochs": nested.max_epochs,
+    section = {"trials_per_fold": nested.trials, "sampler": sampler(nested.trials, seed=0)[1],
+               "space": nested.space, "max_epochs": nested.max_epochs,
                "grace_epochs": nested.grace_epochs, "reduction_factor": nested.reduction_factor,
                "folds": per_fold, "stability": stability([row["chosen"] for row in done], nested.space),
                "budget": {"trials": sum(row["trials"] for row in per_fold),
@@ -317,8 +320,8 @@ def _short(value) -> str:
 def format_nested(section: dict) -> str:
     """The nested run's tables: per fold (chosen configuration, search score beside test score), stability,
     budget, failed folds and the untuned comparison."""
-    lines = [f"nested search: {section['trials_per_fold']} trials per fold, space {section['space']}, "
-             f"up to {section['max_epochs']} epochs per trial",
+    lines = [f"nested search: {section['trials_per_fold']} trials per fold, {section['sampler']} + ASHA, space "
+             f"{section['space']}, up to {section['max_epochs']} epochs per trial",
              f"{'fold':>12} {'trials':>6} {'val macro-F1':>12} {'test macro-F1':>13} {'test acc':>8}  "
              "chosen configuration (val: its search's best)"]
     for row in section["folds"]:
@@ -378,7 +381,8 @@ def log_nested(tracker, folds: list[Fold], outcomes: list[FoldOutcome], section:
         if outcome.untuned is not None:
             tracker.log_child("untuned", outcome.untuned.metrics_dataframe.to_dict("records"), parent=run_id)
     tracker.log_json(section, "nested.json")
-    tracker.set_tags({"nested": "true", "failed_folds": " ".join(section["failed_folds"]) or "none"})
+    tracker.set_tags({"nested": "true", "failed_folds": " ".join(section["failed_folds"]) or "none",
+                      "sampler": section["sampler"]})
 
 
 # ------------------------------------------------------------------------------------------------- evaluate

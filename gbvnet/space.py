@@ -28,26 +28,47 @@ its distributions). The ``smoke`` space keeps every size tiny (for tests and CPU
 space above.
 Frames per window and face size are fixed by the window cache (``gbvnet.prepare --frames/--face-size``).
 
+:func:`sampler` is the one sampler of both searches, named as what it is: TPE samples at random for its
+start-up trials, set to a third of the budget (at least :data:`MIN_STARTUP`); a budget that does not pass its
+start-up is random search, and is called so.
+
 Example:
     >>> from gbvnet.config import TrainConfig, model_preset
     >>> model, train = apply({"model.fusion.dropout": 0.3, "train.lr": 1e-3, "width": 64,
     ...                       "model.bio.tcn_dilations": "1,2,4"}, model_preset("smoke"), TrainConfig())
     >>> model.fusion.dropout, train.lr, model.face.dim, model.bio.dim, model.bio.tcn_dilations
     (0.3, 0.001, 64, 64, (1, 2, 4))
+    >>> sampler(4, seed=0)[1], sampler(12, seed=0)[1]
+    ('random search (4 trials; TPE would sample its first 5 at random)', 'TPE (the first 5 of 12 trials random)')
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
 from ray import tune
 
 from gbvnet.config import PRESETS, ModelConfig, TrainConfig
 
 WIDTH = "width"  # one sampled value sets face.dim, bio.dim and fusion.dim (they must agree)
+MIN_STARTUP = 5  # our choice: the fewest random start-up trials before TPE models good and bad trials
+
+
+def sampler(budget: int, seed: int) -> tuple[optuna.samplers.BaseSampler, str]:
+    """The seeded Optuna sampler of a search of ``budget`` trials and its name for every output: TPE after
+    ``max(MIN_STARTUP, ceil(budget / 3))`` random start-up trials, or random search when the budget is no larger
+    than that start-up (TPE would never leave it)."""
+    startup = max(MIN_STARTUP, math.ceil(budget / 3))
+    if budget <= startup:
+        return (optuna.samplers.RandomSampler(seed=seed),
+                f"random search ({budget} trials; TPE would sample its first {startup} at random)")
+    return (optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+            f"TPE (the first {startup} of {budget} trials random)")
 
 
 @dataclass(frozen=True)

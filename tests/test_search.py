@@ -35,6 +35,7 @@ def test_smoke_search_writes_a_config_that_loso_accepts(ray_session, mahnob_cach
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert best == json.loads(json.dumps(doc))
     assert best["search"]["subjects"] == [1, 2] and best["search"]["trials"] == 4
+    assert best["search"]["sampler"].startswith("random search (4 trials") and "random search" in printed
     assert set(best["search"]["val_subjects"]) < {1, 2}  # validation subjects come from the search subjects
     assert best["model"]["bio"]["channels"] == 38  # fitted to the MAHNOB cache
 
@@ -52,12 +53,34 @@ def test_smoke_search_writes_a_config_that_loso_accepts(ray_session, mahnob_cach
 
 def test_same_seed_proposes_same_first_configurations():
     def proposals(seed):
-        alg = search.make_search_alg(seed, concurrent=3)
+        alg = search.make_search_alg(seed, concurrent=3, budget=12)
         alg.set_search_properties(search.METRIC, "max", search_space("smoke"))
         return [alg.suggest(f"t{i}") for i in range(3)]
 
     assert proposals(5) == proposals(5)
     assert proposals(5) != proposals(6)
+
+
+def test_a_search_below_tpes_start_up_is_named_random_search():
+    """TPE samples its start-up trials at random: a third of the budget (at least 5). A budget that does not pass
+    it is random search, built and named so; a larger one is TPE with that start-up."""
+    import optuna
+
+    from evaluation.fold_search import FoldSearcher
+    from gbvnet.space import MIN_STARTUP, sampler
+
+    small, name = sampler(4, seed=0)
+    assert isinstance(small, optuna.samplers.RandomSampler) and name.startswith("random search (4 trials")
+    assert "TPE" not in name.split(";")[0]
+    assert isinstance(sampler(MIN_STARTUP, seed=0)[0], optuna.samplers.RandomSampler)
+    tpe, name = sampler(30, seed=0)
+    assert isinstance(tpe, optuna.samplers.TPESampler) and tpe._n_startup_trials == 10
+    assert name == "TPE (the first 10 of 30 trials random)"
+    assert sampler(6, seed=0)[0]._n_startup_trials == MIN_STARTUP
+    nested = FoldSearcher(search_space("smoke"), folds=2, trials=4, seed=0, compare_untuned=False)
+    assert all(isinstance(f.study.sampler, optuna.samplers.RandomSampler) for f in nested.folds)
+    spec = search.SearchSpec(dataset="deap", cache="c", model=None, train=search.TrainConfig(), num_samples=4)
+    assert search.sampler_name(spec).startswith("random search (4 trials")
 
 
 def without_videos_of_subject_4(root: Path) -> None:
