@@ -50,6 +50,7 @@ from evaluation.fold_search import SCORE, FoldScheduler, FoldSearcher
 from evaluation.run import EvalSpec, evaluate, log_results, output_document, plan_folds, score, start_run
 from evaluation.stats import correct_family, paired_comparison
 from gbvnet.cli import hidden_alias
+from gbvnet.config import ModelConfig
 from gbvnet.data.cache import check_snapshot, open_cache
 from gbvnet.launch import (
     init_ray,
@@ -61,7 +62,7 @@ from gbvnet.launch import (
 )
 from gbvnet.loop import make_job
 from gbvnet.progress import ProgressTable
-from gbvnet.space import SPACES, sampler, search_space
+from gbvnet.space import SPACES, model_space, sampler, search_space
 from gbvnet.splits import Fold, inner_fold, subjects_with_rows
 from gbvnet.storage import join
 
@@ -198,7 +199,7 @@ def run_trials(spec: EvalSpec, nested: NestedSpec, jobs: dict, names: list[str],
         max_epochs=lambda trial: nested.max_epochs if trial.config["job"] == "inner" else spec.train.epochs,
         title=f"nested {spec.protocol}", name=lambda trial: trial_name(names, trial.config))]
     tune_config = tune.TuneConfig(
-        search_alg=FoldSearcher(search_space(nested.space), len(names), nested.trials, spec.train.seed,
+        search_alg=FoldSearcher(model_space(nested.space, spec.model), len(names), nested.trials, spec.train.seed,
                                 nested.compare_untuned),
         scheduler=FoldScheduler(len(names), max_t=nested.max_epochs, grace_period=nested.grace_epochs,
                                 reduction_factor=nested.reduction_factor),
@@ -248,11 +249,11 @@ def point_of(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("fold", "job", "number")}
 
 
-def stability(chosen: list[dict], space: str) -> dict:
-    """How often each value of each searched hyper-parameter was chosen: counts for choices, the spread
-    (min, median, max) for continuous ones."""
+def stability(chosen: list[dict], space: dict) -> dict:
+    """How often each value of each searched hyper-parameter (``space``: the distributions searched) was chosen:
+    counts for choices, the spread (min, median, max) for continuous ones."""
     out = {}
-    for key, distribution in OptunaSearch.convert_search_space(search_space(space)).items():
+    for key, distribution in OptunaSearch.convert_search_space(space).items():
         values = [point[key] for point in chosen if key in point]
         if isinstance(distribution, optuna.distributions.CategoricalDistribution):
             out[key] = {"counts": {str(c): sum(v == c for v in values) for c in distribution.choices}}
@@ -262,9 +263,12 @@ def stability(chosen: list[dict], space: str) -> dict:
     return out
 
 
-def summarise(nested: NestedSpec, folds: list[Fold], outcomes: list[FoldOutcome], scores: dict, index) -> dict:
+def summarise(nested: NestedSpec, model: ModelConfig, folds: list[Fold], outcomes: list[FoldOutcome], scores: dict,
+              index) -> dict:
     """The nested section of the document: per fold the chosen configuration, its search's best validation score
-    beside the test score, the budget; stability; failed folds; the untuned comparison."""
+    beside the test score, the budget; stability over the keys searched for ``model`` (those that cannot change it
+    listed as not searched); failed folds; the untuned comparison."""
+    space = model_space(nested.space, model)
     tested = {row["fold"]: row for row in scores["folds"]}
     per_fold = []
     for fold, outcome in zip(folds, outcomes, strict=True):
@@ -284,7 +288,8 @@ def summarise(nested: NestedSpec, folds: list[Fold], outcomes: list[FoldOutcome]
     section = {"trials_per_fold": nested.trials, "sampler": sampler(nested.trials, seed=0)[1],
                "space": nested.space, "max_epochs": nested.max_epochs,
                "grace_epochs": nested.grace_epochs, "reduction_factor": nested.reduction_factor,
-               "folds": per_fold, "stability": stability([row["chosen"] for row in done], nested.space),
+               "searched": list(space), "not_searched": [k for k in search_space(nested.space) if k not in space],
+               "folds": per_fold, "stability": stability([row["chosen"] for row in done], space),
                "budget": {"trials": sum(row["trials"] for row in per_fold),
                           "trial_epochs": sum(row["trial_epochs"] for row in per_fold),
                           "outer_epochs": sum(row.get("final_epochs", 0) for row in per_fold)},
@@ -338,6 +343,8 @@ def format_nested(section: dict) -> str:
         shown = (", ".join(f"{v}: {n}" for v, n in entry["counts"].items()) if "counts" in entry
                  else f"{entry['min']:.3g} / {entry['median']:.3g} / {entry['max']:.3g}")
         lines.append(f"  {key:<28} {shown}")
+    if section["not_searched"]:
+        lines.append(f"not searched (cannot change this model): {', '.join(section['not_searched'])}")
     budget = section["budget"]
     lines.append(f"budget: {budget['trials']} search trials, {budget['trial_epochs']} trial-epochs; "
                  f"{budget['outer_epochs']} epochs of final training")
@@ -415,7 +422,7 @@ def evaluate_nested(spec: EvalSpec, nested: NestedSpec, publish: Callable[[dict]
         done_folds, results = [folds[i] for i in done], [outcomes[i].tuned for i in done]
         baselines = Baselines(spec.cache, done_folds, index.labels(spec.train.target), spec.train.seed)
         scores = score(index, done_folds, results, baselines)
-        section = summarise(nested, folds, outcomes, scores, index)
+        section = summarise(nested, spec.model, folds, outcomes, scores, index)
         document = {**output_document(spec, tracker, scores, audit), "nested": section}
         if publish is not None:
             publish(document)

@@ -23,6 +23,13 @@ the Tune trainables of the search (:func:`gbvnet.launch.search_trial`) and of th
 | train.batch_size | choice 16/32/64 | |
 | train.label_smoothing | uniform 0-0.2 | |
 
+A space is searched for one model (:func:`model_space`): only its keys that can change the network that model
+builds are sampled and reported (:func:`model_keys`, a function of the :class:`~gbvnet.config.ModelConfig`): a
+bio-only GBV-Net has no face branch and no fusion module, so ``model.face.*`` and ``model.fusion.gate_hidden``
+are left out (``model.fusion.dropout`` stays: it is the classifier head's dropout in every GBV-Net); the gate's
+width only where the fusion kind has a gate; a comparison network of the model registry reads none of GBV-Net's
+sections (its own keys would be ``model.net.*``).
+
 :data:`SPACES` is the one list of spaces (:func:`register_space`: a name, the model preset it searches around,
 its distributions). The ``smoke`` space keeps every size tiny (for tests and CPU demos); ``paper`` is the full
 space above.
@@ -38,6 +45,8 @@ Example:
     ...                       "model.bio.tcn_dilations": "1,2,4"}, model_preset("smoke"), TrainConfig())
     >>> model.fusion.dropout, train.lr, model.face.dim, model.bio.dim, model.bio.tcn_dilations
     (0.3, 0.001, 64, 64, (1, 2, 4))
+    >>> sorted(k for k in model_space("smoke", model_preset("smoke", modality="bio")) if k.startswith("model."))
+    ['model.bio.local_channels', 'model.bio.tcn_channels', 'model.bio.tcn_dilations', 'model.bio.tcn_kernel', 'model.fusion.dropout']
     >>> sampler(4, seed=0)[1], sampler(12, seed=0)[1]
     ('random search (4 trials; TPE would sample its first 5 at random)', 'TPE (the first 5 of 12 trials random)')
 """
@@ -53,9 +62,10 @@ from typing import Any
 import optuna
 from ray import tune
 
-from gbvnet.config import PRESETS, ModelConfig, TrainConfig
+from gbvnet.config import FUSIONS, PRESETS, ModelConfig, TrainConfig
 
 WIDTH = "width"  # one sampled value sets face.dim, bio.dim and fusion.dim (they must agree)
+WIDTH_FIELDS = ("model.face.dim", "model.bio.dim", "model.fusion.dim")
 MIN_STARTUP = 5  # our choice: the fewest random start-up trials before TPE models good and bad trials
 
 
@@ -111,6 +121,36 @@ def search_space(name: str = "paper") -> dict[str, Any]:
     return get_space(name).distributions()
 
 
+def model_keys(model: ModelConfig) -> tuple[str, ...]:
+    """The search keys that can change what ``model`` trains: ``train.`` fields, and the config fields (or, ending
+    in ``.``, sections) of ``model`` that its network reads; everything else is inactive for it."""
+    if model.name != "gbvnet":  # a comparison network: its own keyword arguments, none of GBV-Net's sections
+        return ("train.", "model.net.")
+    keys = ["train.", "model.fusion.dropout"]  # the classifier head's dropout, in every GBV-Net
+    if model.modality in ("face", "facebio"):
+        keys.append("model.face.")
+    if model.modality in ("bio", "facebio"):
+        keys.append("model.bio.")
+    if model.modality == "facebio":
+        keys += ["model.fusion.dim", "model.fusion.heads"]
+        if FUSIONS[model.fusion.kind].gates:
+            keys.append("model.fusion.gate_hidden")
+    return tuple(keys)
+
+
+def is_active(key: str, model: ModelConfig) -> bool:
+    """Whether the search key ``key`` can change ``model`` (:func:`model_keys`); :data:`WIDTH` sets three fields,
+    and is active where one of them is."""
+    fields = WIDTH_FIELDS if key == WIDTH else (key,)
+    return any(f == k or (k.endswith(".") and f.startswith(k)) for f in fields for k in model_keys(model))
+
+
+def model_space(name: str, model: ModelConfig) -> dict[str, Any]:
+    """The distributions of the space ``name`` that can change ``model`` (:func:`is_active`): what a search of
+    that model samples and reports."""
+    return {key: distribution for key, distribution in search_space(name).items() if is_active(key, model)}
+
+
 def _optimiser() -> dict[str, Any]:
     """The keys every space samples alike: regularisation and the optimiser."""
     return {"model.fusion.dropout": tune.uniform(0.0, 0.5),
@@ -155,7 +195,7 @@ def apply(point: dict[str, Any], model: ModelConfig, train: TrainConfig) -> tupl
     """Copies of ``model`` and ``train`` with the sampled ``point`` written in (keys as in the table)."""
     model, train = copy.deepcopy(model), copy.deepcopy(train)
     for key, value in point.items():
-        if key == WIDTH:
+        if key == WIDTH:  # WIDTH_FIELDS
             model.face.dim = model.bio.dim = model.fusion.dim = int(value)
             continue
         root, *path = key.split(".")

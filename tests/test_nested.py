@@ -109,6 +109,9 @@ def test_every_subject_is_tested_once_by_a_fold_searched_without_it(resumed):
     budget = doc["nested"]["budget"]
     assert budget["trials"] == 2 * SUBJECTS and budget["trial_epochs"] == 2 * SUBJECTS
     assert set(doc["nested"]["stability"]["train.batch_size"]["counts"]) == {"16", "32"}
+    assert {"model.face.depth", "model.fusion.gate_hidden"} <= set(doc["nested"]["not_searched"])  # bio only
+    assert not {"model.face.depth", "model.fusion.gate_hidden"} & set(doc["nested"]["stability"])
+    assert "not searched (cannot change this model): " in resumed.printed
     assert sum(doc["nested"]["stability"]["train.batch_size"]["counts"].values()) == SUBJECTS
     untuned = doc["nested"]["untuned"]
     assert [row["subject"] for row in untuned["per_subject"]] == list(range(1, SUBJECTS + 1))

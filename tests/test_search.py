@@ -61,6 +61,32 @@ def test_same_seed_proposes_same_first_configurations():
     assert proposals(5) != proposals(6)
 
 
+def test_the_space_samples_only_dimensions_that_can_change_the_model():
+    """A bio-only GBV-Net has no face branch and no fusion module: no face key, no gate width (the head's dropout,
+    model.fusion.dropout, stays); the gate's width only with a gated fusion; a comparison network none of GBV-Net's
+    sections. What the searcher proposes is that space."""
+    from evaluation.fold_search import FoldSearcher
+    from gbvnet.config import model_preset
+    from gbvnet.space import WIDTH, model_space
+
+    full = set(search_space("paper"))
+    bio = set(model_space("paper", model_preset("paper", modality="bio")))
+    assert not {k for k in bio if k.startswith("model.face.")} and "model.fusion.gate_hidden" not in bio
+    assert {"model.fusion.dropout", WIDTH, "model.bio.tcn_kernel", "train.lr"} <= bio
+    face = set(model_space("paper", model_preset("paper", modality="face")))
+    assert not {k for k in face if k.startswith("model.bio.")} and "model.face.backbone" in face
+    assert set(model_space("paper", model_preset("paper", modality="facebio"))) == full  # gated: everything
+    concat = set(model_space("paper", model_preset("paper", modality="facebio", fusion="concat")))
+    assert concat == full - {"model.fusion.gate_hidden"}
+    eegnet = model_space("paper", model_preset("paper", model="eegnet", modality="bio"))
+    assert set(eegnet) == {k for k in full if k.startswith("train.")}
+    searcher = FoldSearcher(model_space("smoke", model_preset("smoke", modality="bio")), folds=1, trials=3, seed=0,
+                            compare_untuned=False)
+    proposed = searcher.suggest("t0")
+    assert not [k for k in proposed if k.startswith("model.face.") or k == "model.fusion.gate_hidden"]
+    assert "model.bio.tcn_channels" in proposed
+
+
 def test_a_search_below_tpes_start_up_is_named_random_search():
     """TPE samples its start-up trials at random: a third of the budget (at least 5). A budget that does not pass
     it is random search, built and named so; a larger one is TPE with that start-up."""

@@ -78,7 +78,7 @@ from gbvnet.loop import fit_model_to_cache, make_job
 from gbvnet.metrics import SELECTION_METRIC
 from gbvnet.progress import ProgressTable
 from gbvnet.sources import resolve_cache
-from gbvnet.space import SPACES, apply, get_space, sampler, search_space
+from gbvnet.space import SPACES, apply, get_space, model_space, sampler
 from gbvnet.splits import Fold, search_fold, subjects_with_rows, usable_rows
 from gbvnet.storage import write_text
 from gbvnet.tracking import Tracker, TrialLogger, tracking_uri, trial_history
@@ -242,9 +242,9 @@ def run_trials(spec: SearchSpec, fold: Fold, tracker: Tracker, manifest_hash: st
                                 grace_period=spec.grace_epochs, reduction_factor=spec.reduction_factor)
         if spec.algo == "optuna" else None,
         num_samples=spec.num_samples)
-    return run_tuner(trainable, spec.run_name, storage, resume=spec.resume, param_space=search_space(spec.space),
-                     tune_config=tune_config, callbacks=[*progress, logger], max_failures=1,
-                     total=spec.num_samples, kind="trial")
+    return run_tuner(trainable, spec.run_name, storage, resume=spec.resume,
+                     param_space=model_space(spec.space, spec.model), tune_config=tune_config,
+                     callbacks=[*progress, logger], max_failures=1, total=spec.num_samples, kind="trial")
 
 
 def rank_trials(grid: tune.ResultGrid) -> list[tuple[float, tune.Result]]:
