@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import warnings
@@ -125,7 +126,13 @@ def _check(config: str) -> None:
     cfg = from_dict(ModelConfig, json.loads(config))
     if cfg.modality != "bio":
         return
-    if _runs(cfg, cfg.bio.samples):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        fits = _runs(cfg, cfg.bio.samples)
+    for warning in caught:  # braindecode adapts some networks to short windows (Deep4Net scales its kernels)
+        if issubclass(warning.category, UserWarning):
+            warnings.warn(f"model {cfg.name!r}: {str(warning.message).strip()}", UserWarning, stacklevel=3)
+    if fits:
         return
     longest = cfg.bio.samples * 64
     if not _runs(cfg, longest):
@@ -143,10 +150,13 @@ def _check(config: str) -> None:
 
 
 def _runs(cfg: ModelConfig, samples: int) -> bool:
+    cfg = copy.deepcopy(cfg)
     cfg.bio.samples = samples
     try:
         with torch.no_grad():
             cfg.kind.build(cfg).eval()(bio=torch.zeros(2, cfg.bio.channels, samples))
+    except ConfigError:
+        raise
     except (RuntimeError, ValueError, AssertionError, IndexError):
         return False
     return True
