@@ -405,6 +405,8 @@ def evaluate_nested(spec: EvalSpec, nested: NestedSpec, publish: Callable[[dict]
     key = nested.key(spec.invocation_key(index.manifest_hash))
     tracker = start_run(spec, index, folds, tested, key)
     tracker.log_params({"nested": dataclasses.asdict(nested)})
+    tracker.set_tags({"configuration": f"nested search ({nested.trials} trials per fold, space {nested.space}, "
+                                       f"{sampler(nested.trials, seed=0)[1]})"})
     try:
         grid = run_trials(spec, nested, planned.jobs, names, key)
         check_snapshot(spec.cache, index.manifest_hash)  # trials ended by a cache prepared again: stop here

@@ -119,7 +119,7 @@ def describe(run) -> dict:
             "row_key": (modality, tags.get("fusion", "?") if modality == "facebio" else "", rows),
             "target": tags.get("target", "?"), "folds": int(m.get("n_folds", 0)),
             "subjects": int(m.get("n_subjects", 0)), "tested_subjects": tags.get("tested_subjects", "?"),
-            "folds_digest": tags.get("folds_digest"),
+            "folds_digest": tags.get("folds_digest"), "configuration": configured(tags),
             "accuracy": mean_sd(m, "test_accuracy"), "f1_high": mean_sd(m, "test_f1"),
             "accuracy_n": mean_sd(m, "test_accuracy", with_n=True), "f1_n": mean_sd(m, "test_f1", with_n=True),
             "balanced_accuracy": mean_sd(m, "test_balanced_accuracy"),
@@ -130,10 +130,22 @@ def describe(run) -> dict:
             "n_one_class_folds": int(m.get("n_one_class_folds", 0))}
 
 
+def configured(tags: dict) -> str:
+    """How a run's model was configured (tag ``configuration``: :func:`evaluation.run.configuration`, a nested
+    search's, with its training budget and seeds where the gap or ``--seeds`` set them); runs logged before it
+    was recorded say what is known."""
+    text = tags.get("configuration") or ("nested search" if tags.get("nested") == "true" else "not recorded")
+    for tag, label in (("budget", "budget"), ("seeds", "seeds")):
+        if tags.get(tag):
+            text += f", {label} {tags[tag]}"
+    return text
+
+
 def run_columns() -> list[str]:
     """The runs table's columns: the run, the model's scores, then each registered baseline's accuracy and the
     Holm-corrected p of the model against it (:data:`evaluation.baselines.BASELINES`)."""
-    return ["run_id", "dataset", "protocol", "modality", "fusion", "target", "folds", "subjects", "accuracy", "f1_high",
+    return ["run_id", "dataset", "protocol", "modality", "fusion", "target", "configuration", "folds", "subjects",
+            "accuracy", "f1_high",
             "balanced_accuracy", *(f"{b}_accuracy" for b in BASELINES), *(f"p_holm_{b}" for b in BASELINES),
             "beats", "one_class_folds"]
 
@@ -155,9 +167,9 @@ def ablation_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[st
     out = []
     for (dataset, protocol, tested, folds), cells in sorted(blocks.items(),
                                                             key=lambda kv: ("LEAKY" in kv[0][1], kv[0])):
-        digests = list(dict.fromkeys(r["folds_digest"] for r in cells.values()))
-        letters = {d: (f" [{chr(ord('a') + i)}]" if d else " [?]") if len(digests) > 1 else ""
-                   for i, d in enumerate(digests)}
+        kinds = list(dict.fromkeys((r["folds_digest"], r["configuration"]) for r in cells.values()))
+        letters = {d: (f" [{chr(ord('a') + i)}]" if d[0] else " [?]") if len(kinds) > 1 else ""
+                   for i, d in enumerate(kinds)}
         body = []
         for key, label in modality_rows():
             pair = {t: cells.get((key, t)) for t in ("valence", "arousal")}
@@ -165,14 +177,19 @@ def ablation_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[st
                 continue
             line = [label]
             for t in ("valence", "arousal"):
-                line += [pair[t]["accuracy_n"] + letters[pair[t]["folds_digest"]] + one_class_mark(pair[t]),
+                line += [pair[t]["accuracy_n"] + letters[pair[t]["folds_digest"], pair[t]["configuration"]]
+                         + one_class_mark(pair[t]),
                          pair[t]["f1_n"]] if pair[t] else ["-", "-"]
             line.append(" / ".join(pair[t]["majority_accuracy"] if pair[t] else "-" for t in ("valence", "arousal")))
             body.append(line)
         title = f"{protocol} on {dataset}: subjects {tested}, {folds} folds"
-        if len(digests) > 1:
+        configurations = list(dict.fromkeys(c for _, c in kinds))
+        if len(configurations) == 1:
+            title += f", {configurations[0]}"
+        if len(kinds) > 1:
             title += (" (cells marked with different letters were trained, validated or tested on different "
-                      "windows: compare only cells with the same letter)")
+                      "windows, or configured differently: compare only cells with the same letter; "
+                      + "; ".join(f"{letters[k].strip()} {k[1]}" for k in kinds) + ")")
         out.append((title, header, body))
     return out
 

@@ -207,6 +207,15 @@ def plan_folds(spec: EvalSpec, index) -> list[Fold]:
     return folds
 
 
+def configuration(spec: EvalSpec) -> str:
+    """How the evaluated model was configured (MLflow tag ``configuration``; ``evaluation.report`` never letters
+    differently configured runs alike): a ``--config`` written by ``tune/search.py``, a hand-written one, or a
+    preset, untuned; the nested evaluation replaces it with its search's."""
+    if spec.search is not None:
+        return f"searched config {spec.preset} (tune/search.py on {spec.search['dataset']})"
+    return f"preset {spec.preset} (untuned)" if spec.preset in PRESETS else f"hand-written config {spec.preset}"
+
+
 def start_run(spec: EvalSpec, index, folds: list[Fold], tested: list[int], key: str) -> Tracker:
     """The MLflow parent run of the evaluation, with its parameters, tags and folds logged."""
     tracker = Tracker(tracking_uri(spec.tracking_uri), spec.experiment_name, key,
@@ -220,7 +229,8 @@ def start_run(spec: EvalSpec, index, folds: list[Fold], tested: list[int], key: 
                         "face_weights": spec.model.face.weights if spec.model.modality != "bio" else "none"})
     tracker.set_tags({"protocol": spec.protocol, "dataset": spec.dataset, "model": spec.model.name,
                       "modality": spec.model.modality,
-                      "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky": spec.leaky})
+                      "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky": spec.leaky,
+                      "configuration": configuration(spec)})
     tracker.set_tags({"tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested), "rows": spec.rows,
                       "folds_digest": folds_digest(folds, index.manifest_hash)})  # the ablation table's keys
     tracker.log_json([f.to_dict() for f in folds], "folds.json")

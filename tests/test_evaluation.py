@@ -60,6 +60,7 @@ def test_loso_folds_mlflow_structure_and_output(evaluations):
                  "test_recall_mean"):
         assert name in parent.data.metrics
     assert parent.data.params["protocol"] == "loso" and parent.data.params["seed"] == "0"
+    assert parent.data.tags["configuration"] == "preset smoke (untuned)"  # how the report groups it
     one_class = sum(f["one_class"] is not None for f in doc["folds"])  # folds predicting one class throughout
     assert parent.data.tags["one_class_folds"] == f"{one_class} of {subjects}"
     assert parent.data.metrics["n_one_class_folds"] == one_class == doc["aggregate"]["n_one_class_folds"]

@@ -138,7 +138,8 @@ def test_a_model_that_predicts_one_class_is_flagged_everywhere():
                                                                        "6 of 6 (MOST: nothing learnt)"]
 
 
-def fake_run(run_id, modality, fusion, target, tested, digest, acc, rows="modality", n=None, one_class=0):
+def fake_run(run_id, modality, fusion, target, tested, digest, acc, rows="modality", n=None, one_class=0,
+             configuration="preset smoke (untuned)"):
     """An MLflow parent run as ``report.describe`` reads it (tags and metrics of ``evaluation.run``)."""
     from types import SimpleNamespace
 
@@ -148,7 +149,8 @@ def fake_run(run_id, modality, fusion, target, tested, digest, acc, rows="modali
                "test_f1_n": n, "baseline_majority_test_accuracy_mean": 0.5, "baseline_majority_test_accuracy_std": 0,
                "n_one_class_folds": one_class}
     tags = {"dataset": "deap", "protocol": "loso", "leaky": "False", "modality": modality, "fusion": fusion,
-            "target": target, "tested_subjects": tested, "folds_digest": digest, "rows": rows}
+            "target": target, "tested_subjects": tested, "folds_digest": digest, "rows": rows,
+            "configuration": configuration}
     return SimpleNamespace(info=SimpleNamespace(run_id=run_id, run_name=run_id),
                            data=SimpleNamespace(tags=tags, metrics=metrics))
 
@@ -162,8 +164,9 @@ def test_ablation_blocks_compare_like_with_like():
             fake_run("r5", "bio", "gated", "valence", all_subjects, "d-all5", 0.75),
             fake_run("r6", "facebio", "gated", "valence", face_subjects, "d-face", 0.60)]  # older than r1
     tables = report.ablation_tables([report.describe(r) for r in runs])
-    assert [t[0].split(" (")[0] for t in tables] == ["loso on deap: subjects 1 2 3, 3 folds",
-                                                     "loso on deap: subjects 1 2 3 4 5, 5 folds"]
+    assert [t[0].split(" (cells")[0] for t in tables] == [
+        "loso on deap: subjects 1 2 3, 3 folds, preset smoke (untuned)",
+        "loso on deap: subjects 1 2 3 4 5, 5 folds, preset smoke (untuned)"]
     title, header, body = tables[0]
     assert header[1:5] == ["valence accuracy", "valence F1 (high class)", "arousal accuracy", "arousal F1 (high class)"]
     assert "f1_high" in report.run_columns() and "f1" not in report.run_columns()
@@ -174,6 +177,26 @@ def test_ablation_blocks_compare_like_with_like():
                      "bio (face windows only)": "0.700 ± 0.100 (n=3) [a]", "bio": "0.720 ± 0.100 (n=3) [b]"}
     assert tables[1][2] == [["bio", "0.750 ± 0.100 (n=5)", "0.750 ± 0.100 (n=5)", "-", "-", "0.500 ± 0.000 / -"]]
     assert "different letters" not in tables[1][0]
+
+
+def test_the_report_never_letters_differently_configured_runs_alike():
+    """A nested (per-fold tuned) run beside an untuned one on the same windows: different letters, each letter's
+    configuration named; the runs table shows each run's configuration."""
+    runs = [fake_run("r1", "bio", "gated", "valence", "1 2 3", "d", 0.9,
+                     configuration="nested search (4 trials per fold, space smoke, random search (4 trials))"),
+            fake_run("r2", "bio", "gated", "valence", "1 2 3", "d", 0.7, rows="face"),
+            fake_run("r3", "bio", "gated", "arousal", "1 2 3", "d", 0.6)]
+    rows = [report.describe(r) for r in runs]
+    [(title, _, body)] = report.ablation_tables(rows)
+    cells = {row[0]: (row[1], row[3]) for row in body}
+    assert cells["bio"] == ("0.900 ± 0.100 (n=3) [a]", "0.600 ± 0.100 (n=3) [b]")  # same windows, not alike
+    assert cells["bio (face windows only)"][0].endswith("[b]")
+    assert "[a] nested search (4 trials per fold" in title and "[b] preset smoke (untuned)" in title
+    columns, table = report.runs_table(rows)
+    assert [r[columns.index("configuration")] for r in table][1] == "preset smoke (untuned)"
+    assert report.configured({"nested": "true"}) == "nested search"  # runs logged before the tag
+    assert report.configured({"configuration": "preset paper (untuned)", "budget": "equal", "seeds": "0 1 2"}) == \
+        "preset paper (untuned), budget equal, seeds 0 1 2"
 
 
 def test_model_beats_majority_with_p_below_005_and_says_so(evaluations):
@@ -220,8 +243,9 @@ def test_ablation_layout(evaluations):
     text = report.main(["--experiment", "gbvnet-deap-loso", "--tracking-uri", uri, "--ablation"])
     blocks = text.split("### ")[1:]
     everyone = " ".join(str(s) for s in range(1, evaluations.subjects + 1))
-    assert [b.splitlines()[0] for b in blocks] == ["loso on deap: subjects 1 2, 2 folds",
-                                                   f"loso on deap: subjects {everyone}, {evaluations.subjects} folds"]
+    assert [b.splitlines()[0] for b in blocks] == [
+        "loso on deap: subjects 1 2, 2 folds, preset smoke (untuned)",
+        f"loso on deap: subjects {everyone}, {evaluations.subjects} folds, preset smoke (untuned)"]
     agg = {t: docs[t]["aggregate"] for t in ("valence", "arousal")}
     for block, target, cols in ((blocks[0], "arousal", (3, 4)), (blocks[1], "valence", (1, 2))):
         bio_row = next(line for line in block.splitlines() if line.startswith("| bio |"))
