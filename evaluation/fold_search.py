@@ -11,7 +11,10 @@ or random search where the budget does not pass TPE's random start-up) and hands
 of a fold whose search has finished (with that search's best point), then the next ``inner`` trial of the folds
 that still have budget, round-robin (so trials of different folds run side by side up to the concurrency), then
 the ``untuned`` trainings (``compare_untuned``). A fold whose every search trial failed gets no ``tuned``
-training; the evaluation reports it. The state is saved with Tune's experiment state and restored by
+training; the evaluation reports it. A ``tuned`` training that fails (after Tune's own retry of the same
+configuration) is handed out again with the fold's next-best finished configuration, at most :data:`RETRIES`
+times (a failure that follows the configuration, such as a large model out of memory, would otherwise drop the
+fold, and so its subject, non-randomly); a fold whose retries fail too is reported as failed. The state is saved with Tune's experiment state and restored by
 ``Tuner.restore`` (:meth:`FoldSearcher.save`, :meth:`FoldSearcher.restore`).
 
 :class:`FoldScheduler` routes each inner trial to its own fold's ASHA instance (early stopping never compares
@@ -34,6 +37,7 @@ from gbvnet.metrics import SELECTION_METRIC as METRIC
 from gbvnet.space import sampler
 
 SCORE = f"best_{METRIC}"  # a trial's best epoch's validation score (gbvnet.loop reports it every epoch)
+RETRIES = 2  # a fold whose tuned training fails is trained with its next-best configurations, at most this many
 
 
 @dataclass
@@ -46,16 +50,25 @@ class FoldState:
     running: dict[str, int] = field(default_factory=dict)  # Tune trial id -> Optuna trial number
     scores: dict[int, float] = field(default_factory=dict)  # finished trials: number -> best validation score
     points: dict[int, dict] = field(default_factory=dict)  # number -> sampled point
-    tuned: bool = False  # its tuned training was handed out
+    tuned: bool = False  # its tuned training was handed out (and has not failed)
     untuned: bool = False
+    failed: list[int] = field(default_factory=list)  # configurations (numbers) whose tuned training failed
 
     @property
     def searched(self) -> bool:
         return self.asked == self.budget and not self.running
 
     def best(self) -> int | None:
-        """The number of the best finished trial (the first of equals), or None when none finished."""
-        return max(self.scores, key=lambda n: (self.scores[n], -n)) if self.scores else None
+        """The number of the best finished trial (the first of equals) whose tuned training has not failed, or
+        None when there is none."""
+        left = {n: score for n, score in self.scores.items() if n not in self.failed}
+        return max(left, key=lambda n: (left[n], -n)) if left else None
+
+    @property
+    def ready(self) -> bool:
+        """Whether its tuned training is due: its search is over, none is running, a configuration is left and
+        the retries are not spent."""
+        return self.searched and not self.tuned and self.best() is not None and len(self.failed) <= RETRIES
 
 
 class FoldSearcher(Searcher):
@@ -69,6 +82,7 @@ class FoldSearcher(Searcher):
                                 trials) for k in range(folds)]
         self.compare_untuned = compare_untuned
         self.owner: dict[str, int] = {}  # live inner trial id -> fold
+        self.training: dict[str, tuple[int, int]] = {}  # live tuned training id -> (fold, configuration number)
         self.next_fold = 0  # round-robin position
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -76,9 +90,10 @@ class FoldSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict | str | None:
         for k, state in enumerate(self.folds):
-            if state.searched and not state.tuned and state.best() is not None:
+            if state.ready:
                 state.tuned = True
                 number = state.best()
+                self.training[trial_id] = k, number
                 return {"fold": k, "job": "tuned", "number": number, **state.points[number]}
         for step in range(len(self.folds)):
             k = (self.next_fold + step) % len(self.folds)
@@ -95,13 +110,19 @@ class FoldSearcher(Searcher):
                 if not state.untuned:
                     state.untuned = True
                     return {"fold": k, "job": "untuned", "number": -1}
-        if self.owner or any(s.searched and not s.tuned and s.best() is not None for s in self.folds):
-            return None  # searches still running: their folds' trainings come later
+        if self.owner or self.training or any(s.ready for s in self.folds):
+            return None  # searches or trainings still running: trainings (or retries) may come later
         return Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self.training:  # a tuned training: if it failed, its fold's next-best configuration is due
+            k, number = self.training.pop(trial_id)
+            if error or not result or "test_confusion" not in result:
+                self.folds[k].failed.append(number)
+                self.folds[k].tuned = False
+            return
         k = self.owner.pop(trial_id, None)
-        if k is None:  # an outer training: nothing to learn from it
+        if k is None:  # an untuned training: nothing to learn from it
             return
         state = self.folds[k]
         number = state.running.pop(trial_id)

@@ -21,7 +21,11 @@ plus, per fold, the chosen configuration and the search's best validation score 
 a stability table (how often each value of each searched hyper-parameter was chosen), the budget spent
 (trial-epochs) and the untuned comparison. MLflow: the parent run; per outer fold a nested run (its final
 training) holding its search trials and its untuned training as nested runs. Folds whose search or training
-failed are listed (``failed_folds``) and scored without. ``--resume`` restores the Tune run: finished trials and
+failed are listed (``failed_folds``) and scored without; a fold whose final training fails is first retried
+with its search's next-best configurations (at most :data:`evaluation.fold_search.RETRIES`), listed as retried
+(``retried_folds``). The parent run's tags (tested subjects, their number, the folds' digest: what
+``evaluation.report`` groups by), its metrics and its audit count only the folds that were tested
+(``untested_folds`` names the others). ``--resume`` restores the Tune run: finished trials and
 folds are not trained again, MLflow runs already logged are kept.
 
 Stages (:func:`evaluate_nested`): plan (outer and inner folds, jobs, audit: every refusal before Ray starts),
@@ -36,7 +40,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import optuna
@@ -46,7 +50,7 @@ from ray.tune.search.optuna import OptunaSearch
 from evaluation import aggregate
 from evaluation.audit import audit_folds, check_normalizers
 from evaluation.baselines import Baselines
-from evaluation.fold_search import SCORE, FoldScheduler, FoldSearcher
+from evaluation.fold_search import RETRIES, SCORE, FoldScheduler, FoldSearcher
 from evaluation.run import EvalSpec, evaluate, log_results, output_document, plan_folds, score, start_run
 from evaluation.stats import correct_family, paired_comparison
 from gbvnet.cli import hidden_alias
@@ -63,7 +67,7 @@ from gbvnet.launch import (
 from gbvnet.loop import make_job
 from gbvnet.progress import ProgressTable
 from gbvnet.space import SPACES, model_space, sampler, search_space
-from gbvnet.splits import Fold, inner_fold, subjects_with_rows
+from gbvnet.splits import Fold, folds_digest, inner_fold, subjects_with_rows
 from gbvnet.storage import join
 
 JOBS = ("inner", "tuned", "untuned")
@@ -193,7 +197,7 @@ def run_trials(spec: EvalSpec, nested: NestedSpec, jobs: dict, names: list[str],
     trainable = tune.with_resources(
         tune.with_parameters(nested_trial, jobs=jobs, storage=storage, experiment=experiment),
         tune_trial_resources(spec.train))
-    total = len(names) * (nested.trials + 1 + nested.compare_untuned)
+    total = len(names) * (nested.trials + 1 + nested.compare_untuned)  # planned: without retried trainings
     progress = [] if spec.quiet else [ProgressTable(
         total=total, concurrency=nested.concurrent,
         max_epochs=lambda trial: nested.max_epochs if trial.config["job"] == "inner" else spec.train.epochs,
@@ -203,7 +207,7 @@ def run_trials(spec: EvalSpec, nested: NestedSpec, jobs: dict, names: list[str],
                                 nested.compare_untuned),
         scheduler=FoldScheduler(len(names), max_t=nested.max_epochs, grace_period=nested.grace_epochs,
                                 reduction_factor=nested.reduction_factor),
-        num_samples=total, max_concurrent_trials=nested.concurrent)
+        num_samples=total + len(names) * RETRIES, max_concurrent_trials=nested.concurrent)
     return run_tuner(trainable, experiment, storage, resume=spec.resume, param_space={}, tune_config=tune_config,
                      callbacks=progress, max_failures=1, total=total, kind="trial")
 
@@ -211,11 +215,13 @@ def run_trials(spec: EvalSpec, nested: NestedSpec, jobs: dict, names: list[str],
 @dataclass
 class FoldOutcome:
     """What one outer fold's trials gave: its search trials, its tuned and untuned trainings (None: none ran or
-    it failed) and why it failed, if it did."""
+    it failed), the tuned trainings that failed (configuration number, error; the next-best was tried after
+    each) and why the fold failed, if it did."""
 
     inner: list[tune.Result]
     tuned: tune.Result | None = None
     untuned: tune.Result | None = None
+    failed_trainings: list[tuple[int, str]] = field(default_factory=list)
     failure: str | None = None
 
     @property
@@ -224,7 +230,8 @@ class FoldOutcome:
 
 
 def collect(grid: tune.ResultGrid, folds: list[Fold]) -> list[FoldOutcome]:
-    """The grid's results by outer fold; a fold without a tuned test result says why."""
+    """The grid's results by outer fold; a fold without a tuned test result says why (its failed trainings: the
+    best configuration and up to :data:`~evaluation.fold_search.RETRIES` next-best ones)."""
     outcomes = [FoldOutcome([]) for _ in folds]
     for result in grid:
         config = result.config
@@ -234,9 +241,15 @@ def collect(grid: tune.ResultGrid, folds: list[Fold]) -> list[FoldOutcome]:
         elif result.error is None and "test_confusion" in (result.metrics or {}):
             setattr(outcome, config["job"], result)
         elif config["job"] == "tuned":
-            outcome.failure = f"training with its best configuration failed: {result.error}"
+            outcome.failed_trainings.append((config["number"], str(result.error).splitlines()[0]))
     for outcome in outcomes:
         outcome.inner.sort(key=lambda r: r.config["number"])
+        scores = {r.config["number"]: float(r.metrics[SCORE]) for r in outcome.scored}
+        outcome.failed_trainings.sort(key=lambda failed: -scores[failed[0]])  # best first: the order tried
+        if outcome.tuned is None and outcome.failed_trainings:
+            numbers = [n for n, _ in outcome.failed_trainings]
+            outcome.failure = (f"training failed with each of its {len(numbers)} best configurations (trials "
+                               f"{numbers}; at most {1 + RETRIES} are tried): {outcome.failed_trainings[-1][1]}")
         if outcome.tuned is None and outcome.failure is None:
             errors = sorted({str(r.error).splitlines()[0] for r in outcome.inner if r.error})
             outcome.failure = f"no search trial finished ({len(outcome.inner)} ran; errors: {errors})"
@@ -280,6 +293,7 @@ def summarise(nested: NestedSpec, model: ModelConfig, folds: list[Fold], outcome
                        inner_best_val_macro_f1=max(float(r.metrics[SCORE]) for r in outcome.scored),
                        test_macro_f1=tested[fold.name]["macro_f1"], test_accuracy=tested[fold.name]["accuracy"],
                        one_class=tested[fold.name]["one_class"],
+                       failed_trainings=[{"trial": n, "error": e} for n, e in outcome.failed_trainings],
                        final_epochs=int(outcome.tuned.metrics["epoch"]))
         else:
             row["failure"] = outcome.failure
@@ -293,7 +307,10 @@ def summarise(nested: NestedSpec, model: ModelConfig, folds: list[Fold], outcome
                "budget": {"trials": sum(row["trials"] for row in per_fold),
                           "trial_epochs": sum(row["trial_epochs"] for row in per_fold),
                           "outer_epochs": sum(row.get("final_epochs", 0) for row in per_fold)},
-               "failed_folds": {row["fold"]: row["failure"] for row in per_fold if "failure" in row}}
+               "failed_folds": {row["fold"]: row["failure"] for row in per_fold if "failure" in row},
+               "retried_folds": {row["fold"]: [f["trial"] for f in row["failed_trainings"]] for row in per_fold
+                                 if row.get("failed_trainings")},
+               "retries": RETRIES}
     if nested.compare_untuned:
         section["untuned"] = compare_untuned(folds, outcomes, scores, index)
     return section
@@ -336,6 +353,9 @@ def format_nested(section: dict) -> str:
         chosen = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in row["chosen"].items())
         flag = f"[ONE CLASS: predicted {row['one_class']} for every test window] " if row["one_class"] is not None \
             else ""
+        if row["failed_trainings"]:
+            flag += (f"[RETRIED: training failed with trial(s) {[f['trial'] for f in row['failed_trainings']]}, "
+                     f"trained with its next-best, trial {row['chosen_trial']}] ")
         lines.append(f"{row['fold']:>12} {row['trials']:>6} {row['inner_best_val_macro_f1']:>12.3f} "
                      f"{row['test_macro_f1']:>13.3f} {row['test_accuracy']:>8.3f}  {flag}{chosen}")
     lines.append("stability of the chosen configurations (counts per value; min / median / max):")
@@ -362,7 +382,8 @@ def format_nested(section: dict) -> str:
         if "error" in untuned:
             lines.append(f"tuned vs untuned: {untuned['error']}")
     if section["failed_folds"]:
-        lines.append(f"FAILED folds (not scored): {', '.join(section['failed_folds'])}")
+        lines.append(f"FAILED folds (not tested, not scored; a fold whose training fails is retried with up to "
+                     f"{section['retries']} next-best configurations): {', '.join(section['failed_folds'])}")
     return "\n".join(lines)
 
 
@@ -375,7 +396,8 @@ def log_nested(tracker, folds: list[Fold], outcomes: list[FoldOutcome], section:
     for fold, outcome, row in zip(folds, outcomes, section["folds"], strict=True):
         if fold.name not in fold_runs:  # failed: its search is logged all the same
             fold_runs[fold.name] = tracker.log_child(fold.name, [], params={"fold": fold.name,
-                                                                            "failure": row["failure"]})
+                                                                            "failure": row["failure"]},
+                                                     status="FAILED")
         run_id = fold_runs[fold.name]
         if "chosen" in row:
             tracker.set_tags({"chosen_trial": row["chosen_trial"]}, run_id=run_id)
@@ -389,10 +411,20 @@ def log_nested(tracker, folds: list[Fold], outcomes: list[FoldOutcome], section:
             tracker.log_child("untuned", outcome.untuned.metrics_dataframe.to_dict("records"), parent=run_id)
     tracker.log_json(section, "nested.json")
     tracker.set_tags({"nested": "true", "failed_folds": " ".join(section["failed_folds"]) or "none",
-                      "sampler": section["sampler"]})
+                      "retried_folds": " ".join(section["retried_folds"]) or "none", "sampler": section["sampler"]})
 
 
 # ------------------------------------------------------------------------------------------------- evaluate
+def tested_tags(index, folds: list[Fold], done: list[int]) -> dict:
+    """The parent run's tags that ``evaluation.report`` groups runs by, computed from the folds that were tested
+    (``done``: their positions in ``folds``), and the folds that were not."""
+    tested_folds = [folds[i] for i in done]
+    tested = subjects_with_rows(index, np.concatenate([f.test for f in tested_folds]))
+    return {"tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested),
+            "folds_digest": folds_digest(tested_folds, index.manifest_hash),
+            "untested_folds": " ".join(f.name for i, f in enumerate(folds) if i not in done) or "none"}
+
+
 def evaluate_nested(spec: EvalSpec, nested: NestedSpec, publish: Callable[[dict], None] | None = None) -> dict:
     """Run the nested evaluation; returns the ``--output`` document (that of :func:`evaluation.run.evaluate`
     for the scored folds, with a ``nested`` section), handed to ``publish`` before the final MLflow logging."""
@@ -422,6 +454,8 @@ def evaluate_nested(spec: EvalSpec, nested: NestedSpec, publish: Callable[[dict]
                                                       [r.metrics.get("normalizer_digest") for _, r in inner_done]
                                                       )["normalizer"]
         done_folds, results = [folds[i] for i in done], [outcomes[i].tuned for i in done]
+        audit.update(audit_folds(done_folds))  # every count, digest and tag from the folds that were tested
+        tracker.set_tags(tested_tags(index, folds, done))
         baselines = Baselines(spec.cache, done_folds, index.labels(spec.train.target), spec.train.seed)
         scores = score(index, done_folds, results, baselines)
         section = summarise(nested, spec.model, folds, outcomes, scores, index)

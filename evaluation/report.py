@@ -44,6 +44,7 @@ from mlflow.tracking import MlflowClient
 from evaluation import aggregate
 from evaluation.baselines import BASELINES
 from evaluation.stats import paired_comparison
+from gbvnet.cli import CommandParser, one_line_errors
 from gbvnet.config import FUSIONS
 from gbvnet.storage import write_text
 from gbvnet.tracking import PARENT_TAG, log_json, tracking_uri
@@ -127,7 +128,15 @@ def describe(run) -> dict:
             **{f"p_holm_{b}": "-" if f"vs_{b}_p_holm" not in m else f"{m[f'vs_{b}_p_holm']:.3g}"
                for b in BASELINES},
             "beats": beaten(m), "one_class_folds": one_class_folds(m),
-            "n_one_class_folds": int(m.get("n_one_class_folds", 0))}
+            "n_one_class_folds": int(m.get("n_one_class_folds", 0)), "fold_failures": fold_failures(tags)}
+
+
+def fold_failures(tags: dict) -> str:
+    """A nested run's folds that were not tested (their training failed with every configuration tried) and those
+    trained with a next-best configuration after the best one failed; ``-`` when none."""
+    parts = [f"{label}: {tags[tag]}" for tag, label in (("untested_folds", "untested"), ("retried_folds", "retried"))
+             if tags.get(tag, "none") != "none"]
+    return "; ".join(parts) or "-"
 
 
 def configured(tags: dict) -> str:
@@ -147,7 +156,7 @@ def run_columns() -> list[str]:
     return ["run_id", "dataset", "protocol", "modality", "fusion", "target", "configuration", "folds", "subjects",
             "accuracy", "f1_high",
             "balanced_accuracy", *(f"{b}_accuracy" for b in BASELINES), *(f"p_holm_{b}" for b in BASELINES),
-            "beats", "one_class_folds"]
+            "beats", "one_class_folds", "fold_failures"]
 
 
 def runs_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -178,7 +187,7 @@ def ablation_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list[st
             line = [label]
             for t in ("valence", "arousal"):
                 line += [pair[t]["accuracy_n"] + letters[pair[t]["folds_digest"], pair[t]["configuration"]]
-                         + one_class_mark(pair[t]),
+                         + cell_marks(pair[t]),
                          pair[t]["f1_n"]] if pair[t] else ["-", "-"]
             line.append(" / ".join(pair[t]["majority_accuracy"] if pair[t] else "-" for t in ("valence", "arousal")))
             body.append(line)
@@ -200,9 +209,11 @@ def run_warning(row: dict) -> str | None:
     return line and f"run {row['run_id'][:8]}: {line}"
 
 
-def one_class_mark(row: dict) -> str:
-    """An ablation cell's flag when some of its folds predicted a single class for every test window."""
-    return f" {{one class in {row['n_one_class_folds']} of {row['folds']} folds}}" if row["n_one_class_folds"] else ""
+def cell_marks(row: dict) -> str:
+    """An ablation cell's flags: folds that predicted a single class for every test window, folds untested or
+    retried."""
+    mark = f" {{one class in {row['n_one_class_folds']} of {row['folds']} folds}}" if row["n_one_class_folds"] else ""
+    return mark + (f" {{{row['fold_failures']}}}" if row["fold_failures"] != "-" else "")
 
 
 def gap_title(d: dict) -> str:
@@ -358,7 +369,7 @@ def build(args: argparse.Namespace) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m evaluation.report``."""
-    p = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__.splitlines()[0])
+    p = CommandParser(prog="python -m evaluation.report", description=__doc__.splitlines()[0])
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--experiment", nargs="+", help="MLflow experiment name(s), e.g. gbvnet-mahnob-loso")
     what.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="paired test of two runs")
@@ -370,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@one_line_errors()
 def main(argv: list[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
     text = build(args)

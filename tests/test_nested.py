@@ -180,7 +180,58 @@ def test_searcher_interleaves_folds_and_trains_each_fold_after_its_own_search():
     os.remove(path)
     restored.on_trial_complete("t1", error=True)
     restored.on_trial_complete("t3", error=True)
+    assert restored.suggest("x") is None  # fold 0's training still running (it may need a retry)
+    restored.on_trial_complete("f0", {"test_confusion": [[1, 0], [0, 1]]})
     assert restored.suggest("x") == Searcher.FINISHED  # fold 1's search failed: no tuned training for it
+
+
+def test_a_fold_whose_training_fails_is_retried_with_its_next_best_configuration():
+    """The tuned training fails: the same fold is trained with its next-best configuration, at most RETRIES times;
+    collect() keeps the failures in the order tried, and the run's tags count only the folds that were tested."""
+    import numpy as np
+
+    from evaluation.fold_search import RETRIES
+    from gbvnet.splits import Fold, folds_digest
+
+    searcher = FoldSearcher(search_space("smoke"), folds=2, trials=4, seed=0, compare_untuned=False)
+    inner = [searcher.suggest(f"t{i}") for i in range(8)]
+    for i, score in enumerate((0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.6, 0.4)):  # fold 0 ranks its trials 0, 1, 2, 3
+        searcher.on_trial_complete(f"t{i}", {SCORE: score})
+    first, other = searcher.suggest("a"), searcher.suggest("b")
+    assert (first["fold"], first["job"], first["number"]) == (0, "tuned", 0) and other["fold"] == 1
+    assert searcher.suggest("wait") is None  # trainings running: a retry may come
+    tried = [0]
+    for attempt in range(RETRIES):
+        searcher.on_trial_complete("a" if attempt == 0 else f"r{attempt - 1}", error=True)  # out of memory, say
+        retry = searcher.suggest(f"r{attempt}")
+        assert (retry["fold"], retry["job"]) == (0, "tuned") and retry == {**inner[2 * (attempt + 1)], "job": "tuned"}
+        tried.append(retry["number"])
+    assert tried == [0, 1, 2]  # the best, then the next-best ones
+    searcher.on_trial_complete(f"r{RETRIES - 1}", error=True)
+    searcher.on_trial_complete("b", {"test_confusion": [[1, 0], [0, 1]]})
+    assert searcher.suggest("x") == Searcher.FINISHED  # the bound is spent: fold 0 failed
+
+    def result(fold, job, number, error=None, score=None):
+        metrics = {SCORE: score} if job == "inner" else ({} if error else {"test_confusion": [[1, 0], [0, 1]]})
+        return SimpleNamespace(config={"fold": fold, "job": job, "number": number}, error=error, metrics=metrics)
+
+    grid = [result(0, "inner", n, score=s) for n, s in enumerate((0.9, 0.8, 0.7))]
+    grid += [result(1, "inner", n, score=s) for n, s in enumerate((0.5, 0.6, 0.4))]
+    grid += [result(0, "tuned", 1, error="OOM"), result(0, "tuned", 0, error="OOM"), result(0, "tuned", 2, "OOM")]
+    grid += [result(1, "tuned", 1, error="OOM\ntraceback"), result(1, "tuned", 0)]
+    failed, retried = nested.collect(grid, [Fold("subject-1", "subject", [], []), Fold("subject-2", "subject", [], [])])
+    assert failed.tuned is None and [n for n, _ in failed.failed_trainings] == [0, 1, 2]
+    assert failed.failure.startswith("training failed with each of its 3 best configurations (trials [0, 1, 2]")
+    assert retried.tuned.config["number"] == 0 and retried.failed_trainings == [(1, "OOM")]
+
+    index = SimpleNamespace(subject=np.repeat([1, 2, 3], 2), manifest_hash="h")
+    folds = [Fold(f"subject-{s}", "subject", [0], [], [2 * s - 2, 2 * s - 1]) for s in (1, 2, 3)]
+    tags = nested.tested_tags(index, folds, done=[0, 2])
+    assert tags == {"tested_subjects": "1 3", "n_subjects": 2, "folds_digest": folds_digest([folds[0], folds[2]], "h"),
+                    "untested_folds": "subject-2"}
+    from evaluation import report
+    assert report.fold_failures({"untested_folds": "subject-2", "retried_folds": "subject-1"}) == \
+        "untested: subject-2; retried: subject-1"
 
 
 def test_scheduler_never_compares_trials_of_different_folds():
@@ -209,12 +260,12 @@ def test_bad_input_is_refused_before_ray_starts(nested_cache, prepared_cache, tm
             assert f"argument --search: must be at least 1, got {bad}" in capsys.readouterr().err
     config = tmp_path / "best.yaml"
     config.write_text("search: none\n")
-    with pytest.raises(ValueError, match=r"--search 2 searches every outer fold itself; it cannot also take --config"):
+    with pytest.raises(SystemExit, match=r"--search 2 searches every outer fold itself; it cannot also take --config"):
         loso.main(nested_args(nested_cache, tmp_path, "--config", str(config)))
-    with pytest.raises(ValueError, match="--compare-untuned compares a nested search"):
+    with pytest.raises(SystemExit, match="--compare-untuned compares a nested search"):
         loso.main(nested_args(nested_cache, tmp_path)[:8] + nested_args(nested_cache, tmp_path)[10:])
     two = prepared_cache("deap", {**SIZE, "subjects": 2}, face=False)
-    with pytest.raises(ValueError, match=r"fold subject-1 \(test subjects \[1\]\): its search needs at least 2 "
+    with pytest.raises(SystemExit, match=r"fold subject-1 \(test subjects \[1\]\): its search needs at least 2 "
                                          r"training subjects \(some train, some validate\), got \[2\]"):
         loso.main(nested_args(two, tmp_path, "--validation", "trials"))
 
