@@ -889,12 +889,22 @@ def test_sbatch_starts_every_node_with_start_node():
     sruns = [line.strip() for line in text.splitlines() if line.strip().startswith("srun ")]
     assert [re.search(r"start-node\.sh (\w+)", s).group(1) for s in sruns] == ["head", "worker"]
     assert all("cluster/slurm/start-node.sh" in s for s in sruns)
+    # each node's step asks for the job's CPUs (srun no longer inherits --cpus-per-task) and GPUs, exactly those
+    step = re.search(r"^step=\((.*)\)$", text, re.M).group(1)
+    assert "--cpus-per-task=\"$SLURM_CPUS_PER_TASK\"" in step and "--exclusive" in step
+    assert "step+=(--gpus-per-task=\"$SLURM_GPUS_PER_TASK\")" in text
+    assert all(s.startswith('srun "${step[@]}"') for s in sruns)
+    assert re.search(r"^umask 077$", text, re.M) and "unset RAY_AUTH_TOKEN" in text
+    assert re.search(r'^ray job submit --address "\$RAY_API_SERVER_ADDRESS" --runtime-env cluster/runtime_env.yaml '
+                     r'--working-dir \. -- "\$@"$', text, re.M), "the driver runs as a Ray job"
     assert re.search(r"^export RAY_AUTH_MODE=token$", text, re.M) and "umask 077" in text
     assert "ray stop" not in text and "ray stop" not in start.read_text(), "stops other jobs' Ray on the node"
     assert re.search(r"^#SBATCH --output=gbvnet-%j\.out$", text, re.M)
     starting = start.read_text()
     assert "--dashboard-host 127.0.0.1" in starting and "export RAY_AUTH_MODE=token" in starting
-    assert "SLURM_GPUS_ON_NODE" in starting and "SLURM_CPUS_PER_TASK" in starting
+    assert "SLURM_GPUS_ON_NODE:-0" in starting and "SLURM_CPUS_PER_TASK" in starting
+    for flag in ("--node-manager-port", "--object-manager-port", "--min-worker-port", "--max-worker-port"):
+        assert flag in starting, f"{flag}: every port pinned, so jobs can share a node"
     assert "cluster\" / \"slurm\" / \"start-node.sh" in (REPO / "tests" / "test_cluster_jobs.py").read_text()
     assert (REPO / "pyproject.toml").is_file()  # `pip install -e .` of the Slurm walkthrough
 

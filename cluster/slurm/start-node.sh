@@ -8,10 +8,15 @@
 #   start-node.sh wait   STATE_DIR N                        # until N nodes are alive; prints the head's settings
 #
 # STATE_DIR is a folder every node sees (the shared filesystem); STATE_DIR/head holds RAY_ADDRESS (the GCS) and
-# RAY_API_SERVER_ADDRESS (the dashboard / job API, on the head's loopback only), as shell assignments.
+# RAY_API_SERVER_ADDRESS (the dashboard / job API, on the head's loopback only), as shell assignments; `wait`
+# prints them and what the cluster's nodes offer (GBVNET_CLUSTER_CPUS, GBVNET_CLUSTER_GPUS: Ray's own totals).
 # Security as everywhere in cluster/: token authentication (RAY_AUTH_TOKEN_PATH: an owner-only token file), the
-# dashboard on 127.0.0.1. Ports are free ones picked on each node, so several clusters share a node safely.
-# Resources: CPUs from SLURM_CPUS_PER_TASK and GPUs from SLURM_GPUS_ON_NODE (Slurm's allocation) when set; options
+# dashboard on 127.0.0.1. Every port of the node is pinned, none left to Ray's defaults, so several clusters
+# (several jobs' nodes) share a node safely: the GCS, dashboard, node manager, object manager and agents on free
+# ports picked on the node, the workers on a block of ports of their own (GBVNET_WORKER_PORTS=LOW-HIGH; inside a
+# Slurm job, a block of 200 in 10002-19999 chosen by the job id, so two jobs on one node use different blocks).
+# Resources: inside a Slurm job (SLURM_JOB_ID set), the CPUs and GPUs of the step (SLURM_CPUS_PER_TASK,
+# SLURM_GPUS_ON_NODE; no GPUs when the step has none), never what Ray would detect on the whole node; options
 # given after STATE_DIR are appended (and win). Environment: GBVNET_NODE_IP (default: the address Ray picks itself),
 # GBVNET_RAY_TEMP_DIR (default /tmp/gbvray-$SLURM_JOB_ID-<role>: one per job and node kind).
 set -euo pipefail
@@ -49,15 +54,20 @@ wait_for_head() {
 
 ip=${GBVNET_NODE_IP:-$(python -c 'import ray.util; print(ray.util.get_node_ip_address())')}
 temp_dir=${GBVNET_RAY_TEMP_DIR:-/tmp/gbvray-${SLURM_JOB_ID:-$$}-$role}
-resources=()
-[ -n "${SLURM_CPUS_PER_TASK:-}" ] && resources+=(--num-cpus "$SLURM_CPUS_PER_TASK")
-[ -n "${SLURM_GPUS_ON_NODE:-}" ] && resources+=(--num-gpus "$SLURM_GPUS_ON_NODE")
+resources=() worker_ports=${GBVNET_WORKER_PORTS:-}
+if [ -n "${SLURM_JOB_ID:-}" ]; then
+    resources+=(--num-cpus "${SLURM_CPUS_PER_TASK:?run each node as an srun step with --cpus-per-task}")
+    resources+=(--num-gpus "${SLURM_GPUS_ON_NODE:-0}")
+    : "${worker_ports:=$((10002 + SLURM_JOB_ID % 49 * 200))-$((10201 + SLURM_JOB_ID % 49 * 200))}"
+fi
+[ -n "$worker_ports" ] && resources+=(--min-worker-port "${worker_ports%-*}" --max-worker-port "${worker_ports#*-}")
 
-# `ray start --block` in the background (this script forwards TERM / INT to it). Every agent port is given, not
-# left to Ray, so several Ray instances can share the node; ports are picked anew for each attempt.
+# `ray start --block` in the background (this script forwards TERM / INT to it). Every port is given, not left
+# to Ray, so several Ray instances can share the node; ports are picked anew for each attempt.
 start_ray() {
     trap 'stopping=1; kill -TERM "$pid" 2>/dev/null' TERM INT
     ray start --block --node-ip-address "$ip" --temp-dir "$temp_dir" \
+        --node-manager-port "$(free_port)" --object-manager-port "$(free_port)" \
         --dashboard-agent-listen-port "$(free_port)" --dashboard-agent-grpc-port "$(free_port)" \
         --metrics-export-port "$(free_port)" --runtime-env-agent-port "$(free_port)" \
         --disable-usage-stats "${resources[@]}" "$@" &
@@ -126,6 +136,11 @@ wait)
         sleep 2
     done
     cat "$state/head"
+    ray list nodes --address "$RAY_API_SERVER_ADDRESS" --filter state=ALIVE --format json | python -c '
+import json, sys
+nodes = json.load(sys.stdin)
+for name in ("CPU", "GPU"):
+    print("GBVNET_CLUSTER_%sS=%g" % (name, sum(n["resources_total"].get(name, 0) for n in nodes)))'
     ;;
 *)
     usage
