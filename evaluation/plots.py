@@ -88,15 +88,17 @@ def learning_curves(histories: dict[str, list[dict]]) -> plt.Figure:
 GAP_MARKERS = {"majority": "_", "stratified": "x", "bandpower_logreg": "^"}
 
 
-def gap_figure(documents: dict[str, dict]) -> plt.Figure:
+def gap_figure(documents: dict[str, dict], title: str = "Test accuracy per subject and protocol",
+               colours: tuple[str, ...] | list[str] = ("C3", "C0", "C2", "C1")) -> plt.Figure:
     """Per subject, the model's test accuracy under each protocol (``documents``: protocol -> its evaluation
     document, leakiest first; one filled marker colour per protocol) and each baseline on the same folds (small
-    markers in the protocol's colour), with the chance line."""
+    markers in the protocol's colour), with the chance line. The benchmark draws its models the same way
+    (``documents``: model -> its evaluation document, ``title`` and one of ``colours`` each)."""
     subjects = sorted({r["subject"] for doc in documents.values() for r in doc["per_subject"]})
     x = np.arange(len(subjects))
     fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(subjects) + 3), 3.2))
     offsets = np.linspace(-0.25, 0.25, len(documents))
-    for (protocol, doc), dx, colour in zip(documents.items(), offsets, ("C3", "C0", "C2", "C1"), strict=False):
+    for (protocol, doc), dx, colour in zip(documents.items(), offsets, colours, strict=False):
         label = protocol + (" (LEAKY)" if doc.get("leaky") else "")
         for name, summary in [("model", doc), *doc.get("baselines", {}).items()]:
             scores = {r["subject"]: r["accuracy"] for r in summary["per_subject"]}
@@ -109,7 +111,7 @@ def gap_figure(documents: dict[str, dict]) -> plt.Figure:
         ax.plot([], [], marker, color="grey", mfc="none", label=f"{name} baseline")
     ax.axhline(0.5, color="grey", lw=1, ls="--")
     ax.set_xticks(x, [str(s) for s in subjects])
-    ax.set(xlabel="test subject", ylabel="accuracy", ylim=(0, 1.02), title="Test accuracy per subject and protocol")
+    ax.set(xlabel="test subject", ylabel="accuracy", ylim=(0, 1.02), title=title)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig

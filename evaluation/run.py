@@ -35,6 +35,7 @@ from evaluation.audit import audit_folds, check_normalizers, check_search_subjec
 from evaluation.baselines import Baselines
 from evaluation.stats import versus_baselines
 from gbvnet.cli import (
+    CommandParser,
     add_compute_arguments,
     add_concurrency_arguments,
     add_face_weight_arguments,
@@ -77,7 +78,7 @@ from gbvnet.splits import (
     usable_rows,
     warn_few_training_subjects,
 )
-from gbvnet.storage import join, write_text
+from gbvnet.storage import join, missing_folder, write_text
 from gbvnet.tracking import Tracker, TrialLogger, git_commit, tracking_uri, trial_history
 
 Runner = Callable[[argparse.Namespace, 'EvalSpec', Callable[[dict], None]], dict]
@@ -169,12 +170,13 @@ def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str,
     callbacks: list[tune.Callback] = [] if spec.quiet else [ProgressTable(
         total=len(jobs), max_epochs=spec.train.epochs, concurrency=min(spec.folds_in_parallel, len(jobs)),
         kind="fold", title=spec.protocol, name=lambda trial: names[trial.config["fold"]])]
-    if logs is not None:
+    if logs is not None:  # a fold ended without test metrics was stopped (a cache prepared again): not FINISHED
         callbacks.append(TrialLogger(
             lambda trial: logs[trial.config["fold"]].tracker, name=lambda trial: logs[trial.config["fold"]].name,
             params=lambda trial: logs[trial.config["fold"]].params,
             then=lambda trial: remove_fold_checkpoints(spec, key, names[trial.config["fold"]], trial.path,
-                                                       trial.storage.storage_filesystem)))
+                                                       trial.storage.storage_filesystem),
+            finished=lambda trial: "test_confusion" in (trial.last_result or {})))
     grid = run_tuner(trainable, experiment, storage, resume=spec.resume,
                      param_space={"fold": tune.grid_search(list(range(len(jobs))))},
                      tune_config=tune.TuneConfig(max_concurrent_trials=spec.folds_in_parallel),
@@ -434,23 +436,28 @@ def protocol_arguments(args: argparse.Namespace, protocol: str) -> dict:
 
 def publish(document: dict, output: str | None, formatter: Callable[[dict], str] = aggregate.format_table) -> None:
     """Print the document's tables (``formatter``: an evaluation's by default) and write ``output`` (JSON) when
-    given."""
+    given, saying so, and which folder it created for it; a failure to write names ``--output``."""
     print(formatter(document))
     if output:
-        write_text(output, json.dumps(document, indent=2))
-        print(f"wrote {output}")
+        created = missing_folder(output)
+        try:
+            write_text(output, json.dumps(document, indent=2))
+        except OSError as exc:
+            raise OSError(f"--output {output}: {exc}") from exc
+        print(f"wrote {output}" + (f" (created the folder {created})" if created else ""))
     sys.stdout.flush()
 
 
-def run_cli(args: argparse.Namespace, protocol: str, protocol_args: dict, run: Runner | None = None) -> dict:
+def run_cli(args: argparse.Namespace, protocol: str, protocol_args: dict, run: Runner | None = None,
+            formatter: Callable[[dict], str] = aggregate.format_table) -> dict:
     """The CLIs' evaluation: ``protocol`` as ``args`` ask, run by ``run(args, spec, publish)`` (default:
-    :func:`evaluate`; ``evaluation.loso --search`` hands over to the nested evaluation), the table printed and
-    ``--output`` written before the final MLflow logging; a data problem ends in one line (exit 1), an
-    interruption in one line and exit code 130 / 143."""
+    :func:`evaluate`; ``evaluation.loso --search`` hands over to the nested evaluation), the tables (``formatter``)
+    printed and ``--output`` written before the final MLflow logging; a data problem ends in one line (exit 1),
+    an interruption in one line and exit code 130 / 143."""
     with one_line_errors():
         spec = spec_from_args(args, protocol, protocol_args)
         with exit_on_interrupt():
-            return (run or default_run)(args, spec, lambda document: publish(document, args.output))
+            return (run or default_run)(args, spec, lambda document: publish(document, args.output, formatter))
 
 
 def default_run(args: argparse.Namespace, spec: EvalSpec, publish: Callable[[dict], None]) -> dict:
@@ -462,8 +469,7 @@ def protocol_parser(protocol: str, description: str, leaky_alternative: str | No
                     ) -> argparse.ArgumentParser:
     """The parser of a one-protocol CLI: :func:`add_arguments`, the protocol's own arguments and, with
     ``leaky_alternative``, ``--allow-leaky-split`` to run that (leaky) protocol instead."""
-    parser = argparse.ArgumentParser(prog=f"python -m evaluation.{protocol.replace('-', '_')}",
-                                     description=description)
+    parser = CommandParser(prog=f"python -m evaluation.{protocol.replace('-', '_')}", description=description)
     add_arguments(parser)
     add_protocol_arguments(parser, [protocol, *([leaky_alternative] if leaky_alternative else [])])
     if leaky_alternative:
@@ -493,7 +499,7 @@ def cli(protocol: str, description: str, extra=None, argv: list[str] | None = No
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m evaluation.run``: every registered protocol and its arguments."""
-    parser = argparse.ArgumentParser(prog="python -m evaluation.run", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="python -m evaluation.run", description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", choices=PROTOCOLS, required=True,
                         help="the evaluation protocol (leaky ones need --allow-leaky-split)")
     add_arguments(parser)

@@ -1,0 +1,355 @@
+"""``python -m evaluation.benchmark``: several models on one protocol, side by side, fold for fold.
+
+    python -m evaluation.benchmark --dataset deap --cache data/cache/deap --protocol loso \\
+        --models gbvnet:bio eegnet shallow eegconformer dgcnn
+
+GBV-Net's comparison table done on one protocol: every model (``NAME`` or ``NAME:MODALITY``, names from the model
+registry :data:`gbvnet.config.MODELS`) is trained and tested on the same folds, test windows, seed and training
+rules (epochs, batch size, learning rate, early stopping), with the same majority and band-power baselines. When a
+model reads the face video, every model uses only the windows with face frames, so all rows are the same
+(``rows`` in the output). The folds are planned once per model and must come out identical (their digest is
+checked, and recorded in each model's audit).
+
+Every fold of every model is one pool of Ray Tune trials (one experiment; fold names prefixed with the model:
+``--concurrent`` / GPU shares as everywhere; ``--resume`` continues it), then each model is scored exactly as
+:mod:`evaluation.run` scores an evaluation. The reference model (``--reference``, default the first) is tested
+against each other model: per-subject ``--metric`` (balanced accuracy by default), one-sided paired Wilcoxon
+signed-rank ("is the reference better?"), Holm-corrected across the models, with the rank-biserial effect size.
+
+MLflow: a parent run (experiment ``gbvnet-<dataset>-benchmark``, tag ``kind=benchmark``, ``benchmark.json``
+and the per-subject plot ``benchmark.png``) with one evaluation per model as its child run, each logged like an
+evaluation's parent run (its folds nested under it, each as soon as it finishes), so ``evaluation.report`` lists
+them, and ``evaluation.report --benchmark`` lays the finished benchmarks out as this command prints them. As in an
+evaluation, the tables are printed and ``--output`` written before the final MLflow logging; a failure marks the
+runs FAILED (``--resume`` continues).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from evaluation import aggregate, plots
+from evaluation.audit import audit_folds, check_normalizers
+from evaluation.baselines import Baselines
+from evaluation.gap import run_pooled
+from evaluation.report import render
+from evaluation.run import (
+    EvalSpec,
+    add_arguments,
+    add_protocol_arguments,
+    log_results,
+    plan_folds,
+    protocol_arguments,
+    remove_fold_checkpoints,
+    run_cli,
+    score,
+    start_run,
+)
+from evaluation.stats import correct_family, paired_comparison
+from gbvnet.config import MODALITIES, MODELS, ConfigError, ModelConfig, get_model, to_dict
+from gbvnet.data.cache import open_cache
+from gbvnet.launch import init_ray
+from gbvnet.loop import Job, make_job
+from gbvnet.splits import PROTOCOLS, Fold, folds_digest, subjects_with_rows
+from gbvnet.tracking import Tracker, git_commit, tracking_uri
+
+METRICS = ("accuracy", "f1", "macro_f1", "balanced_accuracy")
+METRIC_LABELS = {"accuracy": "accuracy", "f1": "F1 (high class)", "macro_f1": "macro-F1",
+                 "balanced_accuracy": "balanced accuracy"}
+DEFAULT_MODELS = ("gbvnet", "eegnet", "shallow", "eegconformer", "dgcnn")
+BASELINE_LABELS = {"majority": "majority baseline", "stratified": "stratified baseline",
+                   "bandpower_logreg": "band-power + logistic regression"}
+
+
+def model_choice(text: str) -> tuple[str, str | None]:
+    """``NAME`` or ``NAME:MODALITY`` (``--models``): a registered model and, optionally, its modality."""
+    name, _, modality = text.partition(":")
+    if name not in MODELS:
+        raise argparse.ArgumentTypeError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+    if modality and modality not in MODALITIES:
+        raise argparse.ArgumentTypeError(f"{text}: modality must be one of {', '.join(MODALITIES)}")
+    return name, modality or None
+
+
+@dataclass
+class Arm:
+    """One model of the benchmark: its evaluation spec, folds (checked), jobs and leakage audit."""
+
+    label: str  # "eegnet", "gbvnet:bio": unique in the benchmark
+    spec: EvalSpec
+    folds: list[Fold]
+    jobs: list[Job]
+    audit: dict
+
+    @property
+    def names(self) -> list[str]:
+        """The folds' names in the pooled Tune experiment: prefixed with the model."""
+        return [f"{self.label}-{f.name}" for f in self.folds]
+
+    @property
+    def title(self) -> str:
+        """Its row in the tables: the model's label, with the modality and the channels it reads."""
+        model = self.jobs[0].model
+        reads = {"face": "face"}.get(model.modality) or (
+            f"{model.modality}, {len(model.channels)} channels" if model.modality == "bio" else
+            f"face + {len(model.channels)} channels")
+        return f"{model.kind.label} ({reads})"
+
+
+def arm_model(base: ModelConfig, name: str, modality: str | None) -> ModelConfig:
+    """The model config of one benchmark entry: ``base`` (the preset's or ``--config``'s sizes, face weights and
+    ``--channels``) for ``name`` with ``modality`` (default: the model's first)."""
+    model = copy.deepcopy(base)
+    if name != model.name:
+        model.name, model.net = name, {}
+    model.modality = modality or get_model(name).modalities[0]
+    return model.validate()
+
+
+def plan(spec: EvalSpec, protocol: str, protocol_args: dict, models: list[tuple[str, str | None]],
+         index) -> dict[str, Arm]:
+    """Each model's spec, folds (checked by the leakage guard as they are built), jobs and audit, before Ray starts;
+    the folds must be the same for every model (same rows: the face windows when any model reads faces)."""
+    labels = [name if modality is None else f"{name}:{modality}" for name, modality in models]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--models names a model twice: {' '.join(labels)}")
+    configs = {label: arm_model(spec.model, *m) for label, m in zip(labels, models, strict=True)}
+    rows = "face" if any(m.modality != "bio" for m in configs.values()) else spec.rows
+    arms, digests = {}, {}
+    for label, model in configs.items():
+        arm_spec = replace(spec, protocol=protocol, protocol_args=protocol_args, model=model, rows=rows,
+                           experiment=spec.experiment_name)
+        folds = plan_folds(arm_spec, index)
+        jobs = [make_job(spec.cache, model, spec.train, f, allow_leaky=arm_spec.leaky,
+                         manifest_hash=index.manifest_hash) for f in folds]
+        digests[label] = folds_digest(folds, index.manifest_hash)
+        audit = {**audit_folds(folds), "folds_digest": digests[label], "same_folds_as_every_model": "checked"}
+        arms[label] = Arm(label, arm_spec, folds, jobs, audit)
+    if len(set(digests.values())) != 1:
+        raise ConfigError(f"the models' folds differ ({digests}): a benchmark compares models on the same folds")
+    return arms
+
+
+def benchmark_key(arms: dict[str, Arm], manifest_hash: str) -> str:
+    """Stable id of the benchmark: its models' invocation keys (used by --resume)."""
+    keys = {label: a.spec.invocation_key(manifest_hash) for label, a in arms.items()}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def versus_reference(documents: dict[str, dict], reference: str, metric: str) -> dict[str, dict]:
+    """The reference model against each other model: per-subject ``metric``, one-sided paired Wilcoxon ("is the
+    reference better?"), one Holm family over the models; empty with fewer than 2 subjects."""
+    if len(documents[reference]["per_subject"]) < 2:
+        return {}
+    ref = aggregate.per_subject_scores(documents[reference], metric)
+    tests = {label: paired_comparison(ref, aggregate.per_subject_scores(doc, metric), alternative="greater")
+             for label, doc in documents.items() if label != reference}
+    correct_family(tests, f"{reference} vs {len(tests)} model{'s' if len(tests) != 1 else ''}, one-sided, "
+                          f"per-subject {METRIC_LABELS[metric]}")
+    return tests
+
+
+def flat_metrics(document: dict) -> dict[str, float]:
+    """The benchmark run's MLflow metrics: each model's means and sds, and the tests against the reference."""
+    metrics = {}
+    for label, doc in document["models"].items():
+        for m in METRICS:
+            for stat in ("mean", "std"):
+                metrics[f"{label}_test_{m}_{stat}"] = doc["aggregate"][f"test_{m}_{stat}"]
+        metrics[f"{label}_n_one_class_folds"] = doc["aggregate"]["n_one_class_folds"]
+    for label, test in document["comparisons"].items():
+        for field in ("mean_difference", "p_value", "p_holm", "effect_size", "n"):
+            metrics[f"vs_{label}_{field}"] = test[field]
+    return {k.replace(":", "_"): v for k, v in metrics.items()}
+
+
+def _cell(agg: dict, metric: str) -> str:
+    mean, sd = agg[f"test_{metric}_mean"], agg[f"test_{metric}_std"]
+    return "undefined" if np.isnan(mean) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def tables(document: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The benchmark's tables: per model (and baseline) mean ± sd over subjects, the tests against the reference,
+    and the per-subject scores."""
+    models, reference, metric = document["models"], document["reference"], document["metric"]
+    any_doc = next(iter(models.values()))
+    title = (f"benchmark on {document['dataset']}: {document['protocol']}"
+             + (" [LEAKY: windows of a trial in train and test]" if document["leaky"] else "")
+             + f", target {document['target']}, seed {document['seed']}, {len(document['subjects'])} subjects "
+             f"({' '.join(map(str, document['subjects']))}), rows: {document['rows']} (mean ± sd over subjects)")
+    header = ["model", *(METRIC_LABELS[m] for m in METRICS), "one-class folds"]
+    body = [[document["titles"][label], *(_cell(doc["aggregate"], m) for m in METRICS),
+             f"{doc['aggregate']['n_one_class_folds']} of {doc['aggregate']['n_folds']}"]
+            for label, doc in models.items()]
+    body += [[BASELINE_LABELS.get(name, name), *(_cell(b["aggregate"], m) for m in METRICS), "-"]
+             for name, b in any_doc["baselines"].items()]
+    out = [(title, header, body)]
+    comparisons = document["comparisons"]
+    if comparisons:
+        family = next(iter(comparisons.values())).get("family", "")
+        out.append((f"{reference} better than each model? ({family}; raw p beside)",
+                    ["model", f"mean difference in {METRIC_LABELS[metric]}", "non-zero pairs of subjects",
+                     "p (raw)", "p (Holm)", "effect size r", "verdict"],
+                    [[document["titles"][label], f"{t['mean_difference']:+.3f}", f"{t['n']} of {t['n_subjects']}",
+                      f"{t['p_value']:.3g}", f"{t['p_holm']:.3g}", f"{t['effect_size']:+.2f}",
+                      "better at p<0.05" if t["p_holm"] < 0.05 and t["mean_difference"] > 0 else
+                      ("p<0.05 out of reach" if t["warning"] else "not shown better")]
+                     for label, t in comparisons.items()]))
+    scores = {label: aggregate.per_subject_scores(doc, metric) for label, doc in models.items()}
+    scores |= {name: aggregate.per_subject_scores(b, metric) for name, b in any_doc["baselines"].items()}
+    out.append((f"per-subject {METRIC_LABELS[metric]}", ["subject", *scores],
+                [[str(s), *(f"{scores[k].get(s, float('nan')):.3f}" for k in scores)] for s in document["subjects"]]))
+    return out
+
+
+def format_benchmark(document: dict) -> str:
+    """What the command (and ``evaluation.report --benchmark``) prints: its warnings (models that predicted one
+    class in most folds), the tables, the MLflow run."""
+    notes = [line for label, doc in document["models"].items()
+             if (line := aggregate.degenerate_line(doc["aggregate"], f"model {label}"))]
+    return (render(tables(document), "md", notes).rstrip() + "\n\n"
+            + f"MLflow run {document['mlflow_run_id']} in experiment {document['mlflow_experiment']!r} (each "
+              "model's evaluation is a child run)")
+
+
+def start_benchmark_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, tested: list[int]
+                        ) -> tuple[Tracker, dict[str, Tracker]]:
+    """The benchmark's MLflow parent run and, nested under it, each model's evaluation run (started as an
+    evaluation's parent run is: :func:`evaluation.run.start_run`). Found again by their keys with ``--resume``."""
+    first = next(iter(arms.values())).spec
+    tracker = Tracker(tracking_uri(spec.tracking_uri), spec.experiment_name, key, resume=spec.resume,
+                      run_name=f"benchmark-{first.protocol}-{spec.train.target}-{len(arms)}models-{key[:6]}")
+    tracker.log_cache(spec.cache, index, context="evaluation")
+    tracker.log_params({"protocol": first.protocol, "protocol_args": first.protocol_args, "dataset": spec.dataset,
+                        "cache": spec.cache, "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
+                        "seed": spec.train.seed, "train": to_dict(spec.train), "rows": first.rows,
+                        "models": " ".join(arms)})
+    tracker.set_tags({"kind": "benchmark", "protocol": first.protocol, "dataset": spec.dataset,
+                      "target": spec.train.target, "leaky": first.leaky, "models": " ".join(arms),
+                      "tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested)})
+    children = {}
+    for label, arm in arms.items():
+        children[label] = start_run(arm.spec, index, arm.folds, tested, arm.spec.invocation_key(index.manifest_hash))
+        children[label].set_tags({"mlflow.parentRunId": tracker.run_id, "benchmark_run": tracker.run_id})
+    return tracker, children
+
+
+def log_benchmark(tracker: Tracker, children: dict[str, Tracker], index, arms: dict[str, Arm],
+                  results: dict[str, list], document: dict) -> None:
+    """The final MLflow logging: each model's run as an evaluation's parent run, then the benchmark's metrics,
+    ``benchmark.json`` and plot; every run ends FINISHED."""
+    for label, arm in arms.items():
+        log_results(children[label], arm.spec, index, arm.folds, results[label], document["models"][label],
+                    arm.audit)
+    tracker.log_metrics(flat_metrics(document))
+    tracker.log_json(document, "benchmark.json")
+    with tempfile.TemporaryDirectory(prefix="gbvnet-plots-") as folder:
+        figure = plots.gap_figure({document["titles"][k]: d for k, d in document["models"].items()},
+                                  title="Test accuracy per subject and model",
+                                  colours=[f"C{i}" for i in range(len(arms))])
+        tracker.log_file(plots.save_figures({"benchmark.png": figure}, folder)[0])
+    for run in (*children.values(), tracker):
+        run.finish()
+
+
+def benchmark(spec: EvalSpec, protocol: str, protocol_args: dict, models: list[tuple[str, str | None]],
+              reference: str | None = None, metric: str = "balanced_accuracy",
+              publish: Callable[[dict], None] | None = None) -> dict:
+    """Evaluate ``models`` on ``protocol``'s folds of ``spec``'s cache as one pool of folds; returns the ``--output``
+    document, handed to ``publish`` before the final MLflow logging (every refusal comes before Ray starts). A
+    failure marks the benchmark's runs FAILED and says that ``--resume`` continues."""
+    index = open_cache(spec.cache).index()
+    arms = plan(spec, protocol, protocol_args, models, index)
+    reference = reference or next(iter(arms))
+    if reference not in arms:
+        raise ConfigError(f"--reference {reference!r} is not among --models ({' '.join(arms)})")
+    first = next(iter(arms.values()))
+    tested = subjects_with_rows(index, np.concatenate([f.test for f in first.folds]))
+    init_ray(log_to_driver=False)
+    key = benchmark_key(arms, index.manifest_hash)
+    tracker, children = start_benchmark_run(spec, index, arms, key, tested)
+    try:
+        baselines = Baselines(spec.cache, first.folds, index.labels(spec.train.target), spec.train.seed)
+        results = run_pooled(spec, arms, key, index, children)
+        documents = {}
+        for label, arm in arms.items():
+            arm.audit.update(check_normalizers(arm.folds, [r.metrics.get("normalizer_digest") for r in results[label]]))
+            documents[label] = {"model": arm.spec.model.name, "modality": arm.spec.model.modality,
+                                "channels": list(arm.jobs[0].model.channels),
+                                "net": arm.jobs[0].model.network_arguments if arm.spec.model.name != "gbvnet" else {},
+                                **score(index, arm.folds, results[label], baselines), "audit": arm.audit,
+                                "mlflow_run_id": children[label].run_id}
+        document = {"kind": "benchmark", "dataset": spec.dataset, "protocol": first.spec.protocol,
+                    "protocol_args": first.spec.protocol_args, "leaky": first.spec.leaky,
+                    "target": spec.train.target, "seed": spec.train.seed, "rows": _rows_label(first.spec.rows),
+                    "train": to_dict(spec.train), "subjects": tested, "reference": reference, "metric": metric,
+                    "titles": {label: arm.title for label, arm in arms.items()}, "models": documents,
+                    "comparisons": versus_reference(documents, reference, metric),
+                    "mlflow_run_id": tracker.run_id, "mlflow_experiment": spec.experiment_name}
+        if publish is not None:
+            publish(document)
+        log_benchmark(tracker, children, index, arms, results, document)
+    except BaseException as exc:
+        tracker.fail(exc)
+        for child in children.values():
+            child.fail(exc, quiet=True)
+        raise
+    for arm in arms.values():
+        for name, result in zip(arm.names, results[arm.label], strict=True):
+            remove_fold_checkpoints(spec, key, name, result.path, result.filesystem)
+    return document
+
+
+def _rows_label(rows: str) -> str:
+    return "windows with face frames (a model reads faces)" if rows == "face" else "every window"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m evaluation.benchmark``: an evaluation's, the protocol's and the models'."""
+    p = argparse.ArgumentParser(prog="python -m evaluation.benchmark", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    b = p.add_argument_group("benchmark")
+    b.add_argument("--models", type=model_choice, nargs="+", default=[model_choice(m) for m in DEFAULT_MODELS],
+                   metavar="NAME[:MODALITY]",
+                   help=f"the models compared (default {' '.join(DEFAULT_MODELS)}); known: {', '.join(MODELS)}")
+    b.add_argument("--reference", default=None,
+                   help="the model tested against each other one (default: the first of --models)")
+    b.add_argument("--metric", choices=METRICS, default="balanced_accuracy",
+                   help="the per-subject score of the paired tests (default balanced_accuracy)")
+    b.add_argument("--protocol", choices=PROTOCOLS, default="loso", help="the evaluation protocol (default loso)")
+    b.add_argument("--allow-leaky-split", action="store_true",
+                   help="allow a LEAKY protocol (labelled leaky in every output)")
+    add_protocol_arguments(p, PROTOCOLS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.model is not None or args.modality is not None:
+        parser.error("--model / --modality name one model; a benchmark takes --models NAME[:MODALITY] ...")
+    # the base model of every entry: GBV-Net, reading faces where any entry does (what --root / --synthetic prepare)
+    faces = any((modality or get_model(name).modalities[0]) != "bio" for name, modality in args.models)
+    args.modality = "facebio" if faces else "bio"
+    try:
+        protocol_args = protocol_arguments(args, args.protocol)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    def run(args: argparse.Namespace, spec: EvalSpec, publish_document: Callable[[dict], None]) -> dict:
+        return benchmark(spec, args.protocol, protocol_args, args.models, args.reference, args.metric,
+                         publish_document)
+
+    return run_cli(args, "benchmark", protocol_args, run, format_benchmark)
+
+
+if __name__ == "__main__":
+    main()
