@@ -24,6 +24,15 @@ an evaluation's parent run (its folds nested under it, each as soon as it finish
 lists them and its gap table. As in an evaluation, the tables are printed and ``--output`` written before the
 final MLflow logging, and a failure marks the runs FAILED (``--resume`` continues).
 
+Each arm's training size (windows, optimiser steps and subjects in its normaliser per fold, :func:`training_size`)
+is in its audit, the tables and MLflow: at the same ``--epochs`` a LOSO fold trains on the windows of every other
+subject, a within-subject fold on part of one subject's, so ``trial - loso`` mixes what knowing the person adds
+with 10-40x less data and fewer steps. ``--equal-budget`` removes that difference: every fold of every arm
+trains on the same number of windows (the smallest training set of any fold; each fold's training rows
+subsampled, seeded, and checked by the leakage guard again) for all ``--epochs`` (no early stop: the best
+validation epoch is still the one tested), so the arms' optimiser steps are equal too; what still differs is who
+the windows come from (and whom the normaliser was fitted on).
+
 The gap measures this configuration on this data. It is not a claim about any paper's code.
 """
 
@@ -32,6 +41,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 import tempfile
 from collections.abc import Callable
@@ -62,7 +72,7 @@ from gbvnet.config import to_dict
 from gbvnet.data.cache import open_cache
 from gbvnet.launch import exit_on_interrupt, init_ray
 from gbvnet.loop import Job, make_job
-from gbvnet.splits import Fold, LeaveOneSubjectOut, subjects_with_rows, usable_rows
+from gbvnet.splits import Fold, LeaveOneSubjectOut, check_fold, folds_digest, subjects_with_rows, usable_rows
 from gbvnet.storage import absolute
 from gbvnet.tracking import Tracker, git_commit, tracking_uri
 
@@ -90,16 +100,54 @@ class Arm:
         """The folds' names in the pooled Tune experiment: prefixed with the protocol."""
         return [f"{self.spec.protocol}-{f.name}" for f in self.folds]
 
+    def key(self, manifest_hash: str) -> str:
+        """Stable id of this arm's evaluation: its invocation key and its folds' rows (``--equal-budget``
+        subsamples them), used by --resume."""
+        payload = f"{self.spec.invocation_key(manifest_hash)} {folds_digest(self.folds, manifest_hash)}"
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-def arm_specs(spec: EvalSpec, k: int, validation: str) -> dict[str, EvalSpec]:
+
+def arm_specs(spec: EvalSpec, k: int, validation: str, equal: bool = False) -> dict[str, EvalSpec]:
     """The three protocols' specs: ``spec`` (model, training, seed, rows, cache) with each protocol's folds, all
-    logged to the gap's experiment."""
+    logged to the gap's experiment; with ``equal`` (``--equal-budget``) every fold trains all its epochs."""
+    if equal:
+        spec = replace(spec, train=replace(spec.train, patience=spec.train.epochs))
     seed = spec.train.seed
     protocol_args = {"segment-random": {"k": k, "seed": seed, "allow_leaky": True},
                      "subject-dependent": {"k": k, "seed": seed},
                      "loso": {"seed": seed, "validation": validation}}
     return {p: replace(spec, protocol=p, protocol_args=protocol_args[p], experiment=spec.experiment_name)
             for p in ARMS}
+
+
+def equal_budget(arms: dict[str, list[Fold]], index, seed: int, allow_leaky: dict[str, bool]) -> dict[str, list[Fold]]:
+    """Every fold of every arm with its training rows subsampled (seeded per arm and fold) to the smallest
+    training set among them, checked by the leakage guard again (a subset of checked rows passes)."""
+    windows = min(len(f.train) for folds in arms.values() for f in folds)
+    out = {}
+    for protocol, folds in arms.items():
+        out[protocol] = []
+        for fold in folds:
+            key = int(hashlib.sha256(f"{seed}/{protocol}/{fold.name}".encode()).hexdigest()[:8], 16)
+            rows = np.sort(np.random.default_rng(key).choice(fold.train, windows, replace=False))
+            out[protocol].append(check_fold(replace(fold, train=rows, check=None), index.subject, index.trial,
+                                            allow_leaky=allow_leaky[protocol]))
+    return out
+
+
+def training_size(index, folds: list[Fold], spec: EvalSpec, epochs_run: list[int] | None = None) -> dict:
+    """Per fold of an arm: its training windows, optimiser steps (all ``--epochs``, or the epochs it ran) and the
+    subjects its normaliser was fitted on (those of its training rows); and their min / median / max."""
+    train = spec.train
+    per_epoch = [math.ceil(math.ceil(len(f.train) / train.num_workers) / train.batch_size) for f in folds]
+    epochs = epochs_run or [train.epochs] * len(folds)
+    per_fold = {f.name: {"windows": int(len(f.train)), "steps": int(n * e),
+                         "normalizer_subjects": len(np.unique(index.subject[f.train]))}
+                for f, n, e in zip(folds, per_epoch, epochs, strict=True)}
+    summary = {name: {stat: float(fn([row[name] for row in per_fold.values()]))
+                      for stat, fn in (("min", np.min), ("median", np.median), ("max", np.max))}
+               for name in ("windows", "steps", "normalizer_subjects")}
+    return {**summary, "steps_are": "completed" if epochs_run else "planned (all epochs)", "per_fold": per_fold}
 
 
 def check_inputs(spec: EvalSpec, index, k: int, validation: str) -> None:
@@ -120,13 +168,23 @@ def check_inputs(spec: EvalSpec, index, k: int, validation: str) -> None:
                             f"{', '.join(str(short[s]) for s in sorted(short))} (use a smaller --k)")
 
 
-def plan(specs: dict[str, EvalSpec], index) -> dict[str, Arm]:
-    """Each protocol's folds (checked by the leakage guard as they are built), jobs and audit; before Ray starts.
-    The leaky arm's audit records that the gap allowed its split."""
-    arms = {}
+def plan(specs: dict[str, EvalSpec], index, equal: bool = False) -> dict[str, Arm]:
+    """Each protocol's folds (checked by the leakage guard as they are built; with ``equal``, subsampled to one
+    training size: :func:`equal_budget`), jobs, audit and training size; before Ray starts. The leaky arm's
+    audit records that the gap allowed its split."""
+    planned = {}
     for protocol, spec in specs.items():
         try:
-            folds = plan_folds(spec, index)
+            planned[protocol] = plan_folds(spec, index)
+        except ValueError as exc:
+            raise GapInputError(f"{protocol}: {exc}") from exc
+    if equal:
+        seed = next(iter(specs.values())).train.seed
+        planned = equal_budget(planned, index, seed, {p: s.leaky for p, s in specs.items()})
+    arms = {}
+    for protocol, spec in specs.items():
+        folds = planned[protocol]
+        try:
             jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky,
                              manifest_hash=index.manifest_hash) for f in folds]
         except ValueError as exc:
@@ -137,6 +195,7 @@ def plan(specs: dict[str, EvalSpec], index) -> dict[str, Arm]:
                                          spec.allow_searched_test_subjects)}
         if spec.leaky:
             audit["leaky_split"] = LEAKY_AUDIT
+        audit["training"] = training_size(index, folds, spec)  # planned; the steps completed once trained
         arms[protocol] = Arm(spec, folds, jobs, audit, tested)
     if len({tuple(a.tested) for a in arms.values()}) != 1:
         raise GapInputError(f"the protocols would test different subjects: "
@@ -145,8 +204,8 @@ def plan(specs: dict[str, EvalSpec], index) -> dict[str, Arm]:
 
 
 def gap_key(arms: dict[str, Arm], manifest_hash: str) -> str:
-    """Stable id of the gap: its three evaluations' invocation keys (used by --resume)."""
-    keys = {p: a.spec.invocation_key(manifest_hash) for p, a in arms.items()}
+    """Stable id of the gap: its three evaluations' keys (used by --resume)."""
+    keys = {p: a.key(manifest_hash) for p, a in arms.items()}
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -189,6 +248,9 @@ def flat_metrics(documents: dict[str, dict], gaps: dict[str, dict[str, dict]]) -
                 metrics[f"{short}_test_{m}_{stat}"] = doc["aggregate"][f"test_{m}_{stat}"]
         for name in ("n_folds", "n_one_class_folds"):
             metrics[f"{short}_{name}"] = doc["aggregate"][name]
+        for name in report.TRAINING_SIZE:
+            for stat in ("min", "median", "max"):
+                metrics[f"{short}_train_{name}_{stat}"] = doc["audit"]["training"][name][stat]
         for name, b in doc["baselines"].items():
             for stat in ("mean", "std"):
                 metrics[f"{short}_baseline_{name}_test_accuracy_{stat}"] = b["aggregate"][f"test_accuracy_{stat}"]
@@ -224,7 +286,7 @@ def format_gap(document: dict) -> str:
     return "\n".join(lines)
 
 
-def start_gap_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, k: int, validation: str
+def start_gap_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, k: int, validation: str, budget: str
                   ) -> tuple[Tracker, dict[str, Tracker]]:
     """The gap's MLflow parent run (its parameters and tags) and, nested under it, each protocol's run, started as
     an evaluation's parent run is (:func:`evaluation.run.start_run`; the folds are logged under it as they
@@ -236,15 +298,17 @@ def start_gap_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, k: int,
     tracker.log_params({"protocol": "gap", "dataset": spec.dataset, "cache": spec.cache,
                         "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
                         "seed": spec.train.seed, "model": to_dict(spec.model), "train": to_dict(spec.train),
-                        "k": k, "validation": validation, "rows": spec.rows, "protocols": " ".join(ARMS)})
+                        "k": k, "validation": validation, "rows": spec.rows, "protocols": " ".join(ARMS),
+                        "budget": budget})
     tested = arms["loso"].tested  # every arm tests the same subjects (:func:`plan`)
     tracker.set_tags({"kind": "gap", "protocol": "gap", "dataset": spec.dataset, "modality": spec.model.modality,
                       "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky_arm": "segment-random",
-                      "tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested)})
+                      "tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested), "budget": budget})
     children = {}
     for protocol, arm in arms.items():
-        children[protocol] = start_run(arm.spec, index, arm.folds, tested, arm.spec.invocation_key(index.manifest_hash))
-        children[protocol].set_tags({"mlflow.parentRunId": tracker.run_id, "gap_run": tracker.run_id})
+        children[protocol] = start_run(arm.spec, index, arm.folds, tested, arm.key(index.manifest_hash))
+        children[protocol].set_tags({"mlflow.parentRunId": tracker.run_id, "gap_run": tracker.run_id,
+                                     "budget": budget})
     return tracker, children
 
 
@@ -275,23 +339,35 @@ def arm_document(spec: EvalSpec, index, arm: Arm, results: list, baselines: Base
     """One protocol's part of the gap's document: scored as :mod:`evaluation.run` scores an evaluation, with its
     leakage audit (the normalisers' check added) and MLflow run."""
     arm.audit.update(check_normalizers(arm.folds, [r.metrics.get("normalizer_digest") for r in results]))
+    arm.audit["training"] = training_size(index, arm.folds, arm.spec, [int(r.metrics["epoch"]) for r in results])
     return {"protocol": arm.spec.protocol, "leaky": arm.spec.leaky, "dataset": spec.dataset,
             "target": spec.train.target, "modality": spec.model.modality, "fusion": spec.model.fusion.kind,
             "cache": spec.cache, "tested_subjects": arm.tested, **score(index, arm.folds, results, baselines),
             "audit": arm.audit, "mlflow_run_id": run.run_id, "mlflow_experiment": spec.experiment_name}
 
 
+def budget_of(arms: dict[str, Arm], equal: bool) -> str:
+    """The gap's training budget as its runs' tag ``budget`` says it (``evaluation.report`` shows it)."""
+    if not equal:
+        return "as each protocol gives (not equal)"
+    training = next(iter(arms.values())).audit["training"]
+    return (f"equal: {int(training['windows']['min'])} windows and {int(training['steps']['min'])} optimiser "
+            "steps per fold in every arm")
+
+
 def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects",
-        publish: Callable[[dict], None] | None = None) -> dict:
-    """Evaluate ``spec``'s configuration under the three protocols as one pool of folds; returns the ``--output``
-    document, handed to ``publish`` before the final MLflow logging (every refusal comes before Ray starts). A
-    failure marks the gap's runs FAILED and says that ``--resume`` continues."""
+        publish: Callable[[dict], None] | None = None, equal: bool = False) -> dict:
+    """Evaluate ``spec``'s configuration under the three protocols as one pool of folds (with ``equal``, each
+    fold on the same number of windows and steps: ``--equal-budget``); returns the ``--output`` document, handed
+    to ``publish`` before the final MLflow logging (every refusal comes before Ray starts). A failure marks the
+    gap's runs FAILED and says that ``--resume`` continues."""
     index = open_cache(spec.cache).index()
     check_inputs(spec, index, k, validation)
-    arms = plan(arm_specs(spec, k, validation), index)
+    arms = plan(arm_specs(spec, k, validation, equal), index, equal)
+    budget = budget_of(arms, equal)
     init_ray(log_to_driver=False)
     key = gap_key(arms, index.manifest_hash)
-    tracker, children = start_gap_run(spec, index, arms, key, k, validation)
+    tracker, children = start_gap_run(spec, index, arms, key, k, validation, budget)
     try:
         baselines = shared_baselines(spec, index, arms)
         results = run_pooled(spec, arms, key, index, children)
@@ -300,7 +376,7 @@ def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects",
         gaps = inflation(documents)
         document = {"kind": "gap", "dataset": spec.dataset, "target": spec.train.target,
                     "modality": spec.model.modality, "fusion": spec.model.fusion.kind, "preset": spec.preset,
-                    "seed": spec.train.seed, "k": k, "validation": validation, "rows": spec.rows,
+                    "seed": spec.train.seed, "k": k, "validation": validation, "rows": spec.rows, "budget": budget,
                     "subjects": documents["loso"]["tested_subjects"], "protocols": documents, "inflation": gaps,
                     "metrics": flat_metrics(documents, gaps), "mlflow_run_id": tracker.run_id,
                     "mlflow_experiment": spec.experiment_name}
@@ -326,13 +402,17 @@ def main(argv: list[str] | None = None) -> dict:
                         "windows) protocols")
     p.add_argument("--validation", choices=LeaveOneSubjectOut.VALIDATION, default="subjects",
                    help="LOSO early stopping on held-out training subjects (default) or on held-out trials")
+    p.add_argument("--equal-budget", action="store_true",
+                   help="train every fold of every protocol on the same number of windows (the smallest training "
+                        "set; LOSO's subsampled per fold, seeded) for all --epochs: equal optimiser steps")
     args = p.parse_args(argv)
     try:
         with one_line_errors():
             spec = spec_from_args(args, "gap", {})
             with exit_on_interrupt():
                 return gap(spec, k=args.k, validation=args.validation,
-                           publish=lambda document: publish(document, args.output, format_gap))
+                           publish=lambda document: publish(document, args.output, format_gap),
+                           equal=args.equal_budget)
     except GapInputError as exc:
         sys.exit(f"error: {exc}")
 

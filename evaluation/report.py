@@ -68,10 +68,16 @@ GAP_LABELS = {"leaky": "segment-random, LEAKY (windows of a trial in train and t
               "trial": "subject-dependent (trials kept apart)", "loso": "LOSO (subjects kept apart)"}
 GAP_METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"))
 GAP_FAMILY = f"{len(GAP_PAIRS)} pairs x {len(GAP_METRICS)} metrics, two-sided"  # one Holm family
+# each arm's training size per fold (evaluation.gap.training_size): metric <arm>_train_<name>_<min|median|max>
+TRAINING_SIZE = {"windows": "training windows", "steps": "optimiser steps",
+                 "normalizer_subjects": "subjects in the normaliser"}
 GAP_READING = (
     "How to read it: the three rows are one configuration, seed and set of windows, split three ways. "
-    "leaky - trial is what recognising a trial from its other windows adds; trial - loso is what knowing the "
-    "person adds; the baselines moving with the protocol show the split, not the model, at work. The p-values "
+    "leaky - trial is what recognising a trial from its other windows adds. trial - loso is what knowing the "
+    "person adds only where the training sizes are equal (--equal-budget); otherwise the LOSO arm trains on "
+    "other people's windows, many more of them, for more optimiser steps, with a normaliser fitted across "
+    "people (see the training size table), and trial - loso mixes all of that. The baselines moving with the "
+    "protocol show the split, not the model, at work. The p-values "
     "are two-sided paired Wilcoxon tests over subjects (n: subjects with a non-zero difference), r the "
     "rank-biserial effect size; the 6 tests are Holm-corrected as one family (raw p beside). This measures this configuration on this data; it is not a claim about any "
     "paper's code.")
@@ -219,7 +225,8 @@ def cell_marks(row: dict) -> str:
 def gap_title(d: dict) -> str:
     """The heading of a gap's tables, from its ``--output`` document or its run's params and tags."""
     return (f"protocol gap on {d['dataset']}: {d['modality']} ({d['fusion']}), target {d['target']}, seed {d['seed']}, "
-            f"k={d['k']}, LOSO validation on {d['validation']}, subjects {d['subjects']}")
+            f"k={d['k']}, LOSO validation on {d['validation']}, subjects {d['subjects']}, training budget "
+            f"{d.get('budget') or 'not recorded'}")
 
 
 def one_class_folds(m: dict, prefix: str = "") -> str:
@@ -239,6 +246,12 @@ def gap_warnings(m: dict) -> list[str]:
             counts = {"n_folds": m[f"{a}_n_folds"], "n_one_class_folds": m[f"{a}_n_one_class_folds"]}
             lines += [line for line in (aggregate.degenerate_line(counts, f"the {protocol} arm's model"),) if line]
     return lines
+
+
+def size(m: dict, name: str) -> str:
+    """``median (min-max)`` of a training size over an arm's folds, or ``median`` when all equal."""
+    low, mid, high = (int(m[f"{name}_{stat}"]) for stat in ("min", "median", "max"))
+    return f"{mid}" if low == high else f"{mid} ({low}-{high})"
 
 
 def gap_tables(m: dict, title: str) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -261,7 +274,11 @@ def gap_tables(m: dict, title: str) -> list[tuple[str, list[str], list[list[str]
                           f"{int(m[f'{key}_n'])} of {int(m[f'{key}_n_subjects'])}", f"{m[f'{key}_p_value']:.3g}",
                           f"{m[f'{key}_p_holm']:.3g}", f"{m[f'{key}_effect_size']:+.2f}",
                           "p<0.05 out of reach with so few pairs" if unreachable else ""])
+    sizes = [[GAP_LABELS[a], *(size(m, f"{a}_train_{name}") for name in TRAINING_SIZE)]
+             for a in GAP_ARMS.values() if f"{a}_train_windows_median" in m]
     return [(f"{title} (mean ± sd over subjects)", header, body),
+            *([("training size per fold (median, min-max over folds)", ["protocol", *TRAINING_SIZE.values()],
+                sizes)] if sizes else []),
             (f"inflation: per-subject difference, paired over subjects (two-sided Wilcoxon signed-rank; Holm over "
              f"{len(tests)} tests: {GAP_FAMILY})",
              ["difference", "metric", "mean", "non-zero pairs of subjects", "p (raw)", "p (Holm)", "effect size r",

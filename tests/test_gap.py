@@ -35,12 +35,13 @@ class Interrupted:
 
 @pytest.fixture(scope="module")
 def gap_run(ray_session, signature_cache, tmp_path_factory):
-    """The gap command, whose final MLflow logging fails once (as with the tracking server down at the end), then
-    the same command with --resume."""
+    """The gap command with --equal-budget, whose final MLflow logging fails once (as with the tracking server down
+    at the end), then the same command with --resume."""
     out = tmp_path_factory.mktemp("gap")
     uri = store_uri(out)
     args = ["--dataset", "deap", "--cache", str(signature_cache), "--preset", "smoke", "--modality", "bio", "--k",
-            "2", "--epochs", "3", "--batch-size", "4", "--lr", "3e-3", "--quiet", "--tracking-uri", uri,
+            "2", "--epochs", "3", "--batch-size", "4", "--lr", "3e-3", "--quiet", "--equal-budget",
+            "--tracking-uri", uri,
             "--storage", str(out / "ray"), "--output", str(out / "gap.json")]
 
     def down(*args, **kwargs):
@@ -121,6 +122,45 @@ def test_report_shows_the_gap(gap_run):
     assert f"| leaky - trial | accuracy | {leaky:+.3f} |" in text
     m = doc["protocols"]["loso"]["aggregate"]
     assert f"{m['test_accuracy_mean']:.3f} ± {m['test_accuracy_std']:.3f}" in text
+
+
+def test_equal_budget_trains_every_arm_on_the_same_windows_and_steps(gap_run):
+    """With --equal-budget (the fixture) every fold of every arm trains on the same number of windows, for all its
+    epochs, so the same optimiser steps; the audit, the printed tables and MLflow say so."""
+    doc, uri, _, _ = gap_run
+    training = {p: d["audit"]["training"] for p, d in doc["protocols"].items()}
+    windows = {row["windows"] for t in training.values() for row in t["per_fold"].values()}
+    steps = {row["steps"] for t in training.values() for row in t["per_fold"].values()}
+    assert len(windows) == 1 and steps == {3 * -(-min(windows) // 4)}  # 3 epochs of ceil(windows / batch 4)
+    assert doc["budget"].startswith("equal: ") and "training size per fold" in gap.format_gap(doc)
+    parent = MlflowClient(uri).get_run(doc["mlflow_run_id"])
+    assert parent.data.tags["budget"] == doc["budget"]
+    assert parent.data.metrics["loso_train_windows_max"] == min(windows)
+
+
+def test_each_arm_states_its_training_size(signature_cache):
+    """Without --equal-budget a LOSO fold trains on more windows and steps than a within-subject fold; each arm's
+    audit says how many, and whom its normaliser saw (one subject within a subject)."""
+    import argparse
+
+    from evaluation import run
+    from gbvnet.data.cache import open_cache
+
+    parser = argparse.ArgumentParser()
+    run.add_arguments(parser)
+    spec = run.spec_from_args(parser.parse_args(["--dataset", "deap", "--cache", str(signature_cache), "--preset",
+                                                 "smoke", "--modality", "bio", "--batch-size", "4"]), "gap", {})
+    index = open_cache(str(signature_cache)).index()
+    arms = gap.plan(gap.arm_specs(spec, 2, "subjects"), index)
+    sizes = {p: a.audit["training"] for p, a in arms.items()}
+    assert sizes["loso"]["windows"]["min"] > 2 * sizes["subject-dependent"]["windows"]["max"]
+    assert sizes["loso"]["steps"]["min"] > sizes["subject-dependent"]["steps"]["max"]
+    assert sizes["subject-dependent"]["normalizer_subjects"]["max"] == 1
+    assert gap.budget_of(arms, equal=False) == "as each protocol gives (not equal)"
+    equal = gap.plan(gap.arm_specs(spec, 2, "subjects", equal=True), index, equal=True)
+    assert {a.spec.train.patience for a in equal.values()} == {spec.train.epochs}  # no early stop
+    assert len({len(f.train) for a in equal.values() for f in a.folds}) == 1
+    assert all(set(f.train) <= set(u.train) for p in arms for f, u in zip(equal[p].folds, arms[p].folds, strict=True))
 
 
 def test_too_few_subjects_or_trials_are_refused_before_ray(prepared_cache, signature_cache, tmp_path, monkeypatch):
