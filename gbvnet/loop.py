@@ -149,7 +149,9 @@ def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, all
     (:class:`~gbvnet.data.cache.CacheChanged` if the cache was prepared again since).
 
     Refuses (``ConfigError`` / ``LeakageError``) unknown modalities, empty training sets, a modality that needs
-    faces on a cache without them, and folds the leakage guard did not pass (:func:`gbvnet.splits.require_checked`).
+    faces on a cache without them, an empty validation set unless the job trains a fixed number of epochs
+    (``patience >= epochs``: the last epoch's model is kept), and folds the leakage guard did not pass
+    (:func:`gbvnet.splits.require_checked`).
     """
     train.validate()
     index = open_cache(cache, expect=manifest_hash).index()
@@ -159,8 +161,9 @@ def make_job(cache: str, model: ModelConfig, train: TrainConfig, fold: Fold, all
                           "(prepared with --no-face, or no videos); use --modality bio")
     check_input_fits(model)
     require_checked(fold, allow_leaky=allow_leaky)
-    if fold.val.size == 0:
-        raise ConfigError(f"fold {fold.name}: empty validation set (early stopping needs one)")
+    if fold.val.size == 0 and train.patience < train.epochs:
+        raise ConfigError(f"fold {fold.name}: empty validation set (early stopping needs one; a fixed number of "
+                          "epochs, patience >= epochs, needs none)")
     # a copy of ``train``: callers build several jobs from one config, and a job must not change with it
     return Job(absolute(cache), model, copy.deepcopy(train), fold, allow_leaky, index.manifest_hash)
 
@@ -372,9 +375,10 @@ class WorkerState:
         return metrics
 
     def _track(self, score: float, epoch: int) -> bool:
-        """Early stopping: keep the model of the best validation ``score``; whether training is finished."""
+        """Early stopping: keep the model of the best validation ``score`` (without validation rows: the last
+        epoch's); whether training is finished."""
         progress = self.progress
-        if score > progress["best_score"]:
+        if score > progress["best_score"] or not self.job.fold.val.size:
             self.best_model = copy.deepcopy(self.core.state_dict())
             progress.update(best_score=score, best_epoch=epoch, bad_epochs=0)
         else:
