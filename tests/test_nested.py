@@ -122,7 +122,7 @@ def test_every_subject_is_tested_once_by_a_fold_searched_without_it(resumed):
     assert set(doc["comparisons"]) == set(doc["baselines"])  # model vs baselines, Holm-corrected
     assert "nested search: 2 trials per fold, random search (2 trials" in resumed.printed  # not TPE
     assert "tuned vs untuned" in resumed.printed
-    assert "val macro-F1  test macro-F1" in resumed.printed and " f1_high " in resumed.printed  # which F1
+    assert "val macro-F1 test macro-F1" in resumed.printed and " f1_high " in resumed.printed  # which F1
     assert json.loads((resumed.out / "out.json").read_text())["nested"] == json.loads(json.dumps(doc["nested"]))
 
 
