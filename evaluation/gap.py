@@ -38,7 +38,6 @@ The gap measures this configuration on this data. It is not a claim about any pa
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -67,7 +66,7 @@ from evaluation.run import (
     start_run,
 )
 from evaluation.stats import correct_family, paired_comparison
-from gbvnet.cli import one_line_errors
+from gbvnet.cli import CommandParser, one_line_errors
 from gbvnet.config import to_dict
 from gbvnet.data.cache import open_cache
 from gbvnet.launch import exit_on_interrupt, init_ray
@@ -395,7 +394,7 @@ def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects",
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m evaluation.gap", description=__doc__.splitlines()[0])
+    p = CommandParser(prog="python -m evaluation.gap", description=__doc__.splitlines()[0])
     add_arguments(p)
     p.add_argument("--k", type=int, default=5,
                    help="folds per subject of the subject-dependent (over trials) and segment-random (over "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -33,8 +34,7 @@ from gbvnet.config import (
     get_model,
     model_help,
 )
-from gbvnet.data.cache import CacheChanged
-from gbvnet.data.records import ON_ERROR, DataError
+from gbvnet.data.records import ON_ERROR
 from gbvnet.datasets import DATASETS
 from gbvnet.splits import ROW_RULES
 
@@ -161,12 +161,37 @@ def apply_face_weight_arguments(args: argparse.Namespace, model: ModelConfig) ->
     return model
 
 
+class InterruptExit(SystemExit, KeyboardInterrupt):
+    """How a command stopped by SIGINT or SIGTERM ends, after its one line: exit status ``code`` (130, 143) and no
+    traceback when it runs as a command (a ``SystemExit``), a ``KeyboardInterrupt`` to a caller in the same
+    process, which then stops too (pytest stops a test session on it; on a ``SystemExit`` alone it fails the one
+    test and runs the rest)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of a command: a bad flag or value is one line, ``PROG: error: ... (see --help)`` (exit 2),
+    without argparse's usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+DEBUG = "GBVNET_DEBUG"
+"""An environment variable: set (``GBVNET_DEBUG=1``), a user error shows its traceback (:func:`one_line_errors`)."""
+
+
 @contextlib.contextmanager
 def one_line_errors():
-    """Around a command's body: a problem of its data (a bad input file, a cache prepared with other options, a
-    damaged cache file, a cache prepared again while the run used it) ends it with one line ``error: ...`` that
-    says what to do (exit 1), not a traceback."""
+    """Around a command's body: an error a user can meet and fix ends the command with one line ``error: ...``
+    naming the thing and the way out (exit 1), not a traceback: a bad input or option (``ValueError``: a damaged
+    data file, a cache prepared with other options or again while the run used it, subjects the cache lacks, a
+    bad config), the filesystem (``OSError``: a cache or root that is not there, a full disk) and a tracking
+    store that cannot be reached (:class:`~gbvnet.tracking.TrackingUnavailable`). Notes the error carries (that
+    ``--resume`` continues) follow on the same line. :data:`DEBUG` set: the traceback instead."""
     try:
         yield
-    except (CacheChanged, DataError) as exc:
-        sys.exit(f"error: {exc}")
+    except (ValueError, OSError) as exc:
+        if os.environ.get(DEBUG):
+            raise
+        text = "; ".join([str(exc) or type(exc).__name__, *getattr(exc, "__notes__", ())])
+        sys.exit(f"error: {text}".replace("\n", " "))

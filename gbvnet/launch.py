@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
 import socket
@@ -40,7 +41,9 @@ import ray.train.torch
 import yaml
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.progress_reporter import TrialProgressCallback
 
+from gbvnet.cli import InterruptExit
 from gbvnet.config import TrainConfig
 from gbvnet.loop import Job, TuneTrialSession, ends_if_cache_changed, make_job, train_loop_per_worker
 from gbvnet.space import apply
@@ -173,8 +176,8 @@ def fit_in_tune(job: Job, name: str, *, storage: str) -> None:
 
 class Interrupted(KeyboardInterrupt):
     """A command stopped by SIGINT (Ctrl-C) or SIGTERM (a scheduler's time limit). A Tune run saves its state
-    first, so ``--resume`` continues it; :func:`exit_on_interrupt` turns this into one line and the exit code
-    ``128 + signum`` (130, 143)."""
+    first, so ``--resume`` continues it; :func:`exit_on_interrupt` turns this into one line naming the signal and
+    the exit code ``128 + signum`` (130, 143)."""
 
     def __init__(self, signum: int, finished: int | None = None, total: int | None = None, kind: str = "trial"):
         super().__init__(signum, finished, total, kind)
@@ -185,17 +188,19 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
     def __str__(self) -> str:
+        by = f"interrupted by {signal.Signals(self.signum).name}"
         if self.finished is None:
-            return "interrupted; --resume continues"
+            return f"{by}; --resume continues"
         of = f" of {self.total}" if self.total is not None else ""
-        return f"interrupted: {self.finished}{of} {self.kind}s finished; --resume continues"
+        return f"{by}: {self.finished}{of} {self.kind}s finished; --resume continues"
 
 
 @contextlib.contextmanager
 def exit_on_interrupt():
     """Around a command's body: SIGTERM interrupts like Ctrl-C; an interruption prints one line (:class:`Interrupted`:
-    what finished, ``--resume`` continues) instead of a traceback, shuts the local Ray instance down (no Ray
-    process is left) and exits 130 (SIGINT) or 143 (SIGTERM)."""
+    the signal, what finished, ``--resume`` continues) instead of a traceback, shuts the local Ray instance down
+    (no Ray process is left) and ends the command with exit status 130 (SIGINT) or 143 (SIGTERM), an
+    :class:`~gbvnet.cli.InterruptExit` that also stops an in-process caller (a test session)."""
     def terminate(signum, frame):
         raise Interrupted(signum)
 
@@ -207,10 +212,30 @@ def exit_on_interrupt():
         stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
         print(stop, file=sys.stderr, flush=True)
         ray.shutdown()
-        raise SystemExit(stop.exit_code) from None
+        raise InterruptExit(stop.exit_code) from None
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+
+
+TUNE_LOG = logging.getLogger("ray.tune.tune")  # where Tune says it was stopped, and how to restore the run
+
+
+class TuneStopLines(logging.Filter):
+    """Drops Tune's messages about a stop signal and how to restore the stopped run (with ``Tuner.restore``,
+    which a gbvnet user never calls: ``--resume`` does)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Stop signal received", "Experiment has been interrupted"))
+
+
+class QuietTrials(TrialProgressCallback):
+    """Tune's per-trial printer, silent: given to a run, it stands in for the one Tune adds by itself, which prints
+    "Trial ... completed. Last result: ..." for a trial that ends without a new result (whatever the verbosity).
+    Progress is the project's own table (:class:`~gbvnet.progress.ProgressTable`)."""
+
+    def _print(self, msg: str) -> None:
+        pass
 
 
 @contextlib.contextmanager
@@ -221,7 +246,9 @@ def tune_signals():
     the signal that arrived.
 
     Tune's own SIGINT handler stays off (``TUNE_DISABLE_SIGINT_HANDLER``: it would outlive the run); its SIGUSR1
-    handler, which every Tune run installs, is how this asks it to stop."""
+    handler, which every Tune run installs, is how this asks it to stop. Tune's own lines about it ("Stop signal
+    received (e.g. via SIGINT/Ctrl+C)", "Resume experiment with: Tuner.restore(...)") are left out
+    (:class:`TuneStopLines`): the command's one line says what happened and how to go on."""
     caught: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield caught
@@ -243,9 +270,12 @@ def tune_signals():
     signal.signal(signal.SIGUSR1, before_tune)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    lines = TuneStopLines()
+    TUNE_LOG.addFilter(lines)
     try:
         yield caught
     finally:
+        TUNE_LOG.removeFilter(lines)
         for s, handler in saved.items():
             signal.signal(s, handler)
         if env is None:
@@ -262,7 +292,8 @@ def run_tuner(trainable, name: str, storage: str, *, resume: bool, param_space: 
     callbacks it was created with.
 
     A finished trial's process runs the next trial (Tune's ``reuse_actors``): a fold or search trial then pays no
-    process start and no import of torch and the model code (3-4 s per trial on 2 CPU cores).
+    process start and no import of torch and the model code (3-4 s per trial on 2 CPU cores). Tune prints nothing
+    of its own per trial (:class:`QuietTrials`).
 
     SIGINT / SIGTERM (:func:`tune_signals`) stop the run with its state saved and raise :class:`Interrupted`,
     counting the finished trials (those whose last result says ``done``; of ``total``, each called a ``kind``)."""
@@ -272,7 +303,7 @@ def run_tuner(trainable, name: str, storage: str, *, resume: bool, param_space: 
     else:
         tuner = tune.Tuner(
             trainable, param_space=param_space, tune_config=dataclasses.replace(tune_config, reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks,
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[*callbacks, QuietTrials()],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                       failure_config=tune.FailureConfig(max_failures=max_failures)))
     with tune_signals() as caught:

@@ -64,6 +64,7 @@ import pyarrow.fs as pafs
 from tqdm import tqdm
 
 from gbvnet import storage
+from gbvnet.cli import CommandParser, InterruptExit
 from gbvnet.config import ConfigError, PrepareConfig, to_dict
 from gbvnet.data import cache as cache_mod
 from gbvnet.data.cache import Manifest, SubjectEntry
@@ -659,7 +660,7 @@ def _optional_float(text: str) -> float | None:
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m gbvnet.prepare``. Preparation flags default to unset: only those given override
     the dataset's own preparation defaults (:attr:`gbvnet.datasets.Dataset.prepare_defaults`)."""
-    p = argparse.ArgumentParser(prog="python -m gbvnet.prepare", description=__doc__.splitlines()[0])
+    p = CommandParser(prog="python -m gbvnet.prepare", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", choices=DATASETS, required=True, help="which dataset's layout --root holds")
     p.add_argument("--root", required=True, help="the dataset folder as downloaded")
     p.add_argument("--cache", required=True, help="cache folder or URI (s3://...)")
@@ -730,7 +731,7 @@ def main(argv: list[str] | None = None) -> dict:
             signal.signal(sig, signal.SIG_IGN)
         print("interrupted: the cache is as it was before this run (the files it wrote were removed)",
               file=sys.stderr)
-        sys.exit(130)
+        raise InterruptExit(130) from None
     finally:  # the caller's handlers back (a process started later inherits an ignored SIGINT)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

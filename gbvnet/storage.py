@@ -96,3 +96,17 @@ def read_text(uri: str, fs: pafs.FileSystem | None = None) -> str:
     fs, path = filesystem(uri, fs)
     with fs.open_input_stream(path) as f:
         return f.read().decode()
+
+
+def missing_folder(uri: str) -> str | None:
+    """The outermost folder that writing the local file ``uri`` creates (:func:`write_text`), or ``None`` when its
+    folder exists or ``uri`` is remote."""
+    fs, path = filesystem(uri)
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return None
+    missing = None
+    for folder in Path(path).absolute().parents:
+        if folder.exists():
+            break
+        missing = folder
+    return None if missing is None else str(missing)

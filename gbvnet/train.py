@@ -12,10 +12,12 @@ import argparse
 import time
 
 from gbvnet.cli import (
+    CommandParser,
     add_compute_arguments,
     add_model_arguments,
     apply_compute_arguments,
     apply_model_arguments,
+    one_line_errors,
 )
 from gbvnet.config import PRESETS, TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
@@ -26,7 +28,7 @@ from gbvnet.splits import subject_fold
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m gbvnet.train``."""
-    p = argparse.ArgumentParser(prog="python -m gbvnet.train", description="Train GBV-Net once on a window cache.")
+    p = CommandParser(prog="python -m gbvnet.train", description="Train GBV-Net once on a window cache.")
     p.add_argument("--cache", required=True, help="window cache directory or URI (python -m gbvnet.prepare)")
     add_model_arguments(p, rows=False)
     p.add_argument("--preset", choices=PRESETS, default="smoke",
@@ -56,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+@one_line_errors()
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     model = apply_model_arguments(args, model_preset(args.preset))

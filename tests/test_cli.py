@@ -4,6 +4,7 @@ every flag, old spellings still accepted (hidden from --help)."""
 from __future__ import annotations
 
 import argparse
+import socket
 
 import pytest
 
@@ -58,3 +59,43 @@ def test_old_spellings_are_hidden_aliases():
     for parser in (run.build_parser(), search.build_parser()):
         text = parser.format_help()
         assert all(f not in text for f in ("--max-epochs", "--folds-in-parallel", "--workers-per-"))
+
+
+def test_every_commands_user_errors_are_one_line(ray_session, mahnob_cache, tmp_path, capsys):
+    """Each command, given what a user gets wrong (a cache or root that is not there, subjects the cache lacks, a
+    tracking server that is not up, a bad flag), ends with one line naming it (a ``SystemExit``: its message, or
+    argparse's exit 2 with one line on stderr), before anything trains."""
+    from evaluation import gap, loso, subject_dependent
+    from tests.conftest import store_uri
+
+    missing, cache = str(tmp_path / "missing"), str(mahnob_cache)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    evaluation = ["--dataset", "mahnob", "--cache", cache, "--modality", "bio", "--storage", str(tmp_path / "ray"),
+                  "--tracking-uri", store_uri(tmp_path)]
+    fold = ["--cache", cache, "--modality", "bio", "--train-subjects", "1", "--val-subjects", "2"]
+    cases = [
+        (prepare.main, ["--dataset", "deap", "--root", missing, "--cache", str(tmp_path / "c")], "does not exist"),
+        (prepare.main, ["--dataset", "deap", "--root", missing, "--window", "x"], "argument --window: invalid"),
+        (train.main, [*fold[:4], "--train-subjects", "1", "--val-subjects", "9"], "subject(s) [9] not in the cache"),
+        (train.main, ["--cache", missing, *fold[2:]], f"{missing}: no manifest.json; run python -m gbvnet.prepare"),
+        (train.main, [*fold, "--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+        (loso.main, [*evaluation, "--test-subjects", "99"], "no fold tests only on subjects [99]"),
+        (loso.main, ["--dataset", "mahnob", "--cache", missing], f"{missing}: no manifest.json"),
+        (loso.main, [*evaluation, "--tracking-uri", dead], f"MLflow at {dead} cannot be reached ([Errno 111]"),
+        (loso.main, [*evaluation, "--concurrent", "two"], "argument --concurrent: invalid int value: 'two'"),
+        (subject_dependent.main, [*evaluation, "--k", "1"], "k must be >= 2, got 1"),
+        (run.main, [*evaluation, "--protocol", "nope"], "argument --protocol: invalid choice: 'nope'"),
+        (gap.main, ["--dataset", "mahnob", "--cache", missing], f"{missing}: no manifest.json"),
+        (search.main, ["--dataset", "mahnob", "--cache", missing], f"{missing}: no manifest.json"),
+        (search.main, [*evaluation[:6], "--search-subjects", "98", "99"], "search subjects [98, 99] are not in"),
+        (report.main, ["--experiment", "none", "--tracking-uri", store_uri(tmp_path)], "no MLflow experiment named"),
+        (report.main, ["--format", "pdf"], "argument --format: invalid choice: 'pdf'"),
+    ]
+    for main, argv, expected in cases:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as ended:
+            main(argv)
+        shown = ended.value.code if isinstance(ended.value.code, str) else capsys.readouterr().err
+        assert expected in shown and len(shown.strip().splitlines()) == 1, (main.__module__, argv, shown)

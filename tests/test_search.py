@@ -128,10 +128,10 @@ def deap_search_args(cache, tmp_path, *extra):
 
 def test_search_stops_before_ray_when_too_few_search_subjects_have_faces(deap_partly_filmed, tmp_path, monkeypatch):
     monkeypatch.setattr(search, "init_ray", lambda **_: pytest.fail("Ray was started"))
-    with pytest.raises(ValueError, match=r"got \[3\]: search subjects \[4\] have no face frames .* subjects with "
+    with pytest.raises(SystemExit, match=r"got \[3\]: search subjects \[4\] have no face frames .* subjects with "
                                          r"faces: \[1, 2, 3\]"):
         search.main(deap_search_args(deap_partly_filmed, tmp_path, "--search-subjects", "3", "4"))  # default facebio
-    with pytest.raises(ValueError, match="--face-checkpoint .*: no such file"):
+    with pytest.raises(SystemExit, match="--face-checkpoint .*: no such file"):
         search.main(deap_search_args(deap_partly_filmed, tmp_path, "--face-checkpoint", str(tmp_path / "none.pth")))
 
 

@@ -46,6 +46,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from gbvnet.cli import (
+    CommandParser,
     add_compute_arguments,
     add_concurrency_arguments,
     add_face_weight_arguments,
@@ -105,7 +106,7 @@ def sampler_name(spec: SearchSpec) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``tune/search.py``."""
-    p = argparse.ArgumentParser(prog="tune/search.py", description=__doc__.splitlines()[0])
+    p = CommandParser(prog="tune/search.py", description=__doc__.splitlines()[0])
     add_source_arguments(p, what="search")
     add_model_arguments(p)
     g = p.add_argument_group("search")
@@ -296,7 +297,7 @@ def search(spec: SearchSpec) -> dict:
     """Run the search ``spec`` describes; returns the best-config document, also written to ``spec.output``.
 
     Stages: plan (:func:`plan`, and the job validated: cache, configs, fold) before Ray starts, run
-    (:func:`run_trials`), rank (:func:`rank_trials`), then the best config written, logged and printed.
+    (:func:`run_trials`), rank (:func:`rank_trials`), then the best config written and printed, then logged.
     """
     index = open_cache(spec.cache).index()
     fold, provenance = plan(spec, index)
@@ -309,6 +310,7 @@ def search(spec: SearchSpec) -> dict:
         ranked = rank_trials(grid)
         document = best_config(spec, index, provenance, ranked, grid, tracker.run_id)
         write_text(spec.output, yaml.safe_dump(document, sort_keys=False))  # first: no bookkeeping failure loses it
+        print_ranking(ranked, provenance, spec.output, sampler_name(spec))
         for _, r in ranked:  # the trials not logged yet
             tracker.log_child(trial_name(r.metrics["trial_id"]), trial_history(r.path, r.filesystem), params=r.config)
         tracker.log_metrics({f"best_{METRIC}": document["search"][f"best_{METRIC}"], "trials": len(grid)})
@@ -317,7 +319,6 @@ def search(spec: SearchSpec) -> dict:
         tracker.fail(exc)
         raise
     tracker.finish()
-    print_ranking(ranked, provenance, spec.output, sampler_name(spec))
     return document
 
 

@@ -226,7 +226,8 @@ class CacheChanged(ValueError):
     def __init__(self, uri: str, planned: str, now: str):
         self.uri, self.planned, self.now = uri, planned, now
         super().__init__(f"cache {uri} changed since the run started (hash {planned} -> {now}): it was prepared "
-                         "again; start the run again to use it")
+                         "again; start the run again to use it (a new run: --resume cannot reuse what ran on the "
+                         "old cache)")
 
     def __reduce__(self):  # picklable, so it crosses process (and Ray) boundaries intact
         return type(self), (self.uri, self.planned, self.now)
