@@ -484,6 +484,23 @@ def test_network_policy_fences_every_pod_of_the_cluster():
     assert raycluster()["spec"]["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP"
 
 
+def test_pods_get_s3_from_pod_identity_through_the_network_policy():
+    """Blocker: egress only to 10.0.0.0/8 on 443, no identity step. Now the ServiceAccount's role comes from an EKS
+    Pod Identity association, the pods may reach the agent, and S3's ranges come with a second, fail-closed policy."""
+    trust = json.loads((CLUSTER / "aws" / "pod-identity-trust.json").read_text())["Statement"]
+    assert [(s["Principal"], sorted(s["Action"])) for s in trust] == [
+        ({"Service": "pods.eks.amazonaws.com"}, ["sts:AssumeRole", "sts:TagSession"])]
+    account = next(d for d in documents(KUBERAY / "raycluster.yaml") if d["kind"] == "ServiceAccount")["metadata"]
+    assert {t["spec"]["serviceAccountName"] for _, t in all_pod_templates()[:2]} == {account["name"]}
+    association = next(c for c in readme_commands() if c.startswith("aws eks create-pod-identity-association"))
+    assert f"--namespace gbvnet --service-account {account['name']} " in association
+    egress = kuberay("NetworkPolicy", "raycluster.yaml")["spec"]["egress"]
+    assert {"to": [{"ipBlock": {"cidr": "169.254.170.23/32"}}], "ports": [{"protocol": "TCP", "port": 80}]} in egress
+    s3 = kuberay("NetworkPolicy", "s3-egress.yaml")["spec"]
+    assert s3["podSelector"] == kuberay("NetworkPolicy", "raycluster.yaml")["spec"]["podSelector"]
+    assert s3["egress"] == [{"ports": [{"protocol": "TCP", "port": 443}], "to": [{"ipBlock": {"cidr": "192.0.2.1/32"}}]}]
+
+
 # ----------------------------------------------------------------------------------- one image everywhere
 def test_one_image_everywhere_built_by_the_dockerfile():
     manifests = [documents(p) for p in sorted(KUBERAY.glob("*.yaml"))]
@@ -769,13 +786,15 @@ def run_bash(script: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_sed_substitutions_reach_every_placeholder(tmp_path):
-    """The README's `sed` lines, run on a copy of cluster/: every placeholder replaced, the files still parse."""
+    """The README's `sed` lines, run on a copy of cluster/: every placeholder replaced, the files still parse; the
+    image's line, rerun after another push, names the new digest (it once replaced the placeholder only)."""
     shutil.copytree(CLUSTER, tmp_path / "cluster", ignore=shutil.ignore_patterns("mlflow", "__pycache__"))
-    values = {"REGISTRY": "123456789012.dkr.ecr.us-west-2.amazonaws.com", "DIGEST": "sha256:" + "a" * 64,
+    values = {"REGISTRY": "123456789012.dkr.ecr.eu-central-1.amazonaws.com", "DIGEST": "sha256:" + "a" * 64,
               "SG": "sg-0123456789abcdef1", "SUBNET": "subnet-0123456789abcdef2", "AMI": "ami-0123456789abcdef3",
-              "ACCOUNT": "123456789012", "BUCKET": "my-gbvnet-bucket", "OPERATOR_NS": "ray-system"}
-    seds = [c for c in readme_commands() if c.startswith("sed -i")]
-    assert len(seds) == 3, seds
+              "ACCOUNT": "123456789012", "BUCKET": "my-gbvnet-bucket", "OPERATOR_NS": "ray-system",
+              "REGION": "eu-central-1"}
+    seds = [c for c in readme_commands() if c.startswith("sed -i") and "$OLD_AMI" not in c]
+    assert len(seds) == 3, seds  # the image, the launcher's ids, the KubeRay namespace and bucket
     for command in seds:
         done = run_bash(command, values, tmp_path)
         assert done.returncode == 0, done.stderr
@@ -783,14 +802,79 @@ def test_sed_substitutions_reach_every_placeholder(tmp_path):
              *sorted((tmp_path / "cluster" / "kuberay").glob("*.yaml"))]
     for path in files:
         text = path.read_text()
-        left = re.findall(r"EDIT_\w+|YOUR_BUCKET|registry\.example\.com|kuberay-system", text)
+        left = re.findall(r"EDIT_\w+|YOUR_BUCKET|registry\.example\.com|kuberay-system|us-west-2", text)
         assert not left, f"{path.name}: {sorted(set(left))} left after the README's sed"
         json.loads(text) if path.suffix == ".json" else [*yaml.safe_load_all(text)]
     launcher = load(tmp_path / "cluster" / "gbvnet-gpu.yaml")
     assert launcher["docker"]["image"] == f"{values['REGISTRY']}/gbvnet/gbvnet:0.1.0-cu130@{values['DIGEST']}"
     assert launcher["initialization_commands"][0].endswith(f"--password-stdin {values['REGISTRY']}")
+    assert launcher["provider"]["region"] == values["REGION"]
     head = json.loads((tmp_path / "cluster" / "aws" / "head-policy.json").read_text())
-    assert f"arn:aws:ec2:us-west-2::image/{values['AMI']}" in json.dumps(head)
+    assert f"arn:aws:ec2:{values['REGION']}::image/{values['AMI']}" in json.dumps(head)
+    pushed_again = "sha256:" + "c" * 64
+    assert run_bash(seds[0], {**values, "DIGEST": pushed_again}, tmp_path).returncode == 0
+    images = {i for p in files if p.suffix == ".yaml" for i in images_in([*yaml.safe_load_all(p.read_text())])}
+    assert images == {f"{values['REGISTRY']}/gbvnet/gbvnet:0.1.0-cu130@{pushed_again}"}
+
+
+def test_every_aws_command_names_its_region():
+    commands = [c for c in readme_commands(*READMES) for part in c.split("|")
+                if re.match(r"\s*(\w+=\$\()?aws ", part)]
+    assert commands
+    assert not [c for c in commands if "--region $REGION" not in c], "a command without --region"
+
+
+def test_no_secret_on_a_command_line():
+    """Other users of a host see every process's arguments: secrets reach kubectl, curl and the AWS CLI as files
+    or standard input, never as arguments."""
+    mlflow_readme = CLUSTER / "mlflow" / "README.md"
+    commands = readme_commands(*READMES, mlflow_readme)
+    assert not [c for c in commands if "--from-literal" in c or re.search(r"curl [^|]*-u ", c)]
+    for c in commands:
+        for name in ("MLFLOW_RAY_PASSWORD", "MLFLOW_ADMIN_PASSWORD"):
+            if f"${name}" in c or f"${{{name}" in c:  # used: only by printf, a builtin, into a file or a pipe
+                assert re.search(rf"printf '[^']*' \"\$\{{?{name}", c), c
+    writers = [c for c in commands if "mlflow_tracking_password" in c and "secret" in c]
+    assert writers and all("${MLFLOW_RAY_PASSWORD:?" in c for c in writers), "an unset password must stop them"
+    create = next(c for c in readme_commands(mlflow_readme) if "users/create" in c)
+    assert "curl --fail-with-body" in create and "-K -" in create
+    assert readme_commands(mlflow_readme).index(create) > next(
+        i for i, c in enumerate(readme_commands(mlflow_readme)) if c.startswith("MLFLOW_ADMIN_PASSWORD=$(sed"))
+
+
+def test_allowed_hosts_of_the_mlflow_readme_admit_the_tunnel_and_the_proxy():
+    """Blocker: the TLS recipe's MLFLOW_ALLOWED_HOSTS rejected http://127.0.0.1:5000, the address the README opens.
+    Checked with MLflow's own Host check."""
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    text = (CLUSTER / "mlflow" / "README.md").read_text() + (CLUSTER / "mlflow" / ".env.example").read_text()
+    values = set(re.findall(r"MLFLOW_ALLOWED_HOSTS=([\w.:,-]+)", text))
+    assert values
+    for value in values:
+        hosts = value.split(",")
+        proxy = hosts[0]
+        for host in (proxy, "127.0.0.1:5000", "localhost:5000"):
+            assert is_allowed_host_header(hosts, host), (value, host)
+        assert not is_allowed_host_header(hosts, "evil.example.com"), value
+
+
+def test_caddy_without_capabilities_reads_a_root_owned_key_only(tmp_path):
+    """Caddy runs as root with `cap_drop: ALL`: no CAP_DAC_OVERRIDE, so it reads a 0600 key only as its owner.
+    A root process without capabilities (setpriv) reads the key the README installs, and not one of another user."""
+    compose = load(COMPOSE)["services"]["tls-proxy"]
+    assert compose["cap_drop"] == ["ALL"] and compose["cap_add"] == ["NET_BIND_SERVICE"]
+    install = next(c for c in readme_commands(CLUSTER / "mlflow" / "README.md") if "key.pem" in c)
+    assert "-o root -g root -m 600" in install
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop capabilities")
+    for owner, readable in ((0, True), (1000, False)):
+        key = tmp_path / f"key-{owner}.pem"
+        key.write_text("key")
+        os.chown(key, owner, owner)
+        key.chmod(0o600)
+        read = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", "cat", str(key)],
+                              capture_output=True, text=True)
+        assert (read.returncode == 0) == readable, (owner, read.stderr)
 
 
 def test_aws_setup_creates_then_substitutes_then_uploads():

@@ -14,12 +14,14 @@ environment of their own; on a cluster the same paths are plain ``s3://YOUR_BUCK
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
 import re
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
@@ -156,36 +158,47 @@ class Recorder:
         return self.app(environ, start_response)
 
 
-@pytest.fixture(scope="module")
-def s3(mahnob_cache):
-    """A moto S3 server on a free port with the bucket and the prepared cache under ``gbvnet/cache/mahnob``;
-    yields ``(uri, recorder)``, ``uri(key)`` being the URI of a key in the bucket."""
-    import boto3
-    import pyarrow.fs as pafs
+@contextlib.contextmanager
+def moto_endpoint(recorder: Recorder | None = None) -> Iterator[str]:
+    """A moto server (every AWS service it stands in for) on a free loopback port, behind ``recorder`` when given;
+    yields its ``host:port``."""
     from werkzeug.serving import WSGIRequestHandler, make_server
 
     class Quiet(WSGIRequestHandler):
         def log_request(self, *args) -> None:  # the recorder keeps what matters
             pass
 
-    recorder = Recorder(moto_server.DomainDispatcherApplication(moto_server.create_backend_app))
-    server = make_server("127.0.0.1", 0, recorder, threaded=True, request_handler=Quiet)  # port 0: the OS picks a free one
+    app = moto_server.DomainDispatcherApplication(moto_server.create_backend_app)
+    if recorder is not None:
+        recorder.app = app
+    server = make_server("127.0.0.1", 0, recorder or app, threaded=True, request_handler=Quiet)  # port 0: a free one
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    endpoint = f"127.0.0.1:{server.server_port}"
-
-    def uri(key: str) -> str:
-        return f"s3://testing:testing@{BUCKET}/{key}?endpoint_override={endpoint}&scheme=http"
-
     try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def s3(mahnob_cache):
+    """A moto S3 server on a free port with the bucket and the prepared cache under ``gbvnet/cache/mahnob``;
+    yields ``(uri, recorder)``, ``uri(key)`` being the URI of a key in the bucket."""
+    import boto3
+    import pyarrow.fs as pafs
+
+    recorder = Recorder(None)
+    with moto_endpoint(recorder) as endpoint:
+
+        def uri(key: str) -> str:
+            return f"s3://testing:testing@{BUCKET}/{key}?endpoint_override={endpoint}&scheme=http"
+
         boto3.client("s3", endpoint_url=f"http://{endpoint}", region_name="us-east-1", aws_access_key_id="testing",
                      aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
         fs, cache = pafs.FileSystem.from_uri(uri("gbvnet/cache/mahnob"))  # `gbvnet.prepare --cache s3://...`
         pafs.copy_files(str(mahnob_cache), cache, destination_filesystem=fs)  # (by the user, not the nodes)
         yield uri, recorder
-    finally:
-        server.shutdown()
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +291,91 @@ def test_checkpoints_removed_by_a_path_on_the_storage_filesystem(s3):
             f.write(b"x")
     remove_checkpoints(trial, fs)
     assert [i.base_name for i in fs.get_file_info(pafs.FileSelector(trial, recursive=True))] == ["result.json"]
+
+
+# ------------------------------------------------------------------- cluster/README.md's AWS commands, in order
+# What the walkthrough's AWS steps (1, 3a, 3b up to `kubectl apply`) run against moto, in the README's order;
+# left out: Docker, kubectl, Ray and EKS (moto stands in for none of them) and the lines that need them or real
+# ids, whose values the test gives instead (VPC=, AMI=, EKS_CLUSTER=, OPERATOR_NS=, DIGEST=).
+NOT_RUN = ("docker ", "aws ecr get-login-password", "DIGEST=", "kubectl ", "OPERATOR_NS=", "aws eks ", "ray ",
+           "env -u", "VPC=", "EKS_CLUSTER=", "AMI=", "OLD_AMI=", 'sed -i "s/$OLD_AMI', "python -m gbvnet.prepare",
+           "export RAY_AUTH_TOKEN")
+
+
+def aws_walkthrough(out: Path) -> str:
+    from tests.test_cluster_config import README, readme_commands
+
+    steps = readme_commands(README)
+    steps = steps[: next(i for i, c in enumerate(steps) if c.startswith("export RAY_AUTH_MODE"))]
+    script = [c.replace("| kubectl apply -f -", f"> {out}/s3-egress.yaml") for c in steps if not c.startswith(NOT_RUN)]
+    return "set -euo pipefail\n" + "\n".join(script) + "\n"
+
+
+def test_aws_walkthrough_runs_in_order_against_a_local_aws(tmp_path):
+    """Blockers of a fresh account: no ECR repository, no bucket, the policies' ids, the MLflow secret, S3's
+    ranges for the pods' egress. The README's own lines run (the AWS CLI against moto's ECR / S3 / EC2 / IAM /
+    Secrets Manager / STS); then what they created is read back."""
+    import shutil
+    import subprocess
+
+    import boto3
+    import yaml
+
+    aws = shutil.which("aws")
+    if aws is None:
+        pytest.skip("no AWS CLI (aws) on PATH")
+    shutil.copytree(REPO / "cluster", tmp_path / "cluster")
+    with moto_endpoint() as endpoint:
+        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-west-2",
+                 "endpoint_url": f"http://{endpoint}"}
+        ec2 = boto3.client("ec2", **creds)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        given = {"VPC": vpc, "SUBNET": ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"],
+                 "BASTION_SG": ec2.create_security_group(GroupName="bastion", Description="b", VpcId=vpc)["GroupId"],
+                 "ROUTE_TABLE": ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"],
+                 "AMI": "ami-0123456789abcdef3", "DIGEST": "sha256:" + "b" * 64, "OPERATOR_NS": "ray-system"}
+        env = {"PATH": f"{Path(aws).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "AWS_ENDPOINT_URL": creds["endpoint_url"],
+               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", **given}
+        script = aws_walkthrough(tmp_path)
+        done = subprocess.run(["bash", "-c", script], env={**env, "MLFLOW_RAY_PASSWORD": "s3cr3t"}, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{done.stderr[-3000:]}\n{script}"
+
+        bucket = "my-gbvnet-bucket"
+        assert boto3.client("ecr", **creds).describe_repositories()["repositories"][0]["repositoryName"] == \
+            "gbvnet/gbvnet"
+        s3 = boto3.client("s3", **creds)
+        assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"].values())
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        assert [r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] for r in rules] == [2]
+        endpoints = {e["ServiceName"] for e in ec2.describe_vpc_endpoints()["VpcEndpoints"]}
+        assert {"com.amazonaws.us-west-2.ec2", "com.amazonaws.us-west-2.s3", "com.amazonaws.us-west-2.ecr.dkr"} <= \
+            endpoints, "without NAT the autoscaler needs EC2, the image ECR and S3"
+        iam = boto3.client("iam", **creds)
+        for role, policy in (("head", "head"), ("worker", "worker"), ("pods", "worker")):
+            uploaded = iam.get_role_policy(RoleName=f"gbvnet-ray-{role}", PolicyName="gbvnet")["PolicyDocument"]
+            edited = json.loads((tmp_path / "cluster" / "aws" / f"{policy}-policy.json").read_text())
+            assert uploaded == edited and "EDIT" not in json.dumps(uploaded) and bucket in json.dumps(uploaded), role
+        secret = boto3.client("secretsmanager", **creds).get_secret_value(SecretId="gbvnet/mlflow-credentials")
+        assert "mlflow_tracking_password = s3cr3t" in secret["SecretString"]
+        egress = yaml.safe_load((tmp_path / "s3-egress.yaml").read_text())["spec"]["egress"][0]["to"]
+        assert len(egress) > 1 and all("/" in peer["ipBlock"]["cidr"] for peer in egress), "S3's ranges"
+
+        # an unset MLFLOW_RAY_PASSWORD stops the secret's line instead of storing an empty password
+        line = next(c for c in script.splitlines() if c.startswith("aws secretsmanager create-secret"))
+        unset = subprocess.run(["bash", "-c", line.replace("gbvnet/mlflow-credentials", "gbvnet/other")], env=env,
+                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert unset.returncode != 0 and "create the MLflow user first" in unset.stderr
+
+
+@pytest.mark.parametrize("role", ["head", "worker"])
+def test_failed_uploads_can_be_aborted_and_expire(role):
+    """A multipart upload a killed node left behind: the nodes may abort it, and the bucket's lifecycle rule
+    removes what nobody aborted."""
+    policy = load_policy(role)
+    for prefix in ("gbvnet/ray", "gbvnet/results"):
+        assert allows(policy, "s3:AbortMultipartUpload", f"arn:aws:s3:::{BUCKET}/{prefix}/x/part", {})
+    assert not allows(policy, "s3:AbortMultipartUpload", f"arn:aws:s3:::{BUCKET}/gbvnet/cache/x", {})
+    rule, = json.loads((POLICIES / "bucket-lifecycle.json").read_text())["Rules"]
+    assert rule["Status"] == "Enabled" and rule["Filter"] == {"Prefix": ""}
+    assert 1 <= rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] <= 7
