@@ -311,6 +311,7 @@ def aws_walkthrough(out: Path) -> str:
     return "set -euo pipefail\n" + "\n".join(script) + "\n"
 
 
+@pytest.mark.slow  # about 25 AWS CLI calls: 1-2 minutes on 2 busy cores
 def test_aws_walkthrough_runs_in_order_against_a_local_aws(tmp_path):
     """Blockers of a fresh account: no ECR repository, no bucket, the policies' ids, the MLflow secret, S3's
     ranges for the pods' egress. The README's own lines run (the AWS CLI against moto's ECR / S3 / EC2 / IAM /
