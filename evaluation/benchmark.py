@@ -210,14 +210,15 @@ def tables(document: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     return out
 
 
-def format_benchmark(document: dict) -> str:
-    """What the command (and ``evaluation.report --benchmark``) prints: its warnings (models that predicted one
-    class in most folds), the tables, the MLflow run."""
+def format_benchmark(document: dict, fmt: str = "md") -> str:
+    """What the command (and ``evaluation.report --benchmark``, also as ``fmt="html"``) prints: its warnings
+    (models that predicted one class in most folds), the tables, the MLflow run."""
     notes = [line for label, doc in document["models"].items()
              if (line := aggregate.degenerate_line(doc["aggregate"], f"model {label}"))]
-    return (render(tables(document), "md", notes).rstrip() + "\n\n"
-            + f"MLflow run {document['mlflow_run_id']} in experiment {document['mlflow_experiment']!r} (each "
-              "model's evaluation is a child run)")
+    where = (f"MLflow run {document['mlflow_run_id']} in experiment {document['mlflow_experiment']!r} (each model's "
+             "evaluation is a child run)")
+    return render(tables(document), fmt, [*notes, where] if fmt == "html" else notes).rstrip() + (
+        "\n\n" + where if fmt == "md" else "")
 
 
 def start_benchmark_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, tested: list[int]

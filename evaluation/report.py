@@ -369,10 +369,31 @@ def render(tables: list[tuple[str, list[str], list[list[str]]]], fmt: str, notes
     return "\n".join(parts) + "\n"
 
 
+def benchmark_runs(client: MlflowClient, experiments: list[str], fmt: str) -> list[str]:
+    """Every finished benchmark run of ``experiments`` (newest first) laid out as ``evaluation.benchmark`` printed
+    it (its ``benchmark.json``)."""
+    from evaluation.benchmark import format_benchmark  # the benchmark builds on this module's tables
+
+    ids = [e.experiment_id for e in map(client.get_experiment_by_name, experiments) if e is not None]
+    runs = client.search_runs(ids, "tags.kind = 'benchmark' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1000) if ids else []
+    texts = []
+    for run in runs:
+        with tempfile.TemporaryDirectory() as d:
+            document = json.loads(Path(client.download_artifacts(run.info.run_id, "benchmark.json", d)).read_text())
+        texts.append(format_benchmark(document, fmt))
+    return texts
+
+
 def build(args: argparse.Namespace) -> str:
     client = MlflowClient(tracking_uri(args.tracking_uri))
     if args.compare:
         return render(comparison_tables(compare(client, *args.compare)), args.format)
+    if args.benchmark:
+        texts = benchmark_runs(client, args.experiment, args.format)
+        if not texts:
+            raise SystemExit(f"no finished benchmark runs in {args.experiment}")
+        return "\n\n".join(texts) + "\n"
     rows = [describe(r) for r in parent_runs(client, args.experiment)]
     if not rows:
         raise SystemExit(f"no finished evaluation runs in {args.experiment}")
@@ -391,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--experiment", nargs="+", help="MLflow experiment name(s), e.g. gbvnet-mahnob-loso")
     what.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="paired test of two runs")
     p.add_argument("--ablation", action="store_true", help="the paper's ablation layout (with --experiment)")
+    p.add_argument("--benchmark", action="store_true",
+                   help="the finished benchmarks of --experiment (e.g. gbvnet-deap-benchmark) as "
+                        "python -m evaluation.benchmark printed them")
     p.add_argument("--format", choices=("md", "html"), default="md",
                    help="md: Markdown pipe tables (default); html: a self-contained page")
     p.add_argument("--output", help="write the report here instead of printing it")
