@@ -31,6 +31,7 @@ SMOKE = {
     "nested": ["--sizes", "3x2", "--max-epochs", "1", "--epochs", "1"],
     "scoring_tail": ["--subjects", "3", "--trials", "3", "--folds-seconds", "5"],
     "ray_gpu": ["--smoke", "--parts", "folds"],
+    "predict": ["--subjects", "2", "--trials", "2", "--repeats", "1"],
 }
 COVERED_ELSEWHERE = {"gpu_train": "tests/test_steps.py::test_gpu_bench_runs_on_cpu_and_imports_no_cluster_stack",
                      "gpu_wheels": "a build step, not a measurement: it downloads wheels from PyPI (no network here)"}
