@@ -83,7 +83,8 @@ def test_every_family_of_tests_is_holm_corrected_and_named():
                 for s in range(1, 7)]
         agg = {f"test_{m}_{k}": 0.5 for m in gap.METRICS for k in ("mean", "std", "n")} | {"n_folds": 6,
                                                                                            "n_one_class_folds": 0}
-        return {"per_subject": rows, "aggregate": agg, "baselines": {}}
+        training = {name: {"min": 40, "median": 40, "max": 40} for name in report.TRAINING_SIZE}
+        return {"per_subject": rows, "aggregate": agg, "baselines": {}, "audit": {"training": training}}
 
     documents = {"segment-random": document(0.4), "subject-dependent": document(0.05), "loso": document(0.0)}
     gaps = gap.inflation(documents)
