@@ -77,11 +77,11 @@ def tracking_uri(cli_value: str | None = None) -> str:
     return f"sqlite:///{Path('runs/mlflow.db').resolve()}"
 
 
-HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-"""How long one call to a tracking server may take, unless the environment sets these variables: 5 s per attempt,
+"""How long one call to a tracking server may take, unless the environment sets these variables: 10 s per attempt,
 2 retries (after 0-1 s and 2-3 s). A call to a server that is gone then fails within about 3 s (connection
-refused) or 20 s (no answer); MLflow's own defaults (120 s, 7 retries up to 2 minutes apart) block for minutes."""
+refused) or 35 s (no answer); MLflow's own defaults (120 s, 7 retries up to 2 minutes apart) block for minutes."""
 
 
 def limit_http_requests() -> None:
@@ -261,7 +261,7 @@ def unreachable(exc: BaseException) -> bool:
 
 def reason(exc: BaseException) -> str:
     """Why the server could not be reached, in a few words (``[Errno 111] Connection refused``, ``no answer within
-    5 s``), from the innermost exception that says it."""
+    10 s``), from the innermost exception that says it."""
     for e in reversed(causes(exc)):
         if isinstance(e, requests.exceptions.Timeout):
             return f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '120')} s"
@@ -301,14 +301,15 @@ class Outage:
         print(f"MLflow at {uri} stopped answering ({self.reason}): nothing more is sent to it in this run; the "
               "folds go on, and the last line says how to log them", file=sys.stderr, flush=True)
 
-    def note(self, method: str, args: tuple, kwargs: dict) -> dict | None:
+    def note(self, method: str, args: tuple, kwargs: dict, logged: set[str]) -> dict | None:
         """Note what the skipped :class:`Tracker` call ``method(*args, **kwargs)`` did not log: a nested run of a
-        parent run (by name), or results of a parent run; return what it returns when nothing is found."""
+        parent run (by name; not one ``logged`` before), or results of a parent run; return what it returns when
+        nothing is found."""
         if method == "children":
             return {}
         if method != "log_child":
             self.results = True
-        elif kwargs.get("parent") is None:
+        elif kwargs.get("parent") is None and args[0] not in logged:
             self.missed[args[0]] = None
         return None
 
@@ -379,7 +380,7 @@ def skipped_once_lost(method):
         try:
             return method(self, *args, **kwargs)
         except StoreLost:
-            return OUTAGES[self.uri].note(method.__name__, args, kwargs)
+            return OUTAGES[self.uri].note(method.__name__, args, kwargs, self.logged)
         finally:
             self._depth -= 1
 
@@ -393,7 +394,7 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, invocation: str, run_name: str, resume: bool):
         """Find (``resume``) or create the parent run; a new one gets :func:`source_tags`. A store lost in an
         earlier run of this process is asked again."""
-        self.uri, self._depth = uri, 0
+        self.uri, self._depth, self.logged = uri, 0, set()  # logged: nested runs of the parent logged by this run
         OUTAGES.pop(uri, None)
         client, self.experiment_id = open_store(uri, experiment)
         self.client = GuardedClient(uri, client)
@@ -517,6 +518,8 @@ class Tracker:
         for row in history:
             self.log_metrics(scalar_metrics(row), run_id, step=int(row.get("epoch", 0)))
         self.client.set_terminated(run_id, status=status, end_time=end)
+        if parent is None:
+            self.logged.add(name)
         return run_id
 
 

@@ -1,9 +1,18 @@
-"""What the MLflow UI shows of a run (read back through ``MlflowClient``, SQLite store, no Ray) and the plots."""
+"""What the MLflow UI shows of a run (read back through ``MlflowClient``, SQLite store, no Ray) and the plots; where
+artifacts go; trials stopped or failed are not FINISHED; a tracking server that stops answering costs seconds."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import socket
 import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,13 +22,29 @@ from evaluation import plots
 from evaluation.run import EvalSpec
 from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
-from gbvnet.tracking import KIND, KIND_TAG, PROJECT, Tracker, source_tags
+from gbvnet.tracking import (
+    KIND,
+    KIND_TAG,
+    PROJECT,
+    GuardedClient,
+    Tracker,
+    TrackingUnavailable,
+    TrialLogger,
+    source_tags,
+)
+from tests.conftest import store_uri
 
 
 @pytest.fixture
-def uri(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # artifacts of a SQLite store go to ./runs/mlartifacts
+def uri(tmp_path):
     return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def free_port() -> int:
+    """A port nobody listens on (the OS's choice)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_experiments_open_on_their_runs(uri):
@@ -125,3 +150,161 @@ def test_commands_started_together_share_a_new_store(tmp_path):
     [experiment] = [e for e in client.search_experiments() if e.name == "gbvnet-deap-loso"]
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_id for r in runs) == sorted(out.strip() for out, _ in outputs)
+
+
+def test_artifacts_live_beside_a_sqlite_store_wherever_the_command_runs(tmp_path, monkeypatch):
+    """A new experiment of a SQLite store keeps its artifacts in ``mlartifacts`` beside the database, not in the
+    folder the command runs from; an existing experiment keeps its own location."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = store_uri(tmp_path / "store")
+    Tracker(uri, "new", "k", run_name="r", resume=False).log_json({"a": 1}, "audit.json")
+    assert len(list((tmp_path / "store" / "mlartifacts").rglob("audit.json"))) == 1
+    kept = tmp_path / "kept"
+    MlflowClient(uri).create_experiment("old", artifact_location=kept.as_uri())
+    Tracker(uri, "old", "k", run_name="r", resume=False).log_json({"a": 1}, "audit.json")
+    assert len(list(kept.rglob("audit.json"))) == 1
+    assert not any(elsewhere.iterdir())
+
+
+def test_trials_stopped_or_failed_are_not_logged_finished(tmp_path):
+    """A fold that ends without its test metrics (a cache prepared again stopped it) is KILLED, one that failed
+    is FAILED; only a finished one is FINISHED, and only its checkpoints are removed."""
+    tracker = Tracker(store_uri(tmp_path), "e", "k", run_name="r", resume=False)
+    removed = []
+    logger = TrialLogger(lambda trial: tracker, name=lambda trial: trial.config["name"], params=lambda trial: {},
+                         then=lambda trial: removed.append(trial.config["name"]),
+                         finished=lambda trial: "test_confusion" in trial.last_result)
+
+    def trial(name: str, results: list[dict]) -> SimpleNamespace:
+        folder = tmp_path / name
+        if results:
+            folder.mkdir()
+            (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in results))
+        return SimpleNamespace(config={"name": name}, local_path=str(folder), last_result=(results or [{}])[-1])
+
+    epoch = {"epoch": 1, "timestamp": 1000, "val_macro_f1": 0.5}
+    logger.on_trial_complete(0, [], trial("tested", [{**epoch, "test_confusion": [[1, 0], [0, 1]]}]))
+    logger.on_trial_complete(0, [], trial("stopped", [epoch]))
+    logger.on_trial_error(0, [], trial("failed", []))
+    assert {name: run.info.status for name, run in tracker.children().items()} == {
+        "tested": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
+    assert removed == ["tested"]
+
+
+def test_a_lost_store_is_not_called_again_and_its_run_marked_once_it_answers(tmp_path, capsys):
+    """The server stops answering (a port nobody listens on): the first call waits its few seconds, the
+    following ones not at all; at the end the parent run is marked FAILED because the store answers again, and
+    one line says what was not logged and the --resume that logs it."""
+    uri = store_uri(tmp_path)
+    tracker = Tracker(uri, "e", "k", run_name="r", resume=False)
+    back, tracker.client = tracker.client, GuardedClient(uri, MlflowClient(f"http://127.0.0.1:{free_port()}"))
+    history = [{"epoch": 1, "timestamp": 1000, "val_macro_f1": 0.5}]
+    started = time.monotonic()
+    assert tracker.log_child("subject-1", history) is None
+    first = time.monotonic() - started
+    assert tracker.log_child("subject-2", history) is None and tracker.log_metrics({"a": 1.0}) is None
+    assert tracker.children() == {}
+    assert first < 10 and time.monotonic() - started - first < 0.5, first  # one wait, then none
+    tracker.client = back  # the server answers again
+    with pytest.raises(TrackingUnavailable) as lost:
+        tracker.finish()
+    assert re.fullmatch(rf"MLflow at {re.escape(uri)} stopped answering at [0-9:]+ \(\[Errno 111\] Connection refused\): "
+                        r"not logged: subject-1, subject-2 and the results of the run; the parent run is marked "
+                        r"FAILED; once the server answers, run the same command with --resume to log the rest "
+                        r"\(nothing is trained again\)", str(lost.value)), str(lost.value)
+    assert MlflowClient(uri).get_run(tracker.run_id).info.status == "FAILED"
+    assert capsys.readouterr().err.count("stopped answering") == 1
+
+
+@pytest.fixture
+def tracking_server(tmp_path):
+    """A real ``mlflow server`` on a free port, in its own process group (its store a copy of the session's empty
+    one, its artifacts under ``tmp_path``): yields the process and its URI once it answers; the group is killed
+    at the end."""
+    import requests
+
+    port, folder = free_port(), tmp_path / "server"
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", store_uri(folder), "--artifacts-destination",
+                             str(folder / "artifacts"), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                if requests.get(f"{uri}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.5)
+        yield proc, uri
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the server and its workers, the group this fixture started
+        proc.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_a_tracking_server_killed_mid_run_costs_seconds(ray_session, mahnob_cache, tracking_server, tmp_path,
+                                                        monkeypatch, capsys):
+    """The tracking server dies once the first fold is logged: the folds go on, the table and --output (in a new
+    folder, which it says it created) come as the folds end, and the command ends with one line naming what was
+    not logged and the --resume that logs it, within a minute of training time after the kill (MLflow's default
+    retries made it minutes per call). A full disk writing --output is one line naming it."""
+    from evaluation import loso, run
+    from gbvnet.tracking import trial_history, trial_times
+
+    server, uri = tracking_server
+    output = tmp_path / "new" / "out.json"
+    args = ["--dataset", "mahnob", "--cache", str(mahnob_cache), "--preset", "smoke", "--modality", "bio",
+            "--epochs", "3", "--test-subjects", "1", "2", "3", "--concurrent", "1", "--quiet", "--tracking-uri", uri,
+            "--storage", str(tmp_path / "ray"), "--output", str(output)]
+    killed: list[float] = []
+
+    def kill_once_a_fold_is_logged():
+        client = MlflowClient(uri)
+        while not killed:
+            try:
+                ids = [e.experiment_id for e in client.search_experiments()]
+                if ids and client.search_runs(ids, "attributes.status = 'FINISHED' and tags.`gbvnet.trial` != ''"):
+                    os.killpg(server.pid, signal.SIGKILL)
+                    killed.append(time.time())
+            except Exception:  # noqa: BLE001 - the store not created yet
+                pass
+            time.sleep(0.2)
+
+    threading.Thread(target=kill_once_a_fold_is_logged, daemon=True).start()
+    with pytest.raises(SystemExit) as ended:
+        loso.main(args)
+    finished = time.time()
+    assert killed, "no fold was logged"
+    message = ended.value.code
+    assert "\n" not in message and re.fullmatch(
+        rf"error: MLflow at {re.escape(uri)} stopped answering at [0-9:]+ \(\[Errno 111\] Connection refused\): not logged: "
+        r"(subject-2, )?subject-3 and the results of the run; the parent run is left RUNNING \(.*\); once the server "
+        r"answers, run the same command with --resume to log the rest \(nothing is trained again\)", message), message
+    printed = capsys.readouterr()
+    assert f"wrote {output} (created the folder {output.parent})" in printed.out  # the table, then --output
+    assert len(json.loads(output.read_text())["folds"]) == 3
+    assert printed.err.count("stopped answering") == 1
+    # what the dead server cost: the time from the kill to the end, less the training that went on after it
+    spans = [trial_times(trial_history(str(p.parent))) for p in (tmp_path / "ray").glob("eval-loso-*/*/result.json")]
+    training = sum(max(0.0, end / 1000 - max(start / 1000, killed[0])) for start, end in spans)
+    print(f"after the kill: {finished - killed[0]:.1f} s, of which training {training:.1f} s")
+    assert finished - killed[0] - training < 60
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run, "write_text", full_disk)
+    document = json.loads(output.read_text())
+    with pytest.raises(SystemExit) as ended:
+        run.run_cli(run.protocol_parser("loso", "loso").parse_args(args), "loso", {},
+                    run=lambda args, spec, publish: publish(document))
+    assert ended.value.code == f"error: --output {output}: [Errno 28] No space left on device"
