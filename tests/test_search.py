@@ -170,7 +170,7 @@ def test_search_and_evaluation_on_deap_where_some_subjects_have_no_video(ray_ses
     torch.save(timm.create_model("convnextv2_atto", num_classes=0).state_dict(), weights)
     with pytest.warns(UserWarning, match=r"search subjects \[4\] have no face frames"):
         doc = search.main(deap_search_args(deap_partly_filmed, tmp_path, "--search-subjects", "1", "2", "4",
-                                           "--face-checkpoint", str(weights)))
+                                           "--face-checkpoint", str(weights), "--log-models"))
     provenance = doc["search"]
     assert provenance["subjects"] == [1, 2] and provenance["excluded_subjects"] == [4]
     assert provenance["modality"] == "facebio" and provenance["label_threshold"] == 5.0
@@ -179,6 +179,7 @@ def test_search_and_evaluation_on_deap_where_some_subjects_have_no_video(ray_ses
     client = MlflowClient(store_uri(tmp_path))
     params = client.get_run(provenance["mlflow_run_id"]).data.params
     assert params["face_weights"] == f"checkpoint:{weights}" and params["label_threshold"] == "5.0"
+    assert client.get_run(provenance["mlflow_run_id"]).outputs.model_outputs  # --log-models: the best trial's
 
     out = loso.main(["--dataset", "deap", "--cache", str(deap_partly_filmed), "--config", str(tmp_path / "best.yaml"),
                      "--epochs", "1", "--test-subjects", "3", "--storage", str(tmp_path / "ray"),

@@ -67,6 +67,7 @@ from gbvnet.config import (
     to_dict,
 )
 from gbvnet.data.cache import check_snapshot, open_cache
+from gbvnet.export import log_trained
 from gbvnet.launch import (
     exit_on_interrupt,
     init_ray,
@@ -75,7 +76,7 @@ from gbvnet.launch import (
     storage_path,
     tune_trial_resources,
 )
-from gbvnet.loop import fit_model_to_cache, make_job
+from gbvnet.loop import fit_model_to_cache, load_state, make_job
 from gbvnet.metrics import SELECTION_METRIC
 from gbvnet.progress import ProgressTable
 from gbvnet.sources import resolve_cache
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue an interrupted search (same --name)")
     g.add_argument("--output", default="best.yaml", help="where the best config goes (YAML; default best.yaml)")
     g.add_argument("--quiet", action="store_true", help="no progress table while the trials run")
+    g.add_argument("--log-models", action="store_true",
+                   help="log the best trial's model (its best epoch's weights, gbvnet.export) to the search's MLflow "
+                        "run (one-worker trials; default: no model)")
     add_tracking_arguments(p, experiment="gbvnet-<dataset>-search")
     add_concurrency_arguments(p, runs="trials")
     add_compute_arguments(p)
@@ -166,6 +170,7 @@ class SearchSpec:
     tracking_uri: str | None = None
     output: str = "best.yaml"
     quiet: bool = False  # no progress table while the trials run
+    log_models: bool = False  # log the best trial's model to the search's run
 
     @property
     def run_name(self) -> str:
@@ -315,11 +320,26 @@ def search(spec: SearchSpec) -> dict:
             tracker.log_child(trial_name(r.metrics["trial_id"]), trial_history(r.path, r.filesystem), params=r.config)
         tracker.log_metrics({f"best_{METRIC}": document["search"][f"best_{METRIC}"], "trials": len(grid)})
         tracker.log_json(document, "best_config.json")
+        if spec.log_models:
+            log_best_model(spec, index, fold, ranked[0][1], tracker)
     except BaseException as exc:
         tracker.fail(exc)
         raise
     tracker.finish()
     return document
+
+
+def log_best_model(spec: SearchSpec, index, fold: Fold, best: tune.Result, tracker: Tracker) -> None:
+    """``--log-models``: the best trial's model (its best epoch's weights, from the trial's last checkpoint) logged
+    to the search's run (:func:`gbvnet.export.log_trained`)."""
+    if best.checkpoint is None:
+        raise ValueError(f"--log-models: trial {best.metrics['trial_id']} trained with {spec.train.num_workers} "
+                         "workers keeps its checkpoints in its trainer's run, not the trial: train the best config "
+                         f"with python -m gbvnet.train --config {spec.output} --all-subjects instead")
+    model, train = apply(best.config, spec.model, spec.train)
+    job = make_job(spec.cache, model, train, fold, manifest_hash=index.manifest_hash)
+    logged = log_trained(tracker.uri, tracker.run_id, job, load_state(best.checkpoint)["best_model"])
+    print(f"best trial's model: {logged}")
 
 
 def spec_from_args(args: argparse.Namespace) -> SearchSpec:
@@ -338,7 +358,7 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
                       search_subjects=args.search_subjects, rows=args.rows, experiment=args.experiment,
                       algo=args.algo, resume=args.resume,
                       storage=args.storage, name=args.name, tracking_uri=args.tracking_uri, output=args.output,
-                      quiet=args.quiet)
+                      quiet=args.quiet, log_models=args.log_models)
 
 
 def main(argv: list[str] | None = None) -> dict:
