@@ -231,7 +231,7 @@ def model_help() -> str:
 CHANNEL_SETS = ("eeg", "all")  # --channels: the cache's EEG electrodes, or every bio channel (else channel names)
 
 _BRAINDECODE = "gbvnet.models.comparison.braindecode_network"
-register_model(ModelKind("gbvnet", "gbvnet.models.gbvnet.GBVNet", MODALITIES, "all", "GBV-Net",
+register_model(ModelKind("gbvnet", "gbvnet.models.gbvnet.GBVNet", ("facebio", "bio", "face"), "all", "GBV-Net",
                          help="GBV-Net (face ConvNeXt V2 + temporal Transformer, Local-Medium-Global bio, fusion)"))
 register_model(ModelKind("eegnet", _BRAINDECODE, ("bio",), "eeg", "EEGNet", options={"network": "EEGNet"},
                          help="EEGNet (Lawhern et al. 2018; braindecode)"))

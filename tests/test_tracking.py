@@ -102,7 +102,7 @@ def test_different_configurations_get_different_run_names(uri, small_mahnob_cach
         names.append(MlflowClient(uri).get_run(Tracker(uri, "e", key, s.run_name(key), resume=False).run_id)
                      .info.run_name)
     assert len(set(names)) == 3
-    assert all(name.startswith("loso-bio-gated-valence-smoke-") for name in names)
+    assert all(name.startswith("loso-gbvnet-bio-gated-valence-smoke-") for name in names)
 
 
 def test_plots_show_every_baseline_and_the_selection_metric():
