@@ -28,6 +28,7 @@ SMOKE = {
     "search_efficiency": ["--seeds", "1", "--num-samples", "2", "--max-epochs", "1"],
     "object_store": ["--trials", "1", "--workers", "1"],
     "gap": ["--subjects", "3", "--trials", "4", "--k", "2", "--epochs", "1"],
+    "benchmark": ["--subjects", "3", "--trials", "2", "--models", "gbvnet:bio", "eegnet", "--epochs", "1"],
     "nested": ["--sizes", "3x2", "--max-epochs", "1", "--epochs", "1"],
     "scoring_tail": ["--subjects", "3", "--trials", "3", "--folds-seconds", "5"],
     "ray_gpu": ["--smoke", "--parts", "folds"],
@@ -36,7 +37,7 @@ SMOKE = {
 COVERED_ELSEWHERE = {"gpu_train": "tests/test_steps.py::test_gpu_bench_runs_on_cpu_and_imports_no_cluster_stack",
                      "gpu_wheels": "a build step, not a measurement: it downloads wheels from PyPI (no network here)"}
 GPU_ONLY: set[str] = set()  # scripts that need CUDA: run here only where a GPU is present
-RAY = {"train_overhead", "search_efficiency", "object_store", "gap", "nested", "scoring_tail",
+RAY = {"train_overhead", "search_efficiency", "object_store", "gap", "benchmark", "nested", "scoring_tail",
        "ray_gpu"}  # minutes each: only with GBVNET_BENCH_SMOKE=1
 
 
