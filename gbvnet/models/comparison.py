@@ -145,7 +145,7 @@ def _check(config: str) -> None:
         low, high = (low, middle) if _runs(cfg, middle) else (middle, high)
     rate = cfg.bio.rate
     raise ConfigError(f"model {cfg.name!r} cannot take {cfg.bio.samples / rate:g} s windows ({cfg.bio.samples} "
-                      f"samples at {rate:g} Hz): it needs at least {high} samples ({high / rate:g} s); prepare "
+                      f"samples at {rate:g} Hz): it needs at least {high} samples ({high / rate:.3g} s); prepare "
                       f"the cache with a longer --window")
 
 
