@@ -59,6 +59,16 @@ def summarise(folds: list[Fold], confusions: list, index) -> dict:
     degenerate = {s: sum(f["one_class"] is not None for f in per_fold if f["test_subjects"] == [s]) for s in by_subject}
     per_subject = [{"subject": s, "n_test": int(cm.sum()), "confusion": cm.tolist(),
                     "one_class_folds": degenerate[s], **binary_metrics(cm)} for s, cm in sorted(by_subject.items())]
+    agg = over_subjects(per_subject)
+    agg["n_folds"], agg["n_subjects"] = len(per_fold), len(per_subject)
+    agg["n_one_class_folds"] = sum(f["one_class"] is not None for f in per_fold)
+    total = np.sum([f["confusion"] for f in per_fold], axis=0)
+    return {"folds": per_fold, "per_subject": per_subject, "aggregate": agg, "confusion": total.tolist()}
+
+
+def over_subjects(per_subject: list[dict]) -> dict[str, float]:
+    """Per metric, the mean, sd and count over the subject rows ``per_subject`` of the subjects where it is
+    defined (``test_<metric>_mean`` / ``_std`` / ``_n``)."""
     agg: dict[str, float] = {}
     for name in METRIC_NAMES:
         values = np.array([row[name] for row in per_subject], dtype=np.float64)
@@ -66,10 +76,7 @@ def summarise(folds: list[Fold], confusions: list, index) -> dict:
         agg[f"test_{name}_mean"] = float(values.mean()) if values.size else float("nan")
         agg[f"test_{name}_std"] = float(values.std(ddof=1)) if values.size > 1 else float("nan")
         agg[f"test_{name}_n"] = int(values.size)
-    agg["n_folds"], agg["n_subjects"] = len(per_fold), len(per_subject)
-    agg["n_one_class_folds"] = sum(f["one_class"] is not None for f in per_fold)
-    total = np.sum([f["confusion"] for f in per_fold], axis=0)
-    return {"folds": per_fold, "per_subject": per_subject, "aggregate": agg, "confusion": total.tolist()}
+    return agg
 
 
 def per_subject_scores(summary: dict, metric: str = "accuracy") -> dict[int, float]:

@@ -33,6 +33,12 @@ subsampled, seeded, and checked by the leakage guard again) for all ``--epochs``
 validation epoch is still the one tested), so the arms' optimiser steps are equal too; what still differs is who
 the windows come from (and whom the normaliser was fitted on).
 
+``--seeds 0 1 2`` repeats the whole gap per seed (:mod:`evaluation.seeds`; each seed's folds, subsampling and
+initial weights), every fold of every seed and protocol in the same pool (fold names ``seed<S>-<protocol>-...``):
+per protocol, each subject's scores are averaged over the seeds before the tables and the inflation tests (one
+score per subject), and each arm's spread over seeds is printed. In MLflow each seed's three evaluations are child
+runs of the gap's run (tag ``seeds``).
+
 The gap measures this configuration on this data. It is not a claim about any paper's code.
 """
 
@@ -55,6 +61,7 @@ from evaluation.run import (
     EvalSpec,
     FoldLog,
     add_arguments,
+    add_seeds_argument,
     fold_params,
     log_results,
     plan_folds,
@@ -65,6 +72,9 @@ from evaluation.run import (
     spec_from_args,
     start_run,
 )
+from evaluation.seeds import child_tags, merge_audits, seed_scores, seed_spec, spread_line
+from evaluation.seeds import key as seeds_key
+from evaluation.seeds import label as seeds_label
 from evaluation.stats import correct_family, paired_comparison
 from gbvnet.cli import CommandParser, one_line_errors
 from gbvnet.config import to_dict
@@ -93,17 +103,23 @@ class Arm:
     jobs: list[Job]
     audit: dict
     tested: list[int]  # the subjects its folds test
+    seeds: tuple[int, ...] = ()  # the seeds of a --seeds gap (this arm: spec.train.seed); empty for one seed
+
+    @property
+    def label(self) -> str:
+        """The arm in the pool: its protocol, after ``seed<S>-`` in a ``--seeds`` gap."""
+        return f"seed{self.spec.train.seed}-{self.spec.protocol}" if self.seeds else self.spec.protocol
 
     @property
     def names(self) -> list[str]:
-        """The folds' names in the pooled Tune experiment: prefixed with the protocol."""
-        return [f"{self.spec.protocol}-{f.name}" for f in self.folds]
+        """The folds' names in the pooled Tune experiment: prefixed with the arm's label."""
+        return [f"{self.label}-{f.name}" for f in self.folds]
 
     def key(self, manifest_hash: str) -> str:
         """Stable id of this arm's evaluation: its invocation key and its folds' rows (``--equal-budget``
-        subsamples them), used by --resume."""
+        subsamples them), and the seeds of a ``--seeds`` gap; used by --resume."""
         payload = f"{self.spec.invocation_key(manifest_hash)} {folds_digest(self.folds, manifest_hash)}"
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return seeds_key(hashlib.sha256(payload.encode()).hexdigest()[:16], self.seeds)
 
 
 def arm_specs(spec: EvalSpec, k: int, validation: str, equal: bool = False) -> dict[str, EvalSpec]:
@@ -143,10 +159,15 @@ def training_size(index, folds: list[Fold], spec: EvalSpec, epochs_run: list[int
     per_fold = {f.name: {"windows": int(len(f.train)), "steps": int(n * e),
                          "normalizer_subjects": len(np.unique(index.subject[f.train]))}
                 for f, n, e in zip(folds, per_epoch, epochs, strict=True)}
+    return size_summary(per_fold, "completed" if epochs_run else "planned (all epochs)")
+
+
+def size_summary(per_fold: dict[str, dict], steps_are: str) -> dict:
+    """The training sizes ``per_fold`` with their min / median / max over the folds."""
     summary = {name: {stat: float(fn([row[name] for row in per_fold.values()]))
                       for stat, fn in (("min", np.min), ("median", np.median), ("max", np.max))}
                for name in ("windows", "steps", "normalizer_subjects")}
-    return {**summary, "steps_are": "completed" if epochs_run else "planned (all epochs)", "per_fold": per_fold}
+    return {**summary, "steps_are": steps_are, "per_fold": per_fold}
 
 
 def check_inputs(spec: EvalSpec, index, k: int, validation: str) -> None:
@@ -167,10 +188,10 @@ def check_inputs(spec: EvalSpec, index, k: int, validation: str) -> None:
                             f"{', '.join(str(short[s]) for s in sorted(short))} (use a smaller --k)")
 
 
-def plan(specs: dict[str, EvalSpec], index, equal: bool = False) -> dict[str, Arm]:
+def plan(specs: dict[str, EvalSpec], index, equal: bool = False, seeds: tuple[int, ...] = ()) -> dict[str, Arm]:
     """Each protocol's folds (checked by the leakage guard as they are built; with ``equal``, subsampled to one
     training size: :func:`equal_budget`), jobs, audit and training size; before Ray starts. The leaky arm's
-    audit records that the gap allowed its split."""
+    audit records that the gap allowed its split. ``seeds``: those of a ``--seeds`` gap (:attr:`Arm.seeds`)."""
     planned = {}
     for protocol, spec in specs.items():
         try:
@@ -195,7 +216,7 @@ def plan(specs: dict[str, EvalSpec], index, equal: bool = False) -> dict[str, Ar
         if spec.leaky:
             audit["leaky_split"] = LEAKY_AUDIT
         audit["training"] = training_size(index, folds, spec)  # planned; the steps completed once trained
-        arms[protocol] = Arm(spec, folds, jobs, audit, tested)
+        arms[protocol] = Arm(spec, folds, jobs, audit, tested, seeds)
     if len({tuple(a.tested) for a in arms.values()}) != 1:
         raise GapInputError(f"the protocols would test different subjects: "
                             f"{ {p: a.tested for p, a in arms.items()} }")
@@ -203,7 +224,7 @@ def plan(specs: dict[str, EvalSpec], index, equal: bool = False) -> dict[str, Ar
 
 
 def gap_key(arms: dict[str, Arm], manifest_hash: str) -> str:
-    """Stable id of the gap: its three evaluations' keys (used by --resume)."""
+    """Stable id of the gap: its evaluations' keys (three, or three per seed; used by --resume)."""
     keys = {p: a.key(manifest_hash) for p, a in arms.items()}
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -277,11 +298,16 @@ def format_gap(document: dict) -> str:
     lines = [line for line in report.gap_warnings(document["metrics"])]
     lines += [report.render(report.gap_tables(document["metrics"], title)
                            + [per_subject_table(document["protocols"])], "md").rstrip(), "", report.GAP_READING, ""]
+    if "seeds" in document:
+        lines += [f"seeds {seeds_label(document['seeds'])}: each subject's scores were averaged over the seeds before "
+                  "the tables and tests above (one score per subject); spread over seeds (mean over subjects):"]
+        lines += [f"  {protocol}: accuracy {spread_line(doc)}" for protocol, doc in document["protocols"].items()]
     for protocol, doc in document["protocols"].items():
         lines.append(f"leakage audit, {protocol}: " + "; ".join(f"{k}={v}" for k, v in doc["audit"].items()
                                                                  if isinstance(v, str)))
+    children = "the three evaluations of each seed" if "seeds" in document else "the three evaluations"
     lines.append(f"MLflow run {document['mlflow_run_id']} in experiment {document['mlflow_experiment']!r} "
-                 f"(the three evaluations are its child runs)")
+                 f"({children} are its child runs)")
     return "\n".join(lines)
 
 
@@ -289,49 +315,52 @@ def start_gap_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, k: int,
                   ) -> tuple[Tracker, dict[str, Tracker]]:
     """The gap's MLflow parent run (its parameters and tags) and, nested under it, each protocol's run, started as
     an evaluation's parent run is (:func:`evaluation.run.start_run`; the folds are logged under it as they
-    finish). Found again by their keys with ``--resume``."""
+    finish); in a ``--seeds`` gap, each seed's (tagged ``seeds``). Found again by their keys with ``--resume``."""
     tracker = Tracker(tracking_uri(spec.tracking_uri), spec.experiment_name, key, resume=spec.resume,
                       run_name=f"gap-{spec.model.modality}-{spec.model.fusion.kind}-{spec.train.target}-"
                                f"{spec.preset}-{key[:6]}")
     tracker.log_cache(spec.cache, index, context="evaluation")
     tracker.log_params({"protocol": "gap", "dataset": spec.dataset, "cache": spec.cache,
                         "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
-                        "seed": spec.train.seed, "model": to_dict(spec.model), "train": to_dict(spec.train),
+                        "seed": seeds_label(spec.seeds) if spec.seeds else spec.train.seed,
+                        "model": to_dict(spec.model), "train": to_dict(spec.train),
                         "k": k, "validation": validation, "rows": spec.rows, "protocols": " ".join(ARMS),
                         "budget": budget})
-    tested = arms["loso"].tested  # every arm tests the same subjects (:func:`plan`)
+    tested = next(iter(arms.values())).tested  # every arm tests the same subjects (:func:`plan`)
     tracker.set_tags({"kind": "gap", "protocol": "gap", "dataset": spec.dataset, "modality": spec.model.modality,
                       "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky_arm": "segment-random",
-                      "tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested), "budget": budget})
+                      "tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested), "budget": budget,
+                      **({"seeds": seeds_label(spec.seeds)} if spec.seeds else {})})
     children = {}
-    for protocol, arm in arms.items():
-        children[protocol] = start_run(arm.spec, index, arm.folds, tested, arm.key(index.manifest_hash))
-        children[protocol].set_tags({"mlflow.parentRunId": tracker.run_id, "gap_run": tracker.run_id,
-                                     "budget": budget})
+    for label, arm in arms.items():
+        children[label] = start_run(arm.spec, index, arm.folds, tested, arm.key(index.manifest_hash))
+        children[label].set_tags({"mlflow.parentRunId": tracker.run_id, "gap_run": tracker.run_id, "budget": budget,
+                                  **(child_tags(arm.spec.train.seed, spec.seeds) if spec.seeds else {})})
     return tracker, children
 
 
 def log_gap(tracker: Tracker, children: dict[str, Tracker], index, arms: dict[str, Arm], results: dict[str, list],
-            document: dict) -> None:
-    """The final MLflow logging: each protocol's run as an evaluation's parent run (its folds not logged yet,
-    scores, audit, plots), then the gap's metrics, ``gap.json`` and plot; every run ends FINISHED."""
-    documents = document["protocols"]
-    for protocol, arm in arms.items():
-        log_results(children[protocol], arm.spec, index, arm.folds, results[protocol], documents[protocol], arm.audit)
+            documents: dict[str, dict], document: dict) -> None:
+    """The final MLflow logging: each arm's run as an evaluation's parent run (its folds not logged yet, scores
+    ``documents``, audit, plots), then the gap's metrics, ``gap.json`` and plot; every run ends FINISHED."""
+    for label, arm in arms.items():
+        log_results(children[label], arm.spec, index, arm.folds, results[label], documents[label], arm.audit)
     tracker.log_metrics(document["metrics"])
-    tracker.log_json({k: v for k, v in document.items() if k != "protocols"}, "gap.json")
+    tracker.log_json({k: v for k, v in document.items() if k not in ("protocols", "per_seed")}, "gap.json")
     with tempfile.TemporaryDirectory(prefix="gbvnet-plots-") as folder:
-        tracker.log_file(plots.save_figures({"protocol_gap.png": plots.gap_figure(documents)}, folder)[0])
+        figure = plots.gap_figure(document["protocols"])
+        tracker.log_file(plots.save_figures({"protocol_gap.png": figure}, folder)[0])
     for run in (*children.values(), tracker):
         run.finish()
 
 
 def shared_baselines(spec: EvalSpec, index, arms: dict[str, Arm]) -> dict[str, Baselines]:
-    """Each arm's baselines, scored beside the folds by one scorer: the arms' windows are the same, so their
-    features are computed once."""
+    """Each arm's baselines, scored beside the folds by one scorer per seed: the arms' windows are the same, so
+    their features are computed once per seed."""
     y = index.labels(spec.train.target)
-    scorer = FoldScorer.remote(absolute(spec.cache), y, spec.train.seed)
-    return {p: Baselines(spec.cache, arm.folds, y, spec.train.seed, scorer=scorer) for p, arm in arms.items()}
+    scorers = {s: FoldScorer.remote(absolute(spec.cache), y, s) for s in {a.spec.train.seed for a in arms.values()}}
+    return {label: Baselines(spec.cache, arm.folds, y, arm.spec.train.seed, scorer=scorers[arm.spec.train.seed])
+            for label, arm in arms.items()}
 
 
 def arm_document(spec: EvalSpec, index, arm: Arm, results: list, baselines: Baselines, run: Tracker) -> dict:
@@ -345,24 +374,51 @@ def arm_document(spec: EvalSpec, index, arm: Arm, results: list, baselines: Base
             "audit": arm.audit, "mlflow_run_id": run.run_id, "mlflow_experiment": spec.experiment_name}
 
 
+def seeded_documents(arms: dict[str, Arm], documents: dict[str, dict]) -> dict[str, dict]:
+    """Per protocol of a ``--seeds`` gap, its seeds' documents as one: each subject's scores and the baselines'
+    averaged over the seeds (:func:`evaluation.seeds.seed_scores`), the audits merged, the training sizes those
+    of every seed's folds."""
+    out = {}
+    for protocol in ARMS:
+        docs = {a.spec.train.seed: documents[label] for label, a in arms.items() if a.spec.protocol == protocol}
+        audit = merge_audits({s: d["audit"] for s, d in docs.items()})
+        audit["training"] = size_summary({f"seed{s}-{name}": row for s, d in docs.items()
+                                          for name, row in d["audit"]["training"]["per_fold"].items()}, "completed")
+        first = next(iter(docs.values()))
+        out[protocol] = {**{k: first[k] for k in ("protocol", "leaky", "dataset", "target", "modality", "fusion",
+                                                  "cache", "tested_subjects", "mlflow_experiment")},
+                         **seed_scores(docs), "audit": audit,
+                         "mlflow_run_ids": {str(s): d["mlflow_run_id"] for s, d in docs.items()}}
+    return out
+
+
 def budget_of(arms: dict[str, Arm], equal: bool) -> str:
-    """The gap's training budget as its runs' tag ``budget`` says it (``evaluation.report`` shows it)."""
+    """The gap's training budget as its runs' tag ``budget`` says it (``evaluation.report`` shows it); with
+    ``--seeds``, each seed's where they differ."""
     if not equal:
         return "as each protocol gives (not equal)"
-    training = next(iter(arms.values())).audit["training"]
-    return (f"equal: {int(training['windows']['min'])} windows and {int(training['steps']['min'])} optimiser "
-            "steps per fold in every arm")
+    budgets = {}
+    for arm in arms.values():
+        training = arm.audit["training"]
+        budgets.setdefault(arm.spec.train.seed, f"{int(training['windows']['min'])} windows and "
+                                                f"{int(training['steps']['min'])} optimiser steps")
+    if len(set(budgets.values())) == 1:
+        return f"equal: {next(iter(budgets.values()))} per fold in every arm"
+    return "equal: " + "; ".join(f"seed {s}: {b}" for s, b in budgets.items()) + " per fold in every arm of the seed"
 
 
 def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects",
         publish: Callable[[dict], None] | None = None, equal: bool = False) -> dict:
     """Evaluate ``spec``'s configuration under the three protocols as one pool of folds (with ``equal``, each
     fold on the same number of windows and steps: ``--equal-budget``); returns the ``--output`` document, handed
-    to ``publish`` before the final MLflow logging (every refusal comes before Ray starts). A failure marks the
-    gap's runs FAILED and says that ``--resume`` continues."""
+    to ``publish`` before the final MLflow logging (every refusal comes before Ray starts). With ``spec.seeds``
+    (``--seeds``), the three protocols once per seed in the same pool, each subject's scores averaged over the
+    seeds before the tables and tests (:func:`seeded_documents`). A failure marks the gap's runs FAILED and says
+    that ``--resume`` continues."""
     index = open_cache(spec.cache).index()
     check_inputs(spec, index, k, validation)
-    arms = plan(arm_specs(spec, k, validation, equal), index, equal)
+    arms = {arm.label: arm for one in ([seed_spec(spec, s) for s in spec.seeds] or [spec])
+            for arm in plan(arm_specs(one, k, validation, equal), index, equal, spec.seeds).values()}
     budget = budget_of(arms, equal)
     init_ray(log_to_driver=False)
     key = gap_key(arms, index.manifest_hash)
@@ -370,25 +426,28 @@ def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects",
     try:
         baselines = shared_baselines(spec, index, arms)
         results = run_pooled(spec, arms, key, index, children)
-        documents = {p: arm_document(spec, index, arm, results[p], baselines[p], children[p])
-                     for p, arm in arms.items()}
-        gaps = inflation(documents)
+        documents = {label: arm_document(spec, index, arm, results[label], baselines[label], children[label])
+                     for label, arm in arms.items()}
+        protocols = seeded_documents(arms, documents) if spec.seeds else documents
+        gaps = inflation(protocols)
         document = {"kind": "gap", "dataset": spec.dataset, "target": spec.train.target,
                     "modality": spec.model.modality, "fusion": spec.model.fusion.kind, "preset": spec.preset,
-                    "seed": spec.train.seed, "k": k, "validation": validation, "rows": spec.rows, "budget": budget,
-                    "subjects": documents["loso"]["tested_subjects"], "protocols": documents, "inflation": gaps,
-                    "metrics": flat_metrics(documents, gaps), "mlflow_run_id": tracker.run_id,
-                    "mlflow_experiment": spec.experiment_name}
+                    "seed": seeds_label(spec.seeds) if spec.seeds else spec.train.seed, "k": k,
+                    "validation": validation, "rows": spec.rows, "budget": budget,
+                    "subjects": protocols["loso"]["tested_subjects"], "protocols": protocols, "inflation": gaps,
+                    "metrics": flat_metrics(protocols, gaps), "mlflow_run_id": tracker.run_id,
+                    "mlflow_experiment": spec.experiment_name,
+                    **({"seeds": list(spec.seeds), "per_seed": documents} if spec.seeds else {})}
         if publish is not None:
             publish(document)
-        log_gap(tracker, children, index, arms, results, document)
+        log_gap(tracker, children, index, arms, results, documents, document)
     except BaseException as exc:
         tracker.fail(exc)
         for child in children.values():
             child.fail(exc, quiet=True)
         raise
-    for names, arm_results in ((arm.names, results[p]) for p, arm in arms.items()):
-        for name, result in zip(names, arm_results, strict=True):
+    for label, arm in arms.items():
+        for name, result in zip(arm.names, results[label], strict=True):
             remove_fold_checkpoints(spec, key, name, result.path, result.filesystem)
     return document
 
@@ -396,6 +455,7 @@ def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects",
 def main(argv: list[str] | None = None) -> dict:
     p = CommandParser(prog="python -m evaluation.gap", description=__doc__.splitlines()[0])
     add_arguments(p)
+    add_seeds_argument(p)
     p.add_argument("--k", type=int, default=5,
                    help="folds per subject of the subject-dependent (over trials) and segment-random (over "
                         "windows) protocols")

@@ -11,7 +11,9 @@ as a nested run as soon as it finishes, and its checkpoints are then removed unl
 score test metrics per fold and per subject against the baselines, print the final table and write ``--output``
 JSON, and only then log the scores to the MLflow parent run with plots (:func:`evaluate`, one function per stage).
 A failure marks the parent run FAILED and says that ``--resume`` continues; Ctrl-C or SIGTERM prints one line
-(how many folds finished) and exits 130 / 143 (:func:`gbvnet.launch.exit_on_interrupt`).
+(how many folds finished) and exits 130 / 143 (:func:`gbvnet.launch.exit_on_interrupt`). ``--seeds 0 1 2`` repeats
+the whole protocol per seed in one pool of folds, each subject's scores averaged over the seeds before the
+statistics (:func:`evaluate_seeds`, :mod:`evaluation.seeds`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ import numpy as np
 import pyarrow.fs as pafs
 from ray import tune
 
-from evaluation import aggregate, plots
+from evaluation import aggregate, plots, seeds
 from evaluation.audit import audit_folds, check_normalizers, check_search_subjects, search_provenance
 from evaluation.baselines import Baselines
 from evaluation.stats import versus_baselines
@@ -107,6 +109,7 @@ class EvalSpec:
     preset: str = "paper"  # where the model config came from: a preset name or the --config file's stem
     quiet: bool = False  # no progress table while the folds run
     keep_checkpoints: bool = False  # else a fold's checkpoints are removed once it is logged
+    seeds: tuple[int, ...] = ()  # --seeds (two or more): the protocol once per seed (evaluation.seeds); else train.seed
 
     @property
     def leaky(self) -> bool:
@@ -132,7 +135,7 @@ class EvalSpec:
         ``key``'s first 6 characters (a hash of the whole config and cache), so that different configurations
         differ."""
         return (f"{self.protocol}-{self.model.name}-{self.model.modality}-{self.model.fusion.kind}-"
-                f"{self.train.target}-{self.preset}-{key[:6]}")
+                f"{self.train.target}-{self.preset}{f'-{len(self.seeds)}seeds' if self.seeds else ''}-{key[:6]}")
 
 
 def fold_experiment(spec: EvalSpec, key: str) -> str:
@@ -225,14 +228,15 @@ def start_run(spec: EvalSpec, index, folds: list[Fold], tested: list[int], key: 
     tracker.log_cache(spec.cache, index, context="evaluation")
     tracker.log_params({"protocol": spec.protocol, "dataset": spec.dataset, "cache": spec.cache,
                         "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
-                        "seed": spec.train.seed, "model": to_dict(spec.model), "train": to_dict(spec.train),
+                        "seed": seeds.label(spec.seeds) if spec.seeds else spec.train.seed,
+                        "model": to_dict(spec.model), "train": to_dict(spec.train),
                         "protocol_args": spec.protocol_args, "leaky": spec.leaky, "folds": len(folds),
                         "label_threshold": index.manifest.config.threshold, "rows": spec.rows,
                         "face_weights": spec.model.face.weights if spec.model.modality != "bio" else "none"})
     tracker.set_tags({"protocol": spec.protocol, "dataset": spec.dataset, "model": spec.model.name,
                       "modality": spec.model.modality,
                       "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky": spec.leaky,
-                      "configuration": configuration(spec)})
+                      "configuration": configuration(spec), **({"seeds": seeds.label(spec.seeds)} if spec.seeds else {})})
     tracker.set_tags({"tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested), "rows": spec.rows,
                       "folds_digest": folds_digest(folds, index.manifest_hash)})  # the ablation table's keys
     tracker.log_json([f.to_dict() for f in folds], "folds.json")
@@ -267,6 +271,15 @@ def log_results(tracker: Tracker, spec: EvalSpec, index, folds: list[Fold], resu
     for fold, result in zip(folds, results, strict=True):
         histories[fold.name] = trial_history(result.path, result.filesystem)
         tracker.log_child(fold.name, histories[fold.name], params=fold_params(index, fold))
+    log_scores(tracker, spec, scores, audit)
+    with tempfile.TemporaryDirectory(prefix="gbvnet-plots-") as folder:
+        for path in plots.make_all(scores, histories, scores["baselines"], folder=folder):
+            tracker.log_file(path)
+
+
+def log_scores(tracker: Tracker, spec: EvalSpec, scores: dict, audit: dict) -> None:
+    """Log an evaluation's scores (metrics, per-subject and per-fold JSON, baselines and tests), its audit and the
+    tags ``evaluation.report`` reads to its run."""
     tracker.log_metrics(scores["aggregate"])
     for name, b in scores["baselines"].items():
         tracker.log_metrics({f"baseline_{name}_{k}": v for k, v in b["aggregate"].items() if k != "n_folds"})
@@ -275,14 +288,11 @@ def log_results(tracker: Tracker, spec: EvalSpec, index, folds: list[Fold], resu
                              f"vs_{name}_mean_difference": cmp["mean_difference"], f"vs_{name}_p_holm": cmp["p_holm"],
                              f"vs_{name}_n": cmp["n"], f"vs_{name}_min_p": cmp["min_p"]})
     tracker.set_tags({"leakage_audit": "passed" if not spec.leaky else "LEAKY protocol (allowed)",
-                      "one_class_folds": f"{scores['aggregate']['n_one_class_folds']} of {len(folds)}"})
+                      "one_class_folds": f"{scores['aggregate']['n_one_class_folds']} of {scores['aggregate']['n_folds']}"})
     tracker.log_json(audit, "audit.json")
     tracker.log_json(scores["per_subject"], "per_subject.json")
     tracker.log_json(scores["folds"], "folds_metrics.json")
     tracker.log_json({"baselines": scores["baselines"], "comparisons": scores["comparisons"]}, "baselines.json")
-    with tempfile.TemporaryDirectory(prefix="gbvnet-plots-") as folder:
-        for path in plots.make_all(scores, histories, scores["baselines"], folder=folder):
-            tracker.log_file(path)
 
 
 def output_document(spec: EvalSpec, tracker: Tracker, scores: dict, audit: dict) -> dict:
@@ -293,17 +303,18 @@ def output_document(spec: EvalSpec, tracker: Tracker, scores: dict, audit: dict)
             "mlflow_experiment": spec.experiment_name, "cache": spec.cache, **scores, "audit": audit}
 
 
-def evaluate(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> dict:
-    """Run the evaluation described by ``spec``; returns the ``--output`` document, handed to ``publish`` (the
-    CLI: print the table, write ``--output``) before the final MLflow logging, so no bookkeeping failure loses it.
+@dataclass
+class Planned:
+    """An evaluation before Ray starts: its folds (checked), their jobs, the subjects they test and the audit."""
 
-    Stages: folds (:func:`plan_folds`; jobs and the audit before Ray starts, so every refusal is cheap), run
-    (:func:`run_folds`, each fold logged as it finishes, the baselines scored beside them:
-    :class:`~evaluation.baselines.Baselines`), score (:func:`score`), publish, log
-    (:func:`log_results`), then the folds' checkpoints removed (unless ``--keep-checkpoints``). A failure or
-    interruption ends the parent run (:meth:`gbvnet.tracking.Tracker.fail`).
-    """
-    index = open_cache(spec.cache).index()
+    folds: list[Fold]
+    jobs: list[Job]
+    tested: list[int]
+    audit: dict
+
+
+def plan_evaluation(spec: EvalSpec, index) -> Planned:
+    """:func:`plan_folds`, the folds' jobs and the leakage audit: every refusal, before Ray starts."""
     folds = plan_folds(spec, index)
     tested = subjects_with_rows(index, np.concatenate([f.test for f in folds]))
     jobs = [make_job(spec.cache, spec.model, spec.train, f, allow_leaky=spec.leaky, manifest_hash=index.manifest_hash)
@@ -311,6 +322,25 @@ def evaluate(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> d
     audit = {**audit_folds(folds),
              **check_search_subjects(spec.search, spec.dataset, spec.train.target, index.manifest_hash, tested,
                                      spec.allow_searched_test_subjects)}
+    return Planned(folds, jobs, tested, audit)
+
+
+def evaluate(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> dict:
+    """Run the evaluation described by ``spec``; returns the ``--output`` document, handed to ``publish`` (the
+    CLI: print the table, write ``--output``) before the final MLflow logging, so no bookkeeping failure loses it.
+
+    Stages: folds (:func:`plan_evaluation`; jobs and the audit before Ray starts, so every refusal is cheap), run
+    (:func:`run_folds`, each fold logged as it finishes, the baselines scored beside them:
+    :class:`~evaluation.baselines.Baselines`), score (:func:`score`), publish, log
+    (:func:`log_results`), then the folds' checkpoints removed (unless ``--keep-checkpoints``). A failure or
+    interruption ends the parent run (:meth:`gbvnet.tracking.Tracker.fail`). With ``--seeds``:
+    :func:`evaluate_seeds`.
+    """
+    if spec.seeds:
+        return evaluate_seeds(spec, publish)
+    index = open_cache(spec.cache).index()
+    planned = plan_evaluation(spec, index)
+    folds, jobs, tested, audit = planned.folds, planned.jobs, planned.tested, planned.audit
     init_ray(log_to_driver=False)  # only now: every refusal above costs no cluster start
 
     key = spec.invocation_key(index.manifest_hash)
@@ -331,6 +361,60 @@ def evaluate(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> d
     tracker.finish()
     for fold, result in zip(folds, results, strict=True):
         remove_fold_checkpoints(spec, key, fold.name, result.path, result.filesystem)
+    return document
+
+
+def evaluate_seeds(spec: EvalSpec, publish: Callable[[dict], None] | None = None) -> dict:
+    """``spec``'s evaluation once per seed of ``spec.seeds`` (:mod:`evaluation.seeds`), every fold of every seed in
+    one pool (:func:`run_folds`; fold names ``seed<S>-<fold>``); returns the ``--output`` document: each subject's
+    scores averaged over the seeds, the baselines and tests on those, the spread over seeds, and each seed's own
+    document (``per_seed``), handed to ``publish`` before the final MLflow logging. MLflow: a parent run (tag
+    ``seeds``: the seed-averaged scores) with one child evaluation per seed, each logged as :func:`evaluate` logs
+    one (its folds under it as they finish); ``--resume`` finds all of them again."""
+    index = open_cache(spec.cache).index()
+    specs = {s: seeds.seed_spec(spec, s) for s in spec.seeds}
+    plans = {s: plan_evaluation(seed_spec, index) for s, seed_spec in specs.items()}
+    tested = plans[spec.seeds[0]].tested
+    init_ray(log_to_driver=False)
+
+    keys = {s: seeds.key(seed_spec.invocation_key(index.manifest_hash), spec.seeds) for s, seed_spec in specs.items()}
+    key = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+    pooled = [(s, f, replace(f, name=f"seed{s}-{f.name}")) for s, p in plans.items() for f in p.folds]
+    parent = replace(spec, protocol_args={k: v for k, v in spec.protocol_args.items() if k != "seed"})
+    tracker = start_run(parent, index, [named for _, _, named in pooled], tested, key)
+    children = {}
+    try:
+        for s, seed_spec in specs.items():
+            children[s] = start_run(seed_spec, index, plans[s].folds, tested, keys[s])
+            children[s].set_tags({"mlflow.parentRunId": tracker.run_id, "seeds_run": tracker.run_id,
+                                  **seeds.child_tags(s, spec.seeds)})
+        y = index.labels(spec.train.target)
+        baselines = {s: Baselines(spec.cache, p.folds, y, s) for s, p in plans.items()}
+        results = run_folds(spec, [j for p in plans.values() for j in p.jobs], [named.name for _, _, named in pooled],
+                            key, [FoldLog(children[s], f.name, fold_params(index, f)) for s, f, _ in pooled])
+        by_seed = {s: [r for (seed, _, _), r in zip(pooled, results, strict=True) if seed == s] for s in spec.seeds}
+        documents = {}
+        for s, p in plans.items():
+            p.audit.update(check_normalizers(p.folds, [r.metrics.get("normalizer_digest") for r in by_seed[s]]))
+            documents[s] = output_document(specs[s], children[s], score(index, p.folds, by_seed[s], baselines[s]),
+                                           p.audit)
+        audit = seeds.merge_audits({s: p.audit for s, p in plans.items()})
+        document = {**output_document(spec, tracker, seeds.seed_scores(documents), audit),
+                    "per_seed": {str(s): d for s, d in documents.items()}}
+        if publish is not None:
+            publish(document)
+        for s, p in plans.items():
+            log_results(children[s], specs[s], index, p.folds, by_seed[s], documents[s], p.audit)
+            children[s].finish()
+        log_scores(tracker, parent, document, audit)
+    except BaseException as exc:
+        tracker.fail(exc)
+        for child in children.values():
+            child.fail(exc, quiet=True)
+        raise
+    tracker.finish()
+    for (_, _, named), result in zip(pooled, results, strict=True):
+        remove_fold_checkpoints(spec, key, named.name, result.path, result.filesystem)
     return document
 
 
@@ -365,10 +449,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_compute_arguments(p)
 
 
+def add_seeds_argument(p: argparse.ArgumentParser) -> None:
+    """``--seeds``, for the commands that repeat their protocol per seed (:mod:`evaluation.seeds`)."""
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="instead of --seed: the whole protocol once per seed (folds, initial weights, baselines), "
+                        "every fold in one pool; each subject's scores averaged over the seeds before the "
+                        "statistics, the spread over seeds reported (one value: the same as --seed)")
+
+
+def seeds_of(args: argparse.Namespace) -> list[int]:
+    """The seeds ``args`` ask for: ``--seeds`` (each once; not beside a ``--seed`` other than the default 0), else
+    ``--seed``."""
+    chosen = getattr(args, "seeds", None)
+    if not chosen:
+        return [args.seed]
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"--seeds {seeds.label(chosen)} names a seed twice: give each once")
+    if args.seed != 0:
+        raise ValueError(f"--seed {args.seed} and --seeds {seeds.label(chosen)}: give one of them (--seeds repeats "
+                         "the protocol per seed)")
+    return chosen
+
+
 def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict) -> EvalSpec:
     preset = args.preset or ("smoke" if args.synthetic else "paper")
     model = model_preset(preset)
-    train = TrainConfig(target=args.target, seed=args.seed)
+    chosen = seeds_of(args)
+    train = TrainConfig(target=args.target, seed=chosen[0])
     if args.synthetic:  # a small corpus and the smoke model: fewer epochs at a higher rate
         train.epochs, train.patience, train.lr = 10, 5, 1e-3
     search = None
@@ -382,7 +489,7 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
             searched = without_evaluation_fields(config["train"]) if search else config["train"]
             train = from_dict(TrainConfig, {**to_dict(train), **searched})
     apply_face_weight_arguments(args, apply_model_arguments(args, model))
-    train.target, train.seed = args.target, args.seed
+    train.target, train.seed = args.target, chosen[0]
     apply_compute_arguments(args, train)
     for name in ("epochs", "batch_size", "lr", "patience"):  # command-line values win over the config file
         if getattr(args, name):
@@ -396,7 +503,8 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
                     resume=args.resume, tracking_uri=args.tracking_uri, experiment=args.experiment,
                     storage=args.storage, search=search,
                     allow_searched_test_subjects=args.allow_searched_test_subjects, rows=args.rows,
-                    preset=preset, quiet=args.quiet, keep_checkpoints=args.keep_checkpoints)
+                    preset=preset, quiet=args.quiet, keep_checkpoints=args.keep_checkpoints,
+                    seeds=tuple(chosen) if len(chosen) > 1 else ())
 
 
 def add_protocol_arguments(p: argparse.ArgumentParser, protocols) -> None:
@@ -425,7 +533,7 @@ def protocol_arguments(args: argparse.Namespace, protocol: str) -> dict:
     if cls.leaky and not getattr(args, "allow_leaky_split", False):
         raise ValueError(f"protocol {protocol!r} is leaky (windows of one trial in train and test): refused "
                          "unless --allow-leaky-split")
-    values = {"seed": args.seed}
+    values = {"seed": seeds_of(args)[0]}
     for a in cls.arguments:
         given = getattr(args, a.name, None)
         values[a.name] = a.default if given is None else given
@@ -456,8 +564,12 @@ def run_cli(args: argparse.Namespace, protocol: str, protocol_args: dict, run: R
     an interruption in one line and exit code 130 / 143."""
     with one_line_errors():
         spec = spec_from_args(args, protocol, protocol_args)
+        if spec.seeds and getattr(args, "search", None) is not None:
+            raise ValueError(f"--seeds repeats a plain evaluation; a nested one (--search {args.search}) runs with "
+                             "one --seed: drop one of them")
+        shown = seeds.format_seeds if spec.seeds else formatter
         with exit_on_interrupt():
-            return (run or default_run)(args, spec, lambda document: publish(document, args.output, formatter))
+            return (run or default_run)(args, spec, lambda document: publish(document, args.output, shown))
 
 
 def default_run(args: argparse.Namespace, spec: EvalSpec, publish: Callable[[dict], None]) -> dict:
@@ -471,6 +583,7 @@ def protocol_parser(protocol: str, description: str, leaky_alternative: str | No
     ``leaky_alternative``, ``--allow-leaky-split`` to run that (leaky) protocol instead."""
     parser = CommandParser(prog=f"python -m evaluation.{protocol.replace('-', '_')}", description=description)
     add_arguments(parser)
+    add_seeds_argument(parser)
     add_protocol_arguments(parser, [protocol, *([leaky_alternative] if leaky_alternative else [])])
     if leaky_alternative:
         parser.add_argument("--allow-leaky-split", action="store_true",
@@ -503,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", choices=PROTOCOLS, required=True,
                         help="the evaluation protocol (leaky ones need --allow-leaky-split)")
     add_arguments(parser)
+    add_seeds_argument(parser)
     add_protocol_arguments(parser, PROTOCOLS)
     parser.add_argument("--allow-leaky-split", action="store_true",
                         help="allow a LEAKY protocol (labelled leaky in every output)")
