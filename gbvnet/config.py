@@ -192,6 +192,9 @@ class ModelKind:
     help: str  # one line for the --model help
     options: dict = field(default_factory=dict)  # keyword arguments of the builder (which network)
     net: dict = field(default_factory=dict)  # the network's own default keyword arguments
+    # The network's own search dimensions (our choices): argument -> a list of choices, or ("uniform" |
+    # "loguniform", low, high); searched as model.net.<argument> beside the optimiser (gbvnet.space.model_space).
+    search: dict = field(default_factory=dict)
 
     def build(self, cfg: ModelConfig):
         """The ``nn.Module`` of ``cfg`` (the builder imported now)."""
@@ -234,23 +237,29 @@ _BRAINDECODE = "gbvnet.models.comparison.braindecode_network"
 register_model(ModelKind("gbvnet", "gbvnet.models.gbvnet.GBVNet", ("facebio", "bio", "face"), "all", "GBV-Net",
                          help="GBV-Net (face ConvNeXt V2 + temporal Transformer, Local-Medium-Global bio, fusion)"))
 register_model(ModelKind("eegnet", _BRAINDECODE, ("bio",), "eeg", "EEGNet", options={"network": "EEGNet"},
+                         search={"F1": [4, 8, 16], "D": [1, 2], "drop_prob": ("uniform", 0.1, 0.6)},
                          help="EEGNet (Lawhern et al. 2018; braindecode)"))
 register_model(ModelKind("shallow", _BRAINDECODE, ("bio",), "eeg", "ShallowFBCSPNet",
                          options={"network": "ShallowFBCSPNet"},
+                         search={"n_filters_time": [20, 40, 60], "n_filters_spat": [20, 40, 60], "drop_prob": ("uniform", 0.1, 0.6)},
                          help="ShallowFBCSPNet (Schirrmeister et al. 2017; braindecode)"))
 register_model(ModelKind("deep4", _BRAINDECODE, ("bio",), "eeg", "Deep4Net", options={"network": "Deep4Net"},
+                         search={"drop_prob": ("uniform", 0.1, 0.6)},
                          help="Deep4Net (Schirrmeister et al. 2017; braindecode)"))
 register_model(ModelKind("eegconformer", _BRAINDECODE, ("bio",), "eeg", "EEGConformer",
                          options={"network": "EEGConformer"},
+                         search={"n_filters_time": [20, 40], "num_layers": [2, 4, 6], "drop_prob": ("uniform", 0.1, 0.6)},
                          help="EEG Conformer (Song et al. 2023; braindecode)"))
 register_model(ModelKind("tsception", _BRAINDECODE, ("bio",), "eeg", "TSception", options={"network": "TSception"},
+                         search={"hidden_size": [16, 32, 64], "drop_prob": ("uniform", 0.1, 0.6)},
                          help="TSception (Ding et al. 2022, designed for emotion recognition; braindecode)"))
 register_model(ModelKind("dgcnn", _BRAINDECODE, ("bio",), "eeg", "DGCNN",
                          options={"network": "DGCNN", "positions": True},
+                         search={"cheb_order": [2, 3], "drop_prob": ("uniform", 0.1, 0.6)},
                          help="DGCNN, the dynamical graph network (Song et al. 2018; braindecode; electrode "
                               "positions from MNE's standard 10-20 montage)"))
 register_model(ModelKind("facecnn", "gbvnet.models.comparison.FaceCNN", ("face",), "all", "face CNN",
-                         net={"backbone": "resnet18", "dropout": 0.2},
+                         net={"backbone": "resnet18", "dropout": 0.2}, search={"dropout": ("uniform", 0.0, 0.5)},
                          help="a timm image CNN per frame, features averaged over the frames (face only)"))
 
 

@@ -146,9 +146,19 @@ def is_active(key: str, model: ModelConfig) -> bool:
 
 
 def model_space(name: str, model: ModelConfig) -> dict[str, Any]:
-    """The distributions of the space ``name`` that can change ``model`` (:func:`is_active`): what a search of
-    that model samples and reports."""
-    return {key: distribution for key, distribution in search_space(name).items() if is_active(key, model)}
+    """The distributions of the space ``name`` that can change ``model`` (:func:`is_active`), and a comparison
+    network's own dimensions (its registry entry's ``search``, as ``model.net.<argument>``): what a search of that
+    model samples and reports."""
+    space = {key: distribution for key, distribution in search_space(name).items() if is_active(key, model)}
+    return space | {f"model.net.{arg}": _distribution(prior) for arg, prior in model.kind.search.items()}
+
+
+def _distribution(prior: list | tuple) -> Any:
+    """A registry entry's search prior as a Ray Tune distribution: a list of choices, or ``(kind, low, high)``."""
+    if isinstance(prior, list):
+        return tune.choice(prior)
+    kind, low, high = prior
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform}[kind](low, high)
 
 
 def _optimiser() -> dict[str, Any]:
@@ -204,6 +214,9 @@ def apply(point: dict[str, Any], model: ModelConfig, train: TrainConfig) -> tupl
             raise KeyError(f"search key {key!r} must start with 'model.' or 'train.' (or be {WIDTH!r})")
         for name in path[:-1]:
             target = getattr(target, name)
+        if isinstance(target, dict):  # model.net: a comparison network's keyword arguments
+            target[path[-1]] = value
+            continue
         if not hasattr(target, path[-1]):
             raise KeyError(f"search key {key!r}: no field {path[-1]!r}")
         if isinstance(getattr(target, path[-1]), tuple) and isinstance(value, str):

@@ -15,6 +15,7 @@ from gbvnet.data.cache import open_cache
 from gbvnet.loop import channel_index, fit_model_to_cache, make_job, train_loop_per_worker
 from gbvnet.models import build_model
 from gbvnet.models.comparison import check_input_fits
+from gbvnet.space import apply, model_space
 from gbvnet.splits import subject_fold
 
 
@@ -113,3 +114,20 @@ def test_a_window_shorter_than_a_networks_kernels_names_the_model_window_and_min
     cfg.bio.samples = shortest - 1
     with pytest.raises(RuntimeError):
         build_model(cfg)(bio=torch.zeros(2, 4, shortest - 1))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODELS if n != "gbvnet"))
+def test_a_comparison_networks_search_samples_its_own_arguments_and_builds(name, small_mahnob_cache):
+    manifest = open_cache(str(small_mahnob_cache)).manifest
+    base = model_preset("smoke", model=name, modality=None)
+    space = model_space("smoke", base)
+    assert {k for k in space if k.startswith("model.")} == {f"model.net.{a}" for a in MODELS[name].search}
+    assert "model.fusion.dropout" not in space  # GBV-Net's head: not this network's
+    for seed in range(2):
+        point = {k: d.sample(random_state=np.random.RandomState(seed)) for k, d in space.items()}
+        model, _ = apply(point, base, TrainConfig())
+        fitted = fit_model_to_cache(model, manifest)
+        assert all(fitted.network_arguments[k.removeprefix("model.net.")] == v for k, v in point.items()
+                   if k.startswith("model.net."))
+        if fitted.modality == "bio":
+            check_input_fits(fitted)
