@@ -79,7 +79,8 @@ def test_the_space_samples_only_dimensions_that_can_change_the_model():
     concat = set(model_space("paper", model_preset("paper", modality="facebio", fusion="concat")))
     assert concat == full - {"model.fusion.gate_hidden"}
     eegnet = model_space("paper", model_preset("paper", model="eegnet", modality="bio"))
-    assert set(eegnet) == {k for k in full if k.startswith("train.")}
+    assert set(eegnet) == {k for k in full if k.startswith("train.")} | {"model.net.F1", "model.net.D",
+                                                                        "model.net.drop_prob"}
     searcher = FoldSearcher(model_space("smoke", model_preset("smoke", modality="bio")), folds=1, trials=3, seed=0,
                             compare_untuned=False)
     proposed = searcher.suggest("t0")
