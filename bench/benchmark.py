@@ -96,6 +96,5 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
 
 
-
 if __name__ == "__main__":
     main()
