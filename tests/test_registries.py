@@ -81,7 +81,8 @@ def test_a_registered_fusion_kind_reaches_the_clis_model_and_report(registered):
     assert (("facebio", "sum", "face"), "face+bio (sum)") in report.modality_rows()
     row = {"dataset": "deap", "protocol": "loso", "tested_subjects": "1 2", "folds": 2, "target": "valence",
            "row_key": ("facebio", "sum", "face"), "folds_digest": "x", "accuracy_n": "0.700 ± 0.100 (n=2)",
-           "f1_n": "0.600 ± 0.100 (n=2)", "majority_accuracy": "0.500 ± 0.000"}
+           "f1_n": "0.600 ± 0.100 (n=2)", "majority_accuracy": "0.500 ± 0.000", "configuration": "untuned smoke",
+           "n_one_class_folds": 0, "fold_failures": "-"}
     [(_, _, body)] = report.ablation_tables([row])
     assert body == [["face+bio (sum)", "0.700 ± 0.100 (n=2)", "0.600 ± 0.100 (n=2)", "-", "-",
                      "0.500 ± 0.000 / -"]]

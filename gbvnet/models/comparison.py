@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -31,9 +32,20 @@ from gbvnet.config import ConfigError, ModelConfig, from_dict, to_dict
 MONTAGE = "standard_1020"  # MNE's template positions for 10-20 / 10-10 electrode names
 
 
+@contextlib.contextmanager
+def _quiet():
+    """braindecode's import and its networks' defaults warn, through Python and MNE's logger, about names renamed in
+    their next releases (MNE montages, EEGNet's final layer): nothing a gbvnet user can act on."""
+    import mne
+
+    with warnings.catch_warnings(), mne.utils.use_log_level("error"):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
 def _braindecode_models():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # braindecode's import warns about MNE montage names it does not use here
+    with _quiet():
         import braindecode.models
 
     return braindecode.models
@@ -44,8 +56,7 @@ def montage_positions() -> dict[str, object]:
     """MNE's template montage, by lower-case electrode name: the names that count as EEG (``--channels eeg``)."""
     import mne
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # the template's name changes in a later MNE
+    with _quiet():  # the template's name changes in a later MNE
         montage = mne.channels.make_standard_montage(MONTAGE)
     return {name.lower(): name for name in montage.ch_names}
 
@@ -59,8 +70,7 @@ def channel_info(channels: list[str], sfreq: float) -> list[dict]:
         raise ConfigError(f"channels {', '.join(missing)} have no electrode position in MNE's {MONTAGE} montage; "
                           "a graph network needs one per channel: use --channels eeg")
     info = mne.create_info(list(channels), sfreq, "eeg")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+    with _quiet():
         info.set_montage(MONTAGE, match_case=False)
     return info["chs"]
 
@@ -85,8 +95,7 @@ def braindecode_network(cfg: ModelConfig, network: str, positions: bool = False)
               "n_outputs": cfg.num_classes, **cfg.network_arguments}
     if positions:
         kwargs["chs_info"] = channel_info(list(cfg.channels), cfg.bio.rate)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # braindecode's own defaults, renamed in its next release
+    with _quiet():
         return BioNetwork(getattr(_braindecode_models(), network)(**kwargs), cfg.name)
 
 
