@@ -1,4 +1,4 @@
-"""``python -m evaluation.loso --dataset {deap,mahnob} (--root DIR | --synthetic)``: leave-one-subject-out.
+"""``python -m evaluation.loso --dataset {deap,mahnob,amigos} (--root DIR | --synthetic)``: leave-one-subject-out.
 
 Each subject is the test set once; the model never sees it. Validation (early stopping) uses held-out training
 subjects (``--validation trials``: held-out trials of the training subjects).

@@ -1,6 +1,6 @@
-"""Each kind of thing is listed once: a fusion kind, a baseline, a protocol or a search space registered here (by
-its registry's register function, touching no other file) shows up in the CLIs' choices, the model, the report
-and the evaluation."""
+"""Each kind of thing is listed once: a fusion kind, a baseline, a protocol or a search space registered here (the
+component itself plus one call of its registry's register function; no CLI, model builder, evaluation or report
+file is edited) shows up in the CLIs' choices, the model, the report and the evaluation."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Hyper-parameter search for GBV-Net: Ray Tune + Optuna (TPE) + ASHA, each trial one training run.
 
     ray job submit --working-dir . -- python tune/search.py --dataset mahnob --synthetic --num-samples 8
-    python tune/search.py --dataset deap --root ~/data/deap --num-samples 64 --workers-per-trial 2 --gpus-per-worker 1
+    python tune/search.py --dataset deap --root ~/data/deap --num-samples 64 --workers 2 --gpus-per-worker 1
     python tune/search.py --dataset deap --cache data/cache/deap --modality bio --gpus-per-worker 0.25 --concurrent 4
 
 Honesty: the search only ever sees its *search subjects* (``--search-subjects``; default: the first half of the
