@@ -51,7 +51,16 @@ from evaluation import aggregate
 from evaluation.audit import audit_folds, check_normalizers
 from evaluation.baselines import Baselines
 from evaluation.fold_search import RETRIES, SCORE, FoldScheduler, FoldSearcher
-from evaluation.run import EvalSpec, evaluate, log_results, output_document, plan_folds, score, start_run
+from evaluation.run import (
+    EvalSpec,
+    evaluate,
+    log_fold_model,
+    log_results,
+    output_document,
+    plan_folds,
+    score,
+    start_run,
+)
 from evaluation.stats import correct_family, paired_comparison
 from gbvnet.cli import hidden_alias
 from gbvnet.config import ModelConfig
@@ -64,9 +73,9 @@ from gbvnet.launch import (
     storage_path,
     tune_trial_resources,
 )
-from gbvnet.loop import make_job
+from gbvnet.loop import Job, make_job
 from gbvnet.progress import ProgressTable
-from gbvnet.space import SPACES, model_space, sampler, search_space
+from gbvnet.space import SPACES, apply, model_space, sampler, search_space
 from gbvnet.splits import Fold, folds_digest, inner_fold, subjects_with_rows
 from gbvnet.storage import join
 
@@ -260,6 +269,13 @@ def collect(grid: tune.ResultGrid, folds: list[Fold]) -> list[FoldOutcome]:
 def point_of(config: dict) -> dict:
     """The sampled point of a trial's config (without its fold, job and number)."""
     return {k: v for k, v in config.items() if k not in ("fold", "job", "number")}
+
+
+def tuned_job(outer: Job, config: dict) -> Job:
+    """The job an outer fold's training trial of ``config`` ran (:func:`gbvnet.launch.nested_trial`): ``outer``
+    with the trial's point written in."""
+    model, train = apply(point_of(config), outer.model, outer.train)
+    return dataclasses.replace(outer, model=model, train=train)
 
 
 def stability(chosen: list[dict], space: dict) -> dict:
@@ -463,6 +479,10 @@ def evaluate_nested(spec: EvalSpec, nested: NestedSpec, publish: Callable[[dict]
         if publish is not None:
             publish(document)
         log_results(tracker, spec, index, done_folds, results, scores, audit)
+        if spec.log_models:  # each tested fold's model, from its training's checkpoint (removed below)
+            for i in done:
+                log_fold_model(tracker, folds[i].name, tuned_job(planned.jobs["outer"][i], outcomes[i].tuned.config),
+                               outcomes[i].tuned.checkpoint)
         log_nested(tracker, folds, outcomes, section)
     except BaseException as exc:
         tracker.fail(exc)

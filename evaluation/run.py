@@ -7,7 +7,8 @@ protocol chosen. Everything else is here. Steps: resolve the window cache (``--s
 protocol of :mod:`gbvnet.splits` (each checked once by the leakage guard as it is built, before anything trains;
 the audit records the verdicts), run them as a Tune grid over the fold index with a fixed model config (parallel
 when resources allow, failed folds retried, ``--resume`` continues an interrupted run; each fold reaches MLflow
-as a nested run as soon as it finishes, and its checkpoints are then removed unless ``--keep-checkpoints``), then
+as a nested run as soon as it finishes, with ``--log-models`` its model too, and its checkpoints are then removed
+unless ``--keep-checkpoints``), then
 score test metrics per fold and per subject against the baselines, print the final table and write ``--output``
 JSON, and only then log the scores to the MLflow parent run with plots (:func:`evaluate`, one function per stage).
 A failure marks the parent run FAILED and says that ``--resume`` continues; Ctrl-C or SIGTERM prints one line
@@ -60,6 +61,7 @@ from gbvnet.config import (
     to_dict,
 )
 from gbvnet.data.cache import check_snapshot, open_cache
+from gbvnet.export import log_trained
 from gbvnet.launch import (
     exit_on_interrupt,
     init_ray,
@@ -69,7 +71,7 @@ from gbvnet.launch import (
     tune_fold,
     tune_trial_resources,
 )
-from gbvnet.loop import Job, make_job
+from gbvnet.loop import Job, load_state, make_job
 from gbvnet.progress import ProgressTable
 from gbvnet.sources import resolve_cache
 from gbvnet.splits import (
@@ -109,6 +111,7 @@ class EvalSpec:
     preset: str = "paper"  # where the model config came from: a preset name or the --config file's stem
     quiet: bool = False  # no progress table while the folds run
     keep_checkpoints: bool = False  # else a fold's checkpoints are removed once it is logged
+    log_models: bool = False  # --log-models: each fold's model logged to its nested run (log_fold_model)
     seeds: tuple[int, ...] = ()  # --seeds (two or more): the protocol once per seed (evaluation.seeds); else train.seed
 
     @property
@@ -152,6 +155,29 @@ def remove_fold_checkpoints(spec: EvalSpec, key: str, name: str, trial_path: str
         remove_checkpoints(join(storage_path(spec.storage), f"{fold_experiment(spec, key)}-{name}"))
 
 
+MODEL_TAG = "model_uri"  # the tag of a fold's nested run that --log-models logged the fold's model to
+
+
+def log_fold_model(tracker: Tracker, name: str, job: Job, checkpoint: tune.Checkpoint | None) -> None:
+    """``--log-models``: the model of the fold ``name`` trained by ``job`` (its best validation epoch's weights,
+    from the fold trial's last ``checkpoint``) logged to the fold's nested run of ``tracker``
+    (:func:`gbvnet.export.log_trained`), once: the run's tag ``model_uri`` then says where it is. Nothing while the
+    fold's run is not logged (a lost store); a checkpoint removed already (an earlier attempt without
+    ``--log-models``) is one line."""
+    run = tracker.children().get(name)
+    if run is None or MODEL_TAG in run.data.tags:
+        return
+    try:
+        state = None if checkpoint is None else load_state(checkpoint)["best_model"]
+    except FileNotFoundError:
+        state = None
+    if state is None:
+        raise ValueError(f"--log-models: fold {name} has no checkpoint left (removed when it was logged without "
+                         "--log-models): run the evaluation again without --resume to log its model")
+    logged = log_trained(tracker.uri, run.info.run_id, job, state)
+    tracker.set_tags({MODEL_TAG: logged.uri}, run_id=run.info.run_id)
+
+
 @dataclass
 class FoldLog:
     """Where a fold is logged as soon as it finishes: the nested run ``name`` of ``tracker``'s run, with ``params``
@@ -162,10 +188,25 @@ class FoldLog:
     params: dict
 
 
+def fold_logged(spec: EvalSpec, key: str, name: str, log: FoldLog, job: Job, trial) -> None:
+    """The fold ``name`` (Tune ``trial``, trained by ``job``) was logged as it finished (``log``): with
+    ``--log-models`` its model logged (:func:`log_fold_model`), then its checkpoints removed
+    (:func:`remove_fold_checkpoints`); a model that cannot be logged yet keeps them for :func:`run_folds`' end."""
+    if spec.log_models:
+        try:
+            log_fold_model(log.tracker, log.name, job, trial.checkpoint)
+        except Exception as exc:
+            print(f"could not log the model of {log.name} yet ({type(exc).__name__}: {str(exc)[:200]}); logged at "
+                  "the end", file=sys.stderr, flush=True)
+            return
+    remove_fold_checkpoints(spec, key, name, trial.path, trial.storage.storage_filesystem)
+
+
 def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str,
               logs: list[FoldLog] | None = None) -> list[tune.Result]:
     """Run every fold as a Tune trial (``names``: unique in the Tune run); return each fold's Tune result (in fold
-    order). With ``logs`` (one per fold), each fold is logged as it finishes, then its checkpoints removed."""
+    order). With ``logs`` (one per fold), each fold is logged as it finishes (with ``--log-models`` its model too,
+    :func:`fold_logged`; at the end, those a lost store kept back), then its checkpoints removed."""
     storage = storage_path(spec.storage)
     experiment = fold_experiment(spec, key)
     trainable = tune.with_parameters(tune_fold, jobs=jobs, names=names, storage=storage, prefix=experiment)
@@ -177,8 +218,8 @@ def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str,
         callbacks.append(TrialLogger(
             lambda trial: logs[trial.config["fold"]].tracker, name=lambda trial: logs[trial.config["fold"]].name,
             params=lambda trial: logs[trial.config["fold"]].params,
-            then=lambda trial: remove_fold_checkpoints(spec, key, names[trial.config["fold"]], trial.path,
-                                                       trial.storage.storage_filesystem),
+            then=lambda trial: fold_logged(spec, key, names[trial.config["fold"]], logs[trial.config["fold"]],
+                                           jobs[trial.config["fold"]], trial),
             finished=lambda trial: "test_confusion" in (trial.last_result or {})))
     grid = run_tuner(trainable, experiment, storage, resume=spec.resume,
                      param_space={"fold": tune.grid_search(list(range(len(jobs))))},
@@ -194,6 +235,10 @@ def run_folds(spec: EvalSpec, jobs: list[Job], names: list[str], key: str,
     missing = [names[i] for i, r in enumerate(results) if r is None]
     if missing:
         raise RuntimeError(f"no result for folds {missing}")
+    if spec.log_models and logs is not None:  # the folds whose model was not logged as they finished
+        for log, job, result in zip(logs, jobs, results, strict=True):
+            log.tracker.log_child(log.name, trial_history(result.path, result.filesystem), log.params)
+            log_fold_model(log.tracker, log.name, job, result.checkpoint)
     return results  # type: ignore[return-value]
 
 
@@ -444,6 +489,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--quiet", action="store_true", help="no progress table while the folds run")
     e.add_argument("--keep-checkpoints", action="store_true",
                    help="keep each fold's checkpoints under --storage (default: removed once the fold is logged)")
+    e.add_argument("--log-models", action="store_true",
+                   help="log each fold's model (its best epoch's weights, gbvnet.export) to the fold's MLflow run, "
+                        "loadable with mlflow.pyfunc.load_model (one-worker folds; default: no model)")
     add_tracking_arguments(p, experiment="gbvnet-<dataset>-<protocol>")
     add_concurrency_arguments(p, runs="folds", old_flag="--folds-in-parallel")
     add_compute_arguments(p)
@@ -491,6 +539,10 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
     apply_face_weight_arguments(args, apply_model_arguments(args, model))
     train.target, train.seed = args.target, chosen[0]
     apply_compute_arguments(args, train)
+    if args.log_models and train.num_workers > 1:
+        raise ValueError(f"--log-models logs each fold's model from its trial's checkpoints; with --workers "
+                         f"{train.num_workers} they are its trainer's: evaluate with one worker per fold, or train "
+                         "the final model with python -m gbvnet.train --all-subjects")
     for name in ("epochs", "batch_size", "lr", "patience"):  # command-line values win over the config file
         if getattr(args, name):
             setattr(train, name, getattr(args, name))
@@ -504,6 +556,7 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
                     storage=args.storage, search=search,
                     allow_searched_test_subjects=args.allow_searched_test_subjects, rows=args.rows,
                     preset=preset, quiet=args.quiet, keep_checkpoints=args.keep_checkpoints,
+                    log_models=args.log_models,
                     seeds=tuple(chosen) if len(chosen) > 1 else ())
 
 

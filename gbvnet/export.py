@@ -42,7 +42,7 @@ from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
-from gbvnet.config import ModelConfig, PrepareConfig, from_dict, to_dict
+from gbvnet.config import ModelConfig, PrepareConfig, from_dict, get_model, to_dict
 from gbvnet.data.cache import open_cache
 from gbvnet.data.transform import BatchTransform
 from gbvnet.data.window_dataset import Normalizer, WindowDataset, fit_normalizer
@@ -73,7 +73,8 @@ class ModelSpec:
     target: str  # valence | arousal
     dataset: str  # the training cache's dataset (its reader)
     prepare: dict  # the training cache's PrepareConfig (to_dict): window, rate, filters, threshold, faces, ...
-    channels: list[str]  # the bio channels, in the order the network reads them
+    channels: list[str]  # the training cache's bio channels, in its order: the windows' (the network reads
+    # model["channels"] among them, selected after normalisation as in training: gbvnet.loop.channel_index)
     normalizer_mean: list[float] | None  # per channel, fitted on the training rows (None: face-only model)
     normalizer_std: list[float] | None
     cache_manifest_hash: str  # the training cache snapshot
@@ -205,14 +206,16 @@ def mlflow_store(uri: str, experiment_id: str | None = None):
                 os.environ[key] = value
 
 
-def requirements() -> list[str]:
-    """The packages the model's code needs, at the versions it was logged with (and gbvnet itself, installed
-    from its checkout)."""
+def requirements(spec: ModelSpec) -> list[str]:
+    """The packages the code of ``spec``'s model needs (braindecode and mne for the comparison networks built
+    with braindecode), at the versions it was logged with (and gbvnet itself, installed from its checkout)."""
     import timm
 
     versions = {"torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__,
                 "mlflow": mlflow.__version__, "pyyaml": __import__("yaml").__version__,
                 "pyarrow": __import__("pyarrow").__version__}
+    if get_model(spec.model["name"]).builder.endswith(".braindecode_network"):
+        versions.update(braindecode=__import__("braindecode").__version__, mne=__import__("mne").__version__)
     return [f"{name}=={version.split('+')[0]}" for name, version in versions.items()]
 
 
@@ -241,7 +244,7 @@ def log_model(tracking_uri: str, run_id: str, state: dict, spec: ModelSpec, exam
         torch.save(state, weights_path)
         info = Model.log(None, flavor=mlflow.pyfunc, name="model", run_id=run_id, python_model=str(MODEL_CODE),
                          artifacts={"spec": str(spec_path), "weights": str(weights_path)},
-                         signature=spec.signature(), input_example=example, pip_requirements=requirements(),
+                         signature=spec.signature(), input_example=example, pip_requirements=requirements(spec),
                          metadata={"gbvnet_format": FORMAT_VERSION, "modality": spec.modality,
                                    "target": spec.target, "dataset": spec.dataset})
         if not register:

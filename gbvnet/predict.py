@@ -122,8 +122,10 @@ def check_channels(spec: ModelSpec, channels: list[str], where: str) -> None:
     parts = [f"lacks {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}" if missing else "",
              f"has {', '.join(extra[:6])}{' ...' if len(extra) > 6 else ''} besides" if extra else ""]
     what = "; ".join(part for part in parts if part) or "has them in another order"
-    raise ModelMismatch(f"{where}: its channels are not the model's: it {what} (the model reads the "
-                        f"{len(spec.channels)} channels of its {spec.dataset} training data in their order)")
+    reads = spec.model.get("channels") or spec.channels
+    raise ModelMismatch(f"{where}: its channels are not the model's: it {what} (the model takes the "
+                        f"{len(spec.channels)} channels of its {spec.dataset} training data in their order, and reads "
+                        f"{'all' if len(reads) == len(spec.channels) else len(reads)} of them)")
 
 
 def check_recording(spec: ModelSpec, dataset: str, root: str, subject: int, cfg: PrepareConfig) -> None:

@@ -208,8 +208,8 @@ class Evaluations:
 @pytest.fixture(scope="session")
 def evaluations(ray_session, prepared_cache, tmp_path_factory) -> Evaluations:
     """LOSO bio runs, computed once and shared by the evaluation and report tests: valence on every subject and
-    arousal on subjects 1 and 2 (for 2 epochs: it feeds tests of how numbers are shown, not of their size), in one
-    MLflow database.
+    arousal on subjects 1 and 2 (for 2 epochs: it feeds tests of how numbers are shown, not of their size; with
+    --log-models, each fold's model logged), in one MLflow database.
 
     The corpus is DEAP-format, bio only, with a clean signal and per-subject offsets that the pre-stimulus
     baseline normalisation removes, so the model should beat the majority baseline on every subject.
@@ -221,7 +221,8 @@ def evaluations(ray_session, prepared_cache, tmp_path_factory) -> Evaluations:
     out = tmp_path_factory.mktemp("evaluations")
     uri = store_uri(out)
     docs, printed = {}, {}
-    for target, extra in (("valence", ["--epochs", "5"]), ("arousal", ["--epochs", "2", "--test-subjects", "1", "2"])):
+    for target, extra in (("valence", ["--epochs", "5"]), ("arousal", ["--epochs", "2", "--test-subjects", "1", "2",
+                                                                        "--log-models"])):
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout):
             docs[target] = loso.main(["--dataset", "deap", "--cache", str(cache), "--preset", "smoke", "--modality",

@@ -1,6 +1,7 @@
 """The model that leaves: final training on every subject of a cache, logged and registered in MLflow
 (gbvnet.train --all-subjects --register), loaded with mlflow.pyfunc, and gbvnet.predict on a recording written
-after training, with its refusals of data the model was not trained for.
+after training, with its refusals of data the model was not trained for; a comparison network reading some of the
+cache's channels (EEGNet: the 32 EEG electrodes of 40); each fold's model of an evaluation (--log-models).
 
 One model (bio, smoke size, a DEAP-layout corpus with a clean signal) is trained once for the module and shared.
 """
@@ -30,8 +31,10 @@ from gbvnet.data.window_dataset import WindowDataset, fit_normalizer
 from gbvnet.datasets import get_dataset
 from gbvnet.export import SPEC_FILE, ModelMismatch, mlflow_store
 from gbvnet.loop import channel_index, fit_model_to_cache, load_state, make_job
+from gbvnet.metrics import confusion
 from gbvnet.models import build_model
 from gbvnet.splits import usable_rows
+from gbvnet.tracking import TRIAL_TAG
 from tests.conftest import store_uri
 
 # the LOSO evaluations' corpus (tests/conftest.py): a clean signal that per-trial baseline normalisation makes
@@ -208,3 +211,69 @@ def test_epochs_from_an_evaluation_trains_every_subject_without_validation(evalu
     with pytest.raises(ValueError, match="empty validation set"):
         make_job(str(evaluations.cache), model_preset("smoke", modality="bio"), TrainConfig(epochs=5, patience=2),
                  fold)
+
+
+@pytest.mark.slow
+def test_final_eegnet_reads_its_channels_through_pyfunc_and_predict(ray_session, prepared_cache, tmp_path):
+    """A comparison network trained, logged and registered by gbvnet.train (--model eegnet: the 32 EEG electrodes of
+    the cache's 40 channels): mlflow.pyfunc takes the cache's 40-channel windows and gives the probabilities of the
+    trained module on its 32 channels; gbvnet.predict on the cache gives the same."""
+    cache_path = prepared_cache("deap", CORPUS, face=False, subjects=[1, 2, 3, 4], baseline_norm=True)
+    uri = store_uri(tmp_path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = train.main(["--cache", str(cache_path), "--model", "eegnet", "--all-subjects", "--epochs", "1",
+                             "--patience", "1", "--tracking-uri", uri, "--storage", str(tmp_path / "ray"),
+                             "--name", "eegnet", "--register", "eegnet-deap", "--alias", "champion"])
+    cache = open_cache(str(cache_path))
+    cfg = fit_model_to_cache(model_preset("smoke", model="eegnet", modality="bio"), cache.manifest)
+    assert len(cfg.channels) == 32 and len(cache.manifest.channels) == 40 and "GSR" not in cfg.channels
+    run = MlflowClient(uri).get_run(result["mlflow_run_id"])
+    rows = np.flatnonzero(np.isin(cache.index().subject, json.loads(run.data.params["train_subjects"])))
+    checkpoint = max(p for p in (tmp_path / "ray" / "eegnet").glob("checkpoint_*") if p.is_dir())
+    import ray.train
+
+    network = build_model(cfg)
+    network.load_state_dict(load_state(ray.train.Checkpoint.from_directory(str(checkpoint)))["best_model"])
+    network.eval()
+    transform = BatchTransform("bio", torch.device("cpu"), fit_normalizer(cache, rows), channel_index(cfg, cache.manifest))
+    windows = WindowDataset(cache, modality="bio").batch(np.arange(len(cache.index().subject)))["bio"]
+    with torch.no_grad():
+        expected = torch.softmax(network(**transform({"bio": windows}))["logits"], dim=1).numpy()
+    with mlflow_store(uri):
+        loaded = mlflow.pyfunc.load_model("models:/eegnet-deap@champion")
+        requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/eegnet-deap@champion")).read_text()
+    assert "braindecode==" in requirements  # what builds the network where the model is served
+    assert loaded.metadata.signature.inputs.inputs[0].shape == (-1, 40, 384)  # the cache's windows go in
+    assert loaded.unwrap_python_model().spec.model["channels"] == list(cfg.channels)
+    np.testing.assert_allclose(loaded.predict({"bio": windows.numpy()}), expected, atol=1e-5)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        predicted = predict.main(["--model", "models:/eegnet-deap@champion", "--tracking-uri", uri, "--cache",
+                                  str(cache_path), "--output", str(tmp_path / "out")])
+    np.testing.assert_allclose(predicted["windows"].column("p_high").to_numpy(), expected[:, 1], atol=1e-5)
+    assert f"predicted {len(windows)} windows of 32 trials" in printed.getvalue()
+
+
+def test_loso_log_models_logs_each_folds_model(evaluations):
+    """evaluation.loso --log-models (the session's arousal evaluation): each fold's nested run holds a pyfunc model
+    (its tag model_uri) whose predictions on the fold's test windows give the fold's test confusion matrix: the
+    weights of the fold's best epoch, logged before its checkpoints were removed."""
+    doc = evaluations.docs["arousal"]
+    client = MlflowClient(evaluations.uri)
+    parent = client.get_run(doc["mlflow_run_id"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    runs = {r.data.tags[TRIAL_TAG]: r for r in children}
+    cache = open_cache(str(evaluations.cache))
+    index, labels = cache.index(), cache.index().labels("arousal")
+    assert sorted(runs) == sorted(f["fold"] for f in doc["folds"]) and len(runs) == 2
+    for fold in doc["folds"]:
+        run = runs[fold["fold"]]
+        with mlflow_store(evaluations.uri):
+            model = mlflow.pyfunc.load_model(run.data.tags["model_uri"])
+        assert model.metadata.run_id == run.info.run_id
+        rows = np.flatnonzero(np.isin(index.subject, fold["test_subjects"]))
+        p = model.predict({"bio": WindowDataset(cache, modality="bio").batch(rows)["bio"].numpy()})
+        assert confusion(labels[rows], p.argmax(1)).tolist() == fold["confusion"], fold["fold"]
+    assert not list((evaluations.out / "ray").glob("eval-loso-*/*/checkpoint_*"))  # removed once logged
+    assert all("model_uri" not in r.data.tags for r in client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{evaluations.docs['valence']['mlflow_run_id']}'"))
