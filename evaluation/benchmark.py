@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -40,6 +41,8 @@ from evaluation import aggregate, plots
 from evaluation.audit import audit_folds, check_normalizers
 from evaluation.baselines import Baselines
 from evaluation.gap import run_pooled
+from evaluation.nested import NestedSpec, evaluate_nested, nested_spec
+from evaluation.nested import add_arguments as add_nested_arguments
 from evaluation.report import render
 from evaluation.run import (
     EvalSpec,
@@ -138,9 +141,11 @@ def plan(spec: EvalSpec, protocol: str, protocol_args: dict, models: list[tuple[
     return arms
 
 
-def benchmark_key(arms: dict[str, Arm], manifest_hash: str) -> str:
-    """Stable id of the benchmark: its models' invocation keys (used by --resume)."""
+def benchmark_key(arms: dict[str, Arm], manifest_hash: str, search: NestedSpec | None = None) -> str:
+    """Stable id of the benchmark: its models' invocation keys and the search (used by --resume)."""
     keys = {label: a.spec.invocation_key(manifest_hash) for label, a in arms.items()}
+    if search is not None:
+        keys["search"] = dataclasses.asdict(search)
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -184,7 +189,11 @@ def tables(document: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     title = (f"benchmark on {document['dataset']}: {document['protocol']}"
              + (" [LEAKY: windows of a trial in train and test]" if document["leaky"] else "")
              + f", target {document['target']}, seed {document['seed']}, {len(document['subjects'])} subjects "
-             f"({' '.join(map(str, document['subjects']))}), rows: {document['rows']} (mean ± sd over subjects)")
+             f"({' '.join(map(str, document['subjects']))}), rows: {document['rows']}"
+             + ("" if not document.get("search") else
+                f", every model tuned in every outer fold by a nested search of {document['search']['trials']} "
+                f"trials (space {document['search']['space']}, one evaluation per model in turn)")
+             + " (mean ± sd over subjects)")
     header = ["model", *(METRIC_LABELS[m] for m in METRICS), "one-class folds"]
     body = [[document["titles"][label], *(_cell(doc["aggregate"], m) for m in METRICS),
              f"{doc['aggregate']['n_one_class_folds']} of {doc['aggregate']['n_folds']}"]
@@ -221,10 +230,11 @@ def format_benchmark(document: dict, fmt: str = "md") -> str:
         "\n\n" + where if fmt == "md" else "")
 
 
-def start_benchmark_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, tested: list[int]
-                        ) -> tuple[Tracker, dict[str, Tracker]]:
+def start_benchmark_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, tested: list[int],
+                        search: NestedSpec | None = None) -> tuple[Tracker, dict[str, Tracker]]:
     """The benchmark's MLflow parent run and, nested under it, each model's evaluation run (started as an
-    evaluation's parent run is: :func:`evaluation.run.start_run`). Found again by their keys with ``--resume``."""
+    evaluation's parent run is: :func:`evaluation.run.start_run`; with ``search``, each nested evaluation starts
+    its own). Found again by their keys with ``--resume``."""
     first = next(iter(arms.values())).spec
     tracker = Tracker(tracking_uri(spec.tracking_uri), spec.experiment_name, key, resume=spec.resume,
                       run_name=f"benchmark-{first.protocol}-{spec.train.target}-{len(arms)}models-{key[:6]}")
@@ -232,22 +242,22 @@ def start_benchmark_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, t
     tracker.log_params({"protocol": first.protocol, "protocol_args": first.protocol_args, "dataset": spec.dataset,
                         "cache": spec.cache, "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
                         "seed": spec.train.seed, "train": to_dict(spec.train), "rows": first.rows,
-                        "models": " ".join(arms)})
+                        "models": " ".join(arms), "search": dataclasses.asdict(search) if search else "none"})
     tracker.set_tags({"kind": "benchmark", "protocol": first.protocol, "dataset": spec.dataset,
                       "target": spec.train.target, "leaky": first.leaky, "models": " ".join(arms),
                       "tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested)})
     children = {}
-    for label, arm in arms.items():
+    for label, arm in arms.items() if search is None else ():
         children[label] = start_run(arm.spec, index, arm.folds, tested, arm.spec.invocation_key(index.manifest_hash))
         children[label].set_tags({"mlflow.parentRunId": tracker.run_id, "benchmark_run": tracker.run_id})
     return tracker, children
 
 
 def log_benchmark(tracker: Tracker, children: dict[str, Tracker], index, arms: dict[str, Arm],
-                  results: dict[str, list], document: dict) -> None:
-    """The final MLflow logging: each model's run as an evaluation's parent run, then the benchmark's metrics,
-    ``benchmark.json`` and plot; every run ends FINISHED."""
-    for label, arm in arms.items():
+                  results: dict[str, list] | None, document: dict) -> None:
+    """The final MLflow logging: each model's run as an evaluation's parent run (``results``: a nested evaluation
+    logged its own), then the benchmark's metrics, ``benchmark.json`` and plot; every run ends FINISHED."""
+    for label, arm in arms.items() if results is not None else ():
         log_results(children[label], arm.spec, index, arm.folds, results[label], document["models"][label],
                     arm.audit)
     tracker.log_metrics(flat_metrics(document))
@@ -263,11 +273,15 @@ def log_benchmark(tracker: Tracker, children: dict[str, Tracker], index, arms: d
 
 def benchmark(spec: EvalSpec, protocol: str, protocol_args: dict, models: list[tuple[str, str | None]],
               reference: str | None = None, metric: str = "balanced_accuracy",
-              publish: Callable[[dict], None] | None = None) -> dict:
-    """Evaluate ``models`` on ``protocol``'s folds of ``spec``'s cache as one pool of folds; returns the ``--output``
+              publish: Callable[[dict], None] | None = None, search: NestedSpec | None = None) -> dict:
+    """Evaluate ``models`` on ``protocol``'s folds of ``spec``'s cache as one pool of folds (with ``search``: each
+    model's nested LOSO evaluation in turn, the same search budget for every model); returns the ``--output``
     document, handed to ``publish`` before the final MLflow logging (every refusal comes before Ray starts). A
     failure marks the benchmark's runs FAILED and says that ``--resume`` continues."""
     index = open_cache(spec.cache).index()
+    if search is not None and protocol != "loso":
+        raise ConfigError(f"--search nests a search in every LOSO fold; protocol {protocol!r} has none: use "
+                          "--protocol loso")
     arms = plan(spec, protocol, protocol_args, models, index)
     reference = reference or next(iter(arms))
     if reference not in arms:
@@ -275,38 +289,65 @@ def benchmark(spec: EvalSpec, protocol: str, protocol_args: dict, models: list[t
     first = next(iter(arms.values()))
     tested = subjects_with_rows(index, np.concatenate([f.test for f in first.folds]))
     init_ray(log_to_driver=False)
-    key = benchmark_key(arms, index.manifest_hash)
-    tracker, children = start_benchmark_run(spec, index, arms, key, tested)
+    key = benchmark_key(arms, index.manifest_hash, search)
+    tracker, children = start_benchmark_run(spec, index, arms, key, tested, search)
     try:
-        baselines = Baselines(spec.cache, first.folds, index.labels(spec.train.target), spec.train.seed)
-        results = run_pooled(spec, arms, key, index, children)
-        documents = {}
-        for label, arm in arms.items():
-            arm.audit.update(check_normalizers(arm.folds, [r.metrics.get("normalizer_digest") for r in results[label]]))
-            documents[label] = {"model": arm.spec.model.name, "modality": arm.spec.model.modality,
-                                "channels": list(arm.jobs[0].model.channels),
-                                "net": arm.jobs[0].model.network_arguments if arm.spec.model.name != "gbvnet" else {},
-                                **score(index, arm.folds, results[label], baselines), "audit": arm.audit,
-                                "mlflow_run_id": children[label].run_id}
+        if search is None:
+            baselines = Baselines(spec.cache, first.folds, index.labels(spec.train.target), spec.train.seed)
+            results = run_pooled(spec, arms, key, index, children)
+            documents = {label: arm_document(arm, index, results[label], baselines, children[label])
+                         for label, arm in arms.items()}
+        else:
+            documents = {label: searched_document(arm, search, tracker) for label, arm in arms.items()}
         document = {"kind": "benchmark", "dataset": spec.dataset, "protocol": first.spec.protocol,
                     "protocol_args": first.spec.protocol_args, "leaky": first.spec.leaky,
                     "target": spec.train.target, "seed": spec.train.seed, "rows": _rows_label(first.spec.rows),
                     "train": to_dict(spec.train), "subjects": tested, "reference": reference, "metric": metric,
+                    "search": None if search is None else dataclasses.asdict(search),
                     "titles": {label: arm.title for label, arm in arms.items()}, "models": documents,
                     "comparisons": versus_reference(documents, reference, metric),
                     "mlflow_run_id": tracker.run_id, "mlflow_experiment": spec.experiment_name}
         if publish is not None:
             publish(document)
-        log_benchmark(tracker, children, index, arms, results, document)
+        log_benchmark(tracker, children, index, arms, None if search else results, document)
     except BaseException as exc:
         tracker.fail(exc)
         for child in children.values():
             child.fail(exc, quiet=True)
         raise
-    for arm in arms.values():
-        for name, result in zip(arm.names, results[arm.label], strict=True):
-            remove_fold_checkpoints(spec, key, name, result.path, result.filesystem)
+    if search is None:
+        for arm in arms.values():
+            for name, result in zip(arm.names, results[arm.label], strict=True):
+                remove_fold_checkpoints(spec, key, name, result.path, result.filesystem)
     return document
+
+
+def arm_document(arm: Arm, index, results: list, baselines: Baselines, run: Tracker) -> dict:
+    """One model's part of the benchmark's document: scored as :mod:`evaluation.run` scores an evaluation, with
+    what it read and its leakage audit (the normalisers' check added) and MLflow run."""
+    arm.audit.update(check_normalizers(arm.folds, [r.metrics.get("normalizer_digest") for r in results]))
+    return {**model_fields(arm), **score(index, arm.folds, results, baselines), "audit": arm.audit,
+            "mlflow_run_id": run.run_id}
+
+
+def model_fields(arm: Arm) -> dict:
+    """What a model of the benchmark is: its network, modality, the channels it read, its own arguments."""
+    model = arm.jobs[0].model
+    return {"model": model.name, "modality": model.modality, "channels": list(model.channels),
+            "net": model.network_arguments if model.name != "gbvnet" else {}}
+
+
+def searched_document(arm: Arm, search: NestedSpec, parent: Tracker) -> dict:
+    """One model's nested LOSO evaluation (:func:`evaluation.nested.evaluate_nested`: every outer fold searched on
+    its own training subjects with ``search``'s budget, in its own pool), logged as a child of the benchmark's
+    run."""
+    spec = dataclasses.replace(arm.spec, preset=f"{arm.spec.preset}-nested{search.trials}")
+    document = evaluate_nested(spec, search)
+    parent.set_tags({"mlflow.parentRunId": parent.run_id, "benchmark_run": parent.run_id},
+                    run_id=document["mlflow_run_id"])
+    return {**model_fields(arm), **{k: document[k] for k in ("folds", "per_subject", "aggregate", "confusion",
+                                                             "baselines", "comparisons", "audit", "nested",
+                                                             "mlflow_run_id")}}
 
 
 def _rows_label(rows: str) -> str:
@@ -329,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--allow-leaky-split", action="store_true",
                    help="allow a LEAKY protocol (labelled leaky in every output)")
     add_protocol_arguments(p, PROTOCOLS)
+    add_nested_arguments(p)
     return p
 
 
@@ -346,8 +388,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(str(exc))
 
     def run(args: argparse.Namespace, spec: EvalSpec, publish_document: Callable[[dict], None]) -> dict:
+        search = nested_spec(args, spec) if args.search else None
         return benchmark(spec, args.protocol, protocol_args, args.models, args.reference, args.metric,
-                         publish_document)
+                         publish_document, search)
 
     return run_cli(args, "benchmark", protocol_args, run, format_benchmark)
 

@@ -133,13 +133,7 @@ def run(args: argparse.Namespace, spec: EvalSpec, publish: Callable[[dict], None
         raise ValueError("--compare-untuned compares a nested search with the untuned configuration: add --search N")
     if args.search is None:
         return evaluate(spec, publish)
-    if args.config:
-        raise ValueError(f"--search {args.search} searches every outer fold itself; it cannot also take --config "
-                         f"{args.config} (a configuration already chosen): drop one of them")
-    nested = NestedSpec(trials=args.search, space=args.space or ("smoke" if spec.preset == "smoke" else "paper"),
-                        max_epochs=args.max_epochs, grace_epochs=args.grace_epochs,
-                        reduction_factor=args.reduction_factor, concurrent=args.concurrent,
-                        compare_untuned=args.compare_untuned)
+    nested = nested_spec(args, spec)
 
     def show(document: dict) -> None:
         warning = aggregate.degenerate_line(document["aggregate"])
@@ -147,6 +141,17 @@ def run(args: argparse.Namespace, spec: EvalSpec, publish: Callable[[dict], None
         publish(document)
 
     return evaluate_nested(dataclasses.replace(spec, preset=f"{spec.preset}-nested{nested.trials}"), nested, show)
+
+
+def nested_spec(args: argparse.Namespace, spec: EvalSpec) -> NestedSpec:
+    """The search of every outer fold that ``--search N`` and its flags ask for (:func:`add_arguments`)."""
+    if args.config:
+        raise ValueError(f"--search {args.search} searches every outer fold itself; it cannot also take --config "
+                         f"{args.config} (a configuration already chosen): drop one of them")
+    return NestedSpec(trials=args.search, space=args.space or ("smoke" if spec.preset == "smoke" else "paper"),
+                      max_epochs=args.max_epochs, grace_epochs=args.grace_epochs,
+                      reduction_factor=args.reduction_factor, concurrent=args.concurrent,
+                      compare_untuned=args.compare_untuned)
 
 
 # ------------------------------------------------------------------------------------------------- plan

@@ -121,3 +121,32 @@ def test_a_benchmark_it_cannot_run_is_refused_before_ray_starts(argv, message, b
     with pytest.raises((SystemExit, ValueError), match=message):
         benchmark.main(["--dataset", "deap", "--cache", str(bench_cache), "--tracking-uri", store_uri(tmp_path),
                         *argv])
+
+
+@pytest.fixture(scope="module")
+def searched_run(ray_session, bench_cache, tmp_path_factory):
+    """Two models tuned per outer fold by the same nested search budget."""
+    out = tmp_path_factory.mktemp("benchmark-searched")
+    uri = store_uri(out)
+    return benchmark.main(["--dataset", "deap", "--cache", str(bench_cache), "--preset", "smoke", "--models",
+                           "gbvnet:bio", "eegnet", "--search", "2", "--search-epochs", "1", "--epochs", "1",
+                           "--batch-size", "8", "--quiet", "--tracking-uri", uri, "--storage", str(out / "ray")]), uri
+
+
+def test_search_gives_every_model_the_same_nested_budget_in_its_own_space(searched_run):
+    document, uri = searched_run
+    assert document["search"]["trials"] == 2 and "nested search of 2 trials" in benchmark.tables(document)[0][0]
+    for label, doc in document["models"].items():
+        nested = doc["nested"]
+        assert [row["trials"] for row in nested["folds"]] == [2] * CORPUS["subjects"]
+        searched = set(nested["searched"])
+        if label == "eegnet":  # its own arguments, none of GBV-Net's sections
+            assert {"model.net.F1", "model.net.drop_prob"} <= searched and "model.fusion.dropout" not in searched
+        else:
+            assert "model.bio.tcn_kernel" in searched and not any(k.startswith("model.net.") for k in searched)
+    client = MlflowClient(uri)
+    children = client.search_runs([client.get_experiment_by_name("gbvnet-deap-benchmark").experiment_id],
+                                  f"tags.benchmark_run = '{document['mlflow_run_id']}'")
+    assert sorted((r.data.tags["model"], r.data.tags["nested"], r.info.status) for r in children) == [
+        ("eegnet", "true", "FINISHED"), ("gbvnet", "true", "FINISHED")]
+    assert set(document["comparisons"]) == {"eegnet"}
