@@ -1,10 +1,15 @@
-"""A griffe extension for the API reference: the docstrings' doctest examples (``>>>`` lines and their output, up
-to the next blank line) become ``pycon`` code blocks, so Markdown shows them as code instead of reading
-``x["a"]["b"]`` as a link. Listed under mkdocstrings' ``extensions`` in ``mkdocs.yml``."""
+"""A griffe extension for the API reference, listed under mkdocstrings' ``extensions`` in ``mkdocs.yml``: the
+docstrings' doctest examples (``>>>`` lines and their output, up to the next blank line) become ``pycon`` code
+blocks, so Markdown shows them as code instead of reading ``x["a"]["b"]`` as a link, and Sphinx roles
+(``:class:`~gbvnet.config.ModelConfig```) become inline code (``gbvnet.config.ModelConfig``)."""
 
 from __future__ import annotations
 
+import re
+
 import griffe
+
+ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc|obj):`~?([^`]+)`")
 
 
 def fence_doctests(text: str) -> str:
@@ -27,9 +32,18 @@ def fence_doctests(text: str) -> str:
     return "\n".join(out)
 
 
+def plain_roles(text: str) -> str:
+    """``text`` with its Sphinx cross-reference roles as inline code.
+
+    >>> plain_roles("See :func:`~gbvnet.space.apply` and :mod:`gbvnet.splits`.")
+    'See ``gbvnet.space.apply`` and ``gbvnet.splits``.'
+    """
+    return ROLE.sub(r"``\1``", text)
+
+
 class DoctestBlocks(griffe.Extension):
-    """Fences the doctest examples of every docstring griffe loads."""
+    """Fences the doctest examples and plains the Sphinx roles of every docstring griffe loads."""
 
     def on_object(self, *, obj: griffe.Object, **kwargs) -> None:
         if obj.docstring is not None:
-            obj.docstring.value = fence_doctests(obj.docstring.value)
+            obj.docstring.value = plain_roles(fence_doctests(obj.docstring.value))
