@@ -63,3 +63,13 @@ def test_the_readme_python_example_runs(capsys):
     assert len(runnable) == 1
     exec(compile(runnable[0], "README.md", "exec"), {})
     assert capsys.readouterr().out.split()[:4] == ["torch.Size([2,", "2])", "torch.Size([2,", "2,"]
+
+
+def test_the_api_reference_covers_every_module():
+    listed = set(re.findall(r"^::: ([\w.]+)$", "".join(p.read_text() for p in (ROOT / "docs" / "api").glob("*.md")),
+                            re.M))
+    modules = {".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+               for package in ("gbvnet", "evaluation", "tune") for path in (ROOT / package).rglob("*.py")
+               if path.name != "__main__.py"}
+    assert modules - listed == set(), "add them to a docs/api page (::: module)"
+    assert listed - modules == set(), "listed in docs/api but not in the tree (moved or removed?)"
