@@ -317,8 +317,8 @@ def start_gap_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, k: int,
     an evaluation's parent run is (:func:`evaluation.run.start_run`; the folds are logged under it as they
     finish); in a ``--seeds`` gap, each seed's (tagged ``seeds``). Found again by their keys with ``--resume``."""
     tracker = Tracker(tracking_uri(spec.tracking_uri), spec.experiment_name, key, resume=spec.resume,
-                      run_name=f"gap-{spec.model.modality}-{spec.model.fusion.kind}-{spec.train.target}-"
-                               f"{spec.preset}-{key[:6]}")
+                      run_name=f"gap-{spec.model.name}-{spec.model.modality}-{spec.model.fusion.kind}-"
+                               f"{spec.train.target}-{spec.preset}-{key[:6]}")
     tracker.log_cache(spec.cache, index, context="evaluation")
     tracker.log_params({"protocol": "gap", "dataset": spec.dataset, "cache": spec.cache,
                         "cache_manifest_hash": index.manifest_hash, "git_commit": git_commit(),
@@ -327,8 +327,8 @@ def start_gap_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, k: int,
                         "k": k, "validation": validation, "rows": spec.rows, "protocols": " ".join(ARMS),
                         "budget": budget})
     tested = next(iter(arms.values())).tested  # every arm tests the same subjects (:func:`plan`)
-    tracker.set_tags({"kind": "gap", "protocol": "gap", "dataset": spec.dataset, "modality": spec.model.modality,
-                      "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky_arm": "segment-random",
+    tracker.set_tags({"kind": "gap", "protocol": "gap", "dataset": spec.dataset, "model": spec.model.name,
+                      "modality": spec.model.modality, "fusion": spec.model.fusion.kind, "target": spec.train.target, "leaky_arm": "segment-random",
                       "tested_subjects": " ".join(map(str, tested)), "n_subjects": len(tested), "budget": budget,
                       **({"seeds": seeds_label(spec.seeds)} if spec.seeds else {})})
     children = {}

@@ -45,7 +45,7 @@ from evaluation import aggregate
 from evaluation.baselines import BASELINES
 from evaluation.stats import paired_comparison
 from gbvnet.cli import CommandParser, one_line_errors
-from gbvnet.config import FUSIONS
+from gbvnet.config import FUSIONS, MODELS
 from gbvnet.storage import write_text
 from gbvnet.tracking import PARENT_TAG, log_json, tracking_uri
 
@@ -55,9 +55,14 @@ SINGLE_MODALITY_ROWS = ((("bio", "", "all"), "bio"), (("bio", "", "face"), "bio 
 
 
 def modality_rows() -> list[tuple[tuple[str, str, str], str]]:
-    """The ablation table's rows: ``((modality, fusion kind, rows), label)``, the single modalities, then one
-    face+bio row per registered fusion kind (:data:`gbvnet.config.FUSIONS`)."""
-    return [*SINGLE_MODALITY_ROWS, *((("facebio", k.name, "face"), k.label) for k in FUSIONS.values())]
+    """The ablation table's rows: ``((modality, fusion kind, rows), label)``, GBV-Net's single modalities, one
+    face+bio row per registered fusion kind (:data:`gbvnet.config.FUSIONS`), then each comparison network of the
+    model registry (:data:`gbvnet.config.MODELS`; its modality as ``<model>:<modality>``) on all / face windows."""
+    comparisons = [((f"{k.name}:{modality}", "", rows),
+                    f"{k.label} ({modality}{', face windows only' if rows == 'face' and modality == 'bio' else ''})")
+                   for k in MODELS.values() if k.name != "gbvnet" for modality in k.modalities
+                   for rows in (("all", "face") if modality == "bio" else ("face",))]
+    return [*SINGLE_MODALITY_ROWS, *((("facebio", k.name, "face"), k.label) for k in FUSIONS.values()), *comparisons]
 
 
 # The protocol gap (evaluation.gap): each protocol's short name in the gap run's metrics, leakiest first, and the
@@ -118,12 +123,13 @@ def describe(run) -> dict:
     """One row of the runs table: the run's labels, model metrics, baselines and test against the majority."""
     tags, m = run.data.tags, run.data.metrics
     leaky = tags.get("leaky") == "True"
-    modality = tags.get("modality", "?")
+    modality, model = tags.get("modality", "?"), tags.get("model", "gbvnet")  # runs before the registry: GBV-Net
     rows = "face" if modality != "bio" or tags.get("rows") == "face" else "all"
     return {"run_id": run.info.run_id, "run": run.info.run_name, "dataset": tags.get("dataset", "?"),
             "protocol": tags.get("protocol", "?") + (" LEAKY" if leaky else ""), "leaky": leaky,
             "modality": modality, "fusion": tags.get("fusion", "?"), "rows": rows,
-            "row_key": (modality, tags.get("fusion", "?") if modality == "facebio" else "", rows),
+            "model": model, "row_key": (modality if model == "gbvnet" else f"{model}:{modality}",
+                                        tags.get("fusion", "?") if modality == "facebio" else "", rows),
             "target": tags.get("target", "?"), "folds": int(m.get("n_folds", 0)),
             "subjects": int(m.get("n_subjects", 0)), "tested_subjects": tags.get("tested_subjects", "?"),
             "folds_digest": tags.get("folds_digest"), "configuration": configured(tags),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from evaluation import report
 from gbvnet.cli import add_model_arguments, apply_model_arguments
 from gbvnet.config import MODELS, ConfigError, TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
@@ -131,3 +132,13 @@ def test_a_comparison_networks_search_samples_its_own_arguments_and_builds(name,
                    if k.startswith("model.net."))
         if fitted.modality == "bio":
             check_input_fits(fitted)
+
+
+def test_a_comparison_networks_runs_have_their_own_row_in_the_ablation_table():
+    row = {"dataset": "deap", "protocol": "loso", "tested_subjects": "1 2", "folds": 2, "target": "valence",
+           "row_key": ("eegnet:bio", "", "all"), "folds_digest": "x", "accuracy_n": "0.700 ± 0.100 (n=2)",
+           "f1_n": "0.600 ± 0.100 (n=2)", "majority_accuracy": "0.500 ± 0.000", "configuration": "untuned smoke",
+           "n_one_class_folds": 0, "fold_failures": "-"}
+    gbvnet = {**row, "row_key": ("bio", "", "all"), "accuracy_n": "0.800 ± 0.100 (n=2)"}
+    [(_, _, body)] = report.ablation_tables([row, gbvnet])
+    assert [line[:2] for line in body] == [["bio", "0.800 ± 0.100 (n=2)"], ["EEGNet (bio)", "0.700 ± 0.100 (n=2)"]]
