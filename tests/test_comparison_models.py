@@ -62,12 +62,13 @@ def test_every_registered_model_trains_an_epoch_through_the_worker_loop(name, sm
     assert np.isfinite(metrics["train_loss"]) and 0 <= metrics["val_accuracy"] <= 1
     fitted = job.model
     assert fitted.name == name and fitted.modality == MODELS[name].modalities[0]
-    if fitted.modality == "bio":
+    inputs = {}
+    if fitted.modality != "face":
         expected = manifest.channels if MODELS[name].channels == "all" else manifest.channels[:32]
         assert list(fitted.channels) == list(expected) and fitted.bio.channels == len(expected)
-        inputs = {"bio": torch.zeros(3, fitted.bio.channels, fitted.bio.samples)}
-    else:
-        inputs = {"face": torch.zeros(3, fitted.face.frames, 3, fitted.face.image_size, fitted.face.image_size)}
+        inputs["bio"] = torch.zeros(3, fitted.bio.channels, fitted.bio.samples)
+    if fitted.modality != "bio":
+        inputs["face"] = torch.zeros(3, fitted.face.frames, 3, fitted.face.image_size, fitted.face.image_size)
     with torch.no_grad():
         assert tuple(session.model.eval()(**inputs)["logits"].shape) == (3, 2)
 
