@@ -35,11 +35,12 @@ import threading
 
 import pyarrow.fs as pafs
 import ray
-import ray._private.state
+import ray._private.worker
 import ray.train
 import ray.train.torch
 import yaml
 from ray import tune
+from ray.core.generated import autoscaler_pb2
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.progress_reporter import TrialProgressCallback
 
@@ -98,7 +99,9 @@ def declared_gpu_node_types() -> list[str]:
     """The node types of the cluster's autoscaler that carry GPUs, up or not: from the cluster config that Ray's
     autoscaler (v2, KubeRay) reports to the cluster, else from the cluster launcher's config on the head node
     (:data:`LAUNCHER_CONFIG`, where jobs' drivers run). Empty without an autoscaler (a fixed or local cluster)."""
-    config = ray._private.state.state.get_cluster_config()
+    serialized = _gcs().internal_kv_get(ray._raylet.GCS_AUTOSCALER_CLUSTER_CONFIG_KEY.encode(),
+                                        ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode(), timeout=GCS_TIMEOUT_S)
+    config = autoscaler_pb2.ClusterConfig.FromString(serialized) if serialized else None
     if config is not None and config.node_group_configs:
         return [g.name for g in config.node_group_configs if g.resources.get("GPU", 0) > 0 and g.max_count != 0]
     path = os.path.expanduser(LAUNCHER_CONFIG)
@@ -118,7 +121,20 @@ def gpus_per_worker(tc: TrainConfig) -> float:
         return float(tc.gpus_per_worker)
     if not ray.is_initialized():
         return 0.0
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 or declared_gpu_node_types() else 0.0
+    nodes = _gcs().get_all_node_info(timeout=GCS_TIMEOUT_S).values()
+    gpus = sum(node.resources_total.get("GPU", 0) for node in nodes if node.state == ALIVE)
+    return 1.0 if gpus > 0 or declared_gpu_node_types() else 0.0
+
+
+GCS_TIMEOUT_S = 30  # a cluster's control plane that does not answer in this long is an error, not a wait
+ALIVE = 0  # GcsNodeInfo.state of a live node
+
+
+def _gcs():
+    """This driver's own GCS client (the one its tasks use, with per-call timeouts). Ray's global-state accessor,
+    behind ``ray.cluster_resources()``, was seen waiting forever in a long-lived process (a test session) while
+    the GCS answered everything else."""
+    return ray._private.worker.global_worker.gcs_client
 
 
 def tune_trial_resources(tc: TrainConfig) -> dict:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 import ray
@@ -68,13 +69,16 @@ def cluster(monkeypatch, tmp_path):
     monkeypatch.setattr(launch, "LAUNCHER_CONFIG", str(tmp_path / "ray_bootstrap_config.yaml"))
 
     def set(gpus=0, groups=None, launcher=None):
-        monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, **({"GPU": gpus} if gpus else {})})
+        node = SimpleNamespace(resources_total={"CPU": 4.0, **({"GPU": gpus} if gpus else {})}, state=launch.ALIVE)
+        gone = SimpleNamespace(resources_total={"CPU": 4.0, "GPU": 8.0}, state=launch.ALIVE + 1)  # a dead node
         config = None
         if groups is not None:
             config = autoscaler_pb2.ClusterConfig(node_group_configs=[
                 autoscaler_pb2.NodeGroupConfig(name=name, resources={"CPU": 4, **({"GPU": g} if g else {})},
                                                max_count=count) for name, g, count in groups])
-        monkeypatch.setattr(ray._private.state.state, "get_cluster_config", lambda: config)
+        gcs = SimpleNamespace(get_all_node_info=lambda timeout: {b"up": node, b"gone": gone},
+                              internal_kv_get=lambda key, namespace, timeout: config and config.SerializeToString())
+        monkeypatch.setattr(launch, "_gcs", lambda: gcs)
         if launcher is not None:
             (tmp_path / "ray_bootstrap_config.yaml").write_text(json.dumps(launcher))
     return set
