@@ -57,6 +57,18 @@ class Final:
         return f"models:/{NAME}@champion"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fresh_ray_after(ray_session):
+    """The Ray Train runs of this module (gbvnet.train in this process) leave Ray Train's own actors in the
+    session's Ray (its autoscaling coordinator); in full test sessions the next Tune run in the same instance then
+    waited forever. The tests after this module get a fresh local instance."""
+    from gbvnet.launch import init_ray
+
+    yield
+    ray_session.shutdown()
+    init_ray(num_cpus=2, log_to_driver=False, configure_logging=False)
+
+
 @pytest.fixture(scope="module")
 def final(ray_session, prepared_cache, tmp_path_factory) -> Final:
     cache = prepared_cache("deap", CORPUS, face=False, subjects=[1, 2, 3, 4], baseline_norm=True)
