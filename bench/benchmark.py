@@ -4,7 +4,7 @@
 on a synthetic DEAP corpus (bio), every model's LOSO folds in one pool, vs the summed epoch time of all its folds
 (every epoch's ``epoch_time_s``: training, validation and metrics, as the folds report them) divided by the
 parallel slots; target <= 1.25 at a size where an epoch takes >= 5 s per fold. Then the same models one after
-another, each as its own evaluation (``evaluation.run.evaluate``: its own Tune run, MLflow runs and baselines, the
+another, each as its own evaluation (``gbvnet.evaluation.run.evaluate``: its own Tune run, MLflow runs and baselines, the
 way a per-model loop of evaluations runs them), and the ratio of the two walls.
 
     python -m bench.benchmark [--subjects 4] [--trials 20] [--models gbvnet:bio eegnet shallow] [--epochs 3]
@@ -24,13 +24,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.common import machine, publish
-from evaluation import benchmark
-from evaluation.run import evaluate, protocol_arguments, spec_from_args
 from gbvnet.data.cache import open_cache
+from gbvnet.data.registry import get_dataset
 from gbvnet.data.synthetic import write_deap
-from gbvnet.datasets import get_dataset
-from gbvnet.launch import init_ray
+from gbvnet.evaluation import benchmark
+from gbvnet.evaluation.run import evaluate, protocol_arguments, spec_from_args
 from gbvnet.prepare import prepare_dataset
+from gbvnet.train.launch import init_ray
 
 
 def epoch_times(pool: Path) -> list[float]:

@@ -4,9 +4,9 @@ For each modality and batch size (default: face, bio, facebio at 64 and 256, pap
 8 frames x 112 px, bio 40 x 384):
 
 * **model alone**: training steps (forward, backward, AdamW) on float inputs already on the device (several
-  batches in turn, more than the L2 cache holds), the same :class:`gbvnet.steps.Forward`, optimiser and bf16
+  batches in turn, more than the L2 cache holds), the same :class:`gbvnet.train.steps.Forward`, optimiser and bf16
   autocast (CUDA) as training;
-* **training path**: :func:`gbvnet.steps.train_epoch` over a window cache on disk, with the
+* **training path**: :func:`gbvnet.train.steps.train_epoch` over a window cache on disk, with the
   :class:`~gbvnet.data.loader.BatchLoader` and the augmenting :class:`~gbvnet.data.transform.BatchTransform`:
   exactly what a Ray Train worker runs per epoch;
 
@@ -37,16 +37,16 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import machine, write_section
-from gbvnet import storage
 from gbvnet.config import PRESETS, PrepareConfig, TrainConfig, model_preset
 from gbvnet.data import cache as cache_mod
+from gbvnet.data import storage
 from gbvnet.data.cache import Manifest, SubjectEntry, open_cache
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
 from gbvnet.data.window_dataset import WindowDataset, fit_normalizer
 from gbvnet.models import GBVNet
 from gbvnet.models.summary import count_flops
-from gbvnet.steps import Forward, make_optimizer, train_epoch
+from gbvnet.train.steps import Forward, make_optimizer, train_epoch
 
 
 def write_random_cache(path: Path, windows: int, channels: int, samples: int, frames: int, size: int,
@@ -164,7 +164,7 @@ def input_sets(ds: WindowDataset, transform: BatchTransform, batch: int, device:
 
 def training_path(forward: Forward, optimizer, scheduler, ds: WindowDataset, transform: BatchTransform,
                   tc: TrainConfig, device: torch.device, min_seconds: float) -> float:
-    """Samples/s of :func:`gbvnet.steps.train_epoch` over the cache (epochs of shuffled rows, augmented)."""
+    """Samples/s of :func:`gbvnet.train.steps.train_epoch` over the cache (epochs of shuffled rows, augmented)."""
     rows, epoch = np.arange(len(ds)), 0
 
     def one_epoch() -> int:

@@ -36,9 +36,9 @@ def child(folds: int, trials: int, max_epochs: int, epochs: int, cpus: int, work
     """One nested run of ``folds`` x ``trials`` in this process; its measurements."""
     import psutil
 
-    from evaluation import loso, nested
-    from gbvnet.launch import init_ray
-    from gbvnet.sources import synthetic_cache
+    from gbvnet.data.sources import synthetic_cache
+    from gbvnet.evaluation import loso, nested
+    from gbvnet.train.launch import init_ray
 
     cache = synthetic_cache("deap", work / "corpus", str(work / "cache"), face=False, progress=False,
                             size={"subjects": folds, "trials": 8, "seed": 0, "video": False},

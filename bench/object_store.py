@@ -80,7 +80,7 @@ fsspec.register_implementation("counting", CountingFileSystem, clobber=True)
 
 def prepared_cache(folder: Path) -> Path:
     """A synthetic MAHNOB cache (4 subjects x 6 sessions, 4 face frames of 64 x 64) under ``folder``."""
-    from gbvnet.sources import synthetic_cache
+    from gbvnet.data.sources import synthetic_cache
 
     return Path(synthetic_cache("mahnob", folder / "corpus", str(folder / "cache"),
                                 size={"subjects": 4, "trials": 6, "seed": 0, "duration": 12},
@@ -96,9 +96,9 @@ def measure(cache: Path, trials: int, workers: int) -> dict:
     from gbvnet.data.window_dataset import WindowDataset, fit_normalizer
 
     try:
-        from gbvnet.loop import make_job
-        from gbvnet.splits import subject_fold
-    except ImportError:  # the baseline revision has both in gbvnet.train
+        from gbvnet.folds.protocols import subject_fold
+        from gbvnet.train.loop import make_job
+    except ImportError:  # the baseline revision has both in gbvnet.train (a module then)
         from gbvnet.train import make_job, subject_fold
 
     uri = f"counting://{cache}"
@@ -109,8 +109,8 @@ def measure(cache: Path, trials: int, workers: int) -> dict:
     out = {"driver": CountingFileSystem.bytes_read, "trials": []}
     for _ in range(trials):
         CountingFileSystem.bytes_read = 0
-        make_job(uri, model, train, fold)  # the trial's process (gbvnet.launch.search_trial)
-        for rank in range(workers):  # its Ray Train workers (gbvnet.loop.train_loop_per_worker)
+        make_job(uri, model, train, fold)  # the trial's process (gbvnet.train.launch.search_trial)
+        for rank in range(workers):  # its Ray Train workers (gbvnet.train.loop.train_loop_per_worker)
             cache_w = open_cache(uri)  # the job's cache (URIs are kept as given), whichever revision's job type
             fit_normalizer(cache_w, fold.train)  # read by every worker (its transform standardises on the device)
             ds = WindowDataset(cache_w, modality="facebio")

@@ -2,11 +2,11 @@
 
 A synthetic DEAP-layout corpus is written and prepared, a network of ``--preset`` / ``--modality`` (untrained:
 speed does not depend on the weights) is logged and registered in a temporary MLflow store
-(:func:`gbvnet.export.log_trained`), then:
+(:func:`gbvnet.predict.export.log_trained`), then:
 
 * throughput on the prepared cache, same batch size and device: the model alone (the registered model's
-  :meth:`~gbvnet.export.GBVNetModel.probabilities` on batches already on the device) against ``gbvnet.predict``'s
-  pass (:func:`gbvnet.predict.probabilities`: reading the cache, batches to the device, the same model, results
+  :meth:`~gbvnet.predict.export.GBVNetModel.probabilities` on batches already on the device) against ``gbvnet.predict``'s
+  pass (:func:`gbvnet.predict.cli.probabilities`: reading the cache, batches to the device, the same model, results
   back in row order), median of ``--repeats`` after a warm-up, in windows/s, and their ratio (target >= 0.8);
 * end to end on the raw recording (``python -m gbvnet.predict --dataset deap --root ...`` in this process): the
   model's load, the recording's reading and preparation, and the prediction, each in seconds;
@@ -34,17 +34,17 @@ import numpy as np
 import torch
 
 from bench.common import machine, publish
-from gbvnet import predict
 from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
+from gbvnet.data.registry import get_dataset
 from gbvnet.data.window_dataset import WindowDataset
-from gbvnet.datasets import get_dataset
-from gbvnet.export import log_trained
-from gbvnet.loop import make_job
+from gbvnet.folds.protocols import search_fold, subjects_with_rows, usable_rows
 from gbvnet.models import build_model
+from gbvnet.predict import cli as predict
+from gbvnet.predict.export import log_trained
 from gbvnet.prepare import prepare_dataset
-from gbvnet.splits import search_fold, subjects_with_rows, usable_rows
 from gbvnet.tracking import Tracker
+from gbvnet.train.loop import make_job
 
 NAME = "bench-predict"
 COLD = """

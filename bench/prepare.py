@@ -52,11 +52,11 @@ import torch
 from bench.common import machine, publish
 from gbvnet.data import deap, synthetic
 from gbvnet.data.cache import open_cache
+from gbvnet.data.registry import DATASETS
 from gbvnet.data.transform import BatchTransform
 from gbvnet.data.video import CASCADE, face_crops, opencv_threads, read_frames
 from gbvnet.data.window_dataset import WindowDataset, fit_normalizer
 from gbvnet.data.windows import cut, windows
-from gbvnet.datasets import DATASETS
 from gbvnet.prepare import prepare_dataset, prepare_subject
 
 

@@ -4,7 +4,7 @@ One command, meant to finish in under 8 minutes on one H100/H200 (``bash bench/g
 and the MLflow client from carried wheels first). On random caches in the project's format (throughput does not
 depend on the values) it runs, each part publishing its table as soon as it is done:
 
-a. **Packed folds**: a LOSO evaluation through the CLI's code path (``evaluation.loso.main``: folds as one-worker
+a. **Packed folds**: a LOSO evaluation through the CLI's code path (``gbvnet.evaluation.loso.main``: folds as one-worker
    Tune trials, MLflow logging, scoring), bio and then face+bio at the paper preset, once with the folds sharing
    the GPU (``--gpus-per-worker 0.25 --concurrent 4`` for bio, ``0.5`` and ``2`` for face+bio) and once
    one at a time (``--concurrent 1``, same share). Per fold: its start and end (from Tune's results) and
@@ -51,7 +51,7 @@ from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
 from gbvnet.data.transform import BatchTransform
 from gbvnet.models import GBVNet
-from gbvnet.steps import Forward, make_optimizer
+from gbvnet.train.steps import Forward, make_optimizer
 
 TITLE = "GBV-Net on a GPU under Ray (bench/ray_gpu.py)"
 PARTS = ("folds", "bio-step", "compile", "search")  # in the order they run
@@ -162,8 +162,8 @@ class Budget:
 # --------------------------------------------------------------------------------------------------- part a
 def evaluate_folds(cache: str, modality: str, size: Size, folds: int, share: float, parallel: int,
                    workdir: Path, cpus_per_worker: float) -> dict:
-    """One LOSO evaluation through ``evaluation.loso.main``; its folds' summaries and wall time."""
-    from evaluation import loso
+    """One LOSO evaluation through ``gbvnet.evaluation.loso.main``; its folds' summaries and wall time."""
+    from gbvnet.evaluation import loso
 
     name = f"{modality}-{share}-x{parallel}"
     storage = workdir / f"ray-{name}"
@@ -220,7 +220,7 @@ FOLD_HEADER = ["| modality | GPU share | folds in parallel | most at once (inter
 # --------------------------------------------------------------------------------------------------- part b
 def search_trials(cache: str, size: Size, share: float, workdir: Path, cpus_per_worker: float) -> dict:
     """4 bio trials through ``tune/search.py``'s ``main``, 4 at a time at ``share`` GPU."""
-    from tune import search
+    from gbvnet.search import cli as search
 
     storage = workdir / "ray-search"
     argv = ["--dataset", "deap", "--cache", cache, "--modality", "bio", "--space", size.preset,
@@ -242,7 +242,7 @@ def search_trials(cache: str, size: Size, share: float, workdir: Path, cpus_per_
 # --------------------------------------------------------------------------------------------------- part c
 def first_steps(modality: str, preset: str, batch: int, frames: int, size: int) -> dict:
     """Seconds of one eager training step, then of the first compiled step of a new model, twice (the second
-    as a later fold in the same process: :class:`~gbvnet.steps.Forward` resets dynamo and compiles again)."""
+    as a later fold in the same process: :class:`~gbvnet.train.steps.Forward` resets dynamo and compiles again)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mc = model_preset(preset, modality=modality, bio_channels=40, bio_samples=384, frames=frames, image_size=size)
     generator = torch.Generator(device).manual_seed(0)

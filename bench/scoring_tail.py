@@ -3,7 +3,7 @@ beside the folds.
 
 Before: once every fold had finished, the driver computed the band-power features of every window of the cache
 and fitted the baselines of each fold, one fold after another (``baseline_confusions`` over ``bio_features`` of
-all rows, in the driver). After: :class:`evaluation.baselines.Baselines` starts, with the folds, a Ray actor that
+all rows, in the driver). After: :class:`gbvnet.evaluation.baselines.Baselines` starts, with the folds, a Ray actor that
 scores each fold's baselines beside the training, reading only the windows the folds need; once the last fold
 ends the driver only collects the confusion matrices. Both score the same folds and must give the same matrices.
 
@@ -27,12 +27,12 @@ import numpy as np
 import ray
 
 from bench.common import machine, publish
-from evaluation.baselines import Baselines, baseline_confusions, bio_features
 from gbvnet.data.cache import open_cache
+from gbvnet.data.registry import get_dataset
 from gbvnet.data.window_dataset import WindowDataset
-from gbvnet.datasets import get_dataset
+from gbvnet.evaluation.baselines import Baselines, baseline_confusions, bio_features
+from gbvnet.folds.protocols import PROTOCOLS, usable_rows
 from gbvnet.prepare import prepare_dataset
-from gbvnet.splits import PROTOCOLS, usable_rows
 
 
 def prepared(work: Path, subjects: int, trials: int) -> tuple[str, float]:

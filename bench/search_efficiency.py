@@ -27,8 +27,8 @@ import numpy as np
 import ray
 
 from bench.common import machine, publish
-from gbvnet.launch import init_ray
-from tune import search
+from gbvnet.search import cli as search
+from gbvnet.train.launch import init_ray
 
 ALGOS = ("optuna", "random")
 

@@ -1,7 +1,7 @@
 """Ray Train (1 worker) vs a bare PyTorch loop: same model, data, batch size, epoch code and torch threads; one row
 per model of the registry asked for (``--models NAME[:MODALITY]``: GBV-Net and the comparison networks).
 
-Both sides call :func:`gbvnet.steps.train_epoch` on the same cache rows; the Ray side runs it inside
+Both sides call :func:`gbvnet.train.steps.train_epoch` on the same cache rows; the Ray side runs it inside
 ``train_loop_per_worker`` (validation, metrics and a checkpoint per epoch included), the bare side alone, with as
 many torch threads as the Ray worker has CPUs (``cpus_per_worker``, which the worker applies). Printed: median
 training-pass time per epoch of each (first epoch dropped as warm-up) and their ratio (target <= 1.10 on CPU: the
@@ -26,17 +26,17 @@ import ray
 import torch
 
 from bench.common import machine, publish
-from evaluation.benchmark import model_choice
 from gbvnet.config import ModelConfig, TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
 from gbvnet.data.window_dataset import WindowDataset, fit_normalizer
-from gbvnet.launch import init_ray, make_trainer
-from gbvnet.loop import channel_index, fit_model_to_cache, make_job
+from gbvnet.evaluation.benchmark import model_choice
+from gbvnet.folds.protocols import subject_fold
 from gbvnet.models import build_model
-from gbvnet.splits import subject_fold
-from gbvnet.steps import Forward, make_optimizer, train_epoch
+from gbvnet.train.launch import init_ray, make_trainer
+from gbvnet.train.loop import channel_index, fit_model_to_cache, make_job
+from gbvnet.train.steps import Forward, make_optimizer, train_epoch
 
 CPU = torch.device("cpu")
 

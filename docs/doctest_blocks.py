@@ -35,8 +35,8 @@ def fence_doctests(text: str) -> str:
 def plain_roles(text: str) -> str:
     """``text`` with its Sphinx cross-reference roles as inline code.
 
-    >>> plain_roles("See :func:`~gbvnet.space.apply` and :mod:`gbvnet.splits`.")
-    'See ``gbvnet.space.apply`` and ``gbvnet.splits``.'
+    >>> plain_roles("See :func:`~gbvnet.search.space.apply` and :mod:`gbvnet.folds.protocols`.")
+    'See ``gbvnet.search.space.apply`` and ``gbvnet.folds.protocols``.'
     """
     return ROLE.sub(r"``\1``", text)
 

@@ -1,16 +1,6 @@
-"""``python -m evaluation.subject_dependent --dataset deap (--root DIR | --synthetic) [--k 5]``.
-
-Per subject, k folds over its *trials*: windows of one trial never straddle train and test. The common leaky
-protocol (windows of one trial shuffled into train and test) runs only with ``--allow-leaky-split`` and is
-labelled leaky in every output.
-"""
-
-from evaluation.run import cli
-
-
-def main(argv: list[str] | None = None) -> dict:
-    return cli("subject-dependent", __doc__.splitlines()[0], argv=argv, leaky_alternative="segment-random")
-
+"""``python -m evaluation.subject_dependent``: the command of :mod:`gbvnet.evaluation.subject_dependent`."""
 
 if __name__ == "__main__":
+    from gbvnet.evaluation.subject_dependent import main
+
     main()

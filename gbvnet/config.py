@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from gbvnet.storage import read_text
+from gbvnet.data.storage import read_text
 
 MODALITIES = ("face", "bio", "facebio")
 TARGETS = ("valence", "arousal")
@@ -193,7 +193,7 @@ class ModelKind:
     options: dict = field(default_factory=dict)  # keyword arguments of the builder (which network)
     net: dict = field(default_factory=dict)  # the network's own default keyword arguments
     # The network's own search dimensions (our choices): argument -> a list of choices, or ("uniform" |
-    # "loguniform", low, high); searched as model.net.<argument> beside the optimiser (gbvnet.space.model_space).
+    # "loguniform", low, high); searched as model.net.<argument> beside the optimiser (gbvnet.search.space.model_space).
     search: dict = field(default_factory=dict)
 
     def build(self, cfg: ModelConfig):
@@ -272,7 +272,7 @@ class ModelConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     name: str = "gbvnet"  # the network (a MODELS name)
     # The bio channels it reads: () its network's default, ("eeg",), ("all",) or channel names; fitted to the
-    # cache's channel names, in the cache's order, by gbvnet.loop.fit_model_to_cache.
+    # cache's channel names, in the cache's order, by gbvnet.train.loop.fit_model_to_cache.
     channels: tuple[str, ...] = ()
     net: dict = field(default_factory=dict)  # a comparison network's keyword arguments (over its registry's)
 
@@ -319,7 +319,7 @@ class PrepareConfig:
     threshold: float = 5.0  # rating > threshold is "high"
     baseline_norm: bool = False  # DEAP: z-score each trial with its 3 s pre-stimulus baseline
     # The dataset reader's own options (AMIGOS: which videos), by name; declared, with their defaults and
-    # choices, by the dataset's registry entry (gbvnet.datasets.ReaderOption) and passed to its reader.
+    # choices, by the dataset's registry entry (gbvnet.data.registry.ReaderOption) and passed to its reader.
     reader: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> PrepareConfig:
@@ -342,7 +342,7 @@ class PrepareConfig:
 
 @dataclass
 class TrainConfig:
-    """One training run (``gbvnet.loop``). Optimiser defaults follow PAPER.md (our choices)."""
+    """One training run (``gbvnet.train.loop``). Optimiser defaults follow PAPER.md (our choices)."""
 
     target: str = "valence"
     epochs: int = 50

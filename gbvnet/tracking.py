@@ -58,7 +58,7 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
 from gbvnet.data.cache import CacheChanged
-from gbvnet.storage import join, read_text
+from gbvnet.data.storage import join, read_text
 
 RESUME_NOTE = "what finished is kept: run the same command with --resume to continue"
 PARENT_TAG = "gbvnet.invocation"

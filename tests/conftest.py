@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gbvnet.datasets import get_dataset
+from gbvnet.data.registry import get_dataset
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # as on a real head node
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -110,7 +110,7 @@ def ray_session():
     """One local Ray instance (2 CPUs) shared by every test that needs Ray."""
     import ray
 
-    from gbvnet.launch import init_ray
+    from gbvnet.train.launch import init_ray
 
     init_ray(num_cpus=2, log_to_driver=False, configure_logging=False)
     yield ray
@@ -131,7 +131,7 @@ def _key(*args) -> str:
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Callable[..., tuple[Path, dict]]:
     """``corpus(dataset, **size) -> (root, truth)``: a synthetic corpus in the dataset's official layout, written
-    by the registry's writer (:meth:`gbvnet.datasets.Dataset.write_synthetic`) with ``size``."""
+    by the registry's writer (:meth:`gbvnet.data.registry.Dataset.write_synthetic`) with ``size``."""
     written: dict[str, tuple[Path, dict]] = {}
 
     def write(dataset: str, **size) -> tuple[Path, dict]:
@@ -214,7 +214,7 @@ def evaluations(ray_session, prepared_cache, tmp_path_factory) -> Evaluations:
     The corpus is DEAP-format, bio only, with a clean signal and per-subject offsets that the pre-stimulus
     baseline normalisation removes, so the model should beat the majority baseline on every subject.
     """
-    from evaluation import loso
+    from gbvnet.evaluation import loso
 
     cache = prepared_cache("deap", {"subjects": Evaluations.subjects, "trials": 8, "seed": 3, "label_noise": 0,
                                     "video": False}, face=False, baseline_norm=True)

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-from evaluation import loso
 from gbvnet import prepare
 from gbvnet.config import ConfigError
 from gbvnet.data import amigos, synthetic
 from gbvnet.data.cache import open_cache
 from gbvnet.data.records import DataError, ReadReport
+from gbvnet.data.registry import DATASETS, get_dataset
 from gbvnet.data.video import CASCADE
 from gbvnet.data.window_dataset import WindowDataset
-from gbvnet.datasets import DATASETS, get_dataset
+from gbvnet.evaluation import loso
 from gbvnet.prepare import prepare_dataset
 from tests.conftest import store_uri
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from evaluation import baselines
-from gbvnet.splits import Fold
+from gbvnet.evaluation import baselines
+from gbvnet.folds.protocols import Fold
 
 
 def test_baselines_fit_with_one_blas_thread_whatever_the_caller_allows(monkeypatch):
@@ -35,7 +35,7 @@ def test_evaluations_sharing_a_scorer_get_the_numbers_of_their_own(ray_session, 
     the same confusion matrices as each evaluation's folds scored on their own, here in this process."""
     from gbvnet.data.cache import open_cache
     from gbvnet.data.window_dataset import WindowDataset
-    from gbvnet.splits import PROTOCOLS, usable_rows
+    from gbvnet.folds.protocols import PROTOCOLS, usable_rows
     from tests.test_gap import SIGNATURE
 
     cache = str(prepared_cache("deap", SIGNATURE, face=False, baseline_norm=True))  # the gap tests' cache

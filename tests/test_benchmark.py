@@ -8,7 +8,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from evaluation import benchmark, report
+from gbvnet.evaluation import benchmark, report
 from tests.conftest import store_uri
 
 # 4 subjects x 4 trials, a clean signal (GBV-Net and EEGNet learn it; the band-power baseline scores it too)
@@ -71,7 +71,7 @@ def test_the_reference_is_tested_against_each_model_with_holm_over_the_models(be
 
 
 def test_the_printed_table_has_one_row_per_model_and_the_baselines(benchmark_run, capsys):
-    text = benchmark.format_benchmark(benchmark_run[0])
+    text = report.format_benchmark(benchmark_run[0])
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     # the means table has every model and baseline; the tests table every model but the reference
     times = {"GBV-Net (bio, 40 channels)": 1, "EEGNet (bio, 32 channels)": 2, "ShallowFBCSPNet (bio, 32 channels)": 2,
@@ -109,7 +109,7 @@ def test_resume_finishes_the_logging_without_training_again(benchmark_run):
 def test_report_lays_out_finished_benchmarks_as_the_command_prints_them(benchmark_run):
     document, _, _, uri, _ = benchmark_run
     text = report.main(["--benchmark", "--experiment", "gbvnet-deap-benchmark", "--tracking-uri", uri])
-    assert benchmark.format_benchmark(document).split("\n\nMLflow run")[0] in text
+    assert report.format_benchmark(document).split("\n\nMLflow run")[0] in text
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -135,7 +135,7 @@ def searched_run(ray_session, bench_cache, tmp_path_factory):
 
 def test_search_gives_every_model_the_same_nested_budget_in_its_own_space(searched_run):
     document, uri = searched_run
-    assert document["search"]["trials"] == 2 and "nested search of 2 trials" in benchmark.tables(document)[0][0]
+    assert document["search"]["trials"] == 2 and "nested search of 2 trials" in report.benchmark_tables(document)[0][0]
     for label, doc in document["models"].items():
         nested = doc["nested"]
         assert [row["trials"] for row in nested["folds"]] == [2] * CORPUS["subjects"]

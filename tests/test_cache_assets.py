@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation import loso
 from gbvnet import prepare
 from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import CacheChanged, check_snapshot, open_cache, read_manifest
 from gbvnet.data.records import DataError
+from gbvnet.data.registry import get_dataset
+from gbvnet.data.sources import resolve_cache
 from gbvnet.data.window_dataset import WindowDataset
-from gbvnet.datasets import get_dataset
-from gbvnet.loop import Job, WorkerState, make_job, train_loop_per_worker
+from gbvnet.evaluation import loso
+from gbvnet.folds.protocols import subject_fold
 from gbvnet.prepare import CacheConflict, prepare_dataset
-from gbvnet.sources import resolve_cache
-from gbvnet.splits import subject_fold
+from gbvnet.train.loop import Job, WorkerState, make_job, train_loop_per_worker
 
 
 def files_of(cache: Path) -> dict[str, bytes]:

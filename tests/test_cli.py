@@ -8,9 +8,10 @@ import socket
 
 import pytest
 
-from evaluation import report, run
-from gbvnet import prepare, train
-from tune import search
+from gbvnet import prepare
+from gbvnet.evaluation import report, run
+from gbvnet.search import cli as search
+from gbvnet.train import cli as train
 
 PARSERS = {
     "gbvnet.prepare": prepare.build_parser,
@@ -65,7 +66,7 @@ def test_every_commands_user_errors_are_one_line(ray_session, mahnob_cache, tmp_
     """Each command, given what a user gets wrong (a cache or root that is not there, subjects the cache lacks, a
     tracking server that is not up, a bad flag), ends with one line naming it (a ``SystemExit``: its message, or
     argparse's exit 2 with one line on stderr), before anything trains."""
-    from evaluation import gap, loso, subject_dependent
+    from gbvnet.evaluation import gap, loso, subject_dependent
     from tests.conftest import store_uri
 
     missing, cache = str(tmp_path / "missing"), str(mahnob_cache)

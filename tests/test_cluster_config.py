@@ -110,16 +110,16 @@ def parse_with(parse, args: list[str], what: str) -> argparse.Namespace:
 
 
 def parse_search(args: list[str], what: str) -> argparse.Namespace:
-    from tune.search import parse_args
+    from gbvnet.search.cli import parse_args
 
     return parse_with(parse_args, args, what)
 
 
 def parse_evaluation(args: list[str], what: str) -> argparse.Namespace:
-    from evaluation import nested
-    from evaluation.run import protocol_parser
+    from gbvnet.evaluation import nested
+    from gbvnet.evaluation.run import protocol_parser
 
-    parser = protocol_parser("loso", "evaluation.loso")  # the parser `evaluation.loso` builds (evaluation.run.cli)
+    parser = protocol_parser("loso", "evaluation.loso")  # the parser `evaluation.loso` builds (gbvnet.evaluation.run.cli)
     nested.add_arguments(parser)
     return parse_with(parser.parse_args, args, what)
 
@@ -578,7 +578,7 @@ def test_runtime_env_excludes_are_anchored_and_spare_the_package():
     excluded = _get_excludes(REPO, excludes)
     for path in (".git", ".venv", "data", "runs", "mlruns", "gbvnet/__pycache__", "cluster/mlflow/.env"):
         assert excluded(REPO / path), path
-    for path in ("gbvnet/data", "gbvnet/data/cache.py", "gbvnet/datasets.py", "tune/search.py",
+    for path in ("gbvnet/data", "gbvnet/data/cache.py", "gbvnet/data/registry.py", "tune/search.py",
                  "cluster/runtime_env.yaml", "pyproject.toml"):
         assert not excluded(REPO / path), path
     assert all(isinstance(v, str) for v in env["env_vars"].values())

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation import report
 from gbvnet.cli import add_model_arguments, apply_model_arguments
 from gbvnet.config import MODELS, ConfigError, TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
-from gbvnet.loop import channel_index, fit_model_to_cache, make_job, train_loop_per_worker
+from gbvnet.evaluation import report
+from gbvnet.folds.protocols import subject_fold
 from gbvnet.models import build_model
 from gbvnet.models.comparison import check_input_fits
-from gbvnet.space import apply, model_space
-from gbvnet.splits import subject_fold
+from gbvnet.search.space import apply, model_space
+from gbvnet.train.loop import channel_index, fit_model_to_cache, make_job, train_loop_per_worker
 
 
 class LocalSession:

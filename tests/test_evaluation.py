@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from evaluation import loso, subject_dependent
 from gbvnet.data.cache import open_cache
+from gbvnet.evaluation import loso, subject_dependent
 from tests.conftest import store_uri
 
 
@@ -97,9 +97,9 @@ def test_subject_dependent_folds_split_trials(ray_session, mahnob_cache, tmp_pat
 
 
 def test_each_fold_is_checked_once_before_ray_starts(mahnob_cache, monkeypatch):
-    """The leakage guard runs once per fold, where gbvnet.splits builds it; make_job and the audit use its verdict."""
-    from evaluation import run
-    from gbvnet import splits
+    """The leakage guard runs once per fold, where gbvnet.folds.protocols builds it; make_job and the audit use its verdict."""
+    from gbvnet.evaluation import run
+    from gbvnet.folds import protocols as splits
 
     checked = []
     check_fold = splits.check_fold
@@ -179,7 +179,7 @@ def test_results_survive_a_failure_of_the_final_logging(ray_session, mahnob_cach
     leaves no plot folder and no checkpoint behind."""
     import tempfile
 
-    from evaluation import plots
+    from gbvnet.evaluation import plots
 
     monkeypatch.chdir(tmp_path)  # a SQLite store's artifacts go to ./runs/mlartifacts
     args = common(mahnob_cache, tmp_path, "--modality", "bio", "--epochs", "1", "--test-subjects", "1", "2",
@@ -248,7 +248,7 @@ def test_metrics_match_sklearn_with_undefined_as_nan():
 
     from sklearn import metrics as skm
 
-    from gbvnet.metrics import binary_metrics, confusion
+    from gbvnet.train.metrics import binary_metrics, confusion
 
     rng = np.random.default_rng(0)
     cases = [([1, 1, 1], [1, 1, 1]), ([0, 0, 0], [0, 0, 0]), ([1, 1, 1], [1, 0, 0]), ([0, 0], [1, 1]),
@@ -279,10 +279,10 @@ def test_subject_metrics_pool_one_class_folds_and_aggregate_over_subjects():
     Baselines go through the same rule."""
     from types import SimpleNamespace
 
-    from evaluation import aggregate
-    from evaluation.baselines import baseline_confusions
-    from gbvnet.metrics import binary_metrics, confusion
-    from gbvnet.splits import Fold
+    from gbvnet.evaluation import aggregate
+    from gbvnet.evaluation.baselines import baseline_confusions
+    from gbvnet.folds.protocols import Fold
+    from gbvnet.train.metrics import binary_metrics, confusion
 
     subject = np.array([1] * 4 + [2] * 4 + [3] * 4)
     y = np.array([1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0])
@@ -316,7 +316,7 @@ def eval_spec(tmp_path, *extra):
     """``spec_from_args`` of ``evaluation.loso`` (the cache is not opened: nothing is prepared or trained)."""
     import argparse
 
-    from evaluation import run
+    from gbvnet.evaluation import run
 
     parser = argparse.ArgumentParser()
     run.add_arguments(parser)
@@ -328,9 +328,9 @@ def eval_spec(tmp_path, *extra):
 def test_searched_config_provenance_and_patience(tmp_path):
     import yaml
 
-    from evaluation.audit import check_search_subjects
     from gbvnet.config import TrainConfig
-    from gbvnet.splits import LeakageError
+    from gbvnet.evaluation.audit import check_search_subjects
+    from gbvnet.folds.protocols import LeakageError
 
     config = tmp_path / "best.yaml"
     config.write_text("train: {lr: 0.001}\n")

@@ -23,18 +23,19 @@ import torch
 from mlflow import MlflowClient
 from mlflow.models import Model
 
-from gbvnet import predict, train
 from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
+from gbvnet.data.registry import get_dataset
 from gbvnet.data.transform import BatchTransform
 from gbvnet.data.window_dataset import WindowDataset, fit_normalizer
-from gbvnet.datasets import get_dataset
-from gbvnet.export import SPEC_FILE, ModelMismatch, mlflow_store
-from gbvnet.loop import channel_index, fit_model_to_cache, load_state, make_job
-from gbvnet.metrics import confusion
+from gbvnet.folds.protocols import usable_rows
 from gbvnet.models import build_model
-from gbvnet.splits import usable_rows
+from gbvnet.predict import cli as predict
+from gbvnet.predict.export import SPEC_FILE, ModelMismatch, mlflow_store
 from gbvnet.tracking import TRIAL_TAG
+from gbvnet.train import cli as train
+from gbvnet.train.loop import channel_index, fit_model_to_cache, load_state, make_job
+from gbvnet.train.metrics import confusion
 from tests.conftest import store_uri
 
 # the LOSO evaluations' corpus (tests/conftest.py): a clean signal that per-trial baseline normalisation makes
@@ -62,7 +63,7 @@ def fresh_ray_after(ray_session):
     """The Ray Train runs of this module (gbvnet.train in this process) leave Ray Train's own actors in the
     session's Ray (its autoscaling coordinator); in full test sessions the next Tune run in the same instance then
     waited forever. The tests after this module get a fresh local instance."""
-    from gbvnet.launch import init_ray
+    from gbvnet.train.launch import init_ray
 
     yield
     ray_session.shutdown()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from evaluation import gap, report
+from gbvnet.evaluation import gap, report
 from tests.conftest import store_uri
 
 # 3 subjects x 4 trials (k=2: 2 subjects' worth of folds each), no signal in the labels (half the trials flipped),
@@ -143,8 +143,8 @@ def test_each_arm_states_its_training_size(signature_cache):
     audit says how many, and whom its normaliser saw (one subject within a subject)."""
     import argparse
 
-    from evaluation import run
     from gbvnet.data.cache import open_cache
+    from gbvnet.evaluation import run
 
     parser = argparse.ArgumentParser()
     run.add_arguments(parser)

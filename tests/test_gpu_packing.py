@@ -13,8 +13,8 @@ import pytest
 import ray
 from ray.core.generated import autoscaler_pb2
 
-from gbvnet import launch
 from gbvnet.config import TrainConfig
+from gbvnet.train import launch
 
 # Runs in its own process: a local Ray declaring 1 GPU and 4 CPUs (the session's Ray has 2 CPUs and no GPU). Each
 # trial takes the resources an evaluation's fold takes at --gpus-per-worker 0.25 (launch.tune_trial_resources)
@@ -25,7 +25,7 @@ PACKING = textwrap.dedent("""
     import ray
     from ray import tune
     from gbvnet.config import TrainConfig
-    from gbvnet.launch import run_tuner, tune_trial_resources
+    from gbvnet.train.launch import run_tuner, tune_trial_resources
 
     barrier = sys.argv[1]
 

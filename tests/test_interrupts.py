@@ -16,8 +16,8 @@ import psutil
 import pytest
 from ray import tune
 
-from gbvnet.launch import Interrupted, run_tuner
 from gbvnet.tracking import PROJECT
+from gbvnet.train.launch import Interrupted, run_tuner
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -67,8 +67,8 @@ import json, os, pathlib
 import ray
 from ray import tune
 
-from evaluation import loso
-from gbvnet.launch import run_tuner
+from gbvnet.evaluation import loso
+from gbvnet.train.launch import run_tuner
 
 
 def test_a_tune_run(tmp_path):

@@ -20,10 +20,10 @@ from mlflow.tracking import MlflowClient
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from evaluation import loso, nested
-from evaluation import run as run_module
-from evaluation.fold_search import SCORE, FoldScheduler, FoldSearcher
-from gbvnet.space import search_space
+from gbvnet.evaluation import loso, nested
+from gbvnet.evaluation import run as run_module
+from gbvnet.search.fold_search import SCORE, FoldScheduler, FoldSearcher
+from gbvnet.search.space import search_space
 from tests.conftest import store_uri
 
 SUBJECTS = 4
@@ -190,8 +190,8 @@ def test_a_fold_whose_training_fails_is_retried_with_its_next_best_configuration
     collect() keeps the failures in the order tried, and the run's tags count only the folds that were tested."""
     import numpy as np
 
-    from evaluation.fold_search import RETRIES
-    from gbvnet.splits import Fold, folds_digest
+    from gbvnet.folds.protocols import Fold, folds_digest
+    from gbvnet.search.fold_search import RETRIES
 
     searcher = FoldSearcher(search_space("smoke"), folds=2, trials=4, seed=0, compare_untuned=False)
     inner = [searcher.suggest(f"t{i}") for i in range(8)]
@@ -229,7 +229,7 @@ def test_a_fold_whose_training_fails_is_retried_with_its_next_best_configuration
     tags = nested.tested_tags(index, folds, done=[0, 2])
     assert tags == {"tested_subjects": "1 3", "n_subjects": 2, "folds_digest": folds_digest([folds[0], folds[2]], "h"),
                     "untested_folds": "subject-2"}
-    from evaluation import report
+    from gbvnet.evaluation import report
     assert report.fold_failures({"untested_folds": "subject-2", "retried_folds": "subject-1"}) == \
         "untested: subject-2; retried: subject-1"
 

@@ -23,18 +23,18 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from gbvnet import prepare, storage
+from gbvnet import prepare
 from gbvnet.config import PrepareConfig
 from gbvnet.data import cache as cache_mod
-from gbvnet.data import deap, mahnob, synthetic
+from gbvnet.data import deap, mahnob, storage, synthetic
 from gbvnet.data.cache import open_cache, read_manifest
 from gbvnet.data.records import DataError, TrialRecord
+from gbvnet.data.registry import DATASETS, Reader, get_dataset
+from gbvnet.data.sources import SYNTHETIC_PREPARE, resolve_cache
 from gbvnet.data.video import crop_square, face_crops, read_frames
 from gbvnet.data.window_dataset import WindowDataset
 from gbvnet.data.windows import cut, windows
-from gbvnet.datasets import DATASETS, Reader, get_dataset
 from gbvnet.prepare import CacheConflict, format_report, prepare_dataset
-from gbvnet.sources import SYNTHETIC_PREPARE, resolve_cache
 
 INDEX_TYPES = {"subject": pa.int32(), "trial": pa.int32(), "window": pa.int32(), "t_start": pa.float32(),
                "stim_start": pa.float32(), "stim_end": pa.float32(), "valence": pa.float32(),

@@ -6,7 +6,7 @@ import io
 
 from ray.tune.experiment import Trial
 
-from gbvnet.progress import ProgressTable, clock
+from gbvnet.cli.progress import ProgressTable, clock
 
 
 class Clock:

@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from evaluation import baselines, report, run
-from gbvnet import train
 from gbvnet.config import FUSIONS, FusionKind, register_fusion
+from gbvnet.evaluation import baselines, report, run
+from gbvnet.folds.protocols import PROTOCOLS, Fold, ProtocolArgument, _Protocol, register_protocol
 from gbvnet.models import create_model
-from gbvnet.space import SPACES, register_space, search_space
-from gbvnet.splits import PROTOCOLS, Fold, ProtocolArgument, _Protocol, register_protocol
-from tune import search
+from gbvnet.search import cli as search
+from gbvnet.search.space import SPACES, register_space, search_space
+from gbvnet.train import cli as train
 
 
 class SumFusion(nn.Module):

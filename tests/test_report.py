@@ -11,8 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy.stats import wilcoxon
 
-from evaluation import aggregate, report
-from evaluation.stats import paired_comparison, versus_baselines
+from gbvnet.evaluation import aggregate, report
+from gbvnet.evaluation.stats import paired_comparison, versus_baselines
 
 
 def test_paired_test_matches_scipy():
@@ -73,8 +73,8 @@ def test_holm_correction_against_every_baseline():
 def test_every_family_of_tests_is_holm_corrected_and_named():
     """The gap's 2 pairs x 3 metrics are one family: raw and corrected p side by side, the family's size in the
     output; a test that could not run is left out of its family."""
-    from evaluation import gap
-    from evaluation.stats import correct_family, holm
+    from gbvnet.evaluation import gap
+    from gbvnet.evaluation.stats import correct_family, holm
 
     rng = np.random.default_rng(0)
 
@@ -107,7 +107,7 @@ def test_a_model_that_predicts_one_class_is_flagged_everywhere():
     when they are most folds (the gap: per arm)."""
     from types import SimpleNamespace
 
-    from gbvnet.splits import Fold
+    from gbvnet.folds.protocols import Fold
 
     index = SimpleNamespace(subject=np.repeat([1, 2, 3], 4))
     folds = [Fold(f"subject-{s}", "subject", [0], [], list(range(4 * s - 4, 4 * s))) for s in (1, 2, 3)]

@@ -204,9 +204,9 @@ def s3(mahnob_cache):
 @pytest.fixture(scope="module")
 def cluster_requests(s3, ray_session, tmp_path_factory, monkeypatch_module) -> list[tuple]:
     """What the nodes send: the search, then the evaluation of its best config, as in cluster/README.md."""
-    from evaluation import loso
-    from gbvnet.launch import init_ray
-    from tune import search
+    from gbvnet.evaluation import loso
+    from gbvnet.search import cli as search
+    from gbvnet.train.launch import init_ray
 
     uri, recorder = s3
     # A fresh local Ray for this workload: in three full test sessions (2026-12-07) its first Tune run hung in the
@@ -288,7 +288,7 @@ def test_finished_folds_leave_no_checkpoint_in_the_bucket(s3, cluster_requests):
 def test_checkpoints_removed_by_a_path_on_the_storage_filesystem(s3):
     import pyarrow.fs as pafs
 
-    from gbvnet.launch import remove_checkpoints
+    from gbvnet.train.launch import remove_checkpoints
 
     uri, _ = s3
     fs, trial = pafs.FileSystem.from_uri(uri("gbvnet/ray/removal/trial_0"))  # a bucket path, no scheme

@@ -11,11 +11,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from evaluation import loso
 from gbvnet.data.cache import open_cache
-from gbvnet.space import search_space
+from gbvnet.evaluation import loso
+from gbvnet.search import cli as search
+from gbvnet.search.space import search_space
 from tests.conftest import store_uri
-from tune import search
 
 
 def search_args(cache, tmp_path, *extra):
@@ -65,9 +65,9 @@ def test_the_space_samples_only_dimensions_that_can_change_the_model():
     """A bio-only GBV-Net has no face branch and no fusion module: no face key, no gate width (the head's dropout,
     model.fusion.dropout, stays); the gate's width only with a gated fusion; a comparison network none of GBV-Net's
     sections. What the searcher proposes is that space."""
-    from evaluation.fold_search import FoldSearcher
     from gbvnet.config import model_preset
-    from gbvnet.space import WIDTH, model_space
+    from gbvnet.search.fold_search import FoldSearcher
+    from gbvnet.search.space import WIDTH, model_space
 
     full = set(search_space("paper"))
     bio = set(model_space("paper", model_preset("paper", modality="bio")))
@@ -93,8 +93,8 @@ def test_a_search_below_tpes_start_up_is_named_random_search():
     it is random search, built and named so; a larger one is TPE with that start-up."""
     import optuna
 
-    from evaluation.fold_search import FoldSearcher
-    from gbvnet.space import MIN_STARTUP, sampler
+    from gbvnet.search.fold_search import FoldSearcher
+    from gbvnet.search.space import MIN_STARTUP, sampler
 
     small, name = sampler(4, seed=0)
     assert isinstance(small, optuna.samplers.RandomSampler) and name.startswith("random search (4 trials")
@@ -139,7 +139,7 @@ def test_search_stops_before_ray_when_too_few_search_subjects_have_faces(deap_pa
 def test_bio_ablation_on_face_rows_plans_exactly_the_face_runs_folds(deap_partly_filmed, tmp_path, monkeypatch):
     """``--rows face`` gives a bio run the folds of the face+bio run (same windows); plain bio uses subject 4 too.
     Checked on the folds the evaluation plans, stopped where it would start Ray."""
-    from evaluation import run
+    from gbvnet.evaluation import run
 
     class Planned(Exception):
         pass

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from evaluation import gap, loso, report, run, seeds
 from gbvnet.data.cache import open_cache
+from gbvnet.evaluation import gap, loso, report, run, seeds
 from tests.conftest import SMALL_DEAP, store_uri
 from tests.test_gap import SIGNATURE
 

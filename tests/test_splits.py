@@ -1,11 +1,11 @@
-"""Folds (gbvnet.splits): the protocols, the folds from subject lists, the leakage guard and its recorded verdicts."""
+"""Folds (gbvnet.folds.protocols): the protocols, the folds from subject lists, the leakage guard and its recorded verdicts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gbvnet.splits import (
+from gbvnet.folds.protocols import (
     Fold,
     LeakageError,
     LeaveOneSubjectOut,
@@ -73,11 +73,11 @@ def test_sklearn_interface():
 
 
 def test_splits_does_not_import_sklearn():
-    """Training processes import gbvnet.splits (for Fold): scikit-learn would cost each of them its import time."""
+    """Training processes import gbvnet.folds.protocols (for Fold): scikit-learn would cost each of them its import time."""
     import subprocess
     import sys
 
-    code = "import sys, gbvnet.splits; print('sklearn' in sys.modules)"
+    code = "import sys, gbvnet.folds.protocols; print('sklearn' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
@@ -179,7 +179,7 @@ def test_rating_exactly_at_the_threshold_is_low():
 def test_usable_rows_one_rule_for_every_modality():
     from types import SimpleNamespace
 
-    from gbvnet.splits import subjects_with_rows, usable_rows
+    from gbvnet.folds.protocols import subjects_with_rows, usable_rows
 
     idx = SimpleNamespace(subject=np.array([1, 1, 2, 2, 3, 3]),
                           has_face_rows=np.array([True, False, True, True, False, False]))

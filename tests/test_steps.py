@@ -1,4 +1,4 @@
-"""The training passes shared by the Ray worker and the benchmarks (gbvnet.steps), compilation and its fallback,
+"""The training passes shared by the Ray worker and the benchmarks (gbvnet.train.steps), compilation and its fallback,
 and the compute settings (workers, CPU threads, GPU shares) that reach Ray."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from gbvnet.data.cache import open_cache
 from gbvnet.data.loader import BatchLoader
 from gbvnet.data.transform import BatchTransform
 from gbvnet.data.window_dataset import WindowDataset, fit_normalizer
-from gbvnet.launch import scaling
-from gbvnet.loop import fit_model_to_cache
 from gbvnet.models import GBVNet
-from gbvnet.steps import Forward, evaluate, make_optimizer, train_epoch
+from gbvnet.train.launch import scaling
+from gbvnet.train.loop import fit_model_to_cache
+from gbvnet.train.steps import Forward, evaluate, make_optimizer, train_epoch
 
 CPU = torch.device("cpu")
 

@@ -1,11 +1,11 @@
-"""Small files (results, configs) on local paths and URIs (gbvnet.storage)."""
+"""Small files (results, configs) on local paths and URIs (gbvnet.data.storage)."""
 
 from __future__ import annotations
 
 import pytest
 
 from gbvnet.config import ConfigError, load_yaml
-from gbvnet.storage import read_text, write_text
+from gbvnet.data.storage import read_text, write_text
 
 
 def test_small_files_round_trip_through_uris(tmp_path):

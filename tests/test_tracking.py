@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from evaluation import plots
-from evaluation.run import EvalSpec
 from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
+from gbvnet.evaluation import plots
+from gbvnet.evaluation.run import EvalSpec
 from gbvnet.tracking import (
     KIND,
     KIND_TAG,
@@ -257,7 +257,7 @@ def test_a_tracking_server_killed_mid_run_costs_seconds(ray_session, mahnob_cach
     folder, which it says it created) come as the folds end, and the command ends with one line naming what was
     not logged and the --resume that logs it, within a minute of training time after the kill (MLflow's default
     retries made it minutes per call). A full disk writing --output is one line naming it."""
-    from evaluation import loso, run
+    from gbvnet.evaluation import loso, run
     from gbvnet.tracking import trial_history, trial_times
 
     server, uri = tracking_server

@@ -19,9 +19,9 @@ import pytest
 
 from gbvnet.config import ConfigError, TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
-from gbvnet.launch import make_trainer
-from gbvnet.loop import CHECKPOINT_PREFIX, make_job
-from gbvnet.splits import Fold, LeakageError, subject_fold
+from gbvnet.folds.protocols import Fold, LeakageError, subject_fold
+from gbvnet.train.launch import make_trainer
+from gbvnet.train.loop import CHECKPOINT_PREFIX, make_job
 
 
 def bio_job(cache, epochs=3, seed=0, **train):
@@ -140,7 +140,7 @@ def test_killed_one_worker_trial_resumes_from_its_checkpoint(ray_session, mahnob
     Tune restarts the trial from its last checkpoint."""
     from ray import tune
 
-    from gbvnet.launch import tune_fold, tune_trial_resources
+    from gbvnet.train.launch import tune_fold, tune_trial_resources
 
     job = bio_job(mahnob_cache, epochs=20)
     resources = tune_trial_resources(job.train)

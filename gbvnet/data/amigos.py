@@ -253,7 +253,7 @@ def read_amigos_subject(root: str | Path, subject: int, on_error: str = "fail", 
 
 
 # The uniform reader interface (as in gbvnet.data.deap and gbvnet.data.mahnob) that gbvnet.prepare calls through
-# the dataset registry (gbvnet.datasets); videos and face_names are the registry entry's reader options.
+# the dataset registry (gbvnet.data.registry); videos and face_names are the registry entry's reader options.
 subject_files = amigos_subject_files
 read_subject = read_amigos_subject
 check_root = check_amigos_root

@@ -62,7 +62,7 @@ import pyarrow.fs as pafs
 from gbvnet.config import PrepareConfig
 from gbvnet.config import to_dict as plain_dict
 from gbvnet.data.records import DataError
-from gbvnet.storage import delete_quietly, filesystem, join, write_json
+from gbvnet.data.storage import delete_quietly, filesystem, join, write_json
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"

@@ -278,7 +278,7 @@ def read_deap(
         yield from _subject_records(root, subject, order, on_error, report)
 
 
-# The reader interface (gbvnet.datasets.Reader) that gbvnet.prepare calls through the dataset registry.
+# The reader interface (gbvnet.data.registry.Reader) that gbvnet.prepare calls through the dataset registry.
 subject_files = deap_subject_files
 read_subject = read_deap_subject
 check_root = check_deap_root

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from gbvnet.prefetch import read_ahead
+from gbvnet.data.prefetch import read_ahead
 
 
 class BatchLoader:

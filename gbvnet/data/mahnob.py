@@ -317,7 +317,7 @@ def mahnob_subject_files(root: str | Path, face: bool = True) -> dict[int, list[
     return dict(sorted(files.items()))
 
 
-# The reader interface (gbvnet.datasets.Reader) that gbvnet.prepare calls through the dataset registry.
+# The reader interface (gbvnet.data.registry.Reader) that gbvnet.prepare calls through the dataset registry.
 subject_files = mahnob_subject_files
 read_subject = read_mahnob_subject
 check_root = check_mahnob_root

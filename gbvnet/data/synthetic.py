@@ -611,7 +611,7 @@ def write_amigos(out: str | Path, subjects: int = 2, trials: int = 16, seed: int
                               "empty": empty})
 
 
-# The writer of each dataset's layout (the registry, gbvnet.datasets, names the same functions), by dataset.
+# The writer of each dataset's layout (the registry, gbvnet.data.registry, names the same functions), by dataset.
 WRITERS = {"deap": write_deap, "mahnob": write_mahnob, "amigos": write_amigos}
 
 

@@ -34,8 +34,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gbvnet.data.prefetch import read_ahead
 from gbvnet.data.records import DataError
-from gbvnet.prefetch import read_ahead
 
 CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 SYNC_TOLERANCE = 2.0  # seconds a video may be shorter / longer than expected before read_frames warns

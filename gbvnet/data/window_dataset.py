@@ -65,7 +65,7 @@ class WindowDataset(torch.utils.data.Dataset):
             raise ValueError(f"modality {modality!r} needs face frames, but no subject in {cache.uri} has any "
                              "(prepared with --no-face, or no videos)")
         # A subject without videos (DEAP 23-32) reads as zeros, like a null row of a subject with videos: face
-        # modalities never use such rows (gbvnet.splits.usable_rows restricts them to rows with faces).
+        # modalities never use such rows (gbvnet.folds.protocols.usable_rows restricts them to rows with faces).
         shape = (self.frames, self.face_size, self.face_size, 3)
         self._face = [np.broadcast_to(np.zeros(shape, np.uint8), (t.num_rows, *shape)) if f is None else f
                       for f, t in zip(self._face, cache.tables, strict=True)]

@@ -3,7 +3,7 @@ implementations: braindecode's EEG networks on the bio input, and a timm image C
 
 Each is wrapped to GBV-Net's interface: ``forward(face=None, bio=None)`` returns ``{"logits": (B, num_classes)}``,
 so the training loop, the folds and the scoring are the same for every model. Their input sizes come from the
-cache (:func:`gbvnet.loop.fit_model_to_cache`: channels, samples, rate, frames, image size); their own keyword
+cache (:func:`gbvnet.train.loop.fit_model_to_cache`: channels, samples, rate, frames, image size); their own keyword
 arguments from the registry entry with ``ModelConfig.net`` over them.
 
 braindecode is imported on first use (it takes seconds), with its import-time deprecation warnings silenced.

@@ -1,0 +1,5 @@
+"""``python -m gbvnet.prepare``: see :mod:`gbvnet.prepare`."""
+
+from gbvnet.prepare import main
+
+main()
