@@ -28,7 +28,8 @@ from gbvnet.data.cache import open_cache
 from gbvnet.data.registry import get_dataset
 from gbvnet.data.synthetic import write_deap
 from gbvnet.evaluation import benchmark
-from gbvnet.evaluation.run import evaluate, protocol_arguments, spec_from_args
+from gbvnet.evaluation.engine import evaluate
+from gbvnet.evaluation.run import protocol_arguments, spec_from_args
 from gbvnet.prepare import prepare_dataset
 from gbvnet.train.launch import init_ray
 

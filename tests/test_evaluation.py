@@ -98,7 +98,7 @@ def test_subject_dependent_folds_split_trials(ray_session, mahnob_cache, tmp_pat
 
 def test_each_fold_is_checked_once_before_ray_starts(mahnob_cache, monkeypatch):
     """The leakage guard runs once per fold, where gbvnet.folds.protocols builds it; make_job and the audit use its verdict."""
-    from gbvnet.evaluation import run
+    from gbvnet.evaluation import engine
     from gbvnet.folds import protocols as splits
 
     checked = []
@@ -112,7 +112,7 @@ def test_each_fold_is_checked_once_before_ray_starts(mahnob_cache, monkeypatch):
     def stop(**_):
         raise Planned
 
-    monkeypatch.setattr(run, "init_ray", stop)
+    monkeypatch.setattr(engine, "init_ray", stop)
     with pytest.raises(Planned):
         subject_dependent.main(["--dataset", "mahnob", "--cache", str(mahnob_cache), "--modality", "bio", "--k", "2"])
     assert len(checked) == len(set(checked)) == 8  # 4 subjects x 2 folds, each once

@@ -20,8 +20,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from gbvnet.evaluation import loso, nested
-from gbvnet.evaluation import run as run_module
+from gbvnet.evaluation import engine, loso, nested
 from gbvnet.search.fold_search import SCORE, FoldScheduler, FoldSearcher
 from gbvnet.search.space import search_space
 from tests.conftest import store_uri
@@ -253,7 +252,7 @@ def test_scheduler_never_compares_trials_of_different_folds():
 
 def test_bad_input_is_refused_before_ray_starts(nested_cache, prepared_cache, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(nested, "init_ray", lambda **_: pytest.fail("Ray was started"))
-    monkeypatch.setattr(run_module, "init_ray", lambda **_: pytest.fail("Ray was started"))
+    monkeypatch.setattr(engine, "init_ray", lambda **_: pytest.fail("Ray was started"))
     for bad in ("0", "-2"):
         with pytest.raises(SystemExit):
             loso.main(nested_args(nested_cache, tmp_path, "--search", bad))
@@ -277,7 +276,7 @@ def test_plain_loso_warns_when_folds_train_on_few_subjects(nested_cache, tmp_pat
     def stop(**_):
         raise Planned
 
-    monkeypatch.setattr(run_module, "init_ray", stop)
+    monkeypatch.setattr(engine, "init_ray", stop)
     with pytest.warns(UserWarning, match=r"4 fold\(s\) train on fewer than 3 subjects \(e.g. subject-1: \[\d, \d\]\)"):
         with pytest.raises(Planned):
             loso.main(["--dataset", "deap", "--cache", str(nested_cache), "--preset", "smoke", "--modality", "bio"])

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from gbvnet.config import FUSIONS, FusionKind, register_fusion
-from gbvnet.evaluation import baselines, report, run
+from gbvnet.evaluation import baselines, engine, report, run
 from gbvnet.folds.protocols import PROTOCOLS, Fold, ProtocolArgument, _Protocol, register_protocol
 from gbvnet.models import create_model
 from gbvnet.search import cli as search
@@ -118,9 +118,9 @@ def test_a_registered_protocol_runs_through_the_evaluation_cli(registered, mahno
     def stop(**_):
         raise Planned
 
-    real_plan = run.plan_folds
-    monkeypatch.setattr(run, "plan_folds", lambda spec, index: planned.setdefault("folds", real_plan(spec, index)))
-    monkeypatch.setattr(run, "init_ray", stop)
+    real_plan = engine.plan_folds
+    monkeypatch.setattr(engine, "plan_folds", lambda spec, index: planned.setdefault("folds", real_plan(spec, index)))
+    monkeypatch.setattr(engine, "init_ray", stop)
     with pytest.raises(Planned):  # folds planned and checked, jobs made: everything before Ray starts
         run.main(["--protocol", "halves", "--dataset", "mahnob", "--cache", str(mahnob_cache), "--modality", "bio"])
     [fold] = planned["folds"]

@@ -139,7 +139,7 @@ def test_search_stops_before_ray_when_too_few_search_subjects_have_faces(deap_pa
 def test_bio_ablation_on_face_rows_plans_exactly_the_face_runs_folds(deap_partly_filmed, tmp_path, monkeypatch):
     """``--rows face`` gives a bio run the folds of the face+bio run (same windows); plain bio uses subject 4 too.
     Checked on the folds the evaluation plans, stopped where it would start Ray."""
-    from gbvnet.evaluation import run
+    from gbvnet.evaluation import engine
 
     class Planned(Exception):
         pass
@@ -147,12 +147,12 @@ def test_bio_ablation_on_face_rows_plans_exactly_the_face_runs_folds(deap_partly
     def stop(**_):
         raise Planned
 
-    monkeypatch.setattr(run, "init_ray", stop)
+    monkeypatch.setattr(engine, "init_ray", stop)
     planned: dict[str, list] = {}
     for name, extra in (("facebio", ["--modality", "facebio"]), ("bio on face rows", ["--modality", "bio", "--rows",
                                                                                       "face"]),
                         ("bio", ["--modality", "bio"])):
-        monkeypatch.setattr(run, "make_job", lambda cache, model, train, fold, name=name, **_:
+        monkeypatch.setattr(engine, "make_job", lambda cache, model, train, fold, name=name, **_:
                             planned.setdefault(name, []).append(fold.to_dict()))
         with pytest.raises(Planned):
             loso.main(["--dataset", "deap", "--cache", str(deap_partly_filmed), "--preset", "smoke", *extra])

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from gbvnet.data.cache import open_cache
-from gbvnet.evaluation import gap, loso, report, run, seeds
+from gbvnet.evaluation import engine, gap, loso, report, run, seeds
 from tests.conftest import SMALL_DEAP, store_uri
 from tests.test_gap import SIGNATURE
 
@@ -51,7 +51,7 @@ def seeded(ray_session, tiny_cache, tmp_path_factory):
         raise ConnectionError("tracking server down")
 
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(io.StringIO()):
-        mp.setattr(run, "log_results", down)
+        mp.setattr(engine, "log_results", down)
         with pytest.raises(SystemExit, match="tracking server down.*--resume"):  # one line
             loso.main(args)
     client = MlflowClient(uri)

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import open_cache
 from gbvnet.evaluation import plots
-from gbvnet.evaluation.run import EvalSpec
+from gbvnet.evaluation.engine import EvalSpec
 from gbvnet.tracking import (
     KIND,
     KIND_TAG,

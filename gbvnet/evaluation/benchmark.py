@@ -42,22 +42,19 @@ from gbvnet.data.cache import open_cache
 from gbvnet.evaluation import aggregate, plots
 from gbvnet.evaluation.audit import audit_folds, check_normalizers
 from gbvnet.evaluation.baselines import Baselines
+from gbvnet.evaluation.engine import (
+    EvalSpec,
+    log_results,
+    plan_folds,
+    remove_fold_checkpoints,
+    score,
+    start_run,
+)
 from gbvnet.evaluation.gap import run_pooled
 from gbvnet.evaluation.nested import NestedSpec, evaluate_nested, nested_spec
 from gbvnet.evaluation.nested import add_arguments as add_nested_arguments
 from gbvnet.evaluation.report import METRIC_LABELS, METRICS, format_benchmark
-from gbvnet.evaluation.run import (
-    EvalSpec,
-    add_arguments,
-    add_protocol_arguments,
-    log_results,
-    plan_folds,
-    protocol_arguments,
-    remove_fold_checkpoints,
-    run_cli,
-    score,
-    start_run,
-)
+from gbvnet.evaluation.run import add_arguments, add_protocol_arguments, protocol_arguments, run_cli
 from gbvnet.evaluation.stats import correct_family, paired_comparison
 from gbvnet.folds.protocols import PROTOCOLS, Fold, folds_digest, subjects_with_rows
 from gbvnet.tracking import Tracker, git_commit, tracking_uri

@@ -61,21 +61,18 @@ from gbvnet.data.storage import absolute
 from gbvnet.evaluation import aggregate, plots, report
 from gbvnet.evaluation.audit import audit_folds, check_normalizers, check_search_subjects
 from gbvnet.evaluation.baselines import Baselines, FoldScorer
-from gbvnet.evaluation.run import (
+from gbvnet.evaluation.engine import (
     EvalSpec,
     FoldLog,
-    add_arguments,
-    add_seeds_argument,
     fold_params,
     log_results,
     plan_folds,
-    publish,
     remove_fold_checkpoints,
     run_folds,
     score,
-    spec_from_args,
     start_run,
 )
+from gbvnet.evaluation.run import add_arguments, add_seeds_argument, publish, spec_from_args
 from gbvnet.evaluation.seeds import child_tags, merge_audits, seed_scores, seed_spec, spread_line
 from gbvnet.evaluation.seeds import key as seeds_key
 from gbvnet.evaluation.seeds import label as seeds_label

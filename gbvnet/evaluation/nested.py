@@ -55,7 +55,7 @@ from gbvnet.data.storage import join
 from gbvnet.evaluation import aggregate
 from gbvnet.evaluation.audit import audit_folds, check_normalizers
 from gbvnet.evaluation.baselines import Baselines
-from gbvnet.evaluation.run import (
+from gbvnet.evaluation.engine import (
     EvalSpec,
     evaluate,
     log_fold_model,
