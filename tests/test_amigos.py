@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-from gbvnet import prepare
 from gbvnet.config import ConfigError
 from gbvnet.data import amigos, synthetic
 from gbvnet.data.cache import open_cache
@@ -21,6 +20,7 @@ from gbvnet.data.registry import DATASETS, get_dataset
 from gbvnet.data.video import CASCADE
 from gbvnet.data.window_dataset import WindowDataset
 from gbvnet.evaluation import loso
+from gbvnet.prepare import cli as prepare
 from gbvnet.prepare import prepare_dataset
 from tests.conftest import store_uri
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from gbvnet import prepare
 from gbvnet.config import TrainConfig, model_preset
 from gbvnet.data.cache import CacheChanged, check_snapshot, open_cache, read_manifest
 from gbvnet.data.records import DataError
@@ -22,6 +21,7 @@ from gbvnet.data.window_dataset import WindowDataset
 from gbvnet.evaluation import loso
 from gbvnet.folds.protocols import subject_fold
 from gbvnet.prepare import CacheConflict, prepare_dataset
+from gbvnet.prepare import cli as prepare
 from gbvnet.train.loop import Job, WorkerState, make_job, train_loop_per_worker
 
 

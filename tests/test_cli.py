@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from gbvnet import prepare
 from gbvnet.evaluation import report, run
+from gbvnet.prepare import cli as prepare
 from gbvnet.search import cli as search
 from gbvnet.train import cli as train
 

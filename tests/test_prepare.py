@@ -35,6 +35,7 @@ from gbvnet.data.video import crop_square, face_crops, read_frames
 from gbvnet.data.window_dataset import WindowDataset
 from gbvnet.data.windows import cut, windows
 from gbvnet.prepare import CacheConflict, format_report, prepare_dataset
+from gbvnet.prepare import cli as prepare_cli
 
 INDEX_TYPES = {"subject": pa.int32(), "trial": pa.int32(), "window": pa.int32(), "t_start": pa.float32(),
                "stim_start": pa.float32(), "stim_end": pa.float32(), "valence": pa.float32(),
@@ -327,10 +328,10 @@ def test_cli_reports_errors_naming_the_file(deap_copy, tmp_path, capsys):
     dat.write_bytes(b"not a pickle")
     args = ["--dataset", "deap", "--root", str(deap_copy), "--cache", str(tmp_path / "c"), "--no-face"]
     with pytest.raises(SystemExit) as info:
-        prepare.main(args)
+        prepare_cli.main(args)
     assert str(info.value.code).startswith(f"error: {dat}: not a valid DEAP pickle")
     with pytest.warns(UserWarning, match="skipped subject 3"):
-        report = prepare.main([*args, "--on-error", "skip", "--window", "2", "--stride", "1"])
+        report = prepare_cli.main([*args, "--on-error", "skip", "--window", "2", "--stride", "1"])
     out = capsys.readouterr().out
     assert f"SKIPPED subject 3: {dat}: not a valid DEAP pickle" in out
     assert "cache: 2 subjects, 354 windows (redone: [1, 2]" in out and report["windows"] == 2 * 3 * 59
@@ -499,7 +500,7 @@ def test_cache_at_uris_and_relative_paths(small_deap_corpus, tmp_path, monkeypat
     np.testing.assert_array_equal(WindowDataset(open_cache(file_uri), modality="bio").bio_array(np.arange(120)),
                                   expected)
     monkeypatch.chdir(tmp_path)
-    prepare.main(["--dataset", "deap", "--root", os.path.relpath(small_deap_corpus, tmp_path), "--cache",
+    prepare_cli.main(["--dataset", "deap", "--root", os.path.relpath(small_deap_corpus, tmp_path), "--cache",
                   "rel/cache", "--no-face", "--subjects", "1", "2"])
     assert open_cache("rel/cache").subjects == [1, 2] and (tmp_path / "rel" / "cache" / "manifest.json").exists()
 
@@ -609,7 +610,7 @@ def test_roots_caches_and_arguments_give_one_line_errors(deap_copy, tmp_path, ca
     empty.mkdir()
     for root, what in ((empty, "holds no data_preprocessed_python"), (tmp_path / "nowhere", "does not exist")):
         with pytest.raises(SystemExit) as info:
-            prepare.main(["--dataset", "deap", "--root", str(root), "--cache", str(tmp_path / "c"), "--no-face"])
+            prepare_cli.main(["--dataset", "deap", "--root", str(root), "--cache", str(tmp_path / "c"), "--no-face"])
         assert str(info.value.code).startswith(f"error: {root}: {what}")
         assert "--root must be the DEAP download folder" in str(info.value.code)
         assert not (tmp_path / "c").exists()  # no empty cache folder left behind
@@ -617,7 +618,7 @@ def test_roots_caches_and_arguments_give_one_line_errors(deap_copy, tmp_path, ca
     a_file = tmp_path / "file"
     a_file.write_text("x")
     with pytest.raises(SystemExit) as info:
-        prepare.main([*args, "--cache", str(a_file)])
+        prepare_cli.main([*args, "--cache", str(a_file)])
     assert str(info.value.code) == f"error: {a_file}: --cache is a file; give a folder (or a URI) for the cache"
 
     def refused(*a, **k):
@@ -625,18 +626,18 @@ def test_roots_caches_and_arguments_give_one_line_errors(deap_copy, tmp_path, ca
 
     monkeypatch.setattr(storage, "write_bytes", refused)  # an unwritable folder (tests may run as root)
     with pytest.raises(SystemExit) as info:
-        prepare.main([*args, "--cache", str(tmp_path / "ro")])
+        prepare_cli.main([*args, "--cache", str(tmp_path / "ro")])
     assert str(info.value.code).startswith(f"error: {tmp_path / 'ro'}: cannot write the cache folder")
     assert "\n" not in str(info.value.code)
     monkeypatch.undo()
     for bad, message in ((["--window", "-1"], "window must be > 0"), (["--processes", "0"], "--processes must be >= 1"),
                          (["--threshold", "12"], "threshold must be within")):
         with pytest.raises(SystemExit) as info:
-            prepare.main([*args, "--cache", str(tmp_path / "c"), *bad])
+            prepare_cli.main([*args, "--cache", str(tmp_path / "c"), *bad])
         assert info.value.code == 2 and f"error: {message}" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepare.main([*args, "--cache", str(tmp_path / "c"), "--window", "100", "--on-error", "skip"])
+        prepare_cli.main([*args, "--cache", str(tmp_path / "c"), "--window", "100", "--on-error", "skip"])
     message = str(info.value.code)
     assert message.startswith(f"error: {deap_copy}: no subject could be prepared: 9 unit(s) skipped, the first: "
                               "subject 1 trial 1: ") and "window of 100 s is longer" in message
@@ -647,13 +648,14 @@ def test_roots_caches_and_arguments_give_one_line_errors(deap_copy, tmp_path, ca
 
     monkeypatch.setattr(prepare, "prepare_dataset", interrupted)
     with pytest.raises(SystemExit) as info:
-        prepare.main([*args, "--cache", str(tmp_path / "c")])
+        prepare_cli.main([*args, "--cache", str(tmp_path / "c")])
     assert info.value.code == 130 and "interrupted: the cache is as it was" in capsys.readouterr().err
 
 
 INTERRUPTIBLE = """
 import sys, time
 from gbvnet import prepare
+from gbvnet.prepare import cli
 real = prepare.prepare_subject
 def slow(*args):  # subject 2 writes its file, then takes long: the run is interrupted then
     entry = real(*args)
@@ -661,7 +663,7 @@ def slow(*args):  # subject 2 writes its file, then takes long: the run is inter
         time.sleep(120)
     return entry
 prepare.prepare_subject = slow
-prepare.main(sys.argv[1:])
+cli.main(sys.argv[1:])
 """
 
 
@@ -675,7 +677,7 @@ def test_interrupts_leave_only_files_the_manifest_lists(deap_copy, tmp_path, how
     cmd = [sys.executable, "-c", INTERRUPTIBLE, "--dataset", "deap", "--root", str(deap_copy), "--cache", str(cache),
            "--no-face", "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(prepare.__file__).parents[1])})
+                            env={**os.environ, "PYTHONPATH": str(Path(prepare.__file__).parents[2])})
     try:
         deadline = time.monotonic() + 120
         while len(list(cache.glob("subject_*.arrow"))) < len(before) + 1:  # both new files written
@@ -760,7 +762,7 @@ def test_datasets_come_from_the_registry(capsys):
     with pytest.raises(TypeError, match="reader module gbvnet.data.windows lacks check_root, subject_files, "):
         assert dataclasses.replace(DATASETS["deap"], reader_module="gbvnet.data.windows").reader is None
     with pytest.raises(SystemExit):
-        prepare.main(["--dataset", "seed", "--root", "r", "--cache", "c"])
+        prepare_cli.main(["--dataset", "seed", "--root", "r", "--cache", "c"])
     assert f"invalid choice: 'seed' (choose from {', '.join(map(repr, DATASETS))})" in capsys.readouterr().err
 
 
@@ -770,9 +772,9 @@ def test_cli_keeps_the_registry_defaults_it_was_not_given(small_deap_corpus, tmp
     own = {"h_freq": None, "window": 2.0, "stride": 2.0, "rate": 64.0}
     monkeypatch.setitem(DATASETS, "deap", dataclasses.replace(DATASETS["deap"], prepare_defaults=own))
     args = ["--dataset", "deap", "--root", str(small_deap_corpus), "--no-face", "--subjects", "1"]
-    prepare.main([*args, "--cache", str(tmp_path / "own")])
+    prepare_cli.main([*args, "--cache", str(tmp_path / "own")])
     assert open_cache(str(tmp_path / "own")).manifest.config == PrepareConfig(**own)
-    prepare.main([*args, "--cache", str(tmp_path / "given"), "--window", "4", "--stride", "4", "--h-freq", "30",
+    prepare_cli.main([*args, "--cache", str(tmp_path / "given"), "--window", "4", "--stride", "4", "--h-freq", "30",
                   "--workers", "1"])  # --workers: the old name of --processes
     config = open_cache(str(tmp_path / "given")).manifest.config
     assert (config.window, config.stride, config.h_freq, config.rate) == (4.0, 4.0, 30.0, 64.0)

@@ -1,5 +1,5 @@
-"""``python -m gbvnet.prepare``: see :mod:`gbvnet.prepare`."""
+"""``python -m gbvnet.prepare``: see :mod:`gbvnet.prepare.cli`."""
 
-from gbvnet.prepare import main
+from gbvnet.prepare.cli import main
 
 main()
