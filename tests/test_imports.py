@@ -80,6 +80,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules after import of package:RuntimeWarning")  # imported earlier
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[-1])
 def test_every_command_starts_from_its_entry_point(command, monkeypatch, capsys):
     """``--help`` of every command, run as ``python`` runs it (``runpy``, in this process: a process each would pay

@@ -646,7 +646,7 @@ def test_roots_caches_and_arguments_give_one_line_errors(deap_copy, tmp_path, ca
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare, "prepare_dataset", interrupted)
+    monkeypatch.setattr(prepare_cli, "prepare_dataset", interrupted)
     with pytest.raises(SystemExit) as info:
         prepare_cli.main([*args, "--cache", str(tmp_path / "c")])
     assert info.value.code == 130 and "interrupted: the cache is as it was" in capsys.readouterr().err
