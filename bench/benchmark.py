@@ -25,8 +25,8 @@ from pathlib import Path
 
 from bench.common import machine, publish
 from gbvnet.data.cache import open_cache
+from gbvnet.data.deap import write_deap
 from gbvnet.data.registry import get_dataset
-from gbvnet.data.synthetic import write_deap
 from gbvnet.evaluation import benchmark
 from gbvnet.evaluation.engine import evaluate
 from gbvnet.evaluation.run import protocol_arguments, spec_from_args

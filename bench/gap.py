@@ -25,8 +25,8 @@ from pathlib import Path
 
 from bench.common import machine, publish
 from bench.tune_floor import tune_floor
+from gbvnet.data.deap import write_deap
 from gbvnet.data.registry import get_dataset
-from gbvnet.data.synthetic import write_deap
 from gbvnet.evaluation import gap
 from gbvnet.prepare import prepare_dataset
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from bench.common import machine, publish
-from gbvnet.data import deap, synthetic
+from gbvnet.data import deap
 from gbvnet.data.cache import open_cache
 from gbvnet.data.registry import DATASETS
 from gbvnet.data.transform import BatchTransform
@@ -128,7 +128,7 @@ def face_rows(dataset: str, root: Path, repeats: int, reference: bool, tmp: Path
                      (rec.stim_end - rec.video_start, rec.duration - rec.video_start)))
     videos = [video for video, _, _ in jobs]
     caps = [cv2.VideoCapture(str(v)) for v in videos]
-    (width, height), fps = synthetic.CAMERA[dataset]
+    (width, height), fps = DATASETS[dataset].camera_size, DATASETS[dataset].camera_fps
     seconds = sum(c.get(cv2.CAP_PROP_FRAME_COUNT) / c.get(cv2.CAP_PROP_FPS) for c in caps)
     grabs, faces, commands, found = [], [], [], []
     for k in range(repeats):  # in turn, so all see the same load
@@ -176,7 +176,7 @@ def faces_main(args) -> str:
     try:
         corpora = {}
         for dataset in ("deap", "mahnob"):
-            size, fps = synthetic.CAMERA[dataset]
+            size, fps = DATASETS[dataset].camera_size, DATASETS[dataset].camera_fps
             root = corpora[dataset] = tmp / dataset
             print(f"writing {trials} camera-size {dataset} video(s) ...", flush=True)
             stimulus = {"duration": 20.0 if args.quick else 60.0} if dataset == "mahnob" else {}  # DEAP's: 60 s
@@ -226,7 +226,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-prepare-"))
     try:
         root = tmp / "deap"
-        synthetic.write_deap(root, subjects=subjects, trials=40, seed=0, video=False)
+        deap.write_deap(root, subjects=subjects, trials=40, seed=0, video=False)
         ids = list(range(1, subjects + 1))
         raw_mb = sum(deap.dat_path(root, s).stat().st_size for s in ids) / 1e6
         reread(root, ids, cfg)  # warm the page cache: every measurement reads from memory

@@ -187,8 +187,8 @@ def test_trial_signature_offsets_the_eeg_during_the_stimulus_only(tmp_path):
 
     data = {}
     for strength in (0.0, 1.0):
-        synthetic.write_deap(tmp_path / str(strength), subjects=1, trials=3, seed=4, video=False,
-                             trial_signature=strength)
+        deap.write_deap(tmp_path / str(strength), subjects=1, trials=3, seed=4, video=False,
+                        trial_signature=strength)
         data[strength] = pickle.loads(deap.dat_path(tmp_path / str(strength), 1).read_bytes(), encoding="latin1")
     np.testing.assert_array_equal(data[0.0]["labels"], data[1.0]["labels"])
     diff = data[1.0]["data"] - data[0.0]["data"]
@@ -198,4 +198,4 @@ def test_trial_signature_offsets_the_eeg_during_the_stimulus_only(tmp_path):
     np.testing.assert_allclose(diff[:, :32, start:], offsets[..., None] * np.ones(diff.shape[-1] - start))
     assert np.std(offsets) == pytest.approx(synthetic._EEG_RMS, rel=0.4)  # 1 x the EEG's RMS, 96 draws
     with pytest.raises(ValueError, match="trial_signature must be >= 0"):
-        synthetic.write_deap(tmp_path / "bad", subjects=1, trials=1, video=False, trial_signature=-1)
+        deap.write_deap(tmp_path / "bad", subjects=1, trials=1, video=False, trial_signature=-1)

@@ -301,7 +301,7 @@ def test_mahnob_fields(mahnob_corpus):
     report = ReadReport()
     records = list(mahnob.read_mahnob(root, report=report))
     assert [(r.subject, r.trial) for r in records] == [(t["subject"], t["trial"]) for t in truth["trials"]]
-    n = int((synthetic.MAHNOB_PRE + DURATION + synthetic.MAHNOB_POST) * 256)
+    n = int((mahnob.MAHNOB_PRE + DURATION + mahnob.MAHNOB_POST) * 256)
     for r, t in zip(records, truth["trials"], strict=True):
         assert (r.valence, r.arousal) == (t["valence"], t["arousal"])
         assert r.channels == list(mahnob.MAHNOB_CHANNELS) and len(r.channels) == 38
@@ -344,9 +344,9 @@ def _session(root: Path, sid: int = 2, *, attrs: str = 'feltVlnc="7" feltArsl="3
                    "</session>")
     data = np.random.default_rng(0).normal(0, 10, (len(channels), 1024))
     if "Status" in channels:
-        status = np.full(1024, synthetic.STATUS_CODE, dtype=float)
+        status = np.full(1024, mahnob.STATUS_CODE, dtype=float)
         for t in triggers:
-            status[int(t * 256):int(t * 256) + 5] += synthetic.TRIGGER
+            status[int(t * 256):int(t * 256) + 5] += mahnob.TRIGGER
         data[channels.index("Status")] = status
     synthetic.write_bdf(folder / "Part_4_S_Trial1_emotion.bdf", list(channels), data, 256)
     return xml

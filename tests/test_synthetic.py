@@ -64,11 +64,11 @@ def test_mahnob_layout(corpus):
     assert session.video == root / t["video"] and session.bdf == root / t["bdf"]
     raw = mne.io.read_raw_bdf(root / t["bdf"], preload=True, verbose="error")
     assert raw.ch_names == list(mahnob.BDF_CHANNELS) and raw.info["sfreq"] == 256
-    assert raw.n_times == (synthetic.MAHNOB_PRE + DURATION + synthetic.MAHNOB_POST) * 256
+    assert raw.n_times == (mahnob.MAHNOB_PRE + DURATION + mahnob.MAHNOB_POST) * 256
     events = mne.find_events(raw, stim_channel="Status", mask=0xFFFF, mask_type="and", verbose="error")
     np.testing.assert_array_equal(events[:, 0], [30 * 256, (30 + DURATION) * 256])
     cap = cv2.VideoCapture(str(root / t["video"]))
-    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == (DURATION + synthetic.MAHNOB_SELF_REPORT) * synthetic.VIDEO_FPS
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == (DURATION + mahnob.MAHNOB_SELF_REPORT) * synthetic.VIDEO_FPS
 
 
 def test_write_bdf_round_trip(tmp_path):
@@ -112,7 +112,7 @@ def _mouth_curvature(frame: np.ndarray) -> float:
 
 def test_signal_follows_the_ratings(tmp_path):
     """Within a subject, frontal alpha asymmetry, GSR and mouth curvature separate high from low ratings."""
-    truth = synthetic.write_deap(tmp_path, subjects=1, trials=10, seed=5, label_noise=0.2)
+    truth = deap.write_deap(tmp_path, subjects=1, trials=10, seed=5, label_noise=0.2)
     records = {r.trial: r for r in deap.read_deap(tmp_path)}
     left = [deap.DEAP_CHANNELS.index(c) for c in ("Fp1", "AF3", "F3", "F7", "FC5", "FC1")]
     right = [deap.DEAP_CHANNELS.index(c) for c in ("Fp2", "AF4", "F4", "F8", "FC6", "FC2")]
@@ -142,9 +142,9 @@ def test_signal_follows_the_ratings(tmp_path):
 
 
 def test_deterministic_and_label_noise(tmp_path):
-    a = synthetic.write_mahnob(tmp_path / "a", subjects=1, trials=10, seed=7, duration=2, video=False)
-    b = synthetic.write_mahnob(tmp_path / "b", subjects=1, trials=10, seed=7, duration=2, video=False)
-    c = synthetic.write_mahnob(tmp_path / "c", subjects=1, trials=10, seed=8, duration=2, video=False)
+    a = mahnob.write_mahnob(tmp_path / "a", subjects=1, trials=10, seed=7, duration=2, video=False)
+    b = mahnob.write_mahnob(tmp_path / "b", subjects=1, trials=10, seed=7, duration=2, video=False)
+    c = mahnob.write_mahnob(tmp_path / "c", subjects=1, trials=10, seed=8, duration=2, video=False)
     assert a["trials"] == b["trials"] != c["trials"]
     assert sum(t["noisy_valence"] for t in a["trials"]) == sum(t["noisy_arousal"] for t in a["trials"]) == 1
     assert sum(t["valence"] > 5 for t in a["trials"]) == 5  # balanced
@@ -163,15 +163,15 @@ def test_cli(tmp_path, capsys):
 
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="trials"):
-        synthetic.write_deap(tmp_path, trials=41)
+        deap.write_deap(tmp_path, trials=41)
     with pytest.raises(ValueError, match="duration"):
-        synthetic.write_mahnob(tmp_path, duration=0.5)
+        mahnob.write_mahnob(tmp_path, duration=0.5)
 
 
 def test_camera_size_videos(tmp_path, capsys):
     """The writers can record at the real cameras' size and rate (for the preparation bench)."""
-    truth = synthetic.write_mahnob(tmp_path / "m", subjects=1, trials=1, seed=2, duration=1.0,
-                                   video_size=(780, 580), video_fps=60.0)
+    truth = mahnob.write_mahnob(tmp_path / "m", subjects=1, trials=1, seed=2, duration=1.0,
+                                video_size=(780, 580), video_fps=60.0)
     video = tmp_path / "m" / truth["trials"][0]["video"]
     cap = cv2.VideoCapture(str(video))
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (780, 580)

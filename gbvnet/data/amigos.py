@@ -36,6 +36,9 @@ participant (skipped with ``on_error="skip"``). An empty trial (0 x 0; the long 
 release, not damage). A trial with non-finite samples, a malformed trial or a rating below 1 (or missing) is an
 error naming participant and trial, or a skipped trial with ``on_error="skip"``. A rating above 9 (they occur) is
 clipped to 9 with a warning.
+
+The module is the whole dataset (:mod:`gbvnet.data.registry`): the reader, :func:`write_amigos` (a synthetic corpus
+in this layout, for ``--synthetic`` and the tests) and, at its bottom, its registry entry.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gbvnet.data import synthetic
 from gbvnet.data.records import DataError, ReadReport, TrialRecord, check_on_error, skip_or_raise
+from gbvnet.data.registry import Dataset, ReaderOption, register_dataset
 
 AMIGOS_EEG: tuple[str, ...] = ("AF3", "F7", "F3", "FC5", "T7", "P7", "O1", "O2", "P8", "T8", "FC6", "F4", "F8",
                                "AF4")
@@ -257,3 +262,103 @@ def read_amigos_subject(root: str | Path, subject: int, on_error: str = "fail", 
 subject_files = amigos_subject_files
 read_subject = read_amigos_subject
 check_root = check_amigos_root
+
+
+# ------------------------------------------------------------------------------------------ synthetic corpus
+NO_LONG_VIDEOS = (8, 24, 28)  # participants without the long videos in the release
+
+
+def _synthetic_trial(rng, subj: synthetic.Subject, xv: float, xa: float, duration: float) -> np.ndarray:
+    """One AMIGOS trial, samples x 17: the 5 s baseline, then ``duration`` s of stimulus."""
+    t = np.arange(int(round((AMIGOS_BASELINE + duration) * AMIGOS_SFREQ))) / AMIGOS_SFREQ
+    v, a = synthetic.latent_courses(t, AMIGOS_BASELINE, t[-1] + 1, subj, xv, xa)
+    ecg, noise = synthetic.ecg(a, AMIGOS_SFREQ, subj), rng.standard_normal((3, t.size))
+    other = np.stack([ecg + noise[0] * 5, -0.8 * ecg + noise[1] * 5,  # ECG_Right, ECG_Left
+                      1000 * subj.conductance * (1 + 0.3 * a) + noise[2] * 5])  # GSR: skin conductance level
+    eeg = synthetic.eeg(rng, t, v, a, subj, AMIGOS_EEG)
+    return np.concatenate([eeg, other * subj.gains[len(AMIGOS_EEG):, None]]).T
+
+
+def _cell(items: list) -> np.ndarray:
+    """A 1 x n MATLAB cell array (for scipy.io.savemat)."""
+    cell = np.empty((1, len(items)), dtype=object)
+    for k, item in enumerate(items):
+        cell[0, k] = item
+    return cell
+
+
+def write_amigos(out: str | Path, subjects: int = 2, trials: int = 16, seed: int = 0, duration: float = 12.0,
+                 long_trials: int = 0, long_duration: float = 30.0, video: bool = True, label_noise: float = 0.1,
+                 video_size: tuple[int, int] = (synthetic.VIDEO_SIZE, synthetic.VIDEO_SIZE),
+                 video_fps: float = synthetic.VIDEO_FPS) -> dict:
+    """Write a synthetic AMIGOS-layout corpus (see :mod:`gbvnet.data.synthetic` for its signal): per participant ``data_preprocessed/Data_Preprocessed_PNN.mat`` (MATLAB
+    v5: ``joined_data``, ``labels_selfassessment``, ``labels_ext_annotation``, ``VideoIDs``) with ``trials``
+    short videos of ``duration`` s (the first of the 16 official VideoIDs) and ``long_trials`` long ones of
+    ``long_duration`` s (N1 P1 B1 U1; empty, as in the release, for participants 8, 24 and 28), each after the
+    5 s baseline; and ``face_videos/P<id>_<VideoID>_face.mov`` (Motion JPEG in QuickTime, ``video_size`` at
+    ``video_fps``) covering each recorded trial. Returns the truth manifest::
+
+        data_preprocessed/Data_Preprocessed_PNN.mat    MATLAB v5 (scipy.io.savemat): joined_data (1 x n cell of
+                                                       samples x 17 at 128 Hz: 5 s baseline, then the stimulus),
+                                                       labels_selfassessment, labels_ext_annotation, VideoIDs
+        face_videos/P<s>_<VideoID>_face.mov            the trial from its first sample; Motion JPEG in QuickTime
+
+    The manifest: ``{"format", "seed", "label_noise", "trials": [{"subject", "trial" (position, 1-based),
+    "video_id", "valence", "arousal", "noisy_valence", "noisy_arousal", "mat", "video" (relative paths; video may
+    be None)}, ...], "empty": [[participant, trial], ...]}``.
+    """
+    if not 1 <= trials <= len(SHORT_VIDEOS) or not 0 <= long_trials <= len(LONG_VIDEOS) or subjects < 1 \
+            or min(duration, long_duration) < 1:
+        raise ValueError(f"need subjects >= 1, 1 <= trials <= 16, 0 <= long_trials <= 4 and durations >= 1 s, got "
+                         f"{subjects}, {trials}, {long_trials}, {duration}, {long_duration}")
+    from scipy.io import savemat
+
+    out = Path(out)
+    ids = [*SHORT_VIDEOS[:trials], *LONG_VIDEOS[:long_trials]]
+    truth, empty = [], []
+    for s, rng, subj, r in synthetic.draw_subjects(seed, subjects, AMIGOS_CHANNELS, len(ids), label_noise,
+                                                   integer=False):
+        mat = out / "data_preprocessed" / f"Data_Preprocessed_P{s:02d}.mat"
+        data, labels, annotations = [], [], []
+        for k, video_id in enumerate(ids):
+            if s in NO_LONG_VIDEOS and not is_short(video_id):
+                data.append(np.zeros((0, 0)))
+                labels.append(np.zeros((1, 0)))
+                annotations.append(np.zeros((0, 0)))
+                empty.append([s, k + 1])
+                continue
+            length = duration if is_short(video_id) else long_duration
+            xv, xa = r["valence"][1][k], r["arousal"][1][k]
+            data.append(_synthetic_trial(rng, subj, xv, xa, length))
+            arousal, valence = r["arousal"][0][k], r["valence"][0][k]
+            labels.append(np.concatenate([[arousal, valence], rng.uniform(1, 9, 3).round(2),
+                                          rng.random(7) < 0.2])[None])
+            annotations.append(rng.uniform(-1, 1, (max(1, int(length // 20)), 3)).round(2))  # not read
+            vid = None
+            if video:
+                vid = out / "face_videos" / FACE_NAMES.format(participant=s, video=video_id)
+                synthetic.write_video(vid, rng, subj, xv, xa, AMIGOS_BASELINE, 1e9, AMIGOS_BASELINE + length,
+                                      video_size, video_fps, fourcc="jpeg")
+            truth.append({"subject": s, "trial": k + 1, "video_id": video_id, "valence": float(valence),
+                          "arousal": float(arousal), "noisy_valence": bool(r["valence"][2][k]),
+                          "noisy_arousal": bool(r["arousal"][2][k]), "mat": str(mat.relative_to(out)),
+                          "video": None if vid is None else str(vid.relative_to(out))})
+        mat.parent.mkdir(parents=True, exist_ok=True)
+        savemat(mat, {"joined_data": _cell(data), "labels_selfassessment": _cell(labels),
+                      "labels_ext_annotation": _cell(annotations), "VideoIDs": _cell(ids)}, format="5")
+    return synthetic.write_truth(out, {"format": "amigos", "seed": seed, "label_noise": label_noise,
+                                       "trials": truth, "empty": empty})
+
+
+# AMIGOS's preprocessed .mat files are already band-passed (4-45 Hz) at 128 Hz: not filtered again. It prepares its
+# 16 short videos by default: the 4 long ones (14-23 minutes, 37 participants) are --videos long or all. Its demo
+# corpus (--synthetic) has MAHNOB's size.
+register_dataset(Dataset(name="amigos", reader_module=__name__, prepare_defaults={"h_freq": None},
+                         writer=write_amigos, demo_size={"subjects": 6, "trials": 10, "duration": 24.0, "seed": 0},
+                         camera_size=(1280, 720), camera_fps=25.0, reader_options=(
+                             ReaderOption("videos", "short", "AMIGOS trials to prepare: the 16 short videos "
+                                          "(default), the 4 long ones, or all", VIDEOS),
+                             ReaderOption("face_names", FACE_NAMES, "AMIGOS face video file names, searched for "
+                                          "under --root ({participant}: the number, zero-padded or not; {video}: "
+                                          "the VideoID)"),
+                         )))

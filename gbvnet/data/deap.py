@@ -26,6 +26,9 @@ Errors: :class:`~gbvnet.data.records.DataError` naming the file and the problem.
 reader warns, skips the smallest broken unit (a ``.dat`` file; one trial with non-finite samples or a rating off
 the 1-9 scale; a broken CSV only costs the subject's face videos) and records it in the optional
 :class:`~gbvnet.data.records.ReadReport`.
+
+The module is the whole dataset (:mod:`gbvnet.data.registry`): the reader, :func:`write_deap` (a synthetic corpus
+in this layout, for ``--synthetic`` and the tests) and, at its bottom, its registry entry.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gbvnet.data import synthetic
 from gbvnet.data.records import DataError, ReadReport, TrialRecord, check_on_error, skip_or_raise
+from gbvnet.data.registry import Dataset, register_dataset
 
 DEAP_CHANNELS: tuple[str, ...] = (
     "Fp1", "AF3", "F3", "F7", "FC5", "FC1", "C3", "T7", "CP5", "CP1", "P3", "P7", "PO3", "O1", "Oz", "Pz",
@@ -282,3 +287,86 @@ def read_deap(
 subject_files = deap_subject_files
 read_subject = read_deap_subject
 check_root = check_deap_root
+
+
+# ------------------------------------------------------------------------------------------ synthetic corpus
+def _synthetic_trial(rng, subj: synthetic.Subject, xv: float, xa: float, signature: np.ndarray) -> np.ndarray:
+    """One synthetic trial, 40 channels x 8064 samples: the 3 s baseline, then the 60 s stimulus."""
+    from scipy.signal import lfilter
+
+    t = np.arange(DEAP_SAMPLES) / DEAP_SFREQ
+    v, a = synthetic.latent_courses(t, DEAP_STIM_START, t[-1] + 1, subj, xv, xa)
+    noise = rng.standard_normal((6, t.size))
+    blinks = np.convolve(rng.random(t.size) < 0.3 / DEAP_SFREQ, np.hanning(25) * 150, mode="same")
+    heart = synthetic.heart(a, DEAP_SFREQ, subj)
+    peripheral = np.stack([
+        lfilter([1.0], [1.0, -0.98], noise[0]) * 3,  # hEOG
+        noise[1] * 10 + blinks,  # vEOG
+        noise[2] * 4 * np.clip(1 + 0.7 * v, 0.15, None),  # zEMG
+        noise[3] * 4,  # tEMG
+        1000 * subj.conductance * (1 + 0.3 * a) + noise[4] * 5,  # GSR
+        600 * np.sin(synthetic.phase(0.25 + 0.08 * a, DEAP_SFREQ)),  # Respiration belt
+        1000 * np.maximum(np.sin(heart), 0) ** 2,  # Plethysmograph
+        32.5 + 0.2 * (subj.conductance - 1) + 0.01 * noise[5],  # Temperature
+    ])  # fmt: skip
+    eeg = (synthetic.eeg(rng, t, v, a, subj, DEAP_CHANNELS[:32])
+           + synthetic.signature_course(t, DEAP_STIM_START, t[-1] + 1, signature))
+    return np.concatenate([eeg, peripheral * subj.gains[32:, None]])
+
+
+def write_deap(out: str | Path, subjects: int = 3, trials: int = 40, seed: int = 0, video: bool = True,
+               label_noise: float = 0.1, video_size: tuple[int, int] = (synthetic.VIDEO_SIZE, synthetic.VIDEO_SIZE),
+               video_fps: float = synthetic.VIDEO_FPS, trial_signature: float = 0.0) -> dict:
+    """Write a synthetic DEAP-layout corpus for subjects 1..``subjects`` (videos for 1-22, ``video_size`` =
+    (width, height) at ``video_fps``; see :mod:`gbvnet.data.synthetic` for its signal); return the truth
+    manifest. The files::
+
+        data_preprocessed_python/sNN.dat       Python-2-style pickle (protocol 2, numpy arrays as Python 2 writes
+                                               them) of {'labels': T x 4, 'data': T x 40 x 8064 float64}, rows in
+                                               video (Experiment_id) order: 3 s baseline + 60 s stimulus at 128 Hz
+        metadata_csv/participant_ratings.csv   official columns; the presentation order (Trial) is a shuffle
+        face_video/sNN/sNN_trialMM.avi         subjects 1-22, MM = presentation order, from bio time 0 (63 s)
+
+    The manifest: ``{"format", "seed", "label_noise", "trial_signature", "trials": [{"subject", "trial" (Experiment_id),
+    "presentation" (Trial), "valence", "arousal", "noisy_valence", "noisy_arousal", "video" (relative path or
+    None)}, ...]}``.
+    """
+    if not 1 <= trials <= 40 or subjects < 1:
+        raise ValueError(f"need subjects >= 1 and 1 <= trials <= 40, got {subjects} and {trials}")
+    out = Path(out)
+    rows, truth = [], []
+    for s, rng, subj, r in synthetic.draw_subjects(seed, subjects, DEAP_CHANNELS, trials, label_noise,
+                                                   integer=False, trial_signature=trial_signature):
+        presentation = rng.permutation(trials) + 1  # presentation[k] = Trial of Experiment_id k + 1
+        data = np.empty((trials, len(DEAP_CHANNELS), DEAP_SAMPLES))
+        labels = np.column_stack([r["valence"][0], r["arousal"][0], rng.uniform(1, 9, (trials, 2)).round(2)])
+        for k in range(trials):
+            xv, xa = r["valence"][1][k], r["arousal"][1][k]
+            data[k] = _synthetic_trial(rng, subj, xv, xa, r["signature"][k])
+            vid = None
+            if video and s <= 22:
+                vid = video_path(out, s, int(presentation[k]))
+                synthetic.write_video(vid, rng, subj, xv, xa, DEAP_STIM_START, 1e9, DEAP_SAMPLES / DEAP_SFREQ,
+                                      video_size, video_fps)
+            rows.append([s, int(presentation[k]), k + 1, int(presentation[k]) * 90_000_000, *labels[k],
+                         int(rng.integers(1, 5))])
+            truth.append({"subject": s, "trial": k + 1, "presentation": int(presentation[k]),
+                          "valence": float(labels[k, 0]), "arousal": float(labels[k, 1]),
+                          "noisy_valence": bool(r["valence"][2][k]), "noisy_arousal": bool(r["arousal"][2][k]),
+                          "video": None if vid is None else str(vid.relative_to(out))})
+        synthetic.write_deap_dat(dat_path(out, s), {"labels": labels, "data": data})
+    (out / RATINGS_CSV).parent.mkdir(parents=True, exist_ok=True)
+    with open(out / RATINGS_CSV, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Participant_id", "Trial", "Experiment_id", "Start_time", "Valence", "Arousal",
+                         "Dominance", "Liking", "Familiarity"])
+        writer.writerows(sorted(rows, key=lambda row: (row[0], row[1])))
+    return synthetic.write_truth(out, {"format": "deap", "seed": seed, "label_noise": label_noise,
+                                       "trial_signature": trial_signature, "trials": truth})
+
+
+# DEAP's data_preprocessed_python is already band-passed (4-45 Hz) at 128 Hz: not filtered again. Its demo corpus
+# (--synthetic) is small enough for a LOSO run on 2 CPU cores within minutes.
+register_dataset(Dataset(name="deap", reader_module=__name__, prepare_defaults={"h_freq": None}, writer=write_deap,
+                         demo_size={"subjects": 4, "trials": 8, "seed": 0}, camera_size=(720, 576),
+                         camera_fps=50.0))

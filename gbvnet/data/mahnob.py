@@ -38,6 +38,9 @@ no subject, missing BDF, missing channels, no Status, missing video). With ``on_
 skipped with a warning and recorded in the optional :class:`~gbvnet.data.records.ReadReport`; a ``session.xml``
 that cannot be parsed belongs to no known subject, so :func:`check_mahnob_root` reports it once for the corpus
 and the per-subject reader passes over it.
+
+The module is the whole dataset (:mod:`gbvnet.data.registry`): the reader, :func:`write_mahnob` (a synthetic corpus
+in this layout, for ``--synthetic`` and the tests) and, at its bottom, its registry entry.
 """
 
 from __future__ import annotations
@@ -48,11 +51,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import mne
 import numpy as np
 
+from gbvnet.data import synthetic
 from gbvnet.data.deap import DEAP_CHANNELS
 from gbvnet.data.records import DataError, ReadReport, TrialRecord, check_on_error, skip_or_raise
+from gbvnet.data.registry import Dataset, register_dataset
 
 EEG_CHANNELS = DEAP_CHANNELS[:32]  # both datasets use BioSemi's 32-electrode cap, listed in the same order
 BDF_CHANNELS: tuple[str, ...] = (
@@ -239,6 +243,8 @@ def read_bdf(path: str | Path) -> tuple[np.ndarray, float, float, float]:
     if not path.is_file():
         raise DataError(path, "BDF file named in session.xml is missing")
     _check_bdf_size(path)
+    import mne  # here, not at the top: listing the datasets (gbvnet.data.registry) stays free of it
+
     try:
         raw = mne.io.read_raw_bdf(path, include=[*MAHNOB_CHANNELS, STATUS], preload=True, verbose="error")
     except Exception as exc:  # mne raises many types for damaged files
@@ -321,3 +327,120 @@ def mahnob_subject_files(root: str | Path, face: bool = True) -> dict[int, list[
 subject_files = mahnob_subject_files
 read_subject = read_mahnob_subject
 check_root = check_mahnob_root
+
+
+# ------------------------------------------------------------------------------------------ synthetic corpus
+MAHNOB_SFREQ = 256
+MAHNOB_PRE = 30.0  # seconds of recording before the stimulus (as in the official BDFs)
+MAHNOB_POST = 30.0
+MAHNOB_SELF_REPORT = 5.0  # seconds of video after the stimulus
+STATUS_CODE = 0x100000  # Status bits set throughout (BioSemi system bits above the 16 trigger bits)
+TRIGGER = 16  # trigger code of the stimulus onset and offset pulses
+
+
+def _synthetic_trial(rng, subj: synthetic.Subject, xv: float, xa: float, duration: float,
+                     signature: np.ndarray) -> np.ndarray:
+    """One synthetic session's BDF signals, the 47 channels x samples at 256 Hz: 30 s before the ``duration`` s
+    stimulus and 30 s after it, with Status pulses at its onset and offset."""
+    n = int(round((MAHNOB_PRE + duration + MAHNOB_POST) * MAHNOB_SFREQ))
+    t = np.arange(n) / MAHNOB_SFREQ
+    v, a = synthetic.latent_courses(t, MAHNOB_PRE, MAHNOB_PRE + duration, subj, xv, xa)
+    ecg = synthetic.ecg(a, MAHNOB_SFREQ, subj)
+    noise = rng.standard_normal((12, n))
+    status = np.full(n, STATUS_CODE, dtype=float)
+    for onset in (MAHNOB_PRE, MAHNOB_PRE + duration):
+        i = int(round(onset * MAHNOB_SFREQ))
+        status[i:i + 13] += TRIGGER
+    rows = {name: noise[k] * 10 for k, name in enumerate(("EXG4", "EXG5", "EXG6", "EXG7", "EXG8", "Erg1", "Erg2"))}
+    rows |= {
+        "EXG1": ecg + noise[7] * 5, "EXG2": -0.8 * ecg + noise[8] * 5, "EXG3": 1.3 * ecg + noise[9] * 5,
+        "GSR1": 1e6 / (subj.conductance * (1 + 0.3 * a)) + noise[10] * 200,
+        "GSR2": 1e6 / subj.conductance + noise[11] * 200,
+        "Resp": 600 * np.sin(synthetic.phase(0.25 + 0.08 * a, MAHNOB_SFREQ)),
+        "Temp": np.full(n, 32.5 + 0.2 * (subj.conductance - 1)),
+    }
+    eeg = (synthetic.eeg(rng, t, v, a, subj, BDF_CHANNELS[:32])
+           + synthetic.signature_course(t, MAHNOB_PRE, MAHNOB_PRE + duration, signature))
+    other = np.stack([rows[name] * g for name, g in zip(BDF_CHANNELS[32:-1], subj.gains[32:-1], strict=True)])
+    return np.concatenate([eeg, other, status[None]])
+
+
+def _session_xml(path: Path, attrs: dict[str, str], subject: int, tracks: list[dict[str, str]]) -> None:
+    root = ET.Element("session", attrs)
+    ET.SubElement(root, "subject", {"id": str(subject)})
+    for track in tracks:
+        ET.SubElement(root, "track", track)
+    ET.indent(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def write_mahnob(out: str | Path, subjects: int = 2, trials: int = 20, seed: int = 0, duration: float = 12.0,
+                 video: bool = True, label_noise: float = 0.1,
+                 video_size: tuple[int, int] = (synthetic.VIDEO_SIZE, synthetic.VIDEO_SIZE),
+                 video_fps: float = synthetic.VIDEO_FPS, trial_signature: float = 0.0) -> dict:
+    """Write a synthetic MAHNOB-HCI-layout corpus (``duration`` s stimuli; colour videos of ``video_size`` =
+    (width, height) at ``video_fps``; see :mod:`gbvnet.data.synthetic` for its signal); return the truth
+    manifest. Session ids are laid out as in the real release (subject s, trial k: ``130 (s - 1) + 2k``)::
+
+        Sessions/<id>/session.xml                       felt ratings, <subject>, Video and Physiological tracks
+        Sessions/<id>/Part_<s>_S_Trial<k>_emotion.bdf    BioSemi BDF, 256 Hz, the 47 official channels; 30 s
+                                                        before and after the stimulus; Status pulses at
+                                                        stimulus onset and offset
+        Sessions/<id>/P<s>-Rec1-<date>_C1 trigger _C_Section_<n>.avi   colour face video from stimulus onset to
+                                                        5 s after its end (see the module docstring on sync)
+
+    plus, per subject, one implicit-tagging session without felt ratings (readers skip and count it).
+
+    The manifest: ``{"format", "seed", "label_noise", "trial_signature", "trials": [{"subject", "trial" (session
+    id), "valence", "arousal", "noisy_valence", "noisy_arousal", "bdf", "video" (relative paths; video may be None)}, ...],
+    "unrated": [relative session.xml paths without felt ratings]}``.
+    """
+    if not 1 <= trials <= 64 or subjects < 1 or duration < 1:
+        raise ValueError(f"need subjects >= 1, 1 <= trials <= 64 and duration >= 1 s, got {subjects}, {trials}, "
+                         f"{duration}")
+    out = Path(out)
+    truth, unrated = [], []
+    for s, rng, subj, r in synthetic.draw_subjects(seed, subjects, BDF_CHANNELS, trials, label_noise,
+                                                   integer=True, trial_signature=trial_signature):
+        base = 130 * (s - 1)
+        for k in range(1, trials + 1):
+            sid = base + 2 * k
+            folder = out / "Sessions" / str(sid)
+            xv, xa = r["valence"][1][k - 1], r["arousal"][1][k - 1]
+            bdf = folder / f"Part_{s}_S_Trial{k}_emotion.bdf"
+            synthetic.write_bdf(bdf, list(BDF_CHANNELS),
+                                _synthetic_trial(rng, subj, xv, xa, duration, r["signature"][k - 1]), MAHNOB_SFREQ)
+            tracks = [{"type": "Physiological", "id": "0", "filename": bdf.name}]
+            vid = None
+            if video:
+                vid = folder / f"P{s}-Rec1-2009.07.09.17.53.46_C1 trigger _C_Section_{2 * k}.avi"
+                synthetic.write_video(vid, rng, subj, xv, xa, 0.0, duration, duration + MAHNOB_SELF_REPORT,
+                                      video_size, video_fps)
+                tracks.insert(0, {"type": "Video", "id": "1", "color": "1", "filename": vid.name})
+            felt = {"valence": int(r["valence"][0][k - 1]), "arousal": int(r["arousal"][0][k - 1])}
+            _session_xml(folder / "session.xml", {
+                "cutNr": str(2 * k), "isStim": "1", "experimentType": "emotion", "sessionId": str(sid),
+                "date": "2009-07-09", "mediaFile": f"{k}.avi", "cutLenSec": f"{duration:g}",
+                "vidRate": f"{video_fps:g}", "feltEmo": str(int(rng.integers(0, 7))),
+                "feltArsl": str(felt["arousal"]), "feltVlnc": str(felt["valence"]),
+                "feltCtrl": str(int(rng.integers(1, 10))), "feltPred": str(int(rng.integers(1, 10))),
+            }, s, tracks)  # fmt: skip
+            truth.append({"subject": s, "trial": sid, **felt, "noisy_valence": bool(r["valence"][2][k - 1]),
+                          "noisy_arousal": bool(r["arousal"][2][k - 1]), "bdf": str(bdf.relative_to(out)),
+                          "video": None if vid is None else str(vid.relative_to(out))})
+        tagging_id = base + 2 * trials + 1  # odd: never one of the subject's emotion sessions
+        tagging = out / "Sessions" / str(tagging_id) / "session.xml"
+        _session_xml(tagging, {"cutNr": "1", "isStim": "1", "experimentType": "tagging",
+                               "sessionId": str(tagging_id), "date": "2009-07-09", "mediaFile": "tag1.jpg"}, s, [])
+        unrated.append(str(tagging.relative_to(out)))
+    return synthetic.write_truth(out, {"format": "mahnob", "seed": seed, "label_noise": label_noise,
+                                       "trial_signature": trial_signature, "trials": truth, "unrated": unrated})
+
+
+# MAHNOB-HCI's raw BDFs are low-passed at 45 Hz (and resampled from 256 to 128 Hz, PrepareConfig.rate). Its demo
+# corpus (--synthetic): 6 subjects x 10 trials of 24 s = 80 windows per subject, small enough for a LOSO run on 2
+# CPU cores within minutes; 6 subjects let a one-sided Wilcoxon test reach p < 0.05.
+register_dataset(Dataset(name="mahnob", reader_module=__name__, prepare_defaults={"h_freq": 45.0},
+                         writer=write_mahnob, demo_size={"subjects": 6, "trials": 10, "duration": 24.0, "seed": 0},
+                         camera_size=(780, 580), camera_fps=60.0))

@@ -3,20 +3,28 @@ synthetic demo corpus. Where a run's window cache comes from (a prepared cache, 
 corpus) is :mod:`gbvnet.data.sources`.
 
 :data:`DATASETS` is the one list: ``gbvnet.prepare`` reads a dataset's files with its reader and prepares it with
-its defaults, and the ``--dataset`` choices of every front-end (``gbvnet.prepare``, ``evaluation.*``,
-``tune/search.py``) are its keys. Adding a dataset is one :class:`Dataset` entry here plus its reader module (and
-a writer in :mod:`gbvnet.data.synthetic` for its layout). A reader's own options (AMIGOS: which videos) are
-declared in its entry (:class:`ReaderOption`): ``gbvnet.prepare`` offers each as a flag, the cache's
-preparation config records them (``PrepareConfig.reader``, so a change re-prepares) and the reader receives them
-as keyword arguments.
+its defaults, ``python -m gbvnet.data.synthetic --format NAME`` writes a corpus in its layout, and the
+``--dataset`` choices of every front-end (``gbvnet.prepare``, ``evaluation.*``, ``tune/search.py``) are its keys.
 
-Importing this module is cheap (no mne, OpenCV or scipy): the CLIs list the datasets before they know whether
-they will prepare anything, so readers and writers are imported on first use.
+A dataset is one module: its reader (the :class:`Reader` functions), the writer of a synthetic corpus in its
+layout (built from :mod:`gbvnet.data.synthetic`'s signals and file helpers) and, at its bottom, its entry,
+``register_dataset(Dataset(name, reader_module=__name__, ...))``. The built-in modules
+(:data:`BUILTIN_DATASETS`: ``gbvnet.data.deap``, ``mahnob``, ``amigos``) and those named by the
+``GBVNET_DATASETS`` environment variable (comma-separated module names, importable from ``sys.path``) are
+imported on the first look at :data:`DATASETS`; a module imported by other means registers its dataset as well.
+A reader's own options (AMIGOS: which videos) are declared in its entry (:class:`ReaderOption`):
+``gbvnet.prepare`` offers each as a flag, the cache's preparation config records them (``PrepareConfig.reader``,
+so a change re-prepares) and the reader receives them as keyword arguments.
+
+Listing the datasets is cheap (no mne, OpenCV or scipy): the CLIs list them before they know whether they will
+prepare anything, so the dataset modules import those inside the functions that read or write files.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -65,15 +73,20 @@ class Dataset:
     """One dataset: how to read it, how to prepare it by default, and how to write a synthetic corpus of it."""
 
     name: str
-    # The reader module, a Reader (imported on first use: the MAHNOB reader pulls in mne); its own options, as
-    # reader_options declares, reach subject_files and read_subject as keyword arguments.
+    # The reader module, a Reader: the dataset's own module registers itself as reader_module=__name__; its
+    # reader options, as reader_options declares, reach subject_files and read_subject as keyword arguments.
     reader_module: str
     # Preparation defaults: the PrepareConfig fields that differ from PrepareConfig's own defaults.
     prepare_defaults: dict[str, Any]
-    # The gbvnet.data.synthetic function that writes a corpus in this dataset's layout, and the size of the
-    # --synthetic demo corpus (its keyword arguments).
-    synthetic_writer: str
+    # The function that writes a synthetic corpus in this dataset's layout, writer(out, subjects=, seed=,
+    # video=, label_noise=, video_size=, video_fps=, ...) -> its truth manifest (gbvnet.data.synthetic), and the
+    # size of the --synthetic demo corpus (its keyword arguments).
+    writer: Callable[..., dict]
     demo_size: dict[str, Any]
+    # The real face camera: (width, height) and frames per second (python -m gbvnet.data.synthetic
+    # --video-size camera writes videos at it).
+    camera_size: tuple[int, int]
+    camera_fps: float
     reader_options: tuple[ReaderOption, ...] = ()
 
     @property
@@ -104,32 +117,61 @@ class Dataset:
     def write_synthetic(self, out: str | Path, **size: Any) -> dict:
         """Write a synthetic corpus in this dataset's layout at ``out``; returns its truth manifest (see
         :mod:`gbvnet.data.synthetic`)."""
-        from gbvnet.data import synthetic
-
-        return getattr(synthetic, self.synthetic_writer)(out, **size)
+        return self.writer(out, **size)
 
 
-# DEAP's data_preprocessed_python and AMIGOS's preprocessed .mat files are already band-passed (4-45 Hz) and at
-# 128 Hz, so they are not filtered again; MAHNOB-HCI raw BDFs are low-passed at 45 Hz (and resampled from 256 to
-# 128 Hz, PrepareConfig.rate). AMIGOS prepares its 16 short videos by default: the 4 long ones (14-23 minutes,
-# 37 participants) are --videos long or all.
-# The demo corpora: small enough for a LOSO run on 2 CPU cores within minutes, large enough to learn from (MAHNOB:
-# 6 subjects x 10 trials of 24 s = 80 windows per subject; 6 subjects let a one-sided Wilcoxon test reach p < 0.05).
-DATASETS: dict[str, Dataset] = {d.name: d for d in (
-    Dataset(name="deap", reader_module="gbvnet.data.deap", prepare_defaults={"h_freq": None},
-            synthetic_writer="write_deap", demo_size={"subjects": 4, "trials": 8, "seed": 0}),
-    Dataset(name="mahnob", reader_module="gbvnet.data.mahnob", prepare_defaults={"h_freq": 45.0},
-            synthetic_writer="write_mahnob", demo_size={"subjects": 6, "trials": 10, "duration": 24.0, "seed": 0}),
-    Dataset(name="amigos", reader_module="gbvnet.data.amigos", prepare_defaults={"h_freq": None},
-            synthetic_writer="write_amigos", demo_size={"subjects": 6, "trials": 10, "duration": 24.0, "seed": 0},
-            reader_options=(
-                ReaderOption("videos", "short", "AMIGOS trials to prepare: the 16 short videos (default), the 4 "
-                             "long ones, or all", ("short", "long", "all")),
-                ReaderOption("face_names", "P{participant}_{video}_face.mov",
-                             "AMIGOS face video file names, searched for under --root ({participant}: the number, "
-                             "zero-padded or not; {video}: the VideoID)"),
-            )),
-)}
+BUILTIN_DATASETS = ("gbvnet.data.deap", "gbvnet.data.mahnob", "gbvnet.data.amigos")
+DATASETS_VARIABLE = "GBVNET_DATASETS"  # further dataset modules, comma-separated
+
+
+class _Registry(MutableMapping):
+    """The datasets by name, in the order of their modules (built-in first, then ``GBVNET_DATASETS``'s, then
+    those registered otherwise). Every look imports the dataset modules (one imported already costs a lookup in
+    ``sys.modules``), so a module named in ``GBVNET_DATASETS`` after the first look counts too."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Dataset] = {}
+
+    def _loaded(self) -> dict[str, Dataset]:
+        for module in BUILTIN_DATASETS:
+            importlib.import_module(module)
+        named = [m.strip() for m in os.environ.get(DATASETS_VARIABLE, "").split(",") if m.strip()]
+        for module in named:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ImportError(f"{DATASETS_VARIABLE} names {module!r}, which cannot be imported ({exc}): put "
+                                  "its folder on PYTHONPATH or fix the variable") from exc
+        order = {module: k for k, module in enumerate((*BUILTIN_DATASETS, *named))}
+        return dict(sorted(self._entries.items(), key=lambda item: order.get(item[1].reader_module, len(order))))
+
+    def __getitem__(self, name: str) -> Dataset:
+        return self._loaded()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __setitem__(self, name: str, entry: Dataset) -> None:
+        self._entries[name] = entry
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+
+DATASETS = _Registry()
+"""The datasets, by name: the one list (see the module docstring)."""
+
+
+def register_dataset(entry: Dataset) -> Dataset:
+    """Add a dataset to :data:`DATASETS` (a name taken already is an error); its module calls it at its bottom."""
+    if entry.name in DATASETS._entries:
+        raise ValueError(f"dataset {entry.name!r} is registered already")
+    DATASETS[entry.name] = entry
+    return entry
+
 
 def get_dataset(name: str) -> Dataset:
     """The registry entry of ``name``; an unknown name is a ``ValueError`` listing the known ones."""

@@ -1,39 +1,23 @@
-"""Synthetic DEAP, MAHNOB-HCI and AMIGOS corpora in the official on-disk layouts, with a known, learnable signal.
+"""Synthetic corpora in the datasets' official on-disk layouts, with a known, learnable signal.
 
     python -m gbvnet.data.synthetic --format deap --out data/synthetic/deap --subjects 3 --trials 4
     python -m gbvnet.data.synthetic --format mahnob --out data/synthetic/mahnob --subjects 2 --trials 4
     python -m gbvnet.data.synthetic --format amigos --out data/synthetic/amigos --subjects 2 --trials 4
 
-Nothing in the readers knows that a corpus is synthetic. DEAP (:func:`write_deap`)::
+``--format`` is any registered dataset (:data:`gbvnet.data.registry.DATASETS`): each dataset's module holds the
+writer of its layout (:func:`gbvnet.data.deap.write_deap`, :func:`gbvnet.data.mahnob.write_mahnob`,
+:func:`gbvnet.data.amigos.write_amigos`, whose docstrings show the files they write), built from what this module
+shares: the subjects and their ratings (:func:`draw_subjects`), the latent signal's courses
+(:func:`latent_courses`), EEG, ECG and heartbeat signals (:func:`eeg`, :func:`ecg`, :func:`heart`,
+:func:`phase`, :func:`signature_course`), face videos (:func:`write_video`), BioSemi BDF and DEAP pickle files
+(:func:`write_bdf`, :func:`write_deap_dat`) and the truth manifest (:func:`write_truth`). Nothing in the readers
+knows that a corpus is synthetic.
 
-    data_preprocessed_python/sNN.dat       Python-2-style pickle (protocol 2, numpy arrays as Python 2 writes
-                                           them) of {'labels': T x 4, 'data': T x 40 x 8064 float64}, rows in
-                                           video (Experiment_id) order: 3 s baseline + 60 s stimulus at 128 Hz
-    metadata_csv/participant_ratings.csv   official columns; the presentation order (Trial) is a shuffle
-    face_video/sNN/sNN_trialMM.avi         subjects 1-22, MM = presentation order, from bio time 0 (63 s)
-
-MAHNOB-HCI (:func:`write_mahnob`), session ids laid out as in the real release (subject s, trial k:
-``130 (s - 1) + 2k``)::
-
-    Sessions/<id>/session.xml                           felt ratings, <subject>, Video and Physiological tracks
-    Sessions/<id>/Part_<s>_S_Trial<k>_emotion.bdf        BioSemi BDF, 256 Hz, the 47 official channels; 30 s
-                                                        before and after the stimulus; Status pulses at
-                                                        stimulus onset and offset
-    Sessions/<id>/P<s>-Rec1-<date>_C1 trigger _C_Section_<n>.avi   colour face video from stimulus onset to 5 s
-                                                        after its end (see gbvnet.data.mahnob on sync)
-
-plus, per subject, one implicit-tagging session without felt ratings (readers skip and count it). AMIGOS
-(:func:`write_amigos`)::
-
-    data_preprocessed/Data_Preprocessed_PNN.mat    MATLAB v5 (scipy.io.savemat): joined_data (1 x n cell of
-                                                   samples x 17 at 128 Hz: 5 s baseline, then the stimulus),
-                                                   labels_selfassessment, labels_ext_annotation, VideoIDs
-    face_videos/P<s>_<VideoID>_face.mov            the trial from its first sample; Motion JPEG in QuickTime
-
-Videos are MJPG (AVI; AMIGOS: Motion JPEG in QuickTime .mov, as OpenCV writes no H.264 here), by default 96 x 96 at 10 fps (small and fast for tests); ``video_size`` / ``video_fps`` (``--video-size``,
-``--video-fps``) write them at the cameras' size instead, ``CAMERA["deap"]`` (720 x 576 at 50 fps) and
-``CAMERA["mahnob"]`` (780 x 580 at 60 fps), ``CAMERA["amigos"]`` (1280 x 720 at 25 fps), with the face at ~40 % of the frame height. ``synthetic_truth.json``
-at the root (not part of the official layouts) holds the manifest the writers return.
+Videos are Motion JPEG (MJPG in AVI, or in QuickTime .mov, as OpenCV writes no H.264 here), by default 96 x 96
+at 10 fps (small and fast for tests); ``video_size`` / ``video_fps`` (``--video-size``, ``--video-fps``) write
+them at the size and rate of the dataset's real camera (its registry entry's ``camera_size`` and
+``camera_fps``), with the face at ~40 % of the frame height.
+``synthetic_truth.json`` at the root (not part of the official layouts) holds the manifest the writers return.
 
 The signal. Per subject and target, half the trials are rated high (> 5) and half low (DEAP: continuous ratings
 in [5.5, 9] or [1, 4.5]; MAHNOB: integers 6-9 or 1-5). Each trial has a latent per target,
@@ -67,48 +51,22 @@ difference).
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
 import json
 import struct
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-from scipy.io import savemat
-from scipy.signal import butter, lfilter, sosfilt
 
-from gbvnet.data.amigos import (
-    AMIGOS_BASELINE,
-    AMIGOS_CHANNELS,
-    AMIGOS_EEG,
-    AMIGOS_SFREQ,
-    FACE_NAMES,
-    LONG_VIDEOS,
-    SHORT_VIDEOS,
-    is_short,
-)
-from gbvnet.data.deap import DEAP_CHANNELS, DEAP_SAMPLES, DEAP_SFREQ, DEAP_STIM_START, RATINGS_CSV, dat_path
-from gbvnet.data.deap import video_path as deap_video_path
-from gbvnet.data.mahnob import BDF_CHANNELS
+from gbvnet.data.registry import DATASETS, get_dataset
 
 VIDEO_SIZE = 96
 VIDEO_FPS = 10.0
-CAMERA = {"deap": ((720, 576), 50.0), "mahnob": ((780, 580), 60.0),  # (width, height), fps of the real cameras
-          "amigos": ((1280, 720), 25.0)}
-NO_LONG_VIDEOS = (8, 24, 28)  # AMIGOS participants without the long videos
 CAMERA_FACE = 0.4  # face height (before the subject's scale) as a share of a camera-size frame's height
-MAHNOB_SFREQ = 256
-MAHNOB_PRE = 30.0  # seconds of recording before the stimulus (as in the official BDFs)
-MAHNOB_POST = 30.0
-MAHNOB_SELF_REPORT = 5.0  # seconds of video after the stimulus
-STATUS_CODE = 0x100000  # Status bits set throughout (BioSemi system bits above the 16 trigger bits)
-TRIGGER = 16  # trigger code of the stimulus onset and offset pulses
 TRUTH_FILE = "synthetic_truth.json"
 
 _EEG_CHANNELS = 32  # the first 32 channels of both layouts
@@ -200,7 +158,7 @@ def write_bdf(path: str | Path, channels: list[str], data: np.ndarray, sfreq: in
 
 # ---------------------------------------------------------------------------------------------- ground truth
 @dataclass
-class _Subject:
+class Subject:
     """Everything that makes one synthetic person differ from another."""
 
     offset_v: float
@@ -216,12 +174,12 @@ class _Subject:
     scale: float
 
 
-def _subject(rng: np.random.Generator, channels: tuple[str, ...]) -> _Subject:
+def _subject(rng: np.random.Generator, channels: tuple[str, ...]) -> Subject:
     t = rng.uniform()
     gains = np.where(np.isin(channels, _UNSCALED), 1.0, rng.uniform(0.7, 1.3, len(channels)))
     skin = tuple(int(a + (b - a) * t) for a, b in zip((95, 125, 175), (170, 200, 235), strict=True))
     hair = tuple(int(v) for v in rng.integers(10, 70, 3))
-    return _Subject(offset_v=rng.uniform(-0.6, 0.6), offset_a=rng.uniform(-0.6, 0.6), alpha_hz=rng.uniform(9, 11),
+    return Subject(offset_v=rng.uniform(-0.6, 0.6), offset_a=rng.uniform(-0.6, 0.6), alpha_hz=rng.uniform(9, 11),
                     heart_bpm=rng.uniform(60, 80), conductance=rng.uniform(0.7, 1.3),
                     gains=gains, skin=skin, hair=hair,  # type: ignore[arg-type]
                     dx=int(rng.integers(-5, 6)), dy=int(rng.integers(-5, 6)), scale=rng.uniform(0.85, 1.05))
@@ -244,13 +202,16 @@ def _ratings(rng: np.random.Generator, n: int, label_noise: float, integer: bool
 
 
 # -------------------------------------------------------------------------------------------------- signals
-def _phase(rate_hz: np.ndarray, sfreq: float) -> np.ndarray:
+def phase(rate_hz: np.ndarray, sfreq: float) -> np.ndarray:
+    """The phase (radians) of an oscillation whose rate (Hz) follows ``rate_hz``, sampled at ``sfreq``."""
     return 2 * np.pi * np.cumsum(rate_hz) / sfreq
 
 
-def _eeg(rng, t, xv, xa, subj: _Subject, names) -> np.ndarray:
+def eeg(rng, t, xv, xa, subj: Subject, names) -> np.ndarray:
     """EEG channels ``names`` (the first of the subject's channels) in uV: 1/f background, alpha with frontal
     asymmetry ~ valence, beta ~ arousal."""
+    from scipy.signal import lfilter
+
     asym = np.array([-1.0 if c in _LEFT_FRONTAL else 1.0 if c in _RIGHT_FRONTAL else 0.0 for c in names])
     sfreq, shape = 1.0 / (t[1] - t[0]), (len(names), t.size)
     background = lfilter([1.0], [1.0, -0.95], rng.standard_normal(shape), axis=1) * 1.5
@@ -266,73 +227,33 @@ def _rhythm(rng, hz: float, sfreq: float, shape: tuple[int, int]) -> np.ndarray:
     a trial (when the window holds whole cycles): a per-trial fingerprint a network memorises instead of learning
     the band power.
     """
+    from scipy.signal import butter, sosfilt
+
     x = sosfilt(butter(2, [hz - 1, hz + 1], btype="bandpass", fs=sfreq, output="sos"), rng.standard_normal(shape))
     return x * (np.sqrt(0.5) / x.std(-1, keepdims=True))
 
 
-def _heart(xa, sfreq, subj: _Subject) -> np.ndarray:
+def heart(xa, sfreq, subj: Subject) -> np.ndarray:
     """Phase of the heartbeat (rate ~ arousal)."""
-    return _phase((subj.heart_bpm + 12 * xa) / 60, sfreq)
+    return phase((subj.heart_bpm + 12 * xa) / 60, sfreq)
 
 
-def _ecg(xa, sfreq, subj: _Subject) -> np.ndarray:
+def ecg(xa, sfreq, subj: Subject) -> np.ndarray:
     """An ECG lead in uV (R peak and T wave; heart rate ~ arousal)."""
-    beat = np.mod(_heart(xa, sfreq, subj), 2 * np.pi) - np.pi
+    beat = np.mod(heart(xa, sfreq, subj), 2 * np.pi) - np.pi
     return 800 * np.exp(-(beat**2) / (2 * 0.05**2)) + 150 * np.exp(-((beat - 1.2) ** 2) / (2 * 0.3**2))
 
 
-def _signature_course(t, start, end, signature: np.ndarray) -> np.ndarray:
+def signature_course(t, start, end, signature: np.ndarray) -> np.ndarray:
     """The trial's EEG offsets (:func:`_signatures`) while the stimulus runs, zero outside it."""
     return signature[:, None] * ((t >= start) & (t < end))
 
 
-def _latent_courses(t, start, end, subj: _Subject, xv: float, xa: float):
+def latent_courses(t, start, end, subj: Subject, xv: float, xa: float):
+    """The valence and arousal courses over the times ``t`` (s): the subject's offsets, plus the trial's latents
+    ``xv`` / ``xa`` from ``start`` to ``end`` (the stimulus)."""
     active = ((t >= start) & (t < end)).astype(float)
     return subj.offset_v + xv * active, subj.offset_a + xa * active
-
-
-def _deap_trial(rng, subj: _Subject, xv: float, xa: float, signature: np.ndarray) -> np.ndarray:
-    t = np.arange(DEAP_SAMPLES) / DEAP_SFREQ
-    v, a = _latent_courses(t, DEAP_STIM_START, t[-1] + 1, subj, xv, xa)
-    noise = rng.standard_normal((6, t.size))
-    blinks = np.convolve(rng.random(t.size) < 0.3 / DEAP_SFREQ, np.hanning(25) * 150, mode="same")
-    heart = _heart(a, DEAP_SFREQ, subj)
-    peripheral = np.stack([
-        lfilter([1.0], [1.0, -0.98], noise[0]) * 3,  # hEOG
-        noise[1] * 10 + blinks,  # vEOG
-        noise[2] * 4 * np.clip(1 + 0.7 * v, 0.15, None),  # zEMG
-        noise[3] * 4,  # tEMG
-        1000 * subj.conductance * (1 + 0.3 * a) + noise[4] * 5,  # GSR
-        600 * np.sin(_phase(0.25 + 0.08 * a, DEAP_SFREQ)),  # Respiration belt
-        1000 * np.maximum(np.sin(heart), 0) ** 2,  # Plethysmograph
-        32.5 + 0.2 * (subj.conductance - 1) + 0.01 * noise[5],  # Temperature
-    ])  # fmt: skip
-    eeg = _eeg(rng, t, v, a, subj, DEAP_CHANNELS[:32]) + _signature_course(t, DEAP_STIM_START, t[-1] + 1, signature)
-    return np.concatenate([eeg, peripheral * subj.gains[32:, None]])
-
-
-def _mahnob_trial(rng, subj: _Subject, xv: float, xa: float, duration: float, signature: np.ndarray) -> np.ndarray:
-    n = int(round((MAHNOB_PRE + duration + MAHNOB_POST) * MAHNOB_SFREQ))
-    t = np.arange(n) / MAHNOB_SFREQ
-    v, a = _latent_courses(t, MAHNOB_PRE, MAHNOB_PRE + duration, subj, xv, xa)
-    ecg = _ecg(a, MAHNOB_SFREQ, subj)
-    noise = rng.standard_normal((12, n))
-    status = np.full(n, STATUS_CODE, dtype=float)
-    for onset in (MAHNOB_PRE, MAHNOB_PRE + duration):
-        i = int(round(onset * MAHNOB_SFREQ))
-        status[i:i + 13] += TRIGGER
-    rows = {name: noise[k] * 10 for k, name in enumerate(("EXG4", "EXG5", "EXG6", "EXG7", "EXG8", "Erg1", "Erg2"))}
-    rows |= {
-        "EXG1": ecg + noise[7] * 5, "EXG2": -0.8 * ecg + noise[8] * 5, "EXG3": 1.3 * ecg + noise[9] * 5,
-        "GSR1": 1e6 / (subj.conductance * (1 + 0.3 * a)) + noise[10] * 200,
-        "GSR2": 1e6 / subj.conductance + noise[11] * 200,
-        "Resp": 600 * np.sin(_phase(0.25 + 0.08 * a, MAHNOB_SFREQ)),
-        "Temp": np.full(n, 32.5 + 0.2 * (subj.conductance - 1)),
-    }
-    eeg = _eeg(rng, t, v, a, subj, BDF_CHANNELS[:32]) + _signature_course(t, MAHNOB_PRE, MAHNOB_PRE + duration,
-                                                                          signature)
-    other = np.stack([rows[name] * g for name, g in zip(BDF_CHANNELS[32:-1], subj.gains[32:-1], strict=True)])
-    return np.concatenate([eeg, other, status[None]])
 
 
 # --------------------------------------------------------------------------------------------------- faces
@@ -341,12 +262,14 @@ def _face_px(frame: tuple[int, int]) -> int:
     return VIDEO_SIZE if frame == (VIDEO_SIZE, VIDEO_SIZE) else int(CAMERA_FACE * frame[1])
 
 
-def _draw_face(v: float, a: float, subj: _Subject, jitter: tuple[int, int] = (0, 0),
+def _draw_face(v: float, a: float, subj: Subject, jitter: tuple[int, int] = (0, 0),
                frame: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE)) -> np.ndarray:
     """A cartoon face that OpenCV's frontal-face Haar cascade detects: mouth curvature ~ v, brows/eyes ~ a.
 
     ``frame``: (width, height); ``jitter`` and the subject's offsets are in units of 1/96 of the face size.
     """
+    import cv2
+
     width, height = frame
     size = _face_px(frame)
     s, unit = size * subj.scale, size / VIDEO_SIZE
@@ -376,11 +299,13 @@ def _draw_face(v: float, a: float, subj: _Subject, jitter: tuple[int, int] = (0,
     return img
 
 
-def _write_video(path: Path, rng, subj: _Subject, xv: float, xa: float, start: float, end: float,
-                 length: float, frame: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE), fps: float = VIDEO_FPS,
-                 fourcc: str = "MJPG") -> None:
+def write_video(path: Path, rng, subj: Subject, xv: float, xa: float, start: float, end: float,
+                length: float, frame: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE), fps: float = VIDEO_FPS,
+                fourcc: str = "MJPG") -> None:
     """``length`` seconds of face video (Motion JPEG: ``fourcc`` is its tag in the container, ``MJPG`` in AVI,
     ``jpeg`` in QuickTime); the expression shows between ``start`` and ``end`` (video time)."""
+    import cv2
+
     path.parent.mkdir(parents=True, exist_ok=True)
     variants = {}
     for expressive in (False, True):
@@ -397,11 +322,14 @@ def _write_video(path: Path, rng, subj: _Subject, xv: float, xa: float, start: f
 
 
 # -------------------------------------------------------------------------------------------------- corpora
-def _subjects(seed: int, subjects: int, channels: tuple[str, ...], trials: int, label_noise: float,
-              integer: bool, trial_signature: float = 0.0) -> Iterator[tuple[int, np.random.Generator, _Subject, dict]]:
-    """For subjects 1..``subjects``: the number, the corpus's generator (``seed``), the subject's traits and its
-    trials' ratings, with each trial's signature under ``"signature"`` (:func:`_signatures`). Each subject's
-    traits and ratings are drawn before the caller draws its trials, so a corpus is a function of its seed."""
+def draw_subjects(seed: int, subjects: int, channels: tuple[str, ...], trials: int, label_noise: float,
+                  integer: bool, trial_signature: float = 0.0
+                  ) -> Iterator[tuple[int, np.random.Generator, Subject, dict]]:
+    """For subjects 1..``subjects``: the number, the corpus's generator (``seed``), the subject's traits
+    (``channels``: its layout's channel names) and its trials' ratings, ``{"valence": (ratings, latents, noisy),
+    "arousal": (...), "signature": ...}`` (ratings balanced high / low, integers with ``integer``; the latent of
+    each trial, flipped where noisy; each trial's signature, :func:`_signatures`). Each subject's traits and
+    ratings are drawn before the caller draws its trials, so a corpus is a function of its seed."""
     rng = np.random.default_rng(seed)
     for s in range(1, subjects + 1):
         subject = _subject(rng, channels)
@@ -426,198 +354,15 @@ def _signatures(seed: int, subject: int, trials: int, strength: float) -> np.nda
     return strength * _EEG_RMS * np.random.default_rng([seed, subject, 1]).standard_normal((trials, _EEG_CHANNELS))
 
 
-def _write_truth(out: Path, truth: dict) -> dict:
+def write_truth(out: Path, truth: dict) -> dict:
+    """Write the truth manifest ``truth`` to ``out``/``synthetic_truth.json``; return it (a writer's result)."""
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=1))
     return truth
 
 
-def write_deap(out: str | Path, subjects: int = 3, trials: int = 40, seed: int = 0, video: bool = True,
-               label_noise: float = 0.1, video_size: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE),
-               video_fps: float = VIDEO_FPS, trial_signature: float = 0.0) -> dict:
-    """Write a DEAP-layout corpus for subjects 1..``subjects`` (videos for 1-22, ``video_size`` = (width,
-    height) at ``video_fps``); return the truth manifest.
-
-    The manifest: ``{"format", "seed", "label_noise", "trial_signature", "trials": [{"subject", "trial" (Experiment_id),
-    "presentation" (Trial), "valence", "arousal", "noisy_valence", "noisy_arousal", "video" (relative path or
-    None)}, ...]}``.
-    """
-    if not 1 <= trials <= 40 or subjects < 1:
-        raise ValueError(f"need subjects >= 1 and 1 <= trials <= 40, got {subjects} and {trials}")
-    out = Path(out)
-    rows, truth = [], []
-    for s, rng, subj, r in _subjects(seed, subjects, DEAP_CHANNELS, trials, label_noise, integer=False,
-                                     trial_signature=trial_signature):
-        presentation = rng.permutation(trials) + 1  # presentation[k] = Trial of Experiment_id k + 1
-        data = np.empty((trials, len(DEAP_CHANNELS), DEAP_SAMPLES))
-        labels = np.column_stack([r["valence"][0], r["arousal"][0], rng.uniform(1, 9, (trials, 2)).round(2)])
-        for k in range(trials):
-            xv, xa = r["valence"][1][k], r["arousal"][1][k]
-            data[k] = _deap_trial(rng, subj, xv, xa, r["signature"][k])
-            vid = None
-            if video and s <= 22:
-                vid = deap_video_path(out, s, int(presentation[k]))
-                _write_video(vid, rng, subj, xv, xa, DEAP_STIM_START, 1e9, DEAP_SAMPLES / DEAP_SFREQ, video_size,
-                             video_fps)
-            rows.append([s, int(presentation[k]), k + 1, int(presentation[k]) * 90_000_000, *labels[k],
-                         int(rng.integers(1, 5))])
-            truth.append({"subject": s, "trial": k + 1, "presentation": int(presentation[k]),
-                          "valence": float(labels[k, 0]), "arousal": float(labels[k, 1]),
-                          "noisy_valence": bool(r["valence"][2][k]), "noisy_arousal": bool(r["arousal"][2][k]),
-                          "video": None if vid is None else str(vid.relative_to(out))})
-        write_deap_dat(dat_path(out, s), {"labels": labels, "data": data})
-    (out / RATINGS_CSV).parent.mkdir(parents=True, exist_ok=True)
-    with open(out / RATINGS_CSV, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["Participant_id", "Trial", "Experiment_id", "Start_time", "Valence", "Arousal",
-                         "Dominance", "Liking", "Familiarity"])
-        writer.writerows(sorted(rows, key=lambda row: (row[0], row[1])))
-    return _write_truth(out, {"format": "deap", "seed": seed, "label_noise": label_noise,
-                              "trial_signature": trial_signature, "trials": truth})
-
-
-def _session_xml(path: Path, attrs: dict[str, str], subject: int, tracks: list[dict[str, str]]) -> None:
-    root = ET.Element("session", attrs)
-    ET.SubElement(root, "subject", {"id": str(subject)})
-    for track in tracks:
-        ET.SubElement(root, "track", track)
-    ET.indent(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
-
-
-def write_mahnob(out: str | Path, subjects: int = 2, trials: int = 20, seed: int = 0, duration: float = 12.0,
-                 video: bool = True, label_noise: float = 0.1, video_size: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE),
-                 video_fps: float = VIDEO_FPS, trial_signature: float = 0.0) -> dict:
-    """Write a MAHNOB-HCI-layout corpus (``duration`` s stimuli; colour videos of ``video_size`` = (width,
-    height) at ``video_fps``); return the truth manifest.
-
-    The manifest: ``{"format", "seed", "label_noise", "trial_signature", "trials": [{"subject", "trial" (session id), "valence",
-    "arousal", "noisy_valence", "noisy_arousal", "bdf", "video" (relative paths; video may be None)}, ...],
-    "unrated": [relative session.xml paths without felt ratings]}``.
-    """
-    if not 1 <= trials <= 64 or subjects < 1 or duration < 1:
-        raise ValueError(f"need subjects >= 1, 1 <= trials <= 64 and duration >= 1 s, got {subjects}, {trials}, "
-                         f"{duration}")
-    out = Path(out)
-    truth, unrated = [], []
-    for s, rng, subj, r in _subjects(seed, subjects, BDF_CHANNELS, trials, label_noise, integer=True,
-                                     trial_signature=trial_signature):
-        base = 130 * (s - 1)
-        for k in range(1, trials + 1):
-            sid = base + 2 * k
-            folder = out / "Sessions" / str(sid)
-            xv, xa = r["valence"][1][k - 1], r["arousal"][1][k - 1]
-            bdf = folder / f"Part_{s}_S_Trial{k}_emotion.bdf"
-            write_bdf(bdf, list(BDF_CHANNELS), _mahnob_trial(rng, subj, xv, xa, duration, r["signature"][k - 1]),
-                      MAHNOB_SFREQ)
-            tracks = [{"type": "Physiological", "id": "0", "filename": bdf.name}]
-            vid = None
-            if video:
-                vid = folder / f"P{s}-Rec1-2009.07.09.17.53.46_C1 trigger _C_Section_{2 * k}.avi"
-                _write_video(vid, rng, subj, xv, xa, 0.0, duration, duration + MAHNOB_SELF_REPORT, video_size,
-                             video_fps)
-                tracks.insert(0, {"type": "Video", "id": "1", "color": "1", "filename": vid.name})
-            felt = {"valence": int(r["valence"][0][k - 1]), "arousal": int(r["arousal"][0][k - 1])}
-            _session_xml(folder / "session.xml", {
-                "cutNr": str(2 * k), "isStim": "1", "experimentType": "emotion", "sessionId": str(sid),
-                "date": "2009-07-09", "mediaFile": f"{k}.avi", "cutLenSec": f"{duration:g}",
-                "vidRate": f"{video_fps:g}", "feltEmo": str(int(rng.integers(0, 7))),
-                "feltArsl": str(felt["arousal"]), "feltVlnc": str(felt["valence"]),
-                "feltCtrl": str(int(rng.integers(1, 10))), "feltPred": str(int(rng.integers(1, 10))),
-            }, s, tracks)  # fmt: skip
-            truth.append({"subject": s, "trial": sid, **felt, "noisy_valence": bool(r["valence"][2][k - 1]),
-                          "noisy_arousal": bool(r["arousal"][2][k - 1]), "bdf": str(bdf.relative_to(out)),
-                          "video": None if vid is None else str(vid.relative_to(out))})
-        tagging_id = base + 2 * trials + 1  # odd: never one of the subject's emotion sessions
-        tagging = out / "Sessions" / str(tagging_id) / "session.xml"
-        _session_xml(tagging, {"cutNr": "1", "isStim": "1", "experimentType": "tagging",
-                               "sessionId": str(tagging_id), "date": "2009-07-09", "mediaFile": "tag1.jpg"}, s, [])
-        unrated.append(str(tagging.relative_to(out)))
-    return _write_truth(out, {"format": "mahnob", "seed": seed, "label_noise": label_noise,
-                              "trial_signature": trial_signature, "trials": truth,
-                              "unrated": unrated})
-
-
-def _amigos_trial(rng, subj: _Subject, xv: float, xa: float, duration: float) -> np.ndarray:
-    """One AMIGOS trial, samples x 17: the 5 s baseline, then ``duration`` s of stimulus."""
-    t = np.arange(int(round((AMIGOS_BASELINE + duration) * AMIGOS_SFREQ))) / AMIGOS_SFREQ
-    v, a = _latent_courses(t, AMIGOS_BASELINE, t[-1] + 1, subj, xv, xa)
-    ecg, noise = _ecg(a, AMIGOS_SFREQ, subj), rng.standard_normal((3, t.size))
-    other = np.stack([ecg + noise[0] * 5, -0.8 * ecg + noise[1] * 5,  # ECG_Right, ECG_Left
-                      1000 * subj.conductance * (1 + 0.3 * a) + noise[2] * 5])  # GSR: skin conductance level
-    eeg = _eeg(rng, t, v, a, subj, AMIGOS_EEG)
-    return np.concatenate([eeg, other * subj.gains[len(AMIGOS_EEG):, None]]).T
-
-
-def _cell(items: list) -> np.ndarray:
-    """A 1 x n MATLAB cell array (for scipy.io.savemat)."""
-    cell = np.empty((1, len(items)), dtype=object)
-    for k, item in enumerate(items):
-        cell[0, k] = item
-    return cell
-
-
-def write_amigos(out: str | Path, subjects: int = 2, trials: int = 16, seed: int = 0, duration: float = 12.0,
-                 long_trials: int = 0, long_duration: float = 30.0, video: bool = True, label_noise: float = 0.1,
-                 video_size: tuple[int, int] = (VIDEO_SIZE, VIDEO_SIZE), video_fps: float = VIDEO_FPS) -> dict:
-    """Write an AMIGOS-layout corpus: per participant ``data_preprocessed/Data_Preprocessed_PNN.mat`` (MATLAB
-    v5: ``joined_data``, ``labels_selfassessment``, ``labels_ext_annotation``, ``VideoIDs``) with ``trials``
-    short videos of ``duration`` s (the first of the 16 official VideoIDs) and ``long_trials`` long ones of
-    ``long_duration`` s (N1 P1 B1 U1; empty, as in the release, for participants 8, 24 and 28), each after the
-    5 s baseline; and ``face_videos/P<id>_<VideoID>_face.mov`` (Motion JPEG in QuickTime, ``video_size`` at
-    ``video_fps``) covering each recorded trial. Returns the truth manifest.
-
-    The manifest: ``{"format", "seed", "label_noise", "trials": [{"subject", "trial" (position, 1-based),
-    "video_id", "valence", "arousal", "noisy_valence", "noisy_arousal", "mat", "video" (relative paths; video may
-    be None)}, ...], "empty": [[participant, trial], ...]}``.
-    """
-    if not 1 <= trials <= len(SHORT_VIDEOS) or not 0 <= long_trials <= len(LONG_VIDEOS) or subjects < 1 \
-            or min(duration, long_duration) < 1:
-        raise ValueError(f"need subjects >= 1, 1 <= trials <= 16, 0 <= long_trials <= 4 and durations >= 1 s, got "
-                         f"{subjects}, {trials}, {long_trials}, {duration}, {long_duration}")
-    out = Path(out)
-    ids = [*SHORT_VIDEOS[:trials], *LONG_VIDEOS[:long_trials]]
-    truth, empty = [], []
-    for s, rng, subj, r in _subjects(seed, subjects, AMIGOS_CHANNELS, len(ids), label_noise, integer=False):
-        mat = out / "data_preprocessed" / f"Data_Preprocessed_P{s:02d}.mat"
-        data, labels, annotations = [], [], []
-        for k, video_id in enumerate(ids):
-            if s in NO_LONG_VIDEOS and not is_short(video_id):
-                data.append(np.zeros((0, 0)))
-                labels.append(np.zeros((1, 0)))
-                annotations.append(np.zeros((0, 0)))
-                empty.append([s, k + 1])
-                continue
-            length = duration if is_short(video_id) else long_duration
-            xv, xa = r["valence"][1][k], r["arousal"][1][k]
-            data.append(_amigos_trial(rng, subj, xv, xa, length))
-            arousal, valence = r["arousal"][0][k], r["valence"][0][k]
-            labels.append(np.concatenate([[arousal, valence], rng.uniform(1, 9, 3).round(2),
-                                          rng.random(7) < 0.2])[None])
-            annotations.append(rng.uniform(-1, 1, (max(1, int(length // 20)), 3)).round(2))  # not read
-            vid = None
-            if video:
-                vid = out / "face_videos" / FACE_NAMES.format(participant=s, video=video_id)
-                _write_video(vid, rng, subj, xv, xa, AMIGOS_BASELINE, 1e9, AMIGOS_BASELINE + length, video_size,
-                             video_fps, fourcc="jpeg")
-            truth.append({"subject": s, "trial": k + 1, "video_id": video_id, "valence": float(valence),
-                          "arousal": float(arousal), "noisy_valence": bool(r["valence"][2][k]),
-                          "noisy_arousal": bool(r["arousal"][2][k]), "mat": str(mat.relative_to(out)),
-                          "video": None if vid is None else str(vid.relative_to(out))})
-        mat.parent.mkdir(parents=True, exist_ok=True)
-        savemat(mat, {"joined_data": _cell(data), "labels_selfassessment": _cell(labels),
-                      "labels_ext_annotation": _cell(annotations), "VideoIDs": _cell(ids)}, format="5")
-    return _write_truth(out, {"format": "amigos", "seed": seed, "label_noise": label_noise, "trials": truth,
-                              "empty": empty})
-
-
-# The writer of each dataset's layout (the registry, gbvnet.data.registry, names the same functions), by dataset.
-WRITERS = {"deap": write_deap, "mahnob": write_mahnob, "amigos": write_amigos}
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m gbvnet.data.synthetic", description=__doc__.split("\n")[0])
-    p.add_argument("--format", choices=WRITERS, required=True, help="the dataset whose layout to write")
+    p.add_argument("--format", choices=DATASETS, required=True, help="the dataset whose layout to write")
     p.add_argument("--out", required=True, help="root folder of the corpus (created)")
     p.add_argument("--subjects", type=int, default=3)
     p.add_argument("--trials", type=int, help="trials per subject (default: DEAP 40, MAHNOB 20, AMIGOS 16 short)")
@@ -635,9 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--video-fps", type=float, help="frames per second (default: 10, or the camera's with "
                                                    "--video-size camera: DEAP 50, MAHNOB 60, AMIGOS 25)")
     args = p.parse_args(argv)
-    camera_size, camera_fps = CAMERA[args.format]
+    entry = get_dataset(args.format)
     if args.video_size == "camera":
-        size, fps = camera_size, args.video_fps or camera_fps
+        size, fps = entry.camera_size, args.video_fps or entry.camera_fps
     else:
         try:
             size = tuple(int(v) for v in args.video_size.lower().split("x"))
@@ -653,9 +398,9 @@ def main(argv: list[str] | None = None) -> None:
     size_args |= {name: value for name, value in (("trials", args.trials), ("duration", args.duration),
                                                   ("long_trials", args.long_trials),
                                                   ("trial_signature", args.trial_signature)) if value is not None}
-    for name in size_args.keys() - inspect.signature(WRITERS[args.format]).parameters.keys():
+    for name in size_args.keys() - inspect.signature(entry.writer).parameters.keys():
         p.error(f"--{name.replace('_', '-')} does not apply to {args.format}")
-    truth = WRITERS[args.format](args.out, **size_args)
+    truth = entry.write_synthetic(args.out, **size_args)
     print(f"wrote {len(truth['trials'])} {args.format} trials of {args.subjects} subjects to {args.out} "
           f"(truth: {Path(args.out) / TRUTH_FILE})")
 
