@@ -1,8 +1,8 @@
 """Typed configuration for the model, data preparation and training, with validation and YAML loading.
 
 Every size in the system comes from here. Defaults follow ``shared/PAPER.md``: where the paper is silent the
-default is *our* choice and is marked so in the field's comment. Presets: ``smoke`` (tiny, CPU tests) and
-``paper`` (the sizes we use to reproduce the paper).
+default is *our* choice and is marked so in the field's comment. Model presets (:data:`PRESETS`,
+:func:`register_preset`): ``smoke`` (tiny, CPU tests) and ``paper`` (the sizes we use to reproduce the paper).
 
 Example:
     >>> cfg = model_preset("smoke", modality="bio", bio_channels=40, bio_samples=384)
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ from gbvnet.data.storage import read_text
 
 MODALITIES = ("face", "bio", "facebio")
 TARGETS = ("valence", "arousal")
-PRESETS = ("smoke", "paper")  # model_preset names
 
 
 class ConfigError(ValueError):
@@ -383,23 +383,48 @@ class TrainConfig:
         return self
 
 
+PRESETS: dict[str, Callable[[], ModelConfig]] = {}
+"""The model presets, by name: the one list (``--preset`` choices, :func:`model_preset`); each builds a fresh
+:class:`ModelConfig`."""
+
+
+def register_preset(name: str):
+    """Decorator: add a function returning a fresh :class:`ModelConfig` to :data:`PRESETS` as ``name`` (a name
+    taken already is an error)."""
+    def register(build: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
+        if name in PRESETS:
+            raise ValueError(f"preset {name!r} is registered already")
+        PRESETS[name] = build
+        return build
+    return register
+
+
+@register_preset("smoke")
+def smoke_preset() -> ModelConfig:
+    """A tiny model for CPU tests."""
+    return ModelConfig(
+        face=FaceConfig(frames=4, image_size=64, dim=32, depth=1, heads=2, dropout=0.0),
+        bio=BioConfig(local_channels=16, tcn_channels=16, tcn_dilations=(1, 2), attn_heads=2, dim=32, dropout=0.0),
+        fusion=FusionConfig(dim=32, heads=2, gate_hidden=32, dropout=0.0),
+    )
+
+
+@register_preset("paper")
+def paper_preset() -> ModelConfig:
+    """The sizes we use to reproduce the paper."""
+    return ModelConfig(face=FaceConfig(backbone="convnextv2_nano", image_size=112))
+
+
 def model_preset(name: str, **overrides: Any) -> ModelConfig:
-    """``smoke``: tiny CPU model for tests; ``paper``: the sizes we use to reproduce the paper.
+    """The :data:`PRESETS` entry ``name`` (``smoke``: tiny CPU model for tests; ``paper``: the sizes we use to
+    reproduce the paper) with ``overrides``, validated.
 
     Keyword overrides: ``model`` (a :data:`MODELS` name), ``modality`` (None: the model's default), ``fusion``
     (kind), ``channels``, ``bio_channels``, ``bio_samples``, ``frames``, ``image_size``.
     """
-    if name == "paper":
-        cfg = ModelConfig(face=FaceConfig(backbone="convnextv2_nano", image_size=112))
-    elif name == "smoke":
-        cfg = ModelConfig(
-            face=FaceConfig(frames=4, image_size=64, dim=32, depth=1, heads=2, dropout=0.0),
-            bio=BioConfig(local_channels=16, tcn_channels=16, tcn_dilations=(1, 2), attn_heads=2, dim=32,
-                          dropout=0.0),
-            fusion=FusionConfig(dim=32, heads=2, gate_hidden=32, dropout=0.0),
-        )
-    else:
-        raise ConfigError(f"unknown preset {name!r}: choose one of {PRESETS}")
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    cfg = PRESETS[name]()
     mapping = {"modality": ("modality",), "fusion": ("fusion", "kind"), "bio_channels": ("bio", "channels"),
                "bio_samples": ("bio", "samples"), "frames": ("face", "frames"), "image_size": ("face", "image_size"),
                "model": ("name",), "channels": ("channels",)}

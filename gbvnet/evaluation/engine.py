@@ -91,7 +91,8 @@ class EvalSpec:
 
     @property
     def leaky(self) -> bool:
-        """Whether the protocol is leaky (:attr:`gbvnet.folds.protocols._Protocol.leaky`): allowed, and labelled so."""
+        """Whether the protocol is leaky (:attr:`gbvnet.folds.protocols.EvaluationProtocol.leaky`): allowed, and
+        labelled so."""
         return PROTOCOLS[self.protocol].leaky
 
     def invocation_key(self, manifest_hash: str) -> str:

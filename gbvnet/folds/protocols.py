@@ -21,7 +21,7 @@ The module has four sections:
   outer fold of the nested evaluation, from that fold's training subjects only).
 * **Evaluation protocols**: split generators with validation from training data only; :data:`PROTOCOLS` is the
   one list (:func:`register_protocol`), each declaring its arguments and whether it is leaky (see their base
-  class, ``_Protocol``).
+  class, :class:`EvaluationProtocol`).
 
 Each fold is checked once, by the builder that makes it: :func:`check_fold` returns the fold with the guard's
 verdict recorded (:attr:`Fold.check`: what was checked and a digest of the rows and levels it was checked on).
@@ -315,12 +315,13 @@ class ProtocolArgument:
         return "--" + self.name.replace("_", "-")
 
 
-PROTOCOLS: dict[str, type[_Protocol]] = {}
+PROTOCOLS: dict[str, type[EvaluationProtocol]] = {}
 """The evaluation protocols, by name: the one list (the evaluations' ``--protocol`` choices and arguments)."""
 
 
 def register_protocol(name: str):
-    """Class decorator: add a protocol (a ``_Protocol`` subclass) to :data:`PROTOCOLS` as ``name``."""
+    """Class decorator: add a protocol (an :class:`EvaluationProtocol` subclass) to :data:`PROTOCOLS` as
+    ``name``."""
     def register(cls):
         if name in PROTOCOLS:
             raise ValueError(f"protocol {name!r} is registered already")
@@ -330,8 +331,27 @@ def register_protocol(name: str):
     return register
 
 
-class _Protocol:
+class _Leaky(type):
+    """The protocols' metaclass: every protocol takes ``allow_leaky`` (default False) besides its own arguments,
+    refuses to be built without it when its class is ``leaky``, and keeps it (its folds pass the leakage guard
+    with it); a subclass's ``__init__`` never sees it."""
+
+    def __call__(cls, *args, allow_leaky: bool = False, **kwargs):
+        if cls.leaky and not allow_leaky:
+            raise ValueError(f"protocol {cls.name or cls.__name__!r} is leaky (windows of one trial in train and "
+                             "test): refused unless allow_leaky=True (--allow-leaky-split)")
+        protocol = super().__call__(*args, **kwargs)
+        protocol.allow_leaky = allow_leaky
+        return protocol
+
+
+class EvaluationProtocol(metaclass=_Leaky):
     """Evaluation protocols: split generators over the cache's rows, with validation from training data only.
+
+    A protocol subclasses this class, takes its own arguments in ``__init__`` (``seed`` and those it declares in
+    ``arguments``, which the evaluation CLIs offer as flags), yields :class:`Fold` s from ``_folds(subjects,
+    trials, labels)`` and is registered with :func:`register_protocol`. A leaky one says ``leaky = True``: it is
+    then built only with ``allow_leaky=True`` (``--allow-leaky-split``), which the base class takes and keeps.
 
     They follow scikit-learn's cross-validator interface (``split(X, y)`` yields ``(train, test)`` row index
     arrays; ``get_n_splits``), where ``X`` is an ``(n_rows, 2)`` array of ``(subject, trial)`` per window and ``y``
@@ -368,7 +388,7 @@ class _Protocol:
     name = ""  # set by register_protocol
     leaky = False  # windows of one trial may fall in train and test: runs only when the user allows it
     arguments: tuple[ProtocolArgument, ...] = ()  # what the CLI offers besides ``seed`` (every protocol takes it)
-    allow_leaky = False
+    allow_leaky: bool  # given when built (the metaclass keeps it)
 
     def folds(self, X, y=None) -> list[Fold]:
         subjects, trials, labels = _as_index(X, y)
@@ -396,7 +416,7 @@ class _Protocol:
 
 
 @register_protocol("loso")
-class LeaveOneSubjectOut(_Protocol):
+class LeaveOneSubjectOut(EvaluationProtocol):
     """Each subject is the test set once; validation: ``val_fraction`` of the other subjects (at least one, at
     most all but one), or with ``validation="trials"`` of each training subject's trials."""
 
@@ -444,7 +464,7 @@ K_FOLDS = ProtocolArgument("k", int, 5, help="folds per subject (default 5)")
 
 
 @register_protocol("subject-dependent")
-class SubjectDependentKFold(_Protocol):
+class SubjectDependentKFold(EvaluationProtocol):
     """Per subject, ``k`` folds over its trials; validation: ``val_fraction`` of the remaining trials."""
 
     arguments = (K_FOLDS,)
@@ -477,17 +497,14 @@ class SubjectDependentKFold(_Protocol):
 
 
 @register_protocol("segment-random")
-class SegmentRandomKFold(_Protocol):
+class SegmentRandomKFold(EvaluationProtocol):
     """LEAKY: per subject, ``k`` folds over shuffled windows (windows of one trial in train and test)."""
 
     leaky = True
     arguments = (K_FOLDS,)
 
-    def __init__(self, k: int = 5, val_fraction: float = 0.2, seed: int = 0, allow_leaky: bool = False):
-        if not allow_leaky:
-            raise ValueError("segment-random splits put windows of the same trial in train and test (leaky); "
-                             "refused unless allow_leaky=True (--allow-leaky-split)")
-        self.k, self.val_fraction, self.seed, self.allow_leaky = k, val_fraction, seed, allow_leaky
+    def __init__(self, k: int = 5, val_fraction: float = 0.2, seed: int = 0):
+        self.k, self.val_fraction, self.seed = k, val_fraction, seed
 
     def _folds(self, subjects, trials, labels):
         all_rows = np.arange(len(subjects))

@@ -103,7 +103,7 @@ def register_space(name: str, preset: str):
         if name in SPACES:
             raise ValueError(f"search space {name!r} is registered already")
         if preset not in PRESETS:
-            raise ValueError(f"search space {name!r}: unknown preset {preset!r}; known: {PRESETS}")
+            raise ValueError(f"search space {name!r}: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         SPACES[name] = Space(name, preset, distributions)
         return distributions
     return register
