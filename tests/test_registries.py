@@ -16,6 +16,7 @@ from torch import nn
 from gbvnet.config import (
     FUSIONS,
     PRESETS,
+    ConfigError,
     FusionKind,
     ModelConfig,
     model_preset,
@@ -207,11 +208,12 @@ def own_dataset(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "my_datasets"))
     monkeypatch.setenv("GBVNET_DATASETS", "mydata")
     yield
+    monkeypatch.delenv("GBVNET_DATASETS")
     DATASETS.pop("mydata", None)
     sys.modules.pop("mydata", None)
 
 
-def test_a_dataset_is_one_module(own_dataset, tmp_path, capsys):
+def test_a_dataset_is_one_module(own_dataset, tmp_path, monkeypatch, capsys):
     """The module alone makes a dataset: listed after the built-in ones, a --dataset choice of the evaluations, its
     synthetic corpus written by gbvnet.data.synthetic and prepared (faces too) by gbvnet.prepare, as the docs'
     commands do."""
@@ -229,3 +231,6 @@ def test_a_dataset_is_one_module(own_dataset, tmp_path, capsys):
     with pytest.raises(SystemExit):
         synthetic.main(["--format", "mydata", "--out", str(tmp_path / "x"), "--long-trials", "1"])
     assert "--long-trials does not apply to mydata" in capsys.readouterr().err
+    monkeypatch.setenv("GBVNET_DATASETS", "mydata, no_such_module")
+    with pytest.raises(ConfigError, match="^GBVNET_DATASETS names 'no_such_module', which cannot be imported"):
+        list(DATASETS)

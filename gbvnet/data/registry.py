@@ -140,7 +140,7 @@ class _Registry(MutableMapping):
             try:
                 importlib.import_module(module)
             except ImportError as exc:
-                raise ImportError(f"{DATASETS_VARIABLE} names {module!r}, which cannot be imported ({exc}): put "
+                raise ConfigError(f"{DATASETS_VARIABLE} names {module!r}, which cannot be imported ({exc}): put "
                                   "its folder on PYTHONPATH or fix the variable") from exc
         order = {module: k for k, module in enumerate((*BUILTIN_DATASETS, *named))}
         return dict(sorted(self._entries.items(), key=lambda item: order.get(item[1].reader_module, len(order))))
