@@ -124,7 +124,7 @@ def test_registry_entry_and_its_reader_options():
 
 
 def test_synthetic_cli_writes_camera_size_quicktime_videos(tmp_path, capsys):
-    synthetic.main(["--format", "amigos", "--out", str(tmp_path / "a"), "--subjects", "1", "--trials", "1",
+    synthetic.main(["--dataset", "amigos", "--out", str(tmp_path / "a"), "--n-subjects", "1", "--trials", "1",
                     "--duration", "2", "--video-size", "camera", "--video-fps", "5"])
     assert "wrote 1 amigos trials of 1 subjects" in capsys.readouterr().out
     cap = cv2.VideoCapture(str(tmp_path / "a" / "face_videos" / "P1_4_face.mov"))
@@ -135,7 +135,7 @@ def test_synthetic_cli_writes_camera_size_quicktime_videos(tmp_path, capsys):
                                                                  minSize=(90, 90))
     assert ok and len(faces) == 1
     with pytest.raises(SystemExit):
-        synthetic.main(["--format", "deap", "--out", str(tmp_path / "d"), "--long-trials", "1"])
+        synthetic.main(["--dataset", "deap", "--out", str(tmp_path / "d"), "--long-trials", "1"])
     assert "--long-trials does not apply to deap" in capsys.readouterr().err
 
 

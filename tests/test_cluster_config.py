@@ -116,12 +116,9 @@ def parse_search(args: list[str], what: str) -> argparse.Namespace:
 
 
 def parse_evaluation(args: list[str], what: str) -> argparse.Namespace:
-    from gbvnet.evaluation import nested
-    from gbvnet.evaluation.run import protocol_parser
+    from gbvnet.evaluation import loso
 
-    parser = protocol_parser("loso", "evaluation.loso")  # the parser `evaluation.loso` builds (gbvnet.evaluation.run.cli)
-    nested.add_arguments(parser)
-    return parse_with(parser.parse_args, args, what)
+    return parse_with(loso.build_parser().parse_args, args, what)
 
 
 def command_args(command: str, program: str) -> list[str] | None:
@@ -380,7 +377,7 @@ def test_loso_rayjob_evaluates_the_searched_config_on_unsearched_subjects():
     assert loso.config == search.output
     assert (loso.dataset, loso.cache, loso.target, loso.modality) == (
         search.dataset, search.cache, search.target, search.modality)
-    assert loso.test_subjects and not set(loso.test_subjects) & set(search.search_subjects)
+    assert loso.only_test_subjects and not set(loso.only_test_subjects) & set(search.search_subjects)
     assert loso.output.startswith("s3://YOUR_BUCKET/gbvnet/results/")
 
 

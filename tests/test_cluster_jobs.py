@@ -146,7 +146,8 @@ def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path
     shared = tmp_path / "shared"  # both nodes see this folder: the shared storage of the walkthrough
     storage, uri, best = shared / "ray", store_uri(shared), shared / "best.yaml"
     # One run, two DDP workers: one CPU each on 1-CPU nodes, so one worker per node (gloo over loopback).
-    out = submit(env, job_api, "python", "-m", "gbvnet.train", "--cache", str(mahnob_cache), "--modality", "bio",
+    out = submit(env, job_api, "python", "-m", "gbvnet.train", "--cache", str(mahnob_cache), "--preset", "smoke",
+                 "--modality", "bio",
                  "--train-subjects", "1", "2", "--val-subjects", "3", "--test-subjects", "4", "--workers", "2",
                  "--epochs", "1", "--storage", str(storage), "--name", "ddp-two-nodes")
     assert "final:" in out and "done=True" in out, out[-3000:]
@@ -155,18 +156,18 @@ def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path
     # the search and the nested evaluation (every outer fold searched on its own training subjects, all in one Tune
     # run) are independent: submitted together, as users run commands side by side, sharing the nodes and the store
     search = start_job(env, job_api, "python", "tune/search.py", "--dataset", "mahnob", "--cache", str(mahnob_cache),
-                       "--modality", "bio", "--space", "smoke", "--num-samples", "2", "--epochs", "1",
+                       "--modality", "bio", "--space", "smoke", "--search-trials", "2", "--search-epochs", "1",
                        "--search-subjects", "1", "2", "--concurrent", "2", "--storage", str(storage),
                        "--tracking-uri", uri, "--output", str(best))
     nested = start_job(env, job_api, "python", "-m", "evaluation.loso", "--dataset", "mahnob", "--cache",
-                       str(mahnob_cache), "--modality", "bio", "--preset", "smoke", "--search", "2", "--search-epochs",
-                       "1", "--epochs", "1", "--test-subjects", "3", "4", "--concurrent", "2", "--storage",
+                       str(mahnob_cache), "--modality", "bio", "--preset", "smoke", "--search-trials", "2",
+                       "--search-epochs", "1", "--epochs", "1", "--only-test-subjects", "3", "4", "--concurrent", "2", "--storage",
                        str(storage), "--tracking-uri", uri, "--output", str(shared / "nested.json"))
     job_output(search)
     assert yaml.safe_load(best.read_text())["search"]["trials"] == 2
 
     submit(env, job_api, "python", "-m", "evaluation.loso", "--dataset", "mahnob", "--cache", str(mahnob_cache),
-           "--modality", "bio", "--config", str(best), "--epochs", "2", "--test-subjects", "3", "4",
+           "--modality", "bio", "--config", str(best), "--epochs", "2", "--only-test-subjects", "3", "4",
            "--concurrent", "2", "--storage", str(storage), "--tracking-uri", uri,
            "--output", str(shared / "loso.json"))
     doc = json.loads((shared / "loso.json").read_text())

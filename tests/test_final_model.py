@@ -77,8 +77,8 @@ def final(ray_session, prepared_cache, tmp_path_factory) -> Final:
     uri = store_uri(out)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        result = train.main(["--cache", str(cache), "--modality", "bio", "--all-subjects", "--epochs", str(EPOCHS),
-                             "--patience", str(EPOCHS), "--lr", "2e-3", "--tracking-uri", uri, "--storage",
+        result = train.main(["--cache", str(cache), "--preset", "smoke", "--modality", "bio", "--all-subjects",
+                             "--epochs", str(EPOCHS), "--patience", str(EPOCHS), "--lr", "2e-3", "--tracking-uri", uri, "--storage",
                              str(out / "ray"), "--name", "final", "--register", NAME, "--alias", "champion"])
     return Final(cache, uri, out, result, printed.getvalue())
 
@@ -86,7 +86,7 @@ def final(ray_session, prepared_cache, tmp_path_factory) -> Final:
 def run_predict(final: Final, *args: str) -> str:
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        predict.main(["--model", final.model, "--tracking-uri", final.uri, *args])
+        predict.main(["--model-uri", final.model, "--tracking-uri", final.uri, *args])
     return printed.getvalue()
 
 
@@ -164,9 +164,9 @@ def test_predict_on_a_subject_written_after_training(final, tmp_path):
 
 def test_predict_refuses_a_model_that_does_not_exist(tmp_path):
     with pytest.raises(SystemExit) as exc:
-        predict.main(["--model", "models:/no-such-model@champion", "--tracking-uri", store_uri(tmp_path),
+        predict.main(["--model-uri", "models:/no-such-model@champion", "--tracking-uri", store_uri(tmp_path),
                       "--cache", str(tmp_path / "cache")])
-    assert exc.value.code.startswith("error: --model models:/no-such-model@champion: no such model in MLflow at ")
+    assert exc.value.code.startswith("error: --model-uri models:/no-such-model@champion: no such model in MLflow at ")
 
 
 @pytest.mark.slow
@@ -205,7 +205,7 @@ def test_predict_refuses_a_model_of_an_older_format(final, tmp_path):
         folder = Path(mlflow.artifacts.download_artifacts(final.model, dst_path=str(tmp_path / "old")))
     spec = folder / "artifacts" / SPEC_FILE
     spec.write_text(json.dumps({**json.loads(spec.read_text()), "format_version": 0}))
-    line = refusal(final, "--model", str(folder), "--cache", str(final.cache))
+    line = refusal(final, "--model-uri", str(folder), "--cache", str(final.cache))
     assert "logged by gbvnet model format 0" in line and "train and log it again with this gbvnet" in line
 
 
@@ -234,8 +234,8 @@ def test_final_eegnet_reads_its_channels_through_pyfunc_and_predict(ray_session,
     cache_path = prepared_cache("deap", CORPUS, face=False, subjects=[1, 2, 3, 4], baseline_norm=True)
     uri = store_uri(tmp_path)
     with contextlib.redirect_stdout(io.StringIO()):
-        result = train.main(["--cache", str(cache_path), "--model", "eegnet", "--all-subjects", "--epochs", "1",
-                             "--patience", "1", "--tracking-uri", uri, "--storage", str(tmp_path / "ray"),
+        result = train.main(["--cache", str(cache_path), "--preset", "smoke", "--model", "eegnet", "--all-subjects",
+                             "--epochs", "1", "--patience", "1", "--tracking-uri", uri, "--storage", str(tmp_path / "ray"),
                              "--name", "eegnet", "--register", "eegnet-deap", "--alias", "champion"])
     cache = open_cache(str(cache_path))
     cfg = fit_model_to_cache(model_preset("smoke", model="eegnet", modality="bio"), cache.manifest)
@@ -261,7 +261,7 @@ def test_final_eegnet_reads_its_channels_through_pyfunc_and_predict(ray_session,
     np.testing.assert_allclose(loaded.predict({"bio": windows.numpy()}), expected, atol=1e-5)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        predicted = predict.main(["--model", "models:/eegnet-deap@champion", "--tracking-uri", uri, "--cache",
+        predicted = predict.main(["--model-uri", "models:/eegnet-deap@champion", "--tracking-uri", uri, "--cache",
                                   str(cache_path), "--output", str(tmp_path / "out")])
     np.testing.assert_allclose(predicted["windows"].column("p_high").to_numpy(), expected[:, 1], atol=1e-5)
     assert f"predicted {len(windows)} windows of 32 trials" in printed.getvalue()

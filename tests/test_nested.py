@@ -37,8 +37,8 @@ def nested_cache(prepared_cache) -> Path:
 
 def nested_args(cache, out: Path, *extra) -> list[str]:
     """2 search trials per fold, folds trained with their best and untuned, all for 1 epoch."""
-    return ["--dataset", "deap", "--cache", str(cache), "--preset", "smoke", "--modality", "bio", "--search", "2",
-            "--search-epochs", "1", "--epochs", "1", "--compare-untuned", "--lr", "2e-3",
+    return ["--dataset", "deap", "--cache", str(cache), "--preset", "smoke", "--modality", "bio",
+            "--search-trials", "2", "--search-epochs", "1", "--epochs", "1", "--compare-untuned", "--lr", "2e-3",
             "--tracking-uri", store_uri(out), "--storage", str(out / "ray"),
             "--output", str(out / "out.json"), *extra]
 
@@ -255,11 +255,11 @@ def test_bad_input_is_refused_before_ray_starts(nested_cache, prepared_cache, tm
     monkeypatch.setattr(engine, "init_ray", lambda **_: pytest.fail("Ray was started"))
     for bad in ("0", "-2"):
         with pytest.raises(SystemExit):
-            loso.main(nested_args(nested_cache, tmp_path, "--search", bad))
-            assert f"argument --search: must be at least 1, got {bad}" in capsys.readouterr().err
+            loso.main(nested_args(nested_cache, tmp_path, "--search-trials", bad))
+        assert f"argument --search-trials: must be at least 1, got {bad}" in capsys.readouterr().err
     config = tmp_path / "best.yaml"
     config.write_text("search: none\n")
-    with pytest.raises(SystemExit, match=r"--search 2 searches every outer fold itself; it cannot also take --config"):
+    with pytest.raises(SystemExit, match=r"--search-trials 2 searches every outer fold itself; it cannot also take --config"):
         loso.main(nested_args(nested_cache, tmp_path, "--config", str(config)))
     with pytest.raises(SystemExit, match="--compare-untuned compares a nested search"):
         loso.main(nested_args(nested_cache, tmp_path)[:8] + nested_args(nested_cache, tmp_path)[10:])

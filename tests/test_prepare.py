@@ -649,7 +649,7 @@ def test_roots_caches_and_arguments_give_one_line_errors(deap_copy, tmp_path, ca
     monkeypatch.setattr(prepare_cli, "prepare_dataset", interrupted)
     with pytest.raises(SystemExit) as info:
         prepare_cli.main([*args, "--cache", str(tmp_path / "c")])
-    assert info.value.code == 130 and "interrupted: the cache is as it was" in capsys.readouterr().err
+    assert info.value.code == 130 and "interrupted by SIGINT: the cache is as it was" in capsys.readouterr().err
 
 
 INTERRUPTIBLE = """
@@ -696,11 +696,12 @@ def test_interrupts_leave_only_files_the_manifest_lists(deap_copy, tmp_path, how
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    # 130, or killed by the second signal once the cleanup is over (a shell reports both as 130)
-    assert proc.returncode in (130, -signal.SIGINT, -signal.SIGTERM) and "Traceback" not in err, err
+    # 143 / 130, or killed by the second signal once the cleanup is over (a shell reports 130)
+    stopped_by, exit_code = ("SIGTERM", 143) if how == "SIGTERM" else ("SIGINT", 130)
+    assert proc.returncode in (exit_code, -signal.SIGINT, -signal.SIGTERM) and "Traceback" not in err, err
     # in-process main() calls must not leave SIGINT ignored: children inherit that, and the next run would hang
     assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    assert "interrupted: the cache is as it was before this run" in err
+    assert f"interrupted by {stopped_by}: the cache is as it was before this run" in err
     assert snapshot(cache) == before  # no file the manifest does not list
 
 

@@ -161,8 +161,9 @@ def test_one_seed_is_seed_and_seeds_are_refused_where_they_do_not_apply(tiny_cac
         with pytest.raises(SystemExit):
             run.main([*base, *extra])
         assert message in capsys.readouterr().err
-    with pytest.raises(SystemExit, match=r"^error: --seeds repeats a plain evaluation; a nested one \(--search 4\)"):
-        loso.main([*base[2:], "--seeds", "0", "1", "--search", "4"])
+    with pytest.raises(SystemExit,
+                       match=r"^error: --seeds repeats a plain evaluation; a nested one \(--search-trials 4\)"):
+        loso.main([*base[2:], "--seeds", "0", "1", "--search-trials", "4"])
 
 
 def test_a_seeded_gap_plans_each_seed_as_its_own_arms(prepared_cache):

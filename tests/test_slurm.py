@@ -190,10 +190,10 @@ def test_sbatch_runs_the_search_and_the_evaluation_with_the_cpus_slurm_granted(s
     ray_temp = Path(tempfile.mkdtemp(prefix="gbvray-", dir="/tmp"))  # short: Ray's socket paths
     best, loso = shared / "results" / "best.yaml", shared / "results" / "loso.json"
     search = ["python", "tune/search.py", "--dataset", "mahnob", "--cache", str(mahnob_cache), "--modality", "bio",
-              "--space", "smoke", "--num-samples", "2", "--epochs", "1", "--search-subjects", "1", "2",
+              "--space", "smoke", "--search-trials", "2", "--search-epochs", "1", "--search-subjects", "1", "2",
               "--concurrent", "1", "--output", str(best)]
     evaluate = ["python", "-m", "evaluation.loso", "--dataset", "mahnob", "--cache", str(mahnob_cache), "--modality",
-                "bio", "--config", str(best), "--epochs", "1", "--test-subjects", "3", "4", "--concurrent", "1",
+                "bio", "--config", str(best), "--epochs", "1", "--only-test-subjects", "3", "4", "--concurrent", "1",
                 "--output", str(loso)]
     env = {k: v for k, v in slurm.env.items() if k not in ("RAY_AUTH_TOKEN", "GBVNET_STORAGE", "MLFLOW_TRACKING_URI")}
     env.update(GBVNET_SHARED=str(shared), GBVNET_RAY_TEMP_DIR=str(ray_temp))

@@ -153,7 +153,7 @@ def test_deterministic_and_label_noise(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    synthetic.main(["--format", "deap", "--out", str(tmp_path), "--subjects", "1", "--trials", "2", "--no-video"])
+    synthetic.main(["--dataset", "deap", "--out", str(tmp_path), "--n-subjects", "1", "--trials", "2", "--no-video"])
     assert "wrote 2 deap trials" in capsys.readouterr().out
     assert (tmp_path / "data_preprocessed_python" / "s01.dat").is_file()
     assert not (tmp_path / "face_video").exists()
@@ -182,11 +182,11 @@ def test_camera_size_videos(tmp_path, capsys):
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     faces = cascade.detectMultiScale(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), 1.1, 5, minSize=(72, 72))
     assert ok and len(faces) == 1 and 150 < faces[0][3] < 350  # ~40 % of the 580 px height
-    synthetic.main(["--format", "deap", "--out", str(tmp_path / "d"), "--subjects", "1", "--trials", "1",
+    synthetic.main(["--dataset", "deap", "--out", str(tmp_path / "d"), "--n-subjects", "1", "--trials", "1",
                     "--video-size", "camera", "--video-fps", "5"])
     cap = cv2.VideoCapture(str(next((tmp_path / "d" / "face_video").glob("*/*.avi"))))
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT), cap.get(cv2.CAP_PROP_FPS)) == (
         720, 576, 5)
     with pytest.raises(SystemExit):
-        synthetic.main(["--format", "deap", "--out", str(tmp_path / "x"), "--video-size", "720"])
+        synthetic.main(["--dataset", "deap", "--out", str(tmp_path / "x"), "--video-size", "720"])
     assert "--video-size must be WIDTHxHEIGHT" in capsys.readouterr().err

@@ -305,6 +305,5 @@ def test_a_tracking_server_killed_mid_run_costs_seconds(ray_session, mahnob_cach
     monkeypatch.setattr(run, "write_text", full_disk)
     document = json.loads(output.read_text())
     with pytest.raises(SystemExit) as ended:
-        run.run_cli(run.protocol_parser("loso", "loso").parse_args(args), "loso", {},
-                    run=lambda args, spec, publish: publish(document))
+        run.cli(loso.build_parser(), args, run=lambda args, spec, publish: publish(document))
     assert ended.value.code == f"error: --output {output}: [Errno 28] No space left on device"

@@ -1,10 +1,10 @@
 """Synthetic corpora in the datasets' official on-disk layouts, with a known, learnable signal.
 
-    python -m gbvnet.data.synthetic --format deap --out data/synthetic/deap --subjects 3 --trials 4
-    python -m gbvnet.data.synthetic --format mahnob --out data/synthetic/mahnob --subjects 2 --trials 4
-    python -m gbvnet.data.synthetic --format amigos --out data/synthetic/amigos --subjects 2 --trials 4
+    python -m gbvnet.data.synthetic --dataset deap --out data/synthetic/deap --n-subjects 3 --trials 4
+    python -m gbvnet.data.synthetic --dataset mahnob --out data/synthetic/mahnob --n-subjects 2 --trials 4
+    python -m gbvnet.data.synthetic --dataset amigos --out data/synthetic/amigos --n-subjects 2 --trials 4
 
-``--format`` is any registered dataset (:data:`gbvnet.data.registry.DATASETS`): each dataset's module holds the
+``--dataset`` is any registered dataset (:data:`gbvnet.data.registry.DATASETS`): each dataset's module holds the
 writer of its layout (:func:`gbvnet.data.deap.write_deap`, :func:`gbvnet.data.mahnob.write_mahnob`,
 :func:`gbvnet.data.amigos.write_amigos`, whose docstrings show the files they write), built from what this module
 shares: the subjects and their ratings (:func:`draw_subjects`), the latent signal's courses
@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from gbvnet.cli import CommandParser, add_dataset_argument, exit_on_interrupt, hidden_alias, one_line_errors
 from gbvnet.data.registry import DATASETS, get_dataset
 
 VIDEO_SIZE = 96
@@ -360,13 +361,17 @@ def write_truth(out: Path, truth: dict) -> dict:
     return truth
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m gbvnet.data.synthetic", description=__doc__.split("\n")[0])
-    p.add_argument("--format", choices=DATASETS, required=True, help="the dataset whose layout to write")
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m gbvnet.data.synthetic``."""
+    p = CommandParser(prog="python -m gbvnet.data.synthetic", description=__doc__.split("\n")[0])
+    which = p.add_mutually_exclusive_group(required=True)  # --dataset, or its old spelling
+    add_dataset_argument(which, required=False)
+    hidden_alias(which, "--format", "dataset", choices=DATASETS)
     p.add_argument("--out", required=True, help="root folder of the corpus (created)")
-    p.add_argument("--subjects", type=int, default=3)
+    p.add_argument("--n-subjects", type=int, default=3, help="how many subjects (default 3)")
+    hidden_alias(p, "--subjects", "n_subjects", type=int)  # --subjects names subject ids in the other commands
     p.add_argument("--trials", type=int, help="trials per subject (default: DEAP 40, MAHNOB 20, AMIGOS 16 short)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the corpus's random draw (subjects, signals, videos)")
     p.add_argument("--duration", type=float, help="MAHNOB / AMIGOS short stimulus length in seconds (default 12)")
     p.add_argument("--long-trials", type=int, help="AMIGOS long videos per participant, 0-4 (default 0)")
     p.add_argument("--label-noise", type=float, default=0.1, help="fraction of trials whose signal contradicts")
@@ -379,8 +384,18 @@ def main(argv: list[str] | None = None) -> None:
                         "780x580, AMIGOS 1280x720)")
     p.add_argument("--video-fps", type=float, help="frames per second (default: 10, or the camera's with "
                                                    "--video-size camera: DEAP 50, MAHNOB 60, AMIGOS 25)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    with one_line_errors(), exit_on_interrupt(note="the corpus may be incomplete: write it again"):
+        write_corpus(build_parser(), argv)
+
+
+def write_corpus(p: argparse.ArgumentParser, argv: list[str] | None) -> None:
+    """The corpus the flags ``argv`` of ``p`` (:func:`build_parser`) ask for, written."""
     args = p.parse_args(argv)
-    entry = get_dataset(args.format)
+    entry = get_dataset(args.dataset)
     if args.video_size == "camera":
         size, fps = entry.camera_size, args.video_fps or entry.camera_fps
     else:
@@ -393,15 +408,15 @@ def main(argv: list[str] | None = None) -> None:
         fps = args.video_fps or VIDEO_FPS
     if fps <= 0:
         p.error(f"--video-fps must be > 0, got {fps}")
-    size_args = {"subjects": args.subjects, "seed": args.seed, "video": not args.no_video,
+    size_args = {"subjects": args.n_subjects, "seed": args.seed, "video": not args.no_video,
                  "label_noise": args.label_noise, "video_size": size, "video_fps": fps}
     size_args |= {name: value for name, value in (("trials", args.trials), ("duration", args.duration),
                                                   ("long_trials", args.long_trials),
                                                   ("trial_signature", args.trial_signature)) if value is not None}
     for name in size_args.keys() - inspect.signature(entry.writer).parameters.keys():
-        p.error(f"--{name.replace('_', '-')} does not apply to {args.format}")
+        p.error(f"--{name.replace('_', '-')} does not apply to {args.dataset}")
     truth = entry.write_synthetic(args.out, **size_args)
-    print(f"wrote {len(truth['trials'])} {args.format} trials of {args.subjects} subjects to {args.out} "
+    print(f"wrote {len(truth['trials'])} {args.dataset} trials of {args.n_subjects} subjects to {args.out} "
           f"(truth: {Path(args.out) / TRUTH_FILE})")
 
 

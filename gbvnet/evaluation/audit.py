@@ -86,7 +86,7 @@ def check_search_subjects(search: dict | None, dataset: str, target: str, manife
     overlap = sorted(set(searched) & set(tested))
     if overlap and not allowed:
         raise LeakageError(f"the config was searched on subjects {overlap} {where}, which this evaluation tests on; "
-                           "choose --test-subjects without them (or --allow-searched-test-subjects)")
+                           "choose --only-test-subjects without them (or --allow-searched-test-subjects)")
     status = "passed" if not overlap else f"ALLOWED BY USER: searched on test subjects {overlap}"
     return {"search": f"{status}; searched {where}", "searched_subjects": searched,
             "searched_target": search["target"], "searched_cache_manifest_hash": search["cache_manifest_hash"]}

@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gbvnet.cli import CommandParser, add_leaky_argument, one_line_errors
 from gbvnet.config import MODALITIES, MODELS, ConfigError, ModelConfig, get_model, to_dict
 from gbvnet.data.cache import open_cache
 from gbvnet.evaluation import aggregate, plots
@@ -54,11 +55,17 @@ from gbvnet.evaluation.gap import run_pooled
 from gbvnet.evaluation.nested import NestedSpec, evaluate_nested, nested_spec
 from gbvnet.evaluation.nested import add_arguments as add_nested_arguments
 from gbvnet.evaluation.report import METRIC_LABELS, METRICS, format_benchmark
-from gbvnet.evaluation.run import add_arguments, add_protocol_arguments, protocol_arguments, run_cli
+from gbvnet.evaluation.run import (
+    add_arguments,
+    add_protocol_argument,
+    add_protocol_arguments,
+    protocol_arguments,
+    run_cli,
+)
 from gbvnet.evaluation.stats import correct_family, paired_comparison
 from gbvnet.folds.protocols import PROTOCOLS, Fold, folds_digest, subjects_with_rows
 from gbvnet.tracking import Tracker, git_commit, tracking_uri
-from gbvnet.train.launch import init_ray
+from gbvnet.train.launch import exit_on_interrupt, init_ray
 from gbvnet.train.loop import Job, make_job
 
 DEFAULT_MODELS = ("gbvnet", "eegnet", "shallow", "eegconformer", "dgcnn")
@@ -218,7 +225,7 @@ def benchmark(spec: EvalSpec, protocol: str, protocol_args: dict, models: list[t
     failure marks the benchmark's runs FAILED and says that ``--resume`` continues."""
     index = open_cache(spec.cache).index()
     if search is not None and protocol != "loso":
-        raise ConfigError(f"--search nests a search in every LOSO fold; protocol {protocol!r} has none: use "
+        raise ConfigError(f"--search-trials nests a search in every LOSO fold; protocol {protocol!r} has none: use "
                           "--protocol loso")
     arms = plan(spec, protocol, protocol_args, models, index)
     reference = reference or next(iter(arms))
@@ -294,7 +301,7 @@ def _rows_label(rows: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m evaluation.benchmark``: an evaluation's, the protocol's and the models'."""
-    p = argparse.ArgumentParser(prog="python -m evaluation.benchmark", description=__doc__.splitlines()[0])
+    p = CommandParser(prog="python -m evaluation.benchmark", description=__doc__.splitlines()[0])
     add_arguments(p)
     b = p.add_argument_group("benchmark")
     b.add_argument("--models", type=model_choice, nargs="+", default=[model_choice(m) for m in DEFAULT_MODELS],
@@ -304,9 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the model tested against each other one (default: the first of --models)")
     b.add_argument("--metric", choices=METRICS, default="balanced_accuracy",
                    help="the per-subject score of the paired tests (default balanced_accuracy)")
-    b.add_argument("--protocol", choices=PROTOCOLS, default="loso", help="the evaluation protocol (default loso)")
-    b.add_argument("--allow-leaky-split", action="store_true",
-                   help="allow a LEAKY protocol (labelled leaky in every output)")
+    add_protocol_argument(b, PROTOCOLS, default="loso")
+    add_leaky_argument(b)
     add_protocol_arguments(p, PROTOCOLS)
     add_nested_arguments(p)
     return p
@@ -314,23 +320,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.model is not None or args.modality is not None:
-        parser.error("--model / --modality name one model; a benchmark takes --models NAME[:MODALITY] ...")
-    # the base model of every entry: GBV-Net, reading faces where any entry does (what --root / --synthetic prepare)
-    faces = any((modality or get_model(name).modalities[0]) != "bio" for name, modality in args.models)
-    args.modality = "facebio" if faces else "bio"
-    try:
-        protocol_args = protocol_arguments(args, args.protocol)
-    except ValueError as exc:
-        parser.error(str(exc))
+    with one_line_errors(), exit_on_interrupt():
+        args = parser.parse_args(argv)
+        if args.model is not None or args.modality is not None:
+            parser.error("--model / --modality name one model; a benchmark takes --models NAME[:MODALITY] ...")
+        # the base model of every entry: GBV-Net, reading faces where any entry does (what --root / --synthetic
+        # prepare)
+        faces = any((modality or get_model(name).modalities[0]) != "bio" for name, modality in args.models)
+        args.modality = "facebio" if faces else "bio"
+        try:
+            protocol_args = protocol_arguments(args, args.protocol)
+        except ValueError as exc:
+            parser.error(str(exc))
 
-    def run(args: argparse.Namespace, spec: EvalSpec, publish_document: Callable[[dict], None]) -> dict:
-        search = nested_spec(args, spec) if args.search else None
-        return benchmark(spec, args.protocol, protocol_args, args.models, args.reference, args.metric,
-                         publish_document, search)
+        def run(args: argparse.Namespace, spec: EvalSpec, publish_document: Callable[[dict], None]) -> dict:
+            search = nested_spec(args, spec) if args.search_trials else None
+            return benchmark(spec, args.protocol, protocol_args, args.models, args.reference, args.metric,
+                             publish_document, search)
 
-    return run_cli(args, "benchmark", protocol_args, run, format_benchmark)
+        return run_cli(args, "benchmark", protocol_args, run, format_benchmark)
 
 
 if __name__ == "__main__":

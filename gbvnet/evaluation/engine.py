@@ -228,7 +228,7 @@ def plan_folds(spec: EvalSpec, index) -> list[Fold]:
     if spec.test_subjects is not None:
         folds = [f for f in folds if set(np.unique(index.subject[f.test]).tolist()) <= set(spec.test_subjects)]
         if not folds:
-            raise ValueError(f"no fold tests only on subjects {spec.test_subjects}")
+            raise ValueError(f"--only-test-subjects: no fold tests only on subjects {spec.test_subjects}")
     warn_few_training_subjects(index, folds)
     return folds
 

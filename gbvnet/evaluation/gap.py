@@ -44,10 +44,10 @@ The gap measures this configuration on this data. It is not a claim about any pa
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -72,14 +72,21 @@ from gbvnet.evaluation.engine import (
     score,
     start_run,
 )
-from gbvnet.evaluation.run import add_arguments, add_seeds_argument, publish, spec_from_args
+from gbvnet.evaluation.run import (
+    add_arguments,
+    add_protocol_arguments,
+    add_seeds_argument,
+    argument_value,
+    publish,
+    spec_from_args,
+)
 from gbvnet.evaluation.seeds import child_tags, merge_audits, seed_scores, seed_spec, spread_line
 from gbvnet.evaluation.seeds import key as seeds_key
 from gbvnet.evaluation.seeds import label as seeds_label
 from gbvnet.evaluation.stats import correct_family, paired_comparison
 from gbvnet.folds.protocols import (
+    PROTOCOLS,
     Fold,
-    LeaveOneSubjectOut,
     check_fold,
     folds_digest,
     subjects_with_rows,
@@ -456,28 +463,27 @@ def gap(spec: EvalSpec, k: int = 5, validation: str = "subjects",
     return document
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m evaluation.gap``: an evaluation's, ``--seeds``, the three protocols' own
+    (``--k``, ``--validation``) and ``--equal-budget``."""
     p = CommandParser(prog="python -m evaluation.gap", description=__doc__.splitlines()[0])
     add_arguments(p)
     add_seeds_argument(p)
-    p.add_argument("--k", type=int, default=5,
-                   help="folds per subject of the subject-dependent (over trials) and segment-random (over "
-                        "windows) protocols")
-    p.add_argument("--validation", choices=LeaveOneSubjectOut.VALIDATION, default="subjects",
-                   help="LOSO early stopping on held-out training subjects (default) or on held-out trials")
+    add_protocol_arguments(p, ARMS)
     p.add_argument("--equal-budget", action="store_true",
                    help="train every fold of every protocol on the same number of windows (the smallest training "
                         "set; LOSO's subsampled per fold, seeded) for all --epochs: equal optimiser steps")
-    args = p.parse_args(argv)
-    try:
-        with one_line_errors():
-            spec = spec_from_args(args, "gap", {})
-            with exit_on_interrupt():
-                return gap(spec, k=args.k, validation=args.validation,
-                           publish=lambda document: publish(document, args.output, format_gap),
-                           equal=args.equal_budget)
-    except GapInputError as exc:
-        sys.exit(f"error: {exc}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    with one_line_errors(), exit_on_interrupt():
+        args = parser.parse_args(argv)
+        given = {a.name: argument_value(args, a) for protocol in ARMS for a in PROTOCOLS[protocol].arguments}
+        spec = spec_from_args(args, "gap", {})
+        return gap(spec, k=given["k"], validation=given["validation"],
+                   publish=lambda document: publish(document, args.output, format_gap), equal=args.equal_budget)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Nested leave-one-subject-out evaluation: ``python -m evaluation.loso ... --search N``.
+"""Nested leave-one-subject-out evaluation: ``python -m evaluation.loso ... --search-trials N``.
 
-For every outer LOSO fold, a search of ``N`` trials (Optuna + ASHA, over the space of ``tune/search.py``:
-``--space``, ``--search-epochs``, ``--grace-epochs``, ``--reduction-factor``) on that fold's training subjects only,
-validating on held-out training subjects (:func:`gbvnet.folds.protocols.inner_fold`, checked by the leakage guard and
+For every outer LOSO fold, a search of ``N`` trials (Optuna + ASHA, with the flags of ``tune/search.py``:
+``--space``, ``--search-epochs``, ``--grace-epochs``, ``--reduction-factor``) on that fold's training subjects
+only, validating on held-out training subjects (:func:`gbvnet.folds.protocols.inner_fold`, checked by the leakage guard and
 recorded in the audit); then the outer fold trains with its own best configuration (the evaluation's
 ``--epochs`` / ``--patience``) and is tested once on its left-out subject. Every subject is tested; no
 configuration ever saw its test subject.
@@ -47,7 +47,7 @@ import optuna
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from gbvnet.cli import hidden_alias
+from gbvnet.cli import add_search_arguments, add_search_trials_argument
 from gbvnet.cli.progress import ProgressTable
 from gbvnet.config import ModelConfig
 from gbvnet.data.cache import check_snapshot, open_cache
@@ -85,7 +85,7 @@ UNTUNED_METRICS = ("balanced_accuracy", "macro_f1")  # tuned vs untuned, per sub
 
 @dataclass
 class NestedSpec:
-    """The search of each outer fold (``--search`` and its flags)."""
+    """The search of each outer fold (``--search-trials`` and its flags)."""
 
     trials: int  # per outer fold
     space: str = "paper"
@@ -101,37 +101,25 @@ class NestedSpec:
 
 
 # ------------------------------------------------------------------------------------------------- CLI
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The nested run's flags, in their own group."""
-    g = p.add_argument_group("nested search (--search N: tune every outer fold on its own training subjects)")
-    g.add_argument("--search", type=_positive, default=None, metavar="N",
-                   help="search N configurations per outer fold (TPE + ASHA; random search + ASHA when N is below "
-                        "TPE's start-up), then train each fold with its own best")
-    g.add_argument("--space", choices=SPACES, default=None,
-                   help="search space (default: smoke with the smoke preset, paper otherwise)")
-    g.add_argument("--search-epochs", dest="max_epochs", type=_positive, default=20,
-                   help="the most a search trial trains (--epochs: the outer folds' training)")
-    hidden_alias(g, "--max-epochs", "max_epochs", type=_positive)
-    g.add_argument("--grace-epochs", type=_positive, default=1, help="ASHA grace period (epochs)")
-    g.add_argument("--reduction-factor", type=_positive, default=2,
-                   help="ASHA: keeps the best 1/factor of a fold's trials at each rung")
+    """The nested run's flags, in their own group: ``--search-trials`` (old spelling ``--search``), the shared
+    search flags (:func:`gbvnet.cli.add_search_arguments`) and ``--compare-untuned``."""
+    g = p.add_argument_group("nested search (--search-trials N: tune every outer fold on its own training subjects)")
+    add_search_trials_argument(g, None, "search N configurations per outer fold (TPE + ASHA; random search + ASHA "
+                                        "when N is below TPE's start-up), then train each fold with its own best "
+                                        "(default: no search)", old_flag="--search")
+    add_search_arguments(g, SPACES)
     g.add_argument("--compare-untuned", action="store_true",
                    help="also train every outer fold with the untuned --preset configuration; paired Wilcoxon test")
 
 
 def run(args: argparse.Namespace, spec: EvalSpec, publish: Callable[[dict], None]) -> dict:
-    """``evaluation.loso``'s evaluation (:data:`gbvnet.evaluation.run.Runner`): the nested one with ``--search``, else the
-    plain one; ``publish`` shows the document before the final MLflow logging."""
-    if args.search is None and args.compare_untuned:
-        raise ValueError("--compare-untuned compares a nested search with the untuned configuration: add --search N")
-    if args.search is None:
+    """``evaluation.loso``'s evaluation (:data:`gbvnet.evaluation.run.Runner`): the nested one with
+    ``--search-trials``, else the plain one; ``publish`` shows the document before the final MLflow logging."""
+    if args.search_trials is None and args.compare_untuned:
+        raise ValueError("--compare-untuned compares a nested search with the untuned configuration: add "
+                         "--search-trials N")
+    if args.search_trials is None:
         return evaluate(spec, publish)
     nested = nested_spec(args, spec)
 
@@ -144,12 +132,13 @@ def run(args: argparse.Namespace, spec: EvalSpec, publish: Callable[[dict], None
 
 
 def nested_spec(args: argparse.Namespace, spec: EvalSpec) -> NestedSpec:
-    """The search of every outer fold that ``--search N`` and its flags ask for (:func:`add_arguments`)."""
+    """The search of every outer fold that ``--search-trials N`` and its flags ask for (:func:`add_arguments`)."""
     if args.config:
-        raise ValueError(f"--search {args.search} searches every outer fold itself; it cannot also take --config "
+        raise ValueError(f"--search-trials {args.search_trials} searches every outer fold itself; it cannot also take "
+                         f"--config "
                          f"{args.config} (a configuration already chosen): drop one of them")
-    return NestedSpec(trials=args.search, space=args.space or ("smoke" if spec.preset == "smoke" else "paper"),
-                      max_epochs=args.max_epochs, grace_epochs=args.grace_epochs,
+    return NestedSpec(trials=args.search_trials, space=args.space or ("smoke" if spec.preset == "smoke" else "paper"),
+                      max_epochs=args.search_epochs, grace_epochs=args.grace_epochs,
                       reduction_factor=args.reduction_factor, concurrent=args.concurrent,
                       compare_untuned=args.compare_untuned)
 

@@ -42,7 +42,13 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from gbvnet.cli import CommandParser, one_line_errors
+from gbvnet.cli import (
+    CommandParser,
+    add_output_argument,
+    add_tracking_uri_argument,
+    exit_on_interrupt,
+    one_line_errors,
+)
 from gbvnet.config import FUSIONS, MODELS
 from gbvnet.data.storage import write_text
 from gbvnet.evaluation import aggregate
@@ -485,21 +491,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "python -m evaluation.benchmark printed them")
     p.add_argument("--format", choices=("md", "html"), default="md",
                    help="md: Markdown pipe tables (default); html: a self-contained page")
-    p.add_argument("--output", help="write the report here instead of printing it")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite runs/mlflow.db)")
+    add_output_argument(p, "the report's file (default: printed)")
+    add_tracking_uri_argument(p)
     return p
 
 
-@one_line_errors()
 def main(argv: list[str] | None = None) -> str:
-    args = build_parser().parse_args(argv)
-    text = build(args)
-    if args.output:
-        write_text(args.output, text)
-        print(f"wrote {args.output}")
-    else:
-        sys.stdout.write(text)
-    return text
+    with one_line_errors(), exit_on_interrupt(note="run the command again"):
+        args = build_parser().parse_args(argv)
+        text = build(args)
+        if args.output:
+            write_text(args.output, text)
+            print(f"wrote {args.output}")
+        else:
+            sys.stdout.write(text)
+        return text
 
 
 if __name__ == "__main__":

@@ -18,18 +18,26 @@ from gbvnet.cli import (
     CommandParser,
     add_compute_arguments,
     add_concurrency_arguments,
+    add_config_argument,
     add_face_weight_arguments,
+    add_leaky_argument,
     add_model_arguments,
+    add_output_argument,
+    add_preset_argument,
+    add_result_arguments,
     add_source_arguments,
     add_tracking_arguments,
+    add_training_arguments,
     apply_compute_arguments,
     apply_face_weight_arguments,
     apply_model_arguments,
+    apply_training_arguments,
+    hidden_alias,
     one_line_errors,
+    preset_of,
     without_evaluation_fields,
 )
 from gbvnet.config import (
-    PRESETS,
     ModelConfig,
     TrainConfig,
     from_dict,
@@ -44,6 +52,7 @@ from gbvnet.evaluation.audit import search_provenance
 from gbvnet.evaluation.engine import EvalSpec, evaluate
 from gbvnet.folds.protocols import (
     PROTOCOLS,
+    ProtocolArgument,
 )
 from gbvnet.train.launch import (
     exit_on_interrupt,
@@ -55,34 +64,26 @@ Runner = Callable[[argparse.Namespace, 'EvalSpec', Callable[[dict], None]], dict
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags every evaluation CLI shares (the protocol's own: :func:`add_protocol_arguments`)."""
-    add_source_arguments(p, what="evaluate")
+    add_source_arguments(p)
     add_model_arguments(p)
     g = p.add_argument_group("model")
-    g.add_argument("--preset", choices=PRESETS, default=None,
-                   help="model size preset (default: smoke with --synthetic, paper otherwise)")
-    g.add_argument("--config", help="YAML with 'model' / 'train' / 'search' sections (the best config of "
-                                    "tune/search.py; a hand-written one says 'search: none')")
+    add_preset_argument(g)
+    add_config_argument(g)
     add_face_weight_arguments(g)
-    t = p.add_argument_group("training (default: the preset's, or --config's)")
-    t.add_argument("--epochs", type=int, default=None, help="most epochs per fold")
-    t.add_argument("--batch-size", type=int, default=None, help="windows per batch")
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW, cosine decay)")
-    t.add_argument("--patience", type=int, default=None, help="early stopping: epochs without a better val F1")
+    add_training_arguments(p, "training (default: the preset's, or --config's; on a --synthetic corpus 10 epochs, "
+                              "patience 5, lr 1e-3)")
     e = p.add_argument_group("evaluation")
-    e.add_argument("--test-subjects", type=int, nargs="+", default=None,
+    e.add_argument("--only-test-subjects", type=int, nargs="+", default=None, metavar="ID",
                    help="test only the folds whose test subjects are among these (default: every fold)")
+    hidden_alias(e, "--test-subjects", "only_test_subjects", type=int, nargs="+")
     e.add_argument("--allow-searched-test-subjects", action="store_true",
                    help="let --config's search subjects be tested (refused by default: they were tuned on)")
-    e.add_argument("--resume", action="store_true", help="continue an interrupted evaluation")
-    e.add_argument("--output", default=None, help="write per-fold and aggregate metrics as JSON here")
-    e.add_argument("--quiet", action="store_true", help="no progress table while the folds run")
+    add_result_arguments(e)
+    add_output_argument(e, "per-fold and aggregate metrics (JSON)")
     e.add_argument("--keep-checkpoints", action="store_true",
                    help="keep each fold's checkpoints under --storage (default: removed once the fold is logged)")
-    e.add_argument("--log-models", action="store_true",
-                   help="log each fold's model (its best epoch's weights, gbvnet.predict.export) to the fold's MLflow run, "
-                        "loadable with mlflow.pyfunc.load_model (one-worker folds; default: no model)")
-    add_tracking_arguments(p, experiment="gbvnet-<dataset>-<protocol>")
-    add_concurrency_arguments(p, runs="folds", old_flag="--folds-in-parallel")
+    add_tracking_arguments(p)
+    add_concurrency_arguments(p, old_flag="--folds-in-parallel")
     add_compute_arguments(p)
 
 
@@ -109,7 +110,7 @@ def seeds_of(args: argparse.Namespace) -> list[int]:
 
 
 def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict) -> EvalSpec:
-    preset = args.preset or ("smoke" if args.synthetic else "paper")
+    preset = preset_of(args)
     model = model_preset(preset)
     chosen = seeds_of(args)
     train = TrainConfig(target=args.target, seed=chosen[0])
@@ -132,14 +133,12 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
         raise ValueError(f"--log-models logs each fold's model from its trial's checkpoints; with --workers "
                          f"{train.num_workers} they are its trainer's: evaluate with one worker per fold, or train "
                          "the final model with python -m gbvnet.train --all-subjects")
-    for name in ("epochs", "batch_size", "lr", "patience"):  # command-line values win over the config file
-        if getattr(args, name):
-            setattr(train, name, getattr(args, name))
+    apply_training_arguments(args, train)  # command-line values win over the config file
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
                           on_error=args.on_error, need_face=model.modality != "bio" or args.rows == "face",
                           rebuild=args.rebuild)
     return EvalSpec(protocol=protocol, dataset=args.dataset, cache=cache, model=model.validate(),
-                    train=train.validate(), protocol_args=protocol_args, test_subjects=args.test_subjects,
+                    train=train.validate(), protocol_args=protocol_args, test_subjects=args.only_test_subjects,
                     folds_in_parallel=args.concurrent,
                     resume=args.resume, tracking_uri=args.tracking_uri, experiment=args.experiment,
                     storage=args.storage, search=search,
@@ -162,23 +161,32 @@ def add_protocol_arguments(p: argparse.ArgumentParser, protocols) -> None:
                                    help=arg.help)
 
 
+def argument_value(args: argparse.Namespace, argument: ProtocolArgument):
+    """The value of a protocol's ``argument`` in ``args``: as given, else its default."""
+    given = getattr(args, argument.name, None)
+    return argument.default if given is None else given
+
+
 def protocol_arguments(args: argparse.Namespace, protocol: str) -> dict:
     """The keyword arguments of ``protocol`` from ``args``: ``seed`` and each argument it declares (its default
     where not given). A protocol argument given on the command line that ``protocol`` does not take is an error,
-    and so is a leaky protocol without ``--allow-leaky-split``."""
+    and so are a leaky protocol without ``--allow-leaky-split`` and ``--allow-leaky-split`` with a protocol that
+    is not leaky (the flag permits one, ``--protocol`` chooses it)."""
     cls = PROTOCOLS[protocol]
     own = {a.name for a in cls.arguments}
     stray = sorted({a.flag for name in PROTOCOLS for a in PROTOCOLS[name].arguments
                     if a.name not in own and getattr(args, a.name, None) is not None})
     if stray:
         raise ValueError(f"{', '.join(stray)} does not apply to protocol {protocol!r}")
-    if cls.leaky and not getattr(args, "allow_leaky_split", False):
+    allowed = getattr(args, "allow_leaky_split", False)
+    if cls.leaky and not allowed:
         raise ValueError(f"protocol {protocol!r} is leaky (windows of one trial in train and test): refused "
                          "unless --allow-leaky-split")
-    values = {"seed": seeds_of(args)[0]}
-    for a in cls.arguments:
-        given = getattr(args, a.name, None)
-        values[a.name] = a.default if given is None else given
+    if allowed and not cls.leaky:
+        leaky = ", ".join(name for name in PROTOCOLS if PROTOCOLS[name].leaky)
+        raise ValueError(f"--allow-leaky-split permits a leaky protocol, and {protocol!r} is not one: choose one "
+                         f"with --protocol ({leaky}) or drop --allow-leaky-split")
+    values = {"seed": seeds_of(args)[0], **{a.name: argument_value(args, a) for a in cls.arguments}}
     if cls.leaky:
         values["allow_leaky"] = True
     return values
@@ -201,17 +209,15 @@ def publish(document: dict, output: str | None, formatter: Callable[[dict], str]
 def run_cli(args: argparse.Namespace, protocol: str, protocol_args: dict, run: Runner | None = None,
             formatter: Callable[[dict], str] = aggregate.format_table) -> dict:
     """The CLIs' evaluation: ``protocol`` as ``args`` ask, run by ``run(args, spec, publish)`` (default:
-    :func:`evaluate`; ``evaluation.loso --search`` hands over to the nested evaluation), the tables (``formatter``)
-    printed and ``--output`` written before the final MLflow logging; a data problem ends in one line (exit 1),
-    an interruption in one line and exit code 130 / 143."""
-    with one_line_errors():
-        spec = spec_from_args(args, protocol, protocol_args)
-        if spec.seeds and getattr(args, "search", None) is not None:
-            raise ValueError(f"--seeds repeats a plain evaluation; a nested one (--search {args.search}) runs with "
-                             "one --seed: drop one of them")
-        shown = seeds.format_seeds if spec.seeds else formatter
-        with exit_on_interrupt():
-            return (run or default_run)(args, spec, lambda document: publish(document, args.output, shown))
+    :func:`evaluate`; ``evaluation.loso --search-trials`` hands over to the nested evaluation), the tables
+    (``formatter``) printed and ``--output`` written before the final MLflow logging. Its caller ends a data
+    problem or an interruption in one line (:func:`cli`)."""
+    spec = spec_from_args(args, protocol, protocol_args)
+    if spec.seeds and getattr(args, "search_trials", None) is not None:
+        raise ValueError(f"--seeds repeats a plain evaluation; a nested one (--search-trials {args.search_trials}) "
+                         "runs with one --seed: drop one of them")
+    shown = seeds.format_seeds if spec.seeds else formatter
+    return (run or default_run)(args, spec, lambda document: publish(document, args.output, shown))
 
 
 def default_run(args: argparse.Namespace, spec: EvalSpec, publish: Callable[[dict], None]) -> dict:
@@ -219,61 +225,54 @@ def default_run(args: argparse.Namespace, spec: EvalSpec, publish: Callable[[dic
     return evaluate(spec, publish)
 
 
-def protocol_parser(protocol: str, description: str, leaky_alternative: str | None = None
-                    ) -> argparse.ArgumentParser:
-    """The parser of a one-protocol CLI: :func:`add_arguments`, the protocol's own arguments and, with
-    ``leaky_alternative``, ``--allow-leaky-split`` to run that (leaky) protocol instead."""
-    parser = CommandParser(prog=f"python -m evaluation.{protocol.replace('-', '_')}", description=description)
+def add_protocol_argument(p: argparse.ArgumentParser, protocols, default: str | None = None) -> None:
+    """``--protocol``: which of ``protocols`` the command runs (``default``, else required)."""
+    p.add_argument("--protocol", choices=protocols, default=default, required=default is None,
+                   help="the evaluation protocol (a leaky one needs --allow-leaky-split)")
+
+
+def protocol_parser(protocols: tuple[str, ...], description: str) -> argparse.ArgumentParser:
+    """The parser of an evaluation command of ``protocols``: :func:`add_arguments`, ``--seeds``, the protocols'
+    own arguments and, with several, ``--protocol`` (default the first) and ``--allow-leaky-split``."""
+    parser = CommandParser(prog=f"python -m evaluation.{protocols[0].replace('-', '_')}", description=description)
     add_arguments(parser)
     add_seeds_argument(parser)
-    add_protocol_arguments(parser, [protocol, *([leaky_alternative] if leaky_alternative else [])])
-    if leaky_alternative:
-        parser.add_argument("--allow-leaky-split", action="store_true",
-                            help=f"run the LEAKY {leaky_alternative} protocol instead (for comparison with the "
-                                 "literature; labelled leaky everywhere)")
+    add_protocol_arguments(parser, protocols)
+    if len(protocols) > 1:
+        add_protocol_argument(parser, protocols, default=protocols[0])
+        add_leaky_argument(parser)
+    else:
+        parser.set_defaults(protocol=protocols[0])
     return parser
 
 
-def cli(protocol: str, description: str, extra=None, argv: list[str] | None = None,
-        leaky_alternative: str | None = None, run: Runner | None = None) -> dict:
-    """Shared body of the one-protocol CLIs (``evaluation.loso``, ``evaluation.subject_dependent``): parse
-    (:func:`protocol_parser`, then ``extra(parser)`` adds any further flags), evaluate (:func:`run_cli`, with
-    ``run``), print the table, write ``--output``."""
-    parser = protocol_parser(protocol, description, leaky_alternative)
-    if extra:
-        extra(parser)
-    args = parser.parse_args(argv)
-    if getattr(args, "allow_leaky_split", False):
-        protocol = leaky_alternative
-    try:
-        protocol_args = protocol_arguments(args, protocol)
-    except ValueError as exc:
-        parser.error(str(exc))
-    return run_cli(args, protocol, protocol_args, run)
+def cli(parser: argparse.ArgumentParser, argv: list[str] | None = None, run: Runner | None = None) -> dict:
+    """The body of the evaluation commands: parse (``parser``: its ``--protocol`` or default names the protocol),
+    evaluate (:func:`run_cli`, with ``run``), print the table, write ``--output``; a data problem ends in one
+    line (exit 1), an interruption in one line and exit code 130 / 143."""
+    with one_line_errors(), exit_on_interrupt():
+        args = parser.parse_args(argv)
+        try:
+            protocol_args = protocol_arguments(args, args.protocol)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return run_cli(args, args.protocol, protocol_args, run)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m evaluation.run``: every registered protocol and its arguments."""
     parser = CommandParser(prog="python -m evaluation.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--protocol", choices=PROTOCOLS, required=True,
-                        help="the evaluation protocol (leaky ones need --allow-leaky-split)")
+    add_protocol_argument(parser, PROTOCOLS)
     add_arguments(parser)
     add_seeds_argument(parser)
     add_protocol_arguments(parser, PROTOCOLS)
-    parser.add_argument("--allow-leaky-split", action="store_true",
-                        help="allow a LEAKY protocol (labelled leaky in every output)")
+    add_leaky_argument(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
     """``python -m evaluation.run --protocol NAME``: any registered protocol (:data:`gbvnet.folds.protocols.PROTOCOLS`)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        protocol_args = protocol_arguments(args, args.protocol)
-    except ValueError as exc:
-        parser.error(str(exc))
-    return run_cli(args, args.protocol, protocol_args)
+    return cli(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """``python -m gbvnet.predict``: a logged model (:mod:`gbvnet.predict.export`) applied to a recording it has not seen.
 
-    python -m gbvnet.predict --model models:/gbvnet-deap-valence@champion --dataset deap --root NEW [--subjects 5]
-    python -m gbvnet.predict --model models:/gbvnet-deap-valence@champion --cache DIR    # prepared already
+    python -m gbvnet.predict --model-uri models:/gbvnet-deap-valence@champion --dataset deap --root NEW [--subjects 5]
+    python -m gbvnet.predict --model-uri models:/gbvnet-deap-valence@champion --cache DIR    # prepared already
     [--output predictions] [--format csv|parquet] [--batch-size 256] [--device cpu|cuda] [--tracking-uri URI]
 
 ``--root``: the recording is read by the dataset's reader and prepared exactly as the model's training data was
@@ -43,11 +43,22 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from mlflow.exceptions import MlflowException
 
-from gbvnet.cli import CommandParser, one_line_errors
+from gbvnet.cli import (
+    CommandParser,
+    add_cache_argument,
+    add_dataset_argument,
+    add_output_argument,
+    add_root_argument,
+    add_subjects_argument,
+    add_tracking_uri_argument,
+    exit_on_interrupt,
+    hidden_alias,
+    one_line_errors,
+)
 from gbvnet.config import PrepareConfig
 from gbvnet.data.cache import Cache, open_cache
 from gbvnet.data.loader import BatchLoader
-from gbvnet.data.registry import DATASETS, get_dataset
+from gbvnet.data.registry import get_dataset
 from gbvnet.data.storage import absolute
 from gbvnet.data.window_dataset import WindowDataset
 from gbvnet.folds.protocols import usable_rows
@@ -61,23 +72,24 @@ FORMATS = ("csv", "parquet")
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m gbvnet.predict``."""
     p = CommandParser(prog="python -m gbvnet.predict", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True,
-                   help="the logged model: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/model or a folder")
-    g = p.add_argument_group("the recording")
-    g.add_argument("--dataset", choices=DATASETS, help="the layout --root holds (its reader)")
-    g.add_argument("--root", help="the recording in the dataset's official layout, prepared as the model needs")
-    g.add_argument("--cache", help="with --root: prepare into this window cache (default: a temporary one); "
-                                   "alone: a cache prepared with the model's options")
-    g.add_argument("--subjects", type=int, nargs="+", help="predict only these subjects (default: all)")
+    which = p.add_mutually_exclusive_group(required=True)  # --model-uri, or its old spelling
+    which.add_argument("--model-uri",
+                       help="the logged model: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/model or a folder")
+    hidden_alias(which, "--model", "model_uri")  # --model names a network in the other commands
+    g = p.add_argument_group("the recording", "--root (with --dataset): a recording, prepared as the model needs "
+                                              "into --cache, or a temporary cache without it; --cache alone: a "
+                                              "cache prepared with the model's options")
+    add_dataset_argument(g, required=False)
+    add_root_argument(g)
+    add_cache_argument(g)
+    add_subjects_argument(g)
     o = p.add_argument_group("output")
-    o.add_argument("--output", default="predictions", help="folder of windows.<format> and trials.<format> "
-                                                           "(default predictions)")
+    add_output_argument(o, "a folder of windows.<format> and trials.<format>", default="predictions")
     o.add_argument("--format", choices=FORMATS, default="csv", help="csv (default) or parquet")
     c = p.add_argument_group("compute")
     c.add_argument("--batch-size", type=int, default=256, help="windows per forward pass (default 256)")
     c.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda where available)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="the MLflow store of models:/ and runs:/ URIs (default sqlite runs/mlflow.db)")
+    add_tracking_uri_argument(p)
     return p
 
 
@@ -104,11 +116,11 @@ def load_model(uri: str, store: str, device: str | None = None) -> GBVNetModel:
                                              model_config={"device": device} if device else None)
         except (MlflowException, OSError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"--model {uri}: no such model in MLflow at {store} ({reason}); check the name, "
+            raise ValueError(f"--model-uri {uri}: no such model in MLflow at {store} ({reason}); check the name, "
                              "alias or version (mlflow ui: Models) and --tracking-uri") from None
     python_model = model.unwrap_python_model()
     if not isinstance(python_model, GBVNetModel):
-        raise ModelMismatch(f"--model {uri}: not a model logged by gbvnet ({type(python_model).__name__})")
+        raise ModelMismatch(f"--model-uri {uri}: not a model logged by gbvnet ({type(python_model).__name__})")
     return python_model
 
 
@@ -268,7 +280,7 @@ def predict(args: argparse.Namespace) -> dict:
     """Load, check, prepare, predict and write (see the module docstring); returns the two tables, the summary line
     and the seconds each stage took."""
     started = time.perf_counter()
-    model = load_model(args.model, tracking_uri(args.tracking_uri), args.device)
+    model = load_model(args.model_uri, tracking_uri(args.tracking_uri), args.device)
     loaded = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gbvnet-predict-") as folder:
         cache = prepared(model.spec, args, folder)
@@ -291,9 +303,9 @@ def predict(args: argparse.Namespace) -> dict:
             "seconds": {"load": loaded - started, "prepare": ready - loaded, "predict": done - ready}}
 
 
-@one_line_errors()
 def main(argv: list[str] | None = None) -> dict:
-    return predict(parse_args(argv))
+    with one_line_errors(), exit_on_interrupt(note="run the command again"):
+        return predict(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""``python -m gbvnet.prepare``: the command over :func:`gbvnet.prepare.prepare_dataset` (flags, SIGTERM cleaned
-up like Ctrl-C, the report printed).
+"""``python -m gbvnet.prepare``: the command over :func:`gbvnet.prepare.prepare_dataset` (flags, Ctrl-C and
+SIGTERM ended as in every command, the report printed).
 
     python -m gbvnet.prepare --dataset deap --root ~/data/deap --cache data/cache/deap
     python -m gbvnet.prepare --dataset mahnob --root ~/data/mahnob-hci --cache s3://bucket/cache/mahnob --processes 4
@@ -9,16 +9,20 @@ up like Ctrl-C, the report printed).
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 from dataclasses import fields
 
-from gbvnet.cli import CommandParser, InterruptExit
-from gbvnet.config import ConfigError, PrepareConfig
-from gbvnet.data.records import (
-    ON_ERROR,
-    DataError,
+from gbvnet.cli import (
+    CommandParser,
+    add_cache_argument,
+    add_dataset_argument,
+    add_preparation_arguments,
+    add_root_argument,
+    add_subjects_argument,
+    exit_on_interrupt,
+    hidden_alias,
+    one_line_errors,
 )
+from gbvnet.config import ConfigError, PrepareConfig
 from gbvnet.data.registry import DATASETS, get_dataset
 from gbvnet.prepare import format_report, prepare_dataset
 
@@ -32,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m gbvnet.prepare``. Preparation flags default to unset: only those given override
     the dataset's own preparation defaults (:attr:`gbvnet.data.registry.Dataset.prepare_defaults`)."""
     p = CommandParser(prog="python -m gbvnet.prepare", description="Prepare a dataset download into the window cache.")
-    p.add_argument("--dataset", choices=DATASETS, required=True, help="which dataset's layout --root holds")
-    p.add_argument("--root", required=True, help="the dataset folder as downloaded")
-    p.add_argument("--cache", required=True, help="cache folder or URI (s3://...)")
+    add_dataset_argument(p)
+    add_root_argument(p, required=True)
+    add_cache_argument(p, required=True)
     prep = p.add_argument_group("preparation (default: the dataset's own, see gbvnet.data.registry)")
     prep.add_argument("--window", type=float, help=f"window length in seconds ({PrepareConfig.window:g})")
     prep.add_argument("--stride", type=float, help=f"step between windows in seconds ({PrepareConfig.stride:g})")
@@ -52,15 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-face", action="store_true",
                    help="faces not needed: a new cache is bio-only (no video decoding); an existing face cache "
                         "of the same options keeps its faces")
-    p.add_argument("--rebuild", action="store_true",
-                   help="replace an existing cache prepared with other options (prepare every subject again)")
-    p.add_argument("--subjects", type=int, nargs="+", help="prepare only these subjects (default: all)")
+    add_preparation_arguments(p)
+    add_subjects_argument(p)
     p.add_argument("--processes", type=int, default=1, help="subjects prepared at once, one process each "
                                                           "(default 1)")
-    p.add_argument("--workers", dest="processes", type=int, default=argparse.SUPPRESS,
-                   help=argparse.SUPPRESS)  # the old name of --processes, kept for one release
-    p.add_argument("--on-error", choices=ON_ERROR, default="fail",
-                   help="bad input: fail (default), or skip the smallest unit that has it and report it")
+    hidden_alias(p, "--workers", "processes", type=int)  # processes, not training workers
     options = {o.name: o for d in DATASETS.values() for o in d.reader_options}  # the readers' own options
     for option in options.values():
         p.add_argument(option.flag, choices=option.choices, help=f"{option.help} (default: {option.default})")
@@ -85,31 +85,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    cfg = args.config
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        report = prepare_dataset(args.dataset, args.root, args.cache, cfg, on_error=args.on_error,
-                                 face=not args.no_face, subjects=args.subjects, workers=args.processes,
-                                 rebuild=args.rebuild)
-    except DataError as exc:
-        sys.exit(f"error: {exc}")
-    except OSError as exc:  # the cache's filesystem (disk full, connection lost, ...)
-        sys.exit(f"error: {args.cache}: {exc}")
-    except KeyboardInterrupt:
-        for sig in previous:  # cleaned up already: a further Ctrl-C must not cut this message short
-            signal.signal(sig, signal.SIG_IGN)
-        print("interrupted: the cache is as it was before this run (the files it wrote were removed)",
-              file=sys.stderr)
-        raise InterruptExit(130) from None
-    finally:  # the caller's handlers back (a process started later inherits an ignored SIGINT)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    """Prepare as the flags say and print the report; an error is one line (exit 1), Ctrl-C or SIGTERM one line
+    (exit 130 / 143) once the files this run wrote are removed."""
+    with one_line_errors(), exit_on_interrupt(note=INTERRUPTED):
+        args = parse_args(argv)
+        try:
+            report = prepare_dataset(args.dataset, args.root, args.cache, args.config, on_error=args.on_error,
+                                     face=not args.no_face, subjects=args.subjects, workers=args.processes,
+                                     rebuild=args.rebuild)
+        except OSError as exc:  # the cache's filesystem (disk full, connection lost, ...)
+            raise OSError(f"{args.cache}: {exc}") from exc
     print(format_report(report))
     return report
 
 
-def _terminate(signum, frame) -> None:
-    """SIGTERM (a scheduler stopping the job) cleans up like Ctrl-C."""
-    raise KeyboardInterrupt(f"signal {signum}")
+INTERRUPTED = "the cache is as it was before this run (the files it wrote were removed)"
+"""What an interrupted preparation says after the signal: :func:`gbvnet.prepare.prepare_dataset` has undone it."""

@@ -1,7 +1,7 @@
 """Hyper-parameter search for GBV-Net: Ray Tune + Optuna (TPE) + ASHA, each trial one training run.
 
-    ray job submit --working-dir . -- python tune/search.py --dataset mahnob --synthetic --num-samples 8
-    python tune/search.py --dataset deap --root ~/data/deap --num-samples 64 --workers 2 --gpus-per-worker 1
+    ray job submit --working-dir . -- python tune/search.py --dataset mahnob --synthetic --search-trials 8
+    python tune/search.py --dataset deap --root ~/data/deap --search-trials 64 --workers 2 --gpus-per-worker 1
     python tune/search.py --dataset deap --cache data/cache/deap --modality bio --gpus-per-worker 0.25 --concurrent 4
 
 Honesty: the search only ever sees its *search subjects* (``--search-subjects``; default: the first half of the
@@ -17,9 +17,10 @@ the best config, and ``evaluation.loso --config`` refuses to test on a searched 
 Each trial trains one sampled configuration (:func:`gbvnet.train.launch.search_trial`: with one worker inside the
 trial's own process, with several as a ``TorchTrainer``) and reports every epoch to Tune; ASHA stops poor trials
 early on ``val_macro_f1`` per epoch; Optuna's TPE (seeded) proposes configurations, at most ``--concurrent`` at a
-time, after a third of ``--num-samples`` (at least 5) at random: a budget that does not pass that start-up is
-random search, and the outputs say so (:func:`gbvnet.search.space.sampler`). ``--resume`` restores an interrupted
-search from its storage without re-running finished trials. The best configuration is written to ``--output``
+time, after a third of ``--search-trials`` (at least 5) at random: a budget that does not pass that start-up is
+random search, and the outputs say so (:func:`gbvnet.search.space.sampler`). ``--resume`` restores the interrupted
+search of the same flags (:attr:`SearchSpec.key`, or the same ``--name``) from its storage without re-running
+finished trials. The best configuration is written to ``--output``
 (YAML with ``model``, ``train`` and ``search`` sections), the format ``evaluation.loso --config`` reads. The
 ``search`` section is its provenance (dataset, target, modality, cache manifest hash, subjects, label threshold,
 face weights); ``train`` leaves out what the evaluation decides for itself (epochs, early-stopping patience, target,
@@ -35,8 +36,10 @@ says that ``--resume`` continues; Ctrl-C or SIGTERM prints one line (how many tr
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import yaml
@@ -51,6 +54,11 @@ from gbvnet.cli import (
     add_concurrency_arguments,
     add_face_weight_arguments,
     add_model_arguments,
+    add_name_argument,
+    add_output_argument,
+    add_result_arguments,
+    add_search_arguments,
+    add_search_trials_argument,
     add_source_arguments,
     add_tracking_arguments,
     apply_compute_arguments,
@@ -58,6 +66,8 @@ from gbvnet.cli import (
     apply_model_arguments,
     hidden_alias,
     one_line_errors,
+    positive_int,
+    preset_of,
     without_evaluation_fields,
 )
 from gbvnet.cli.progress import ProgressTable
@@ -108,37 +118,25 @@ def sampler_name(spec: SearchSpec) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``tune/search.py``."""
     p = CommandParser(prog="python tune/search.py", description=__doc__.splitlines()[0])
-    add_source_arguments(p, what="search")
+    add_source_arguments(p)
     add_model_arguments(p)
     g = p.add_argument_group("search")
-    g.add_argument("--space", choices=SPACES, default=None,
-                   help="search space, searched around its model preset (default: smoke with --synthetic, paper "
-                        "otherwise, as the evaluations' --preset)")
+    add_search_trials_argument(g, 16, "trials: configurations sampled (default 16)", old_flag="--num-samples")
+    add_search_arguments(g, SPACES)
+    hidden_alias(g, "--epochs", "search_epochs", type=positive_int)  # the old spelling here
     add_face_weight_arguments(g)
     g.add_argument("--search-subjects", type=int, nargs="+", default=None,
                    help="the only subjects the search sees (default: the first half of the subjects with rows "
                         "for --modality / --rows)")
-    g.add_argument("--num-samples", type=int, default=16, help="trials (sampled configurations; default 16)")
-    g.add_argument("--epochs", type=int, default=20,
-                   help="most epochs per trial (default 20; ASHA stops poor trials earlier)")
-    hidden_alias(g, "--max-epochs", "epochs", type=int)
-    g.add_argument("--grace-epochs", type=int, default=1, help="ASHA grace period (epochs)")
-    g.add_argument("--reduction-factor", type=int, default=2,
-                   help="ASHA: keeps the best 1/factor of the trials at each rung")
     g.add_argument("--algo", choices=("optuna", "random"), default="optuna",
-                   help="optuna: TPE + ASHA early stopping (default; random search + ASHA when --num-samples is "
+                   help="optuna: TPE + ASHA early stopping (default; random search + ASHA when --search-trials is "
                         "below TPE's start-up); random: random search, no early stopping")
-    g.add_argument("--name", default=None,
-                   help="the search's name: Ray experiment and MLflow run "
-                        "(default search-<dataset>-<modality>-<target>-<algo>-seed<S>)")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted search (same --name)")
-    g.add_argument("--output", default="best.yaml", help="where the best config goes (YAML; default best.yaml)")
-    g.add_argument("--quiet", action="store_true", help="no progress table while the trials run")
-    g.add_argument("--log-models", action="store_true",
-                   help="log the best trial's model (its best epoch's weights, gbvnet.predict.export) to the search's MLflow "
-                        "run (one-worker trials; default: no model)")
-    add_tracking_arguments(p, experiment="gbvnet-<dataset>-search")
-    add_concurrency_arguments(p, runs="trials")
+    r = p.add_argument_group("results")
+    add_name_argument(r)
+    add_result_arguments(r)
+    add_output_argument(r, "the best config (YAML: model, train and search sections)", default="best.yaml")
+    add_tracking_arguments(p)
+    add_concurrency_arguments(p)
     add_compute_arguments(p)
     return p
 
@@ -173,11 +171,24 @@ class SearchSpec:
     log_models: bool = False  # log the best trial's model to the search's run
 
     @property
+    def key(self) -> str:
+        """What the search is (data, configs, space, budget, subjects), hashed: the same flags give the same key,
+        so ``--resume`` finds the search of the same flags (as an evaluation's invocation key does)."""
+        what = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_THE_SEARCH}
+        return hashlib.sha256(json.dumps({**what, "model": to_dict(self.model), "train": to_dict(self.train)},
+                                         sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
     def run_name(self) -> str:
         """The Tune experiment's and MLflow run's name: ``name``, else
-        ``search-<dataset>-<modality>-<target>-<algo>-seed<S>``."""
+        ``search-<dataset>-<modality>-<target>-<algo>-seed<S>-<key>`` (the first 6 characters of :attr:`key`)."""
         return self.name or (f"search-{self.dataset}-{self.model.modality}-{self.train.target}-{self.algo}-"
-                             f"seed{self.train.seed}")
+                             f"seed{self.train.seed}-{self.key[:6]}")
+
+
+NOT_THE_SEARCH = ("concurrent", "experiment", "resume", "storage", "name", "tracking_uri", "output", "quiet",
+                  "log_models")
+"""The :class:`SearchSpec` fields that say how a search runs and where it goes, not which search it is."""
 
 
 @dataclass
@@ -345,15 +356,15 @@ def log_best_model(spec: SearchSpec, index, fold: Fold, best: tune.Result, track
 def spec_from_args(args: argparse.Namespace) -> SearchSpec:
     """The search the flags ask for: the cache resolved (``--synthetic`` / ``--root`` prepare it) and the base
     model of the space's preset with the face weights, whose file must exist."""
-    space = args.space or ("smoke" if args.synthetic else "paper")
+    space = args.space or preset_of(args)
     model = apply_face_weight_arguments(args, apply_model_arguments(args, model_preset(get_space(space).preset)))
     cache = resolve_cache(args.dataset, root=args.root, synthetic=args.synthetic, cache=args.cache,
                           on_error=args.on_error, need_face=model.modality != "bio" or args.rows == "face",
                           rebuild=args.rebuild)
-    train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.epochs,
-                                                      patience=args.epochs, seed=args.seed))
+    train = apply_compute_arguments(args, TrainConfig(target=args.target, epochs=args.search_epochs,
+                                                      patience=args.search_epochs, seed=args.seed))
     return SearchSpec(dataset=args.dataset, cache=cache, model=model, train=train, space=space,
-                      num_samples=args.num_samples, grace_epochs=args.grace_epochs,
+                      num_samples=args.search_trials, grace_epochs=args.grace_epochs,
                       reduction_factor=args.reduction_factor, concurrent=args.concurrent,
                       search_subjects=args.search_subjects, rows=args.rows, experiment=args.experiment,
                       algo=args.algo, resume=args.resume,
@@ -362,10 +373,8 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    with one_line_errors():
-        spec = spec_from_args(parse_args(argv))
-        with exit_on_interrupt():
-            return search(spec)
+    with one_line_errors(), exit_on_interrupt():
+        return search(spec_from_args(parse_args(argv)))
 
 
 if __name__ == "__main__":

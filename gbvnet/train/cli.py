@@ -10,8 +10,9 @@ CLI::
     [--workers N] [--gpus-per-worker G] [--cpus-per-worker C] [--compile/--no-compile]
     [--tracking-uri URI] [--experiment NAME] [--storage PATH] [--name NAME]
 
-What trains: the ``--preset``'s model, or ``--config``'s ``model`` and ``train`` sections (``tune/search.py``'s
-best config; the command line decides the target, seed, epochs, patience and compute, as in the evaluations).
+What trains: the ``--preset``'s model (default paper, as in every command without ``--synthetic``), or
+``--config``'s ``model`` and ``train`` sections (``tune/search.py``'s best config; the command line decides the
+target, seed, epochs, patience and compute, as in the evaluations).
 On which subjects: named ones (``--train-subjects``, ``--val-subjects`` for early stopping and the choice of the
 kept epoch, ``--test-subjects`` scored once at the end), or ``--all-subjects``: the final model of a
 configuration, trained on every subject of the cache that has rows for the modality, with a seeded 25 % of them
@@ -41,16 +42,22 @@ from mlflow.tracking import MlflowClient
 
 from gbvnet.cli import (
     CommandParser,
+    add_cache_argument,
     add_compute_arguments,
+    add_config_argument,
     add_model_arguments,
+    add_name_argument,
+    add_preset_argument,
     add_tracking_arguments,
+    add_training_arguments,
     apply_compute_arguments,
     apply_model_arguments,
+    apply_training_arguments,
     one_line_errors,
+    preset_of,
     without_evaluation_fields,
 )
 from gbvnet.config import (
-    PRESETS,
     ConfigError,
     ModelConfig,
     TrainConfig,
@@ -81,13 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m gbvnet.train``."""
     p = CommandParser(prog="python -m gbvnet.train", description="Train GBV-Net once on a window cache, logged to "
                                                                  "MLflow with the model it trained.")
-    p.add_argument("--cache", required=True, help="window cache directory or URI (python -m gbvnet.prepare)")
+    add_cache_argument(p, required=True)
     add_model_arguments(p, rows=False)
-    p.add_argument("--preset", choices=PRESETS, default="smoke",
-                   help="model size preset (default smoke: a single run here is a quick check; the evaluations "
-                        "and the search default to paper on real data)")
-    p.add_argument("--config", help="YAML with 'model' / 'train' sections (tune/search.py's best config) instead "
-                                    "of --preset")
+    add_preset_argument(p)
+    add_config_argument(p)
     g = p.add_argument_group("fold (subject ids)")
     g.add_argument("--train-subjects", type=int, nargs="+", help="subjects trained on")
     g.add_argument("--val-subjects", type=int, nargs="+", help="subjects of early stopping and model selection")
@@ -99,21 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs-from", metavar="RUN",
                    help="with --all-subjects: train every subject for the median best epoch of the folds of this "
                         "evaluation (its MLflow parent run id), nothing held out")
-    t = p.add_argument_group("training (default: the preset's, or --config's)")
-    t.add_argument("--epochs", type=int, default=None, help=f"most epochs ({TrainConfig.epochs})")
-    t.add_argument("--patience", type=int, default=None,
-                   help=f"early stopping: epochs without a better val F1 ({TrainConfig.patience})")
-    t.add_argument("--batch-size", type=int, default=None, help=f"windows per batch ({TrainConfig.batch_size})")
-    t.add_argument("--lr", type=float, default=None,
-                   help=f"peak learning rate, AdamW with cosine decay ({TrainConfig.lr:g})")
-    t.add_argument("--max-failures", type=int, default=0, help="worker failures to recover from (-1: always)")
+    add_training_arguments(p, f"training (default: the preset's, or --config's; TrainConfig's: {TrainConfig.epochs} "
+                              f"epochs, patience {TrainConfig.patience}, batch {TrainConfig.batch_size}, "
+                              f"lr {TrainConfig.lr:g})")
     r = p.add_argument_group("results")
-    r.add_argument("--name", default=None,
-                   help="the run's name, Ray's and MLflow's (default train-<model>-<modality>-<target>-<time>)")
+    add_name_argument(r)
     r.add_argument("--register", metavar="NAME", help="register the trained model in MLflow's model registry")
     r.add_argument("--alias", action="append", default=[],
                    help="with --register: point this alias (e.g. champion) at the new version (repeatable)")
-    add_tracking_arguments(p, experiment="gbvnet-<dataset>-train")
+    add_tracking_arguments(p)
     add_compute_arguments(p)
     return p
 
@@ -136,7 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs: the preset's or ``--config``'s, with the command line's settings."""
-    model, train = model_preset(args.preset), TrainConfig()
+    model, train = model_preset(preset_of(args)), TrainConfig()
     if args.config:
         config = load_yaml(args.config)
         if "model" in config:
@@ -144,11 +142,8 @@ def configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
         if "train" in config:
             train = from_dict(TrainConfig, {**to_dict(train), **without_evaluation_fields(config["train"])})
     model = apply_model_arguments(args, model)
-    train.target, train.seed, train.max_failures = args.target, args.seed, args.max_failures
-    for name in ("epochs", "patience", "batch_size", "lr"):  # command-line values win over the config file
-        if getattr(args, name) is not None:
-            setattr(train, name, getattr(args, name))
-    return model, apply_compute_arguments(args, train)
+    train.target, train.seed = args.target, args.seed
+    return model, apply_compute_arguments(args, apply_training_arguments(args, train))
 
 
 def epochs_from(uri: str, run_id: str) -> int:
@@ -217,10 +212,14 @@ def fit(job: Job, name: str, storage: str | None) -> tuple[ray.train.Result, lis
     return result, [json.loads(line) for line in read_text(history).splitlines() if line.strip()]
 
 
-@one_line_errors()
 def main(argv: list[str] | None = None) -> dict:
     """Train as the flags say; returns the last epoch's metrics, with ``mlflow_run_id`` and ``model_uri``."""
-    args = parse_args(argv)
+    with one_line_errors(), exit_on_interrupt(note="the run is marked FAILED in MLflow; run the command again"):
+        return run(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The training run ``args`` ask for (see :func:`main`)."""
     model, train = configs(args)
     index = open_cache(args.cache).index()
     uri = tracking_uri(args.tracking_uri)
@@ -231,17 +230,16 @@ def main(argv: list[str] | None = None) -> dict:
     name = args.name or f"train-{model.name}-{model.modality}-{train.target}-{int(time.time())}"
     init_ray()
     tracker = start_run(args, job, index, name, uri)
-    with exit_on_interrupt():
-        try:
-            result, history = fit(job, name, args.storage)
-            for row in history:
-                tracker.log_metrics(scalar_metrics(row), step=int(row["epoch"]))
-            logged = log_trained(uri, tracker.run_id, job, load_state(result.checkpoint)["best_model"],
-                                 register=args.register, aliases=tuple(args.alias))
-        except BaseException as exc:
-            tracker.fail(exc, quiet=True)  # a single run has no --resume: run it again
-            raise
-        tracker.finish()
+    try:
+        result, history = fit(job, name, args.storage)
+        for row in history:
+            tracker.log_metrics(scalar_metrics(row), step=int(row["epoch"]))
+        logged = log_trained(uri, tracker.run_id, job, load_state(result.checkpoint)["best_model"],
+                             register=args.register, aliases=tuple(args.alias))
+    except BaseException as exc:
+        tracker.fail(exc, quiet=True)  # a single run has no --resume: run it again
+        raise
+    tracker.finish()
     metrics = {k: v for k, v in result.metrics.items() if not isinstance(v, (dict, list))}
     print("final:", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     aliases = f", alias {', '.join(args.alias)}" if args.alias else ""

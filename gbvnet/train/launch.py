@@ -30,7 +30,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 
 import pyarrow.fs as pafs
@@ -44,7 +43,8 @@ from ray.core.generated import autoscaler_pb2
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.progress_reporter import TrialProgressCallback
 
-from gbvnet.cli import InterruptExit
+from gbvnet import cli
+from gbvnet.cli import Interrupted
 from gbvnet.config import TrainConfig
 from gbvnet.data.storage import absolute, delete_quietly_dir, filesystem
 from gbvnet.search.space import apply
@@ -190,48 +190,10 @@ def fit_in_tune(job: Job, name: str, *, storage: str) -> None:
     make_trainer(job, name, storage=storage, callbacks=[TuneReportCallback()], in_tune=True).fit()
 
 
-class Interrupted(KeyboardInterrupt):
-    """A command stopped by SIGINT (Ctrl-C) or SIGTERM (a scheduler's time limit). A Tune run saves its state
-    first, so ``--resume`` continues it; :func:`exit_on_interrupt` turns this into one line naming the signal and
-    the exit code ``128 + signum`` (130, 143)."""
-
-    def __init__(self, signum: int, finished: int | None = None, total: int | None = None, kind: str = "trial"):
-        super().__init__(signum, finished, total, kind)
-        self.signum, self.finished, self.total, self.kind = signum, finished, total, kind
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-    def __str__(self) -> str:
-        by = f"interrupted by {signal.Signals(self.signum).name}"
-        if self.finished is None:
-            return f"{by}; --resume continues"
-        of = f" of {self.total}" if self.total is not None else ""
-        return f"{by}: {self.finished}{of} {self.kind}s finished; --resume continues"
-
-
-@contextlib.contextmanager
-def exit_on_interrupt():
-    """Around a command's body: SIGTERM interrupts like Ctrl-C; an interruption prints one line (:class:`Interrupted`:
-    the signal, what finished, ``--resume`` continues) instead of a traceback, shuts the local Ray instance down
-    (no Ray process is left) and ends the command with exit status 130 (SIGINT) or 143 (SIGTERM), an
-    :class:`~gbvnet.cli.InterruptExit` that also stops an in-process caller (a test session)."""
-    def terminate(signum, frame):
-        raise Interrupted(signum)
-
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, terminate) if main else None
-    try:
-        yield
-    except KeyboardInterrupt as exc:
-        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-        print(stop, file=sys.stderr, flush=True)
-        ray.shutdown()
-        raise InterruptExit(stop.exit_code) from None
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+def exit_on_interrupt(note: str | None = None):
+    """:func:`gbvnet.cli.exit_on_interrupt` (``note``: what the line says after the signal) for a command that runs
+    Ray: after the line the local Ray instance is shut down (no Ray process is left)."""
+    return cli.exit_on_interrupt(note, cleanup=ray.shutdown)
 
 
 TUNE_LOG = logging.getLogger("ray.tune.tune")  # where Tune says it was stopped, and how to restore the run
