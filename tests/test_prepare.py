@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from gbvnet import prepare
 from gbvnet.config import PrepareConfig
 from gbvnet.data import cache as cache_mod
 from gbvnet.data import deap, mahnob, storage, synthetic
@@ -654,15 +653,14 @@ def test_roots_caches_and_arguments_give_one_line_errors(deap_copy, tmp_path, ca
 
 INTERRUPTIBLE = """
 import sys, time
-from gbvnet import prepare
-from gbvnet.prepare import cli
-real = prepare.prepare_subject
+from gbvnet.prepare import cli, subject
+real = subject.prepare_subject
 def slow(*args):  # subject 2 writes its file, then takes long: the run is interrupted then
     entry = real(*args)
     if args[2] == 2:
         time.sleep(120)
     return entry
-prepare.prepare_subject = slow
+subject.prepare_subject = slow  # what the worker processes' subject_job calls
 cli.main(sys.argv[1:])
 """
 
@@ -677,7 +675,7 @@ def test_interrupts_leave_only_files_the_manifest_lists(deap_copy, tmp_path, how
     cmd = [sys.executable, "-c", INTERRUPTIBLE, "--dataset", "deap", "--root", str(deap_copy), "--cache", str(cache),
            "--no-face", "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(prepare.__file__).parents[2])})
+                            env={**os.environ, "PYTHONPATH": str(Path(prepare_cli.__file__).parents[2])})
     try:
         deadline = time.monotonic() + 120
         while len(list(cache.glob("subject_*.arrow"))) < len(before) + 1:  # both new files written

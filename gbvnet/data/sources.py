@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gbvnet.data.registry import get_dataset
-from gbvnet.prepare import prepare_dataset
+from gbvnet.prepare.plan import prepare_dataset
 
 # The demo corpus's preparation: the dataset's defaults with 2 face frames of 32 x 32 (the face branch costs ~20x
 # the bio branch per window on a CPU) and each trial's signals z-scored by its pre-stimulus baseline, which

@@ -63,7 +63,8 @@ from gbvnet.data.storage import absolute
 from gbvnet.data.window_dataset import WindowDataset
 from gbvnet.folds.protocols import usable_rows
 from gbvnet.predict.export import GBVNetModel, ModelMismatch, ModelSpec, mlflow_store
-from gbvnet.prepare import FACE_OPTIONS, prepare_dataset
+from gbvnet.prepare.options import FACE_OPTIONS
+from gbvnet.prepare.plan import prepare_dataset
 from gbvnet.tracking import limit_http_requests, tracking_uri
 
 FORMATS = ("csv", "parquet")

@@ -24,7 +24,7 @@ from gbvnet.cli import (
 )
 from gbvnet.config import ConfigError, PrepareConfig
 from gbvnet.data.registry import DATASETS, get_dataset
-from gbvnet.prepare import format_report, prepare_dataset
+from gbvnet.prepare.plan import format_report, prepare_dataset
 
 
 def _optional_float(text: str) -> float | None:
