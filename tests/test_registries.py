@@ -221,7 +221,7 @@ def test_a_dataset_is_one_module(own_dataset, tmp_path, monkeypatch, capsys):
     assert DATASETS["mydata"].camera_size == (640, 480)
     assert "mydata" in choices(run.build_parser(), "dataset") and "mydata" in choices(search.build_parser(), "dataset")
     corpus, cache = tmp_path / "data" / "synthetic" / "mydata", tmp_path / "data" / "cache" / "mydata"
-    synthetic.main(["--format", "mydata", "--out", str(corpus), "--subjects", "2", "--trials", "4"])
+    synthetic.main(["--dataset", "mydata", "--out", str(corpus), "--n-subjects", "2", "--trials", "4"])
     assert f"wrote 8 mydata trials of 2 subjects to {corpus}" in capsys.readouterr().out
     prepare.main(["--dataset", "mydata", "--root", str(corpus), "--cache", str(cache)])
     manifest = open_cache(str(cache)).manifest
@@ -229,7 +229,7 @@ def test_a_dataset_is_one_module(own_dataset, tmp_path, monkeypatch, capsys):
     index = open_cache(str(cache)).index()
     assert len(index.subject) == 2 * 4 * 2 and index.has_face_rows.all()  # 6 s stimuli: two 3 s windows a trial
     with pytest.raises(SystemExit):
-        synthetic.main(["--format", "mydata", "--out", str(tmp_path / "x"), "--long-trials", "1"])
+        synthetic.main(["--dataset", "mydata", "--out", str(tmp_path / "x"), "--long-trials", "1"])
     assert "--long-trials does not apply to mydata" in capsys.readouterr().err
     monkeypatch.setenv("GBVNET_DATASETS", "mydata, no_such_module")
     with pytest.raises(ConfigError, match="^GBVNET_DATASETS names 'no_such_module', which cannot be imported"):
