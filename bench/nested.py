@@ -58,7 +58,7 @@ def child(folds: int, trials: int, max_epochs: int, epochs: int, cpus: int, work
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         loso.main(["--dataset", "deap", "--cache", cache, "--preset", "smoke", "--modality", "bio",
-                   "--search", str(trials), "--search-epochs", str(max_epochs), "--epochs", str(epochs),
+                   "--search-trials", str(trials), "--search-epochs", str(max_epochs), "--epochs", str(epochs),
                    "--patience", str(epochs), "--concurrent", str(cpus), "--compare-untuned", "--quiet",
                    "--tracking-uri", f"sqlite:///{work}/mlflow.db", "--storage", str(work / "ray")])
     wall = time.perf_counter() - start

@@ -124,7 +124,7 @@ def cold_start(tmp: Path, store: str, cache_uri: str, args: argparse.Namespace) 
 
 def end_to_end(tmp: Path, root: Path, store: str, args: argparse.Namespace) -> dict:
     """``gbvnet.predict`` on the raw recording: seconds of the model's load, the preparation and the prediction."""
-    flags = ["--model", f"models:/{NAME}@champion", "--tracking-uri", store, "--dataset", "deap", "--root",
+    flags = ["--model-uri", f"models:/{NAME}@champion", "--tracking-uri", store, "--dataset", "deap", "--root",
              str(root), "--output", str(tmp / "out"), "--batch-size", str(args.batch_size)]
     if args.device:
         flags += ["--device", args.device]

@@ -169,7 +169,7 @@ def evaluate_folds(cache: str, modality: str, size: Size, folds: int, share: flo
     storage = workdir / f"ray-{name}"
     argv = ["--dataset", "deap", "--cache", cache, "--modality", modality, "--preset", size.preset,
             "--epochs", str(size.epochs), "--patience", str(size.epochs), "--batch-size", str(size.batch),
-            "--test-subjects", *map(str, range(1, folds + 1)), "--concurrent", str(parallel),
+            "--only-test-subjects", *map(str, range(1, folds + 1)), "--concurrent", str(parallel),
             "--gpus-per-worker", str(share), "--cpus-per-worker", str(cpus_per_worker),
             "--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}", "--experiment", f"ray-gpu-{name}",
             "--storage", str(storage), "--output", str(workdir / f"{name}.json"), "--quiet"]
@@ -224,7 +224,7 @@ def search_trials(cache: str, size: Size, share: float, workdir: Path, cpus_per_
 
     storage = workdir / "ray-search"
     argv = ["--dataset", "deap", "--cache", cache, "--modality", "bio", "--space", size.preset,
-            "--num-samples", "4", "--concurrent", "4", "--max-epochs", str(size.search_epochs),
+            "--search-trials", "4", "--concurrent", "4", "--search-epochs", str(size.search_epochs),
             "--search-subjects", *map(str, range(1, size.subjects + 1)),
             "--gpus-per-worker", str(share), "--cpus-per-worker", str(cpus_per_worker),
             "--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}", "--storage", str(storage), "--name", "search",

@@ -70,8 +70,8 @@ def main() -> None:
     ratios, curves = [], {algo: [] for algo in ALGOS}
     with tempfile.TemporaryDirectory() as tmp:
         root, cache = Path(tmp) / "mahnob", Path(tmp) / "cache"
-        subprocess.run([sys.executable, "-m", "gbvnet.data.synthetic", "--format", "mahnob", "--out", str(root),
-                        "--subjects", "8", "--trials", "10", "--duration", "24", "--no-video"], check=True,
+        subprocess.run([sys.executable, "-m", "gbvnet.data.synthetic", "--dataset", "mahnob", "--out", str(root),
+                        "--n-subjects", "8", "--trials", "10", "--duration", "24", "--no-video"], check=True,
                        capture_output=True)
         subprocess.run([sys.executable, "-m", "gbvnet.prepare", "--dataset", "mahnob", "--root", str(root),
                         "--cache", str(cache), "--no-face", "--baseline-norm"], check=True, capture_output=True)
@@ -82,7 +82,7 @@ def main() -> None:
                 name = f"bench-{algo}-seed{seed}"
                 started = time.perf_counter()
                 doc = search.main(["--dataset", "mahnob", "--cache", str(cache), "--modality", "bio", "--space",
-                                   "smoke", "--num-samples", str(args.num_samples), "--epochs",
+                                   "smoke", "--search-trials", str(args.num_samples), "--search-epochs",
                                    str(args.max_epochs), "--grace-epochs", str(args.grace_epochs),
                                    "--reduction-factor", str(args.reduction_factor), "--search-subjects",
                                    *map(str, range(1, 9)), "--algo", algo, "--seed", str(seed), "--name", name,

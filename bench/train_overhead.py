@@ -44,7 +44,7 @@ CPU = torch.device("cpu")
 def make_cache(tmp: Path, subjects: int) -> str:
     root, cache = tmp / "mahnob", tmp / "cache"
     py = sys.executable
-    subprocess.run([py, "-m", "gbvnet.data.synthetic", "--format", "mahnob", "--out", str(root), "--subjects",
+    subprocess.run([py, "-m", "gbvnet.data.synthetic", "--dataset", "mahnob", "--out", str(root), "--n-subjects",
                     str(subjects), "--trials", "8", "--duration", "30"], check=True, capture_output=True)
     subprocess.run([py, "-m", "gbvnet.prepare", "--dataset", "mahnob", "--root", str(root), "--cache", str(cache),
                     "--frames", "4", "--face-size", "64"], check=True, capture_output=True)
