@@ -1,4 +1,4 @@
-"""Nested LOSO (``evaluation.loso --search N``): every subject tested once by a fold searched without it, each fold
+"""Nested LOSO (``evaluation.loso --search-trials N``): every subject tested once by a fold searched without it, each fold
 trained with its own choice, resume after a driver kill, per-fold searchers and schedulers, bad input."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ synthetic demo corpus. Where a run's window cache comes from (a prepared cache, 
 corpus) is :mod:`gbvnet.data.sources`.
 
 :data:`DATASETS` is the one list: ``gbvnet.prepare`` reads a dataset's files with its reader and prepares it with
-its defaults, ``python -m gbvnet.data.synthetic --format NAME`` writes a corpus in its layout, and the
+its defaults, ``python -m gbvnet.data.synthetic --dataset NAME`` writes a corpus in its layout, and the
 ``--dataset`` choices of every front-end (``gbvnet.prepare``, ``evaluation.*``, ``tune/search.py``) are its keys.
 
 A dataset is one module: its reader (the :class:`Reader` functions), the writer of a synthetic corpus in its

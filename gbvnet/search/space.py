@@ -4,7 +4,7 @@ Keys are ``model.<section>.<field>`` (:class:`gbvnet.config.ModelConfig`) or ``t
 (:class:`gbvnet.config.TrainConfig`); :func:`apply` writes a sampled point into copies of the base configs, and
 the Tune trainables of the search (:func:`gbvnet.train.launch.search_trial`) and of the nested evaluation
 (:func:`gbvnet.train.launch.nested_trial`) train one point. It lives in the library because both ``tune/search.py`` and
-``evaluation.loso --search`` sample it; both select on :data:`gbvnet.train.metrics.SELECTION_METRIC` (validation
+``evaluation.loso --search-trials`` sample it; both select on :data:`gbvnet.train.metrics.SELECTION_METRIC` (validation
 macro-F1).
 
 | key | prior | why |

@@ -330,7 +330,7 @@ NESTED_KEYS = ("fold", "job", "number")  # a nested trial's config: these, plus 
 
 
 def nested_trial(config: dict, jobs: dict[str, list[Job]], storage: str, experiment: str) -> None:
-    """Tune trainable of the nested evaluation (``evaluation.loso --search``): one trial of outer fold
+    """Tune trainable of the nested evaluation (``evaluation.loso --search-trials``): one trial of outer fold
     ``config["fold"]``. ``config["job"]`` says which: ``inner`` (a search trial on that fold's inner fold,
     ``jobs["inner"]``), ``tuned`` (the outer fold trained with its search's best point and tested) or ``untuned``
     (the outer fold with the base configuration); the rest of ``config`` is the point written into the job's
