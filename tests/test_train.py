@@ -35,8 +35,15 @@ def fit(job, tmp_path, name):
     return make_trainer(job, name, storage=str(tmp_path)).fit()
 
 
-def test_two_worker_ddp_run_reports_metrics(ray_session, mahnob_cache, tmp_path):
-    result = fit(bio_job(mahnob_cache, epochs=2, num_workers=2), tmp_path, "ddp")
+@pytest.fixture(scope="module")
+def ddp_run(ray_session, mahnob_cache, tmp_path_factory):
+    """One two-worker DDP run (2 epochs, seed 3), shared by the DDP test and the same-seed test."""
+    return fit(bio_job(mahnob_cache, epochs=2, seed=3, num_workers=2), tmp_path_factory.mktemp("ddp"), "ddp")
+
+
+@pytest.mark.slow
+def test_two_worker_ddp_run_reports_metrics(ddp_run, mahnob_cache):
+    result = ddp_run
     m = result.metrics
     assert m["epoch"] == 2 and m["done"] and m["threads"] == 1 and not m["compiled"] and not m["cuda"]
     assert 0 <= m["val_accuracy"] <= 1 and 0 <= m["test_accuracy"] <= 1
@@ -49,11 +56,14 @@ def test_two_worker_ddp_run_reports_metrics(ray_session, mahnob_cache, tmp_path)
     assert result.checkpoint is not None
 
 
-def test_same_seed_same_metrics(ray_session, mahnob_cache, tmp_path, monkeypatch):
-    a = fit(bio_job(mahnob_cache, epochs=2, seed=3), tmp_path, "seed-a").metrics
-    # the second run with relative paths, as users type them: workers run elsewhere, so they must be resolved
+@pytest.mark.slow
+def test_same_seed_same_metrics(ddp_run, mahnob_cache, tmp_path, monkeypatch):
+    """The DDP run again with the same seed (the initial weights, each epoch's order and each worker's augmentation
+    follow it): the same metrics. This run with relative paths, as users type them: workers run elsewhere, so they
+    must be resolved."""
+    a = ddp_run.metrics
     monkeypatch.chdir(mahnob_cache.parent)
-    job = bio_job(mahnob_cache.name, epochs=2, seed=3)
+    job = bio_job(mahnob_cache.name, epochs=2, seed=3, num_workers=2)
     assert job.cache == str(mahnob_cache)
     result = make_trainer(job, "seed-b", storage=os.path.relpath(tmp_path)).fit()
     assert result.path.startswith(str(tmp_path))
@@ -62,6 +72,7 @@ def test_same_seed_same_metrics(ray_session, mahnob_cache, tmp_path, monkeypatch
         assert a[key] == pytest.approx(b[key], rel=1e-6), key
 
 
+@pytest.mark.slow
 def test_learning_works_end_to_end(ray_session, mahnob_cache, tmp_path):
     """The training loss on the synthetic corpus falls far below chance level (ln 2 = 0.69)."""
     job = bio_job(mahnob_cache, epochs=12, lr=3e-3, augment=False, warmup_epochs=0, cpus_per_worker=2)
