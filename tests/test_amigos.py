@@ -242,6 +242,7 @@ def test_prepared_cache_agrees_with_the_writer(prepared_cache, amigos_corpus):
             np.testing.assert_array_equal(bio[row], stored[start:start + 384].T.astype(np.float32))
 
 
+@pytest.mark.slow
 def test_loso_bio_and_facebio(ray_session, prepared_cache, tmp_path):
     cache = prepared_cache("amigos", SIZE, frames=2, face_size=32)
     for modality in ("bio", "facebio"):

@@ -132,6 +132,7 @@ def actors_by_node(env: dict, job_api: str) -> dict[str, int]:
 
 
 # node start-up, four jobs and the nodes' stop: about 4 minutes on idle cores, 10 beside the demo (2 cores)
+@pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_two_node_cluster_runs_the_walkthrough(two_nodes, mahnob_cache, tmp_path):
     env, job_api = two_nodes

@@ -58,6 +58,7 @@ def gap_run(ray_session, signature_cache, tmp_path_factory):
     return gap.main([*args, "--resume"]), uri, out, first
 
 
+@pytest.mark.slow
 def test_leaky_split_scores_by_recognising_the_trial(gap_run, capsys):
     doc, uri, out, _ = gap_run
     accuracy = {p: {r["subject"]: r["accuracy"] for r in d["per_subject"]} for p, d in doc["protocols"].items()}
@@ -70,6 +71,7 @@ def test_leaky_split_scores_by_recognising_the_trial(gap_run, capsys):
     assert len(list(pool.glob("*/result.json"))) == 6 + 6 + 3
 
 
+@pytest.mark.slow
 def test_arms_share_configuration_and_only_the_leaky_one_is_labelled(gap_run):
     doc, uri, _, _ = gap_run
     client = MlflowClient(uri)
@@ -96,6 +98,7 @@ def test_arms_share_configuration_and_only_the_leaky_one_is_labelled(gap_run):
             doc["protocols"][protocol]["aggregate"]["test_accuracy_mean"])
 
 
+@pytest.mark.slow
 def test_a_failed_final_logging_loses_nothing_and_resume_finishes_it(gap_run, capsys):
     """The tables and --output come before the final MLflow logging, each fold reached MLflow as it finished, the
     failure marked the gap's runs FAILED; --resume trains nothing again and finishes the same runs."""
@@ -113,6 +116,7 @@ def test_a_failed_final_logging_loses_nothing_and_resume_finishes_it(gap_run, ca
     assert not list((out / "ray").glob("**/checkpoint_*"))
 
 
+@pytest.mark.slow
 def test_report_shows_the_gap(gap_run):
     doc, uri, _, _ = gap_run
     text = report.main(["--experiment", doc["mlflow_experiment"], "--tracking-uri", uri])
@@ -124,6 +128,7 @@ def test_report_shows_the_gap(gap_run):
     assert f"{m['test_accuracy_mean']:.3f} ± {m['test_accuracy_std']:.3f}" in text
 
 
+@pytest.mark.slow
 def test_equal_budget_trains_every_arm_on_the_same_windows_and_steps(gap_run):
     """With --equal-budget (the fixture) every fold of every arm trains on the same number of windows, for all its
     epochs, so the same optimiser steps; the audit, the printed tables and MLflow say so."""

@@ -46,6 +46,7 @@ PACKING = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_four_trials_at_a_quarter_gpu_run_at_once(tmp_path):
     barrier = tmp_path / "barrier"
     barrier.mkdir()

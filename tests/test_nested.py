@@ -91,6 +91,7 @@ def resumed(ray_session, nested_cache, tmp_path_factory) -> Resumed:
     return Resumed(doc, stdout.getvalue(), out, finished)
 
 
+@pytest.mark.slow
 def test_every_subject_is_tested_once_by_a_fold_searched_without_it(resumed):
     doc = resumed.doc
     assert [f["test_subjects"] for f in doc["folds"]] == [[s] for s in range(1, SUBJECTS + 1)]
@@ -125,6 +126,7 @@ def test_every_subject_is_tested_once_by_a_fold_searched_without_it(resumed):
     assert json.loads((resumed.out / "out.json").read_text())["nested"] == json.loads(json.dumps(doc["nested"]))
 
 
+@pytest.mark.slow
 def test_each_fold_trained_with_its_own_best_configuration_read_back_from_mlflow(resumed):
     client = MlflowClient(store_uri(resumed.out))
     parent = resumed.doc["mlflow_run_id"]
@@ -146,6 +148,7 @@ def test_each_fold_trained_with_its_own_best_configuration_read_back_from_mlflow
     assert len({json.dumps(c, sort_keys=True) for c in chosen.values()}) == SUBJECTS  # each fold its own sampler
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_trains_nothing_finished_again(resumed):
     files = trial_files(resumed.out)
     # the resumed run's trials, all finished (a trial started after Tune's last save before the kill is unknown to

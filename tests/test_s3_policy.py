@@ -236,6 +236,7 @@ def monkeypatch_module():
         yield mp
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["head", "worker"])
 def test_policy_allows_every_request_of_the_search_and_the_evaluation(cluster_requests, role):
     actions = {a for r in cluster_requests for a, _, _ in authorisations(*r)}
@@ -257,6 +258,7 @@ def without(policy: dict, action: str, resource: str) -> dict:
     return policy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("action, resource", [
     ("s3:PutObject", f"arn:aws:s3:::{BUCKET}/gbvnet/results/*"),  # --output
     ("s3:PutObject", f"arn:aws:s3:::{BUCKET}/gbvnet/ray/*"),  # checkpoints, experiment state
@@ -272,6 +274,7 @@ def test_policy_missing_a_needed_permission_is_caught(cluster_requests, action, 
     assert [d for d in refused if d.startswith(f"{action} {prefix}")], refused
 
 
+@pytest.mark.slow
 def test_finished_folds_leave_no_checkpoint_in_the_bucket(s3, cluster_requests):
     """The evaluation removed its folds' checkpoints on S3 too (a Tune trial's path there is a bucket path, on the
     trial's own filesystem); its results stay."""
