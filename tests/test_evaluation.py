@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -83,17 +85,6 @@ def test_loso_folds_mlflow_structure_and_output(evaluations):
     assert written["mlflow_run_id"] == doc["mlflow_run_id"]
     assert len(written["per_subject"]) == subjects
     assert written["aggregate"]["test_accuracy_mean"] == pytest.approx(np.mean([f["accuracy"] for f in doc["folds"]]))
-
-
-def test_subject_dependent_folds_split_trials(ray_session, mahnob_cache, tmp_path, capsys):
-    doc = subject_dependent.main(common(mahnob_cache, tmp_path, "--modality", "bio", "--epochs", "1", "--k", "2",
-                                        "--test-subjects", "1", "2", "--quiet"))
-    printed = capsys.readouterr().out
-    assert "started" not in printed and "done after epoch" not in printed  # --quiet: only the final table
-    assert len(doc["folds"]) == 4  # 2 subjects x 2 folds
-    assert {tuple(f["test_subjects"]) for f in doc["folds"]} == {(1,), (2,)}
-    _, children = nested_runs(store_uri(tmp_path), "gbvnet-mahnob-subject-dependent", doc["mlflow_run_id"])
-    assert len(children) == 4
 
 
 def test_each_fold_is_checked_once_before_ray_starts(mahnob_cache, monkeypatch):
@@ -224,12 +215,33 @@ def clean_mahnob_cache(prepared_cache):
                           frames=4, face_size=32)
 
 
+@pytest.fixture(scope="module")
+def subject_dependent_run(ray_session, clean_mahnob_cache, tmp_path_factory):
+    """``evaluation.subject_dependent --k 2 --quiet`` with faces and signals on :func:`clean_mahnob_cache`, long
+    enough to learn: ``(document, what it printed, its folder)``, shared by the protocol's test and the learning
+    test (one evaluation instead of two)."""
+    out = tmp_path_factory.mktemp("subject_dependent")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        doc = subject_dependent.main(common(clean_mahnob_cache, out, "--modality", "facebio", "--k", "2",
+                                            "--epochs", "20", "--patience", "20", "--lr", "1e-3",
+                                            "--batch-size", "8", "--quiet"))
+    return doc, printed.getvalue(), out
+
+
 @pytest.mark.slow
-def test_facebio_beats_chance_by_a_wide_margin(ray_session, clean_mahnob_cache, tmp_path):
-    doc = subject_dependent.main(common(clean_mahnob_cache, tmp_path, "--modality", "facebio", "--k", "2",
-                                        "--epochs", "20", "--patience", "20", "--lr", "1e-3",
-                                        "--batch-size", "8"))
-    assert len(doc["folds"]) == 4
+def test_subject_dependent_folds_split_trials(subject_dependent_run):
+    doc, printed, out = subject_dependent_run
+    assert "started" not in printed and "done after epoch" not in printed  # --quiet: only the final table
+    assert len(doc["folds"]) == 4  # 2 subjects x 2 folds
+    assert {tuple(f["test_subjects"]) for f in doc["folds"]} == {(1,), (2,)}
+    _, children = nested_runs(store_uri(out), "gbvnet-mahnob-subject-dependent", doc["mlflow_run_id"])
+    assert len(children) == 4
+
+
+@pytest.mark.slow
+def test_facebio_beats_chance_by_a_wide_margin(subject_dependent_run):
+    doc = subject_dependent_run[0]
     assert doc["aggregate"]["test_balanced_accuracy_mean"] >= 0.75
     assert doc["comparisons"]["majority"]["mean_difference"] >= 0.25
 
