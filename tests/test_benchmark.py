@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 
 CORPUS = {"subjects": 4, "trials": 4, "seed": 11, "video": False, "label_noise": 0}
 MODELS = ["gbvnet:bio", "eegnet", "shallow"]
+SEARCHED = ["1", "2"]  # the outer folds the nested benchmark tests (2 x 3 Tune trials per model instead of 4 x 3)
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +126,14 @@ def test_a_benchmark_it_cannot_run_is_refused_before_ray_starts(argv, message, b
 
 @pytest.fixture(scope="module")
 def searched_run(ray_session, bench_cache, tmp_path_factory):
-    """Two models tuned per outer fold by the same nested search budget."""
+    """Two models tuned per outer fold by the same nested search budget, on the outer folds testing subjects 1 and
+    2 (each searched on the other three subjects)."""
     out = tmp_path_factory.mktemp("benchmark-searched")
     uri = store_uri(out)
     return benchmark.main(["--dataset", "deap", "--cache", str(bench_cache), "--preset", "smoke", "--models",
                            "gbvnet:bio", "eegnet", "--search", "2", "--search-epochs", "1", "--epochs", "1",
-                           "--batch-size", "8", "--quiet", "--tracking-uri", uri, "--storage", str(out / "ray")]), uri
+                           "--test-subjects", *SEARCHED, "--batch-size", "8", "--quiet", "--tracking-uri", uri,
+                           "--storage", str(out / "ray")]), uri
 
 
 def test_search_gives_every_model_the_same_nested_budget_in_its_own_space(searched_run):
@@ -138,7 +141,7 @@ def test_search_gives_every_model_the_same_nested_budget_in_its_own_space(search
     assert document["search"]["trials"] == 2 and "nested search of 2 trials" in report.benchmark_tables(document)[0][0]
     for label, doc in document["models"].items():
         nested = doc["nested"]
-        assert [row["trials"] for row in nested["folds"]] == [2] * CORPUS["subjects"]
+        assert [row["trials"] for row in nested["folds"]] == [2] * len(SEARCHED)
         searched = set(nested["searched"])
         if label == "eegnet":  # its own arguments, none of GBV-Net's sections
             assert {"model.net.F1", "model.net.drop_prob"} <= searched and "model.fusion.dropout" not in searched
