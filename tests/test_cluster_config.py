@@ -596,7 +596,7 @@ def test_runtime_env_upload_is_small_and_complete():
                 total += path.stat().st_size
                 files.add(path.relative_to(REPO).as_posix())
     assert total < 100 * 2**20, f"upload of {total / 2**20:.0f} MiB"
-    assert {"gbvnet/data/cache.py", "gbvnet/loop.py", "tune/search.py", "evaluation/loso.py"} <= files
+    assert {"gbvnet/data/cache.py", "gbvnet/train/loop.py", "tune/search.py", "evaluation/loso.py"} <= files
 
 
 # ------------------------------------------------------------------------------------------- MLflow stack
