@@ -46,9 +46,11 @@ from gbvnet.config import (
     TARGETS,
     ModelConfig,
     TrainConfig,
+    from_dict,
     fusion_help,
     get_model,
     model_help,
+    to_dict,
 )
 from gbvnet.data.records import ON_ERROR
 from gbvnet.data.registry import DATASETS
@@ -66,6 +68,19 @@ Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 def without_evaluation_fields(train: dict) -> dict:
     """A ``train`` section (dict) without :data:`EVALUATION_FIELDS`: what a searched config may set."""
     return {k: v for k, v in train.items() if k not in EVALUATION_FIELDS}
+
+
+def apply_config_file(config: dict, model: ModelConfig, train: TrainConfig, searched: bool
+                      ) -> tuple[ModelConfig, TrainConfig]:
+    """``model`` and ``train`` with a ``--config`` file's sections (``config``, read) in their place: its ``model``
+    section whole, its ``train`` section written over ``train``; of a ``searched`` config only what a search
+    decides (:func:`without_evaluation_fields`)."""
+    if "model" in config:
+        model = from_dict(ModelConfig, config["model"])
+    if "train" in config:
+        fields = without_evaluation_fields(config["train"]) if searched else config["train"]
+        train = from_dict(TrainConfig, {**to_dict(train), **fields})
+    return model, train
 
 
 def hidden_alias(p: Parser, flag: str, dest: str, **kw) -> None:

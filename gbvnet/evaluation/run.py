@@ -29,21 +29,18 @@ from gbvnet.cli import (
     add_tracking_arguments,
     add_training_arguments,
     apply_compute_arguments,
+    apply_config_file,
     apply_face_weight_arguments,
     apply_model_arguments,
     apply_training_arguments,
     hidden_alias,
     one_line_errors,
     preset_of,
-    without_evaluation_fields,
 )
 from gbvnet.config import (
-    ModelConfig,
     TrainConfig,
-    from_dict,
     load_yaml,
     model_preset,
-    to_dict,
 )
 from gbvnet.data.sources import resolve_cache
 from gbvnet.data.storage import missing_folder, write_text
@@ -121,11 +118,9 @@ def spec_from_args(args: argparse.Namespace, protocol: str, protocol_args: dict)
         config = load_yaml(args.config)
         search = search_provenance(config, args.config)
         if "model" in config:
-            model = from_dict(ModelConfig, config["model"])
             preset = Path(args.config).stem
-        if "train" in config:  # what a search decided; the evaluation's own fields stay the evaluation's
-            searched = without_evaluation_fields(config["train"]) if search else config["train"]
-            train = from_dict(TrainConfig, {**to_dict(train), **searched})
+        # what a search decided; the evaluation's own fields stay the evaluation's
+        model, train = apply_config_file(config, model, train, searched=bool(search))
     apply_face_weight_arguments(args, apply_model_arguments(args, model))
     train.target, train.seed = args.target, chosen[0]
     apply_compute_arguments(args, train)

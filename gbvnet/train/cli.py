@@ -51,17 +51,16 @@ from gbvnet.cli import (
     add_tracking_arguments,
     add_training_arguments,
     apply_compute_arguments,
+    apply_config_file,
     apply_model_arguments,
     apply_training_arguments,
     one_line_errors,
     preset_of,
-    without_evaluation_fields,
 )
 from gbvnet.config import (
     ConfigError,
     ModelConfig,
     TrainConfig,
-    from_dict,
     load_yaml,
     model_preset,
     to_dict,
@@ -136,11 +135,7 @@ def configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs: the preset's or ``--config``'s, with the command line's settings."""
     model, train = model_preset(preset_of(args)), TrainConfig()
     if args.config:
-        config = load_yaml(args.config)
-        if "model" in config:
-            model = from_dict(ModelConfig, config["model"])
-        if "train" in config:
-            train = from_dict(TrainConfig, {**to_dict(train), **without_evaluation_fields(config["train"])})
+        model, train = apply_config_file(load_yaml(args.config), model, train, searched=True)
     model = apply_model_arguments(args, model)
     train.target, train.seed = args.target, args.seed
     return model, apply_compute_arguments(args, apply_training_arguments(args, train))
