@@ -4,7 +4,7 @@
 on a synthetic DEAP corpus (bio), every model's LOSO folds in one pool, vs the summed epoch time of all its folds
 (every epoch's ``epoch_time_s``: training, validation and metrics, as the folds report them) divided by the
 parallel slots; target <= 1.25 at a size where an epoch takes >= 5 s per fold. Then the same models one after
-another, each as its own evaluation (``gbvnet.evaluation.run.evaluate``: its own Tune run, MLflow runs and baselines, the
+another, each as its own evaluation (``gbvnet.evaluation.engine.evaluate``: its own Tune run, MLflow runs and baselines, the
 way a per-model loop of evaluations runs them), and the ratio of the two walls.
 
     python -m bench.benchmark [--subjects 4] [--trials 20] [--models gbvnet:bio eegnet shallow] [--epochs 3]

@@ -12,7 +12,7 @@ checked, and recorded in each model's audit).
 
 Every fold of every model is one pool of Ray Tune trials (one experiment; fold names prefixed with the model:
 ``--concurrent`` / GPU shares as everywhere; ``--resume`` continues it), then each model is scored exactly as
-:mod:`gbvnet.evaluation.run` scores an evaluation. The reference model (``--reference``, default the first) is tested
+:mod:`gbvnet.evaluation.engine` scores an evaluation. The reference model (``--reference``, default the first) is tested
 against each other model: per-subject ``--metric`` (balanced accuracy by default), one-sided paired Wilcoxon
 signed-rank ("is the reference better?"), Holm-corrected across the models, with the rank-biserial effect size.
 
@@ -178,7 +178,7 @@ def flat_metrics(document: dict) -> dict[str, float]:
 def start_benchmark_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, tested: list[int],
                         search: NestedSpec | None = None) -> tuple[Tracker, dict[str, Tracker]]:
     """The benchmark's MLflow parent run and, nested under it, each model's evaluation run (started as an
-    evaluation's parent run is: :func:`gbvnet.evaluation.run.start_run`; with ``search``, each nested evaluation starts
+    evaluation's parent run is: :func:`gbvnet.evaluation.engine.start_run`; with ``search``, each nested evaluation starts
     its own). Found again by their keys with ``--resume``."""
     first = next(iter(arms.values())).spec
     tracker = Tracker(tracking_uri(spec.tracking_uri), spec.experiment_name, key, resume=spec.resume,
@@ -268,7 +268,7 @@ def benchmark(spec: EvalSpec, protocol: str, protocol_args: dict, models: list[t
 
 
 def arm_document(arm: Arm, index, results: list, baselines: Baselines, run: Tracker) -> dict:
-    """One model's part of the benchmark's document: scored as :mod:`gbvnet.evaluation.run` scores an evaluation, with
+    """One model's part of the benchmark's document: scored as :mod:`gbvnet.evaluation.engine` scores an evaluation, with
     what it read and its leakage audit (the normalisers' check added) and MLflow run."""
     arm.audit.update(check_normalizers(arm.folds, [r.metrics.get("normalizer_digest") for r in results]))
     return {**model_fields(arm), **score(index, arm.folds, results, baselines), "audit": arm.audit,

@@ -12,7 +12,7 @@ How much of an accuracy is the split? The configuration is evaluated with
 
 Every fold of the three is one pool of Ray Tune trials (one experiment, fold names prefixed with their protocol:
 the cluster runs them side by side rather than three evaluations one after another; ``--resume`` continues it),
-then the results are split back per protocol and scored exactly as :mod:`gbvnet.evaluation.run` scores an evaluation
+then the results are split back per protocol and scored exactly as :mod:`gbvnet.evaluation.engine` scores an evaluation
 (per subject, the baselines on the same folds). The *inflation* is the per-subject difference between
 neighbouring protocols (leaky minus trial-level, trial-level minus LOSO) with a two-sided paired Wilcoxon
 signed-rank test and the rank-biserial effect size over the subjects (:func:`gbvnet.evaluation.stats.paired_comparison`),
@@ -325,7 +325,7 @@ def format_gap(document: dict) -> str:
 def start_gap_run(spec: EvalSpec, index, arms: dict[str, Arm], key: str, k: int, validation: str, budget: str
                   ) -> tuple[Tracker, dict[str, Tracker]]:
     """The gap's MLflow parent run (its parameters and tags) and, nested under it, each protocol's run, started as
-    an evaluation's parent run is (:func:`gbvnet.evaluation.run.start_run`; the folds are logged under it as they
+    an evaluation's parent run is (:func:`gbvnet.evaluation.engine.start_run`; the folds are logged under it as they
     finish); in a ``--seeds`` gap, each seed's (tagged ``seeds``). Found again by their keys with ``--resume``."""
     tracker = Tracker(tracking_uri(spec.tracking_uri), spec.experiment_name, key, resume=spec.resume,
                       run_name=f"gap-{spec.model.name}-{spec.model.modality}-{spec.model.fusion.kind}-"
@@ -375,7 +375,7 @@ def shared_baselines(spec: EvalSpec, index, arms: dict[str, Arm]) -> dict[str, B
 
 
 def arm_document(spec: EvalSpec, index, arm: Arm, results: list, baselines: Baselines, run: Tracker) -> dict:
-    """One protocol's part of the gap's document: scored as :mod:`gbvnet.evaluation.run` scores an evaluation, with its
+    """One protocol's part of the gap's document: scored as :mod:`gbvnet.evaluation.engine` scores an evaluation, with its
     leakage audit (the normalisers' check added) and MLflow run."""
     arm.audit.update(check_normalizers(arm.folds, [r.metrics.get("normalizer_digest") for r in results]))
     arm.audit["training"] = training_size(index, arm.folds, arm.spec, [int(r.metrics["epoch"]) for r in results])

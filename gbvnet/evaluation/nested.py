@@ -135,8 +135,7 @@ def nested_spec(args: argparse.Namespace, spec: EvalSpec) -> NestedSpec:
     """The search of every outer fold that ``--search-trials N`` and its flags ask for (:func:`add_arguments`)."""
     if args.config:
         raise ValueError(f"--search-trials {args.search_trials} searches every outer fold itself; it cannot also take "
-                         f"--config "
-                         f"{args.config} (a configuration already chosen): drop one of them")
+                         f"--config {args.config} (a configuration already chosen): drop one of them")
     return NestedSpec(trials=args.search_trials, space=args.space or ("smoke" if spec.preset == "smoke" else "paper"),
                       max_epochs=args.search_epochs, grace_epochs=args.grace_epochs,
                       reduction_factor=args.reduction_factor, concurrent=args.concurrent,
@@ -153,7 +152,7 @@ class Plan:
 
 
 def plan(spec: EvalSpec, nested: NestedSpec, index) -> Plan:
-    """Outer folds (:func:`gbvnet.evaluation.run.plan_folds`), their search folds (:func:`gbvnet.folds.protocols.inner_fold`) and
+    """Outer folds (:func:`gbvnet.evaluation.engine.plan_folds`), their search folds (:func:`gbvnet.folds.protocols.inner_fold`) and
     jobs, and the audit; refusals (a fold with too few training subjects, bad configs) here cost no Ray start."""
     folds = plan_folds(spec, index)
     inner = [inner_fold(index, fold, spec.train.seed) for fold in folds]
@@ -436,7 +435,7 @@ def tested_tags(index, folds: list[Fold], done: list[int]) -> dict:
 
 
 def evaluate_nested(spec: EvalSpec, nested: NestedSpec, publish: Callable[[dict], None] | None = None) -> dict:
-    """Run the nested evaluation; returns the ``--output`` document (that of :func:`gbvnet.evaluation.run.evaluate`
+    """Run the nested evaluation; returns the ``--output`` document (that of :func:`gbvnet.evaluation.engine.evaluate`
     for the scored folds, with a ``nested`` section), handed to ``publish`` before the final MLflow logging."""
     index = open_cache(spec.cache).index()
     planned = plan(spec, nested, index)

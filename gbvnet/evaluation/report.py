@@ -159,7 +159,7 @@ def fold_failures(tags: dict) -> str:
 
 
 def configured(tags: dict) -> str:
-    """How a run's model was configured (tag ``configuration``: :func:`gbvnet.evaluation.run.configuration`, a nested
+    """How a run's model was configured (tag ``configuration``: :func:`gbvnet.evaluation.engine.configuration`, a nested
     search's, with its training budget and seeds where the gap or ``--seeds`` set them); runs logged before it
     was recorded say what is known."""
     text = tags.get("configuration") or ("nested search" if tags.get("nested") == "true" else "not recorded")

@@ -3,7 +3,7 @@
 One seed is one draw of everything random in an evaluation: the protocol's shuffles (subject-dependent trial
 folds, LOSO's validation subjects), the initial weights, the batch order and the baselines' draws. ``--seeds``
 repeats the whole protocol with each (:func:`seed_spec`); every fold of every seed is one pool of Ray Tune
-trials (one experiment, fold names prefixed ``seed<S>-``), run and scored as :mod:`gbvnet.evaluation.run` runs one
+trials (one experiment, fold names prefixed ``seed<S>-``), run and scored as :mod:`gbvnet.evaluation.engine` runs one
 evaluation. Then, per subject, each seed's score (from that seed's pooled test windows of the subject) is
 averaged over the seeds (:func:`average`) *before* any statistic: the mean ± sd over subjects, the baselines
 (averaged the same way) and the paired tests see one score per subject, so the subjects stay the unit and three
@@ -44,7 +44,7 @@ SPREAD = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "mac
 
 
 def seed_spec(spec, seed: int):
-    """``spec`` (an :class:`gbvnet.evaluation.run.EvalSpec`) run with ``seed`` alone: its training seed and its protocol's."""
+    """``spec`` (an :class:`gbvnet.evaluation.engine.EvalSpec`) run with ``seed`` alone: its training seed and its protocol's."""
     protocol_args = {**spec.protocol_args, "seed": seed} if "seed" in spec.protocol_args else spec.protocol_args
     return replace(spec, train=replace(spec.train, seed=seed), protocol_args=protocol_args, seeds=())
 
@@ -116,7 +116,7 @@ def average(summaries: dict[int, dict]) -> dict:
 
 
 def seed_scores(documents: dict[int, dict]) -> dict:
-    """The scores of a ``--seeds`` evaluation from each seed's (:func:`gbvnet.evaluation.run.score` of each): the model's
+    """The scores of a ``--seeds`` evaluation from each seed's (:func:`gbvnet.evaluation.engine.score` of each): the model's
     and every baseline's per-subject scores averaged over the seeds (:func:`average`), and the model against the
     baselines on those averages (one score per subject: :func:`gbvnet.evaluation.stats.versus_baselines`)."""
     model = average(documents)
