@@ -34,8 +34,8 @@ def test_output_shapes_and_gates(modality, fusion):
 
 
 def test_bio_attention_runs_the_fused_kernel_forward_and_backward():
-    """The bio branch's self-attention reaches scaled_dot_product_attention's fused CPU kernel (a step 1.5x faster
-    than its matmul + softmax fallback, which strided inputs get) in the forward and the backward pass."""
+    """The bio branch's self-attention reaches scaled_dot_product_attention's fused CPU kernel (faster than its
+    matmul + softmax fallback, which strided inputs get) in the forward and the backward pass."""
     model = smoke("bio")
     with torch.profiler.profile() as prof:
         model(**example_inputs(model, batch=2))["logits"].sum().backward()

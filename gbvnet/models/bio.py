@@ -65,8 +65,8 @@ class ConvSelfAttention(nn.Module):
 
         def heads(z: torch.Tensor) -> torch.Tensor:
             # (B, h, T, C/h), made contiguous: on a CPU, scaled_dot_product_attention takes its fused (flash) kernel
-            # only when the head dimension is contiguous; the transposed view fell back to matmul + softmax, which
-            # made a training step 1.5x slower
+            # only when the head dimension is contiguous; the transposed view fell back to matmul + softmax
+            # (bench/RESULTS.md: the one-thread training path 1.28x slower)
             return z.view(b, self.heads, c // self.heads, t).transpose(-1, -2).contiguous()
 
         attn = F.scaled_dot_product_attention(heads(q), heads(k), heads(v))
