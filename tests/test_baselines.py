@@ -33,8 +33,9 @@ def test_baselines_fit_with_one_blas_thread_whatever_the_caller_allows(monkeypat
 
 
 def test_evaluations_sharing_a_scorer_get_the_numbers_of_their_own(ray_session, prepared_cache):
-    """The protocol gap scores its three arms' baselines with one scorer (each window's features computed once):
-    the same confusion matrices as each evaluation's folds scored on their own, here in this process."""
+    """The protocol gap's arms and the seeds of ``--seeds`` share one scorer (each window's features computed
+    once): each evaluation gets the confusion matrices of its own folds and seed scored on their own, here in
+    this process (the stratified baseline's draws differ by seed)."""
     from gbvnet.data.cache import open_cache
     from gbvnet.data.window_dataset import WindowDataset
     from gbvnet.folds.protocols import PROTOCOLS, usable_rows
@@ -46,12 +47,14 @@ def test_evaluations_sharing_a_scorer_get_the_numbers_of_their_own(ray_session, 
     rows, y = usable_rows(index, "bio"), index.labels("valence")
     plans = [PROTOCOLS["loso"](seed=0).cache_folds(index, rows, "valence"),
              PROTOCOLS["subject-dependent"](k=2, seed=0).cache_folds(index, rows, "valence")]
-    scorer = baselines.FoldScorer.remote(cache, y, 1)
-    shared = [baselines.Baselines(cache, folds, y, seed=1, scorer=scorer) for folds in plans]
+    scorer = baselines.start_scorer(cache, y)
+    seeds = [1, 2]
+    shared = [baselines.Baselines(cache, folds, y, seed=s, scorer=scorer)
+              for folds, s in zip(plans, seeds, strict=True)]
     dataset = WindowDataset(opened, modality="bio")
     features = baselines.bio_features(dataset, float(opened.manifest.rate), np.arange(len(dataset)))
-    for folds, scored in zip(plans, [b.confusions() for b in shared], strict=True):
-        own = baselines.baseline_confusions(folds, y, features, seed=1)
+    for folds, seed, scored in zip(plans, seeds, [b.confusions() for b in shared], strict=True):
+        own = baselines.baseline_confusions(folds, y, features, seed=seed)
         assert list(scored) == list(own) == list(baselines.BASELINES)
         for name in own:
             assert [m.tolist() for m in scored[name]] == [m.tolist() for m in own[name]], name

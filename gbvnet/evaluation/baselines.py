@@ -127,18 +127,19 @@ def baseline_confusions(folds: list[Fold], y: np.ndarray, features: np.ndarray |
 class FoldScorer:
     """A Ray actor scoring the baselines of one evaluation's folds, one fold after another, beside the training
     (it reserves no CPU, so the folds keep theirs): the band-power features of a window are computed the first
-    time a fold needs it, reading only those windows, and kept (``C * 6`` floats per window). Its process
-    imports no torch (:class:`~gbvnet.data.window_arrays.WindowArrays`): it starts in about half the CPU time."""
+    time a fold needs it, reading only those windows, and kept (``C * 6`` floats per window), for every evaluation
+    of the cache and target it scores (each call names its seed). Its process imports no torch
+    (:class:`~gbvnet.data.window_arrays.WindowArrays`): it starts in about half the CPU time."""
 
-    def __init__(self, cache: str, y: np.ndarray, seed: int):
+    def __init__(self, cache: str, y: np.ndarray):
         opened = open_cache(cache)
         self.dataset, self.rate = WindowArrays(opened, modality="bio"), float(opened.manifest.rate)
-        self.y, self.seed = y, seed
+        self.y = y
         self.features: np.ndarray | None = None  # one row per window; filled where ``known``
         self.known = np.zeros(len(self.dataset), dtype=bool)
 
-    def score(self, i: int, fold: Fold) -> dict[str, np.ndarray]:
-        """:func:`fold_confusions` of fold number ``i``."""
+    def score(self, i: int, fold: Fold, seed: int) -> dict[str, np.ndarray]:
+        """:func:`fold_confusions` of fold number ``i`` of an evaluation seeded ``seed``."""
         rows = np.union1d(fold.train, fold.test)
         missing = rows[~self.known[rows]]
         if missing.size:
@@ -146,7 +147,7 @@ class FoldScorer:
             if self.features is None:
                 self.features = np.zeros((len(self.dataset), values.shape[1]), dtype=values.dtype)
             self.features[missing], self.known[missing] = values, True
-        return fold_confusions(i, fold, self.y, self.features, self.seed)
+        return fold_confusions(i, fold, self.y, self.features, seed)
 
 
 class Baselines:
@@ -154,14 +155,14 @@ class Baselines:
     :class:`FoldScorer` on the Ray cluster), so that the driver has nothing left to compute once the last fold
     ends and never reads the windows itself. ``y``: the labels of the evaluation's target, per cache row.
 
-    Several evaluations of one cache, target and seed (the protocol gap's three) share one ``scorer`` (a
-    :class:`FoldScorer` handle): each window's features are then computed once, and Ray ends the scorer once its
-    last handle is dropped."""
+    Several evaluations of one cache and target (the protocol gap's arms, the seeds of ``--seeds``) share one
+    ``scorer`` (a :class:`FoldScorer` handle, :func:`start_scorer`): each window's features are then computed
+    once, and Ray ends the scorer once its last handle is dropped."""
 
     def __init__(self, cache: str, folds: list[Fold], y: np.ndarray, seed: int = 0, scorer=None):
         self.owner = scorer is None
-        self.scorer = FoldScorer.remote(absolute(cache), y, seed) if self.owner else scorer  # runs in another folder
-        self.pending = [self.scorer.score.remote(i, f) for i, f in enumerate(folds)]
+        self.scorer = start_scorer(cache, y) if self.owner else scorer
+        self.pending = [self.scorer.score.remote(i, f, seed) for i, f in enumerate(folds)]
 
     def confusions(self) -> dict[str, list[np.ndarray]]:
         """Per baseline, one test confusion matrix per fold (waits for the folds still being scored)."""
@@ -169,3 +170,9 @@ class Baselines:
         if self.owner:
             ray.kill(self.scorer)
         return {name: [cms[name] for cms in per_fold] for name in per_fold[0]}
+
+
+def start_scorer(cache: str, y: np.ndarray):
+    """A :class:`FoldScorer` of ``cache`` (a path or URI) with the labels ``y``, for one or several
+    :class:`Baselines`."""
+    return FoldScorer.remote(absolute(cache), y)  # absolute: the actor runs in another folder

@@ -41,7 +41,7 @@ from gbvnet.data.cache import check_snapshot, open_cache
 from gbvnet.data.storage import join
 from gbvnet.evaluation import aggregate, plots, seeds
 from gbvnet.evaluation.audit import audit_folds, check_normalizers, check_search_subjects
-from gbvnet.evaluation.baselines import Baselines
+from gbvnet.evaluation.baselines import Baselines, start_scorer
 from gbvnet.evaluation.stats import versus_baselines
 from gbvnet.folds.protocols import (
     PROTOCOLS,
@@ -410,7 +410,8 @@ def evaluate_seeds(spec: EvalSpec, publish: Callable[[dict], None] | None = None
             children[s].set_tags({"mlflow.parentRunId": tracker.run_id, "seeds_run": tracker.run_id,
                                   **seeds.child_tags(s, spec.seeds)})
         y = index.labels(spec.train.target)
-        baselines = {s: Baselines(spec.cache, p.folds, y, s) for s, p in plans.items()}
+        scorer = start_scorer(spec.cache, y)  # one for every seed: each window's features computed once
+        baselines = {s: Baselines(spec.cache, p.folds, y, s, scorer=scorer) for s, p in plans.items()}
         results = run_folds(spec, [j for p in plans.values() for j in p.jobs], [named.name for _, _, named in pooled],
                             key, [FoldLog(children[s], f.name, fold_params(index, f)) for s, f, _ in pooled])
         by_seed = {s: [r for (seed, _, _), r in zip(pooled, results, strict=True) if seed == s] for s in spec.seeds}

@@ -57,10 +57,9 @@ import numpy as np
 from gbvnet.cli import CommandParser, one_line_errors
 from gbvnet.config import to_dict
 from gbvnet.data.cache import open_cache
-from gbvnet.data.storage import absolute
 from gbvnet.evaluation import aggregate, plots, report
 from gbvnet.evaluation.audit import audit_folds, check_normalizers, check_search_subjects
-from gbvnet.evaluation.baselines import Baselines, FoldScorer
+from gbvnet.evaluation.baselines import Baselines, start_scorer
 from gbvnet.evaluation.engine import (
     EvalSpec,
     FoldLog,
@@ -366,11 +365,11 @@ def log_gap(tracker: Tracker, children: dict[str, Tracker], index, arms: dict[st
 
 
 def shared_baselines(spec: EvalSpec, index, arms: dict[str, Arm]) -> dict[str, Baselines]:
-    """Each arm's baselines, scored beside the folds by one scorer per seed: the arms' windows are the same, so
-    their features are computed once per seed."""
+    """Each arm's baselines, scored beside the folds by one scorer: the arms' windows are the same, so their
+    features are computed once, whatever the arms' seeds."""
     y = index.labels(spec.train.target)
-    scorers = {s: FoldScorer.remote(absolute(spec.cache), y, s) for s in {a.spec.train.seed for a in arms.values()}}
-    return {label: Baselines(spec.cache, arm.folds, y, arm.spec.train.seed, scorer=scorers[arm.spec.train.seed])
+    scorer = start_scorer(spec.cache, y)
+    return {label: Baselines(spec.cache, arm.folds, y, arm.spec.train.seed, scorer=scorer)
             for label, arm in arms.items()}
 
 
