@@ -24,7 +24,7 @@ class WindowArrays:
     Args:
         cache: an open :class:`~gbvnet.data.cache.Cache`.
         target: which rating's binary label ``labels`` holds (``valence`` | ``arousal``).
-        modality: which inputs batches carry (``face`` | ``bio`` | ``facebio``); face modalities need face frames.
+        modality: which inputs it serves (``face`` | ``bio`` | ``facebio``); face modalities need face frames.
 
     Holds per row (the cache's row order): ``labels``, ``subjects``, ``trials`` ``(N,)``; per subject file the
     views ``bio`` ``(n, channels, samples)`` float32 and ``face`` ``(n, frames, face_size, face_size, 3)`` uint8

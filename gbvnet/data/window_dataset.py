@@ -37,8 +37,8 @@ class Normalizer:
 
 
 class WindowDataset(WindowArrays, torch.utils.data.Dataset):
-    """:class:`~gbvnet.data.window_arrays.WindowArrays` as a torch ``Dataset``: ``batch(rows)`` returns tensors
-    of the views' shapes for ``rows`` (same arguments)."""
+    """:class:`~gbvnet.data.window_arrays.WindowArrays` as a torch ``Dataset`` (same arguments): ``batch(rows)``
+    returns tensors of the views' shapes for ``rows``, with the inputs of ``modality``."""
 
     def batch(self, rows: np.ndarray, pin: bool = False) -> dict[str, torch.Tensor]:
         """The cached values of ``rows`` (global row numbers) as tensors, plus ``label`` and ``row``.

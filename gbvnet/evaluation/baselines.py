@@ -125,10 +125,10 @@ def baseline_confusions(folds: list[Fold], y: np.ndarray, features: np.ndarray |
 
 @ray.remote(num_cpus=0)
 class FoldScorer:
-    """A Ray actor scoring the baselines of one evaluation's folds, one fold after another, beside the training
-    (it reserves no CPU, so the folds keep theirs): the band-power features of a window are computed the first
-    time a fold needs it, reading only those windows, and kept (``C * 6`` floats per window), for every evaluation
-    of the cache and target it scores (each call names its seed). Its process imports no torch
+    """A Ray actor scoring the baselines of evaluations' folds of one cache and target, one fold after another,
+    beside the training (it reserves no CPU, so the folds keep theirs); each call names its fold's evaluation seed.
+    The band-power features of a window are computed the first time a fold needs it, reading only those windows,
+    and kept (``C * 6`` floats per window) for every later fold. Its process imports no torch
     (:class:`~gbvnet.data.window_arrays.WindowArrays`): it starts in about half the CPU time."""
 
     def __init__(self, cache: str, y: np.ndarray):
