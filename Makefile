@@ -39,9 +39,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 demo: $(STAMP)
 	$(PY) -m evaluation.loso --dataset mahnob --synthetic --output runs/demo/results.json
 
+# The whole suite as two pytest sessions side by side (tests/run_parallel.py says why and how).
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q --durations=15
+	$(PY) tests/run_parallel.py -q --durations=10
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,0 +1,89 @@
+"""The whole test suite as two pytest sessions at once (what ``make test`` runs): ``python tests/run_parallel.py
+[pytest options]``.
+
+The suite's long tests wait much of the time: on Ray starting, on a Slurm controller, on jobs submitted to a
+two-node cluster, on a tracking server's timeouts. Run one after another they kept 2 idle cores about 70 % busy
+(1564 s for the suite); two sessions side by side fill those waits with the other session's work (1234 s, the same
+tests, same machine and day).
+
+* ``IN_PROCESS``: the test files whose evaluations run in the session's own process, on its one Ray instance
+  (the ``ray_session`` fixture), and those sharing the session's evaluated runs (the ``evaluations`` fixture).
+* the rest: every other file (new ones included): command-line runs in their own processes, the clusters, Slurm and
+  the local AWS, the unit tests and the doctests. The second session starts a Ray instance of its own only for the
+  few tests there that need one.
+
+Together the two sessions run exactly what ``pytest`` alone runs; the same options go to both. Their output is
+printed line by line as it comes, each line prefixed with its session's name. The exit code is the first non-zero
+one of the sessions (5, no test collected, only when neither collected one). Ctrl-C reaches both sessions (they
+share the terminal's process group) and each stops as ``pytest`` alone does. To run some tests, run ``pytest``
+itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_PROCESS = ("tests/test_baselines.py", "tests/test_benchmark.py", "tests/test_cli.py", "tests/test_evaluation.py",
+              "tests/test_final_model.py", "tests/test_progress.py",
+              "tests/test_registries.py", "tests/test_report.py", "tests/test_search.py", "tests/test_seeds.py",
+              "tests/test_tracking.py", "tests/test_train.py")
+NO_TESTS = 5  # pytest's exit code when a session collected no test
+
+
+def sessions(options: list[str]) -> dict[str, list[str]]:
+    """Each session's pytest arguments: ``options``, then what it runs (the rest: everything ``IN_PROCESS`` leaves
+    out of pytest's own collection, so that a new test file lands there without being listed)."""
+    return {"in-process": [*options, *IN_PROCESS],
+            "rest": [*options, *(f"--ignore={path}" for path in IN_PROCESS)]}
+
+
+def exit_code(codes: list[int]) -> int:
+    """The suite's exit code from the sessions' (:data:`NO_TESTS` counts as a failure only if every session had
+    it: an option such as ``-k`` may leave one session nothing to run)."""
+    failed = [code for code in codes if code not in (0, NO_TESTS)]
+    if failed:
+        return failed[0]
+    return NO_TESTS if all(code == NO_TESTS for code in codes) else 0
+
+
+def relay(name: str, stream, lock: threading.Lock) -> None:
+    """Print ``stream``'s lines, each prefixed with ``[name]``."""
+    for line in stream:
+        with lock:
+            sys.stdout.write(f"[{name}] {line}")
+            sys.stdout.flush()
+
+
+def main(options: list[str]) -> int:
+    missing = [path for path in IN_PROCESS if not (ROOT / path).is_file()]
+    if missing:
+        print(f"error: {', '.join(missing)} listed in tests/run_parallel.py IN_PROCESS but not found", file=sys.stderr)
+        return 4
+    lock = threading.Lock()
+    procs, relays = [], []
+    for name, args in sessions(options).items():
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, encoding="utf-8", errors="replace",
+                                bufsize=1)
+        thread = threading.Thread(target=relay, args=(name, proc.stdout, lock))
+        thread.start()
+        procs.append(proc)
+        relays.append(thread)
+    codes = []
+    for proc, thread in zip(procs, relays, strict=True):
+        while True:
+            try:  # Ctrl-C reached the sessions too: wait for them to stop and report
+                codes.append(proc.wait())
+                break
+            except KeyboardInterrupt:
+                continue
+        thread.join()
+    return exit_code(codes)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
