@@ -2,15 +2,16 @@
 [pytest options]``.
 
 The suite's long tests wait much of the time: on Ray starting, on a Slurm controller, on jobs submitted to a
-two-node cluster, on a tracking server's timeouts. Run one after another they kept 2 idle cores about 70 % busy
-(1564 s for the suite); two sessions side by side fill those waits with the other session's work (1234 s, the same
+two-node cluster, on a tracking server's timeouts. Run one after another they kept 2 idle cores 70-80 % busy
+(1564 s for the suite); two sessions side by side fill those waits with the other session's work (1224 s, the same
 tests, same machine and day).
 
-* ``IN_PROCESS``: the test files whose evaluations run in the session's own process, on its one Ray instance
-  (the ``ray_session`` fixture), and those sharing the session's evaluated runs (the ``evaluations`` fixture).
+* ``IN_PROCESS``: the files that share the session's evaluated runs (the ``evaluations`` fixture) and most of
+  those whose evaluations run in the session's own process, on its Ray instance (the ``ray_session`` fixture).
 * the rest: every other file (new ones included): command-line runs in their own processes, the clusters, Slurm and
-  the local AWS, the unit tests and the doctests. The second session starts a Ray instance of its own only for the
-  few tests there that need one.
+  the local AWS, the unit tests and the doctests, and a few in-process evaluations (AMIGOS, the gap, nested),
+  placed there so that both sessions end at about the same time. This session starts a Ray instance of its own
+  for those.
 
 Together the two sessions run exactly what ``pytest`` alone runs; the same options go to both. Their output is
 printed line by line as it comes, each line prefixed with its session's name. The exit code is the first non-zero
