@@ -68,8 +68,7 @@ def main(options: list[str]) -> int:
     procs, relays = [], []
     for name, args in sessions(options).items():
         proc = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, encoding="utf-8", errors="replace",
-                                bufsize=1)
+                                stderr=subprocess.STDOUT, encoding="utf-8", errors="replace", bufsize=1)
         thread = threading.Thread(target=relay, args=(name, proc.stdout, lock))
         thread.start()
         procs.append(proc)
