@@ -15,13 +15,17 @@ tests, same machine and day).
 
 Together the two sessions run exactly what ``pytest`` alone runs; the same options go to both. Their output is
 printed line by line as it comes, each line prefixed with its session's name. The exit code is the first non-zero
-one of the sessions (5, no test collected, only when neither collected one). Ctrl-C reaches both sessions (they
-share the terminal's process group) and each stops as ``pytest`` alone does. To run some tests, run ``pytest``
-itself.
+one of the sessions (5, no test collected, only when neither collected one; 128 + N for a session ended by signal
+N, as a shell says it). A session that fails is named again at the very end, with its last lines, so that the tail
+of the output (all a CI page may show) says which session failed and why, a crash's traceback included. Ctrl-C
+reaches both sessions (they share the terminal's process group) and each stops as ``pytest`` alone does. To run
+some tests, run ``pytest`` itself.
 """
 
 from __future__ import annotations
 
+import collections
+import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +37,7 @@ IN_PROCESS = ("tests/test_baselines.py", "tests/test_benchmark.py", "tests/test_
               "tests/test_registries.py", "tests/test_report.py", "tests/test_search.py", "tests/test_seeds.py",
               "tests/test_tracking.py", "tests/test_train.py")
 NO_TESTS = 5  # pytest's exit code when a session collected no test
+TAIL_LINES = 60  # a failed session's last lines, printed again at the end
 
 
 def sessions(options: list[str]) -> dict[str, list[str]]:
@@ -43,17 +48,29 @@ def sessions(options: list[str]) -> dict[str, list[str]]:
 
 
 def exit_code(codes: list[int]) -> int:
-    """The suite's exit code from the sessions' (:data:`NO_TESTS` counts as a failure only if every session had
-    it: an option such as ``-k`` may leave one session nothing to run)."""
-    failed = [code for code in codes if code not in (0, NO_TESTS)]
+    """The suite's exit code from the sessions' return codes (:data:`NO_TESTS` counts as a failure only if every
+    session had it: an option such as ``-k`` may leave one session nothing to run; a session ended by signal N,
+    return code -N, gives 128 + N)."""
+    failed = [128 - code if code < 0 else code for code in codes if code not in (0, NO_TESTS)]
     if failed:
         return failed[0]
     return NO_TESTS if all(code == NO_TESTS for code in codes) else 0
 
 
-def relay(name: str, stream, lock: threading.Lock) -> None:
-    """Print ``stream``'s lines, each prefixed with ``[name]``."""
+def ending(name: str, code: int) -> str:
+    """How session ``name`` ended, in words, from its return code."""
+    if code < 0:
+        try:
+            return f"[{name}] session killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"[{name}] session killed by signal {-code}"
+    return f"[{name}] session ended with exit code {code}"
+
+
+def relay(name: str, stream, lock: threading.Lock, tail: collections.deque) -> None:
+    """Print ``stream``'s lines, each prefixed with ``[name]``, keeping the last ones in ``tail``."""
     for line in stream:
+        tail.append(line)
         with lock:
             sys.stdout.write(f"[{name}] {line}")
             sys.stdout.flush()
@@ -65,14 +82,16 @@ def main(options: list[str]) -> int:
         print(f"error: {', '.join(missing)} listed in tests/run_parallel.py IN_PROCESS but not found", file=sys.stderr)
         return 4
     lock = threading.Lock()
-    procs, relays = [], []
+    names, procs, relays, tails = list(sessions(options)), [], [], []
     for name, args in sessions(options).items():
         proc = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, encoding="utf-8", errors="replace", bufsize=1)
-        thread = threading.Thread(target=relay, args=(name, proc.stdout, lock))
+        tail = collections.deque(maxlen=TAIL_LINES)
+        thread = threading.Thread(target=relay, args=(name, proc.stdout, lock, tail))
         thread.start()
         procs.append(proc)
         relays.append(thread)
+        tails.append(tail)
     codes = []
     for proc, thread in zip(procs, relays, strict=True):
         while True:
@@ -82,6 +101,11 @@ def main(options: list[str]) -> int:
             except KeyboardInterrupt:
                 continue
         thread.join()
+    for name, code, tail in zip(names, codes, tails, strict=True):
+        if code not in (0, NO_TESTS):
+            print(f"{ending(name, code)}; its last {len(tail)} lines:")
+            sys.stdout.writelines(f"[{name}] {line}" for line in tail)
+            print(ending(name, code))
     return exit_code(codes)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.run_parallel import IN_PROCESS, NO_TESTS, ROOT, exit_code, sessions
+import signal
+
+from tests.run_parallel import IN_PROCESS, NO_TESTS, ROOT, ending, exit_code, sessions
 
 
 def test_the_two_sessions_split_the_test_files_without_leaving_one_out():
@@ -24,3 +26,10 @@ def test_the_suite_fails_when_either_session_fails():
     assert exit_code([NO_TESTS, 0]) == 0  # -k left one session nothing to run
     assert exit_code([NO_TESTS, NO_TESTS]) == NO_TESTS
     assert exit_code([NO_TESTS, 1]) == 1
+
+
+def test_a_session_killed_by_a_signal_fails_the_suite_and_is_named():
+    assert exit_code([0, -signal.SIGSEGV]) == 128 + signal.SIGSEGV  # as a shell reports it, not 245
+    assert exit_code([-signal.SIGKILL, 1]) == 128 + signal.SIGKILL
+    assert ending("rest", -signal.SIGSEGV) == "[rest] session killed by SIGSEGV"
+    assert ending("in-process", 1) == "[in-process] session ended with exit code 1"
