@@ -9,7 +9,7 @@ tests, same machine and day).
 * ``IN_PROCESS``: the files that share the session's evaluated runs (the ``evaluations`` fixture) and most of
   those whose evaluations run in the session's own process, on its Ray instance (the ``ray_session`` fixture).
 * the rest: every other file (new ones included): command-line runs in their own processes, the clusters, Slurm and
-  the local AWS, the unit tests and the doctests, and a few in-process evaluations (AMIGOS, the gap, nested),
+  the local AWS, the unit tests and the doctests, and a few in-process evaluations (AMIGOS, the gap, nested, seeds),
   placed there so that both sessions end at about the same time. This session starts a Ray instance of its own
   for those.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 IN_PROCESS = ("tests/test_baselines.py", "tests/test_benchmark.py", "tests/test_cli.py", "tests/test_evaluation.py",
               "tests/test_final_model.py", "tests/test_progress.py",
-              "tests/test_registries.py", "tests/test_report.py", "tests/test_search.py", "tests/test_seeds.py",
+              "tests/test_registries.py", "tests/test_report.py", "tests/test_search.py",
               "tests/test_tracking.py", "tests/test_train.py")
 NO_TESTS = 5  # pytest's exit code when a session collected no test
 TAIL_LINES = 60  # a failed session's last lines, printed again at the end
