@@ -67,6 +67,13 @@ def ending(name: str, code: int) -> str:
     return f"[{name}] session ended with exit code {code}"
 
 
+def failure_report(name: str, code: int, tail) -> str:
+    """What is printed at the end for session ``name`` that ended with return code ``code``: how it ended, its last
+    lines ``tail`` (without the one long line listing a crash's extension modules), and how it ended again, last."""
+    lines = [f"[{name}] {line}" for line in tail if not line.startswith("Extension modules:")]
+    return "".join([f"{ending(name, code)}; its last lines:\n", *lines, f"{ending(name, code)}\n"])
+
+
 def relay(name: str, stream, lock: threading.Lock, tail: collections.deque) -> None:
     """Print ``stream``'s lines, each prefixed with ``[name]``, keeping the last ones in ``tail``."""
     for line in stream:
@@ -103,9 +110,7 @@ def main(options: list[str]) -> int:
         thread.join()
     for name, code, tail in zip(names, codes, tails, strict=True):
         if code not in (0, NO_TESTS):
-            print(f"{ending(name, code)}; its last {len(tail)} lines:")
-            sys.stdout.writelines(f"[{name}] {line}" for line in tail)
-            print(ending(name, code))
+            sys.stdout.write(failure_report(name, code, tail))
     return exit_code(codes)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from tests.run_parallel import IN_PROCESS, NO_TESTS, ROOT, ending, exit_code, sessions
+from tests.run_parallel import IN_PROCESS, NO_TESTS, ROOT, ending, exit_code, failure_report, sessions
 
 
 def test_the_two_sessions_split_the_test_files_without_leaving_one_out():
@@ -33,3 +33,13 @@ def test_a_session_killed_by_a_signal_fails_the_suite_and_is_named():
     assert exit_code([-signal.SIGKILL, 1]) == 128 + signal.SIGKILL
     assert ending("rest", -signal.SIGSEGV) == "[rest] session killed by SIGSEGV"
     assert ending("in-process", 1) == "[in-process] session ended with exit code 1"
+
+
+def test_a_failed_session_is_named_last_with_its_last_lines():
+    tail = ["tests/test_x.py::test_y FAILED\n", "Fatal Python error: Segmentation fault\n",
+            '  File "gbvnet/x.py", line 3 in f\n', "Extension modules: numpy, torch._C (total: 2)\n"]
+    report = failure_report("rest", -signal.SIGSEGV, tail).splitlines()
+    assert report[0] == "[rest] session killed by SIGSEGV; its last lines:"
+    assert report[1:-1] == ["[rest] tests/test_x.py::test_y FAILED", "[rest] Fatal Python error: Segmentation fault",
+                            '[rest]   File "gbvnet/x.py", line 3 in f']  # not the modules' one long line
+    assert report[-1] == "[rest] session killed by SIGSEGV"  # the last line of make test's output
