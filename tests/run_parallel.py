@@ -89,8 +89,9 @@ def main(options: list[str]) -> int:
         print(f"error: {', '.join(missing)} listed in tests/run_parallel.py IN_PROCESS but not found", file=sys.stderr)
         return 4
     lock = threading.Lock()
-    names, procs, relays, tails = list(sessions(options)), [], [], []
-    for name, args in sessions(options).items():
+    planned = sessions(options)
+    procs, relays, tails = [], [], []
+    for name, args in planned.items():
         proc = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, encoding="utf-8", errors="replace", bufsize=1)
         tail = collections.deque(maxlen=TAIL_LINES)
@@ -108,7 +109,7 @@ def main(options: list[str]) -> int:
             except KeyboardInterrupt:
                 continue
         thread.join()
-    for name, code, tail in zip(names, codes, tails, strict=True):
+    for name, code, tail in zip(planned, codes, tails, strict=True):
         if code not in (0, NO_TESTS):
             sys.stdout.write(failure_report(name, code, tail))
     return exit_code(codes)
