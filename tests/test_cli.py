@@ -9,6 +9,8 @@ import argparse
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections import defaultdict
 
@@ -183,6 +185,30 @@ def test_allow_leaky_split_permits_a_leaky_protocol_and_chooses_none(capsys):
         subject_dependent.main(["--dataset", "deap", "--cache", "c", "--allow-leaky-split"])
     assert ("--allow-leaky-split permits a leaky protocol, and 'subject-dependent' is not one: choose one with "
             "--protocol (segment-random)") in capsys.readouterr().err
+
+
+LATE_CTRL_C = """
+import atexit, os, signal, time
+
+from gbvnet.cli import exit_on_interrupt
+
+
+def late():  # a library's exit callback (tqdm's monitor thread joins at exit) that a second Ctrl-C lands in
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(2)
+
+
+atexit.register(late)
+with exit_on_interrupt(note="stopped"):
+    raise KeyboardInterrupt
+"""
+
+
+def test_a_second_ctrl_c_while_an_interrupted_command_exits_ends_it_without_a_traceback():
+    proc = subprocess.run([sys.executable, "-c", LATE_CTRL_C], capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.returncode == -signal.SIGINT, (proc.returncode, proc.stderr)  # a shell reports 130
+    assert proc.stderr == "interrupted by SIGINT: stopped\n"  # the one line, no "Exception ignored" traceback
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -30,6 +30,7 @@ Every command ends the same way (:func:`one_line_errors`, :func:`exit_on_interru
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import signal
@@ -402,6 +403,15 @@ class Interrupted(KeyboardInterrupt):
         return f"{self.by}: {self.finished}{of} {self.kind}s finished; --resume continues"
 
 
+def signals_default_at_exit() -> None:
+    """Registered when an interruption ends a command, run first when its process exits: a further SIGINT or SIGTERM
+    (a second Ctrl-C while the interpreter shuts down: thread joins, other exit callbacks) ends the process at once,
+    as it ends a program that handles no signal, instead of a ``KeyboardInterrupt`` traceback from whichever exit
+    callback it lands in."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def exit_on_interrupt(note: str | None = None, cleanup: Callable[[], object] | None = None):
     """Around a command's body, the one way every command stops: SIGTERM interrupts like Ctrl-C; an interruption
@@ -410,7 +420,7 @@ def exit_on_interrupt(note: str | None = None, cleanup: Callable[[], object] | N
     :func:`gbvnet.train.launch.exit_on_interrupt`), both with SIGINT and SIGTERM ignored (a second Ctrl-C must
     not cut them short), and ends the command with exit status 130 (SIGINT) or 143 (SIGTERM), an
     :class:`InterruptExit` that also stops an in-process caller (a test session). The handlers in place before
-    are restored."""
+    are restored; at the process's exit, :func:`signals_default_at_exit` runs first."""
     def terminate(signum, frame):
         raise Interrupted(signum)
 
@@ -425,6 +435,9 @@ def exit_on_interrupt(note: str | None = None, cleanup: Callable[[], object] | N
         stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
+        if main:  # exit callbacks run last-registered first: this one before those of the libraries imported
+            atexit.unregister(signals_default_at_exit)
+            atexit.register(signals_default_at_exit)
         print(str(stop) if note is None else f"{stop.by}: {note}", file=sys.stderr, flush=True)
         if cleanup is not None:
             cleanup()
